@@ -1,0 +1,467 @@
+"""Device library: the two-terminal devices that sit on a KirchhoffNet's edges.
+
+A device is a small declarative unit. It knows its current ``i(vs, vd; p)`` — flowing
+from the edge's source node to its destination node (DESIGN.md §1) — its partial
+derivatives, its parameter names and its SPICE form. It does **not** know about edges,
+incidence or signs: the assembler (:mod:`kirchhoff_sim.assembly`) gathers ``vs`` and
+``vd``, calls the device, and scatters ``±i`` into the nodes.
+
+Shapes: ``vs`` and ``vd`` are ``(E, B)`` (edges × batch); ``p`` is ``(n_params, E, 1)``
+so that ``p[k]`` broadcasts against ``(E, B)``. Everything is vectorised over both axes.
+
+Families (``vs``, ``vd`` source and destination voltages, ``p`` the edge's parameters):
+
+==========================  =========================================  ======
+class                       current                                    params
+==========================  =========================================  ======
+Conductance                 ``p0·(vs−vd)``                              g
+ShiftedReLU                 ``p1·relu((vs−vd) − p0)``                  shift, gain
+ShiftedLeakyReLU            ``p1·leaky_relu((vs−vd) − p0)``            shift, gain
+DifferenceActivation(act)   ``act(p1·(vs−vd) + p0)``                   bias, gain
+AffineActivation(act)       ``act(p0·vs + p1·vd + p2)``                w_src, w_dst, bias
+Diode                       Shockley with series resistance (Lambert W) i_s, r_s
+==========================  =========================================  ======
+
+``act`` is one of :data:`ACTIVATIONS`: identity, relu, leaky_relu (slope 0.01), tanh,
+softplus. The first five families are the reference implementation's (Gao et al.,
+ICCAD'24); note that they are mostly *active* cells — see :attr:`Device.passive`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import special
+
+from .errors import DeviceError, ParameterError
+
+LEAKY_SLOPE = 0.01  # torch.nn.functional.leaky_relu's default, as the reference uses
+
+
+# ----------------------------------------------------------------------- activations
+@dataclass(frozen=True)
+class Activation:
+    """A scalar nonlinearity with its derivatives and its ngspice B-source form.
+
+    ``value(z)``, ``slope(z)`` (first derivative) and ``curvature(z)`` (second derivative)
+    act elementwise; ``spice(z)`` turns an expression string into the activation's
+    ngspice expression.
+    """
+
+    name: str
+
+    def value(self, z):
+        return _ACT_FUNCS[self.name][0](z)
+
+    def slope(self, z):
+        return _ACT_FUNCS[self.name][1](z)
+
+    def curvature(self, z):
+        return _ACT_FUNCS[self.name][2](z)
+
+    def value_and_slope(self, z):
+        """``(act(z), act'(z))``, sharing work where the two share it (tanh)."""
+        if self.name == "tanh":
+            a = np.tanh(z)
+            return a, 1.0 - a * a
+        return self.value(z), self.slope(z)
+
+    def spice(self, z: str) -> str:
+        return _ACT_SPICE[self.name].format(z=z)
+
+
+def _softplus(z):
+    # log(1 + e^z) without overflow for large z
+    return np.logaddexp(0.0, z)
+
+
+_ACT_FUNCS = {
+    "identity": (lambda z: z, lambda z: np.ones_like(z), lambda z: np.zeros_like(z)),
+    "relu": (
+        lambda z: np.maximum(z, 0.0),
+        lambda z: (z > 0).astype(z.dtype),
+        lambda z: np.zeros_like(z),
+    ),
+    "leaky_relu": (
+        lambda z: np.where(z > 0, z, LEAKY_SLOPE * z),
+        lambda z: np.where(z > 0, 1.0, LEAKY_SLOPE),
+        lambda z: np.zeros_like(z),
+    ),
+    "tanh": (
+        np.tanh,
+        lambda z: 1.0 - np.tanh(z) ** 2,
+        lambda z: -2.0 * np.tanh(z) * (1.0 - np.tanh(z) ** 2),
+    ),
+    "softplus": (
+        _softplus,
+        special.expit,
+        lambda z: special.expit(z) * special.expit(-z),
+    ),
+}
+
+# ngspice B-source forms. relu is written with max(); ngspice's u() is the unit step.
+_ACT_SPICE = {
+    "identity": "({z})",
+    "relu": "max({z},0)",
+    "leaky_relu": f"max({{z}},{LEAKY_SLOPE}*({{z}}))",
+    "tanh": "tanh({z})",
+    "softplus": "ln(1+exp({z}))",
+}
+
+ACTIVATIONS = tuple(_ACT_FUNCS)
+
+
+def activation(name: str) -> Activation:
+    """Return the activation called ``name`` (one of :data:`ACTIVATIONS`)."""
+    if name not in _ACT_FUNCS:
+        raise DeviceError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+    return Activation(name)
+
+
+# ----------------------------------------------------------------------------- devices
+@dataclass(frozen=True)
+class Linearisation:
+    """A device's current and first derivatives at one operating point.
+
+    Every array broadcasts to ``(E, B)``; ``di_dp`` has a leading ``n_params`` axis and is
+    None when it was not asked for.
+    """
+
+    current: np.ndarray
+    di_dvs: np.ndarray
+    di_dvd: np.ndarray
+    di_dp: np.ndarray | None
+
+
+class Device:
+    """Base class of a two-terminal device family.
+
+    Every family's current is a function of one per-edge *input*
+
+        z = w_src·vs + w_dst·vd + bias          (:meth:`input_weights`)
+
+    — the branch voltage ``vs − vd`` for most devices — through a :meth:`response`
+    ``i = r(z; p)``. The assembler exploits this: it forms ``z`` for all edges and samples
+    with one sparse product, which fuses the gather with the affine combination.
+    Subclasses set :attr:`param_names` and implement :meth:`response`,
+    :meth:`linearise` and :meth:`spice_expression`; those whose input is not the branch
+    voltage override :meth:`input_weights`.
+    """
+
+    #: names of the per-edge parameters, in storage order
+    param_names: tuple[str, ...] = ()
+    #: True when the device can only absorb power (a resistor, a diode); False for
+    #: transconductor cells and current sources, which need a supply.
+    passive: bool = False
+
+    @property
+    def n_params(self) -> int:
+        return len(self.param_names)
+
+    # -- physics ------------------------------------------------------------------
+    def input_weights(self, p):
+        """``(w_src, w_dst, bias)`` of the device input, each broadcastable to ``(E, 1)``."""
+        return 1.0, -1.0, 0.0
+
+    def response(self, z, p):
+        """The current as a function of the device input ``z`` ``(E, B)``."""
+        raise NotImplementedError
+
+    def current(self, vs, vd, p):
+        """Edge current from src to dst, ``(E, B)``."""
+        w_src, w_dst, bias = self.input_weights(p)
+        return self.response(w_src * vs + w_dst * vd + bias, p)
+
+    def linearise(self, vs, vd, p, params: bool = True) -> Linearisation:
+        """Current and its partial derivatives in ``vs``, ``vd`` (and ``p`` if ``params``)."""
+        raise NotImplementedError
+
+    def spice_expression(self, vs: str, vd: str, p) -> str:
+        """ngspice B-source current expression for one edge with parameter values ``p``."""
+        raise NotImplementedError
+
+    # -- bookkeeping --------------------------------------------------------------
+    def spec(self) -> dict:
+        """JSON-serialisable description from which :func:`from_spec` rebuilds the device."""
+        return {"family": type(self).__name__}
+
+    def init_params(self, rng: np.random.Generator, n_edges: int, scheme: str = "kaiming") -> np.ndarray:
+        """Initial parameters ``(n_params, n_edges)``.
+
+        ``kaiming`` is the reference implementation's default (torch's
+        ``kaiming_normal_`` on the ``(n_params, E)`` tensor: N(0, 2/E)); ``normal`` is
+        N(0, 0.01²) (the reference's ``gauss``); ``uniform`` is U(0, 1); ``ones`` and
+        ``zeros`` are constant.
+        """
+        shape = (self.n_params, n_edges)
+        if scheme == "kaiming":
+            return rng.normal(0.0, math.sqrt(2.0 / max(n_edges, 1)), shape)
+        if scheme == "normal":
+            return rng.normal(0.0, 0.01, shape)
+        if scheme == "uniform":
+            return rng.uniform(0.0, 1.0, shape)
+        if scheme == "ones":
+            return np.ones(shape)
+        if scheme == "zeros":
+            return np.zeros(shape)
+        raise DeviceError(
+            f"unknown initialisation {scheme!r}; choose kaiming, normal, uniform, ones or zeros"
+        )
+
+    def check_params(self, params: np.ndarray, where: str = "") -> None:
+        """Raise :class:`ParameterError` unless ``params`` is finite and ``(n_params, E)``."""
+        params = np.asarray(params)
+        if params.ndim != 2 or params.shape[0] != self.n_params:
+            raise ParameterError(
+                f"{where}{type(self).__name__} expects parameters of shape "
+                f"({self.n_params}, n_edges) [{', '.join(self.param_names)}], got {params.shape}"
+            )
+        bad = ~np.isfinite(params)
+        if bad.any():
+            row, edge = np.argwhere(bad)[0]
+            raise ParameterError(
+                f"{where}parameter {self.param_names[row]!r} of edge {edge} is {params[row, edge]} "
+                f"({int(bad.sum())} non-finite entries in all)"
+            )
+
+    def __repr__(self) -> str:
+        extra = {k: v for k, v in self.spec().items() if k != "family"}
+        args = ", ".join(f"{k}={v!r}" for k, v in extra.items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other) -> bool:
+        return type(self) is type(other) and self.spec() == other.spec()
+
+    def __hash__(self) -> int:
+        return hash(str(sorted(self.spec().items())))
+
+
+def _fmt(x: float) -> str:
+    """A float written so that ngspice reads back exactly the same double."""
+    return repr(float(x))
+
+
+class Conductance(Device):
+    """Linear conductance ``i = g·(vs − vd)``: a resistor of resistance ``1/g``.
+
+    Passive only while ``g ≥ 0``; the feasibility report flags negative values.
+    """
+
+    param_names = ("g",)
+    passive = True
+
+    def response(self, z, p):
+        return p[0] * z
+
+    def linearise(self, vs, vd, p, params=True):
+        u = vs - vd
+        g = np.broadcast_to(p[0], u.shape)
+        return Linearisation(p[0] * u, g, -g, u[None] if params else None)
+
+    def spice_expression(self, vs, vd, p):
+        return f"{_fmt(p[0])}*({vs}-{vd})"
+
+
+class _ShiftedRectifier(Device):
+    """``p1·act((vs − vd) − p0)`` for a piecewise-linear rectifier ``act``."""
+
+    param_names = ("shift", "gain")
+    _act: Activation
+
+    def response(self, z, p):
+        return p[1] * self._act.value(z - p[0])
+
+    def linearise(self, vs, vd, p, params=True):
+        a, da = self._act.value_and_slope(vs - vd - p[0])
+        g = p[1] * da
+        return Linearisation(p[1] * a, g, -g, np.stack([-g, a]) if params else None)
+
+    def spice_expression(self, vs, vd, p):
+        z = f"{vs}-{vd}-({_fmt(p[0])})"
+        return f"{_fmt(p[1])}*{self._act.spice(z)}"
+
+
+class ShiftedReLU(_ShiftedRectifier):
+    """``i = p1·relu((vs − vd) − p0)``: the reference's main classifier device."""
+
+    _act = Activation("relu")
+
+
+class ShiftedLeakyReLU(_ShiftedRectifier):
+    """``i = p1·leaky_relu((vs − vd) − p0)`` with slope 0.01 below the knee."""
+
+    _act = Activation("leaky_relu")
+
+
+class DifferenceActivation(Device):
+    """``i = act(p1·(vs − vd) + p0)``: an activation of the branch voltage."""
+
+    param_names = ("bias", "gain")
+
+    def __init__(self, activation_name: str = "tanh"):
+        self.activation = activation(activation_name)
+
+    def spec(self):
+        return {"family": type(self).__name__, "activation": self.activation.name}
+
+    def response(self, z, p):
+        return self.activation.value(p[1] * z + p[0])
+
+    def linearise(self, vs, vd, p, params=True):
+        u = vs - vd
+        a, da = self.activation.value_and_slope(p[1] * u + p[0])
+        g = p[1] * da
+        return Linearisation(a, g, -g, np.stack([da, da * u]) if params else None)
+
+    def spice_expression(self, vs, vd, p):
+        return self.activation.spice(f"{_fmt(p[1])}*({vs}-{vd})+({_fmt(p[0])})")
+
+
+class AffineActivation(Device):
+    """``i = act(p0·vs + p1·vd + p2)``: the reference's generative device (with tanh).
+
+    A transconductor cell: it draws current from a supply whenever its bias ``p2`` or
+    its input weights are not those of a resistor (``p0 = −p1 ≥ 0``, identity).
+    """
+
+    param_names = ("w_src", "w_dst", "bias")
+
+    def __init__(self, activation_name: str = "tanh"):
+        self.activation = activation(activation_name)
+
+    def spec(self):
+        return {"family": type(self).__name__, "activation": self.activation.name}
+
+    def input_weights(self, p):
+        return p[0], p[1], p[2]
+
+    def response(self, z, p):
+        return self.activation.value(z)
+
+    def linearise(self, vs, vd, p, params=True):
+        a, da = self.activation.value_and_slope(p[0] * vs + p[1] * vd + p[2])
+        return Linearisation(a, p[0] * da, p[1] * da,
+                             np.stack([da * vs, da * vd, da]) if params else None)
+
+    def spice_expression(self, vs, vd, p):
+        return self.activation.spice(
+            f"{_fmt(p[0])}*{vs}+({_fmt(p[1])})*{vd}+({_fmt(p[2])})"
+        )
+
+
+def AffineTanh() -> AffineActivation:
+    """The reference's generative device, ``tanh(p0·vs + p1·vd + p2)``."""
+    return AffineActivation("tanh")
+
+
+class Diode(Device):
+    """Shockley diode (anode = src, cathode = dst) with optional series resistance.
+
+    With ``u = vs − vd``, thermal voltage ``n·Vt`` (:attr:`thermal_voltage`, in the net's
+    voltage unit), saturation current ``i_s`` and series resistance ``r_s``, the current
+    solves ``i = i_s·(exp((u − i·r_s)/nVt) − 1)``. Its closed form uses the Lambert W
+    function, evaluated in log space with Wright's ω (``ω(x) = W(eˣ)``) so it never
+    overflows:
+
+        i = (nVt/r_s)·ω(ln(i_s·r_s/nVt) + (u + i_s·r_s)/nVt) − i_s        (r_s > 0)
+        i = i_s·(exp(u/nVt) − 1)                                          (r_s = 0)
+
+    and ``di/du = (i + i_s)/(nVt + r_s·(i + i_s))``.
+
+    Parameters (per edge): ``i_s`` > 0 and ``r_s`` ≥ 0, both normalised (current unit
+    G0·V0, resistance unit 1/G0). ``thermal_voltage`` is ``n·kT/q`` in units of V0.
+    """
+
+    param_names = ("i_s", "r_s")
+    passive = True
+
+    def __init__(self, thermal_voltage: float = 0.025852, default_i_s: float = 1e-9,
+                 default_r_s: float = 0.0):
+        if not thermal_voltage > 0:
+            raise DeviceError(f"Diode thermal_voltage must be > 0, got {thermal_voltage}")
+        self.thermal_voltage = float(thermal_voltage)
+        self.default_i_s = float(default_i_s)
+        self.default_r_s = float(default_r_s)
+
+    def spec(self):
+        return {
+            "family": type(self).__name__,
+            "thermal_voltage": self.thermal_voltage,
+            "default_i_s": self.default_i_s,
+            "default_r_s": self.default_r_s,
+        }
+
+    def init_params(self, rng, n_edges, scheme="kaiming"):
+        # a diode's parameters are physical, not learnt from a random start
+        return np.array([[self.default_i_s], [self.default_r_s]]) * np.ones((1, n_edges))
+
+    def check_params(self, params, where=""):
+        super().check_params(params, where)
+        params = np.asarray(params)
+        if (params[0] <= 0).any() or (params[1] < 0).any():
+            raise ParameterError(f"{where}Diode needs i_s > 0 and r_s >= 0 on every edge")
+
+    def response(self, z, p):
+        return self._solve(z, p)[0]
+
+    def _solve(self, u, p):
+        """Current ``i`` and ``i + i_s`` for branch voltage ``u`` (all broadcast to one shape)."""
+        nvt = self.thermal_voltage
+        shape = np.broadcast_shapes(u.shape, p[0].shape)
+        u, i_s, r_s = (np.broadcast_to(a, shape) for a in (u, p[0], p[1]))
+        i = np.empty(shape)
+        series = r_s > 0
+        ideal = ~series
+        i[ideal] = i_s[ideal] * np.expm1(u[ideal] / nvt)
+        if series.any():
+            rs, isat = r_s[series], i_s[series]
+            arg = np.log(isat * rs / nvt) + (u[series] + isat * rs) / nvt
+            i[series] = nvt / rs * special.wrightomega(arg).real - isat
+        return i, i + i_s, i_s, r_s
+
+    def linearise(self, vs, vd, p, params=True):
+        i, total, i_s, r_s = self._solve(vs - vd, p)
+        nvt = self.thermal_voltage
+        denom = nvt + r_s * total
+        g = total / denom                       # di/du
+        di_dp = None
+        if params:
+            # implicit differentiation of F(i, u, i_s, r_s) = i_s·(e^{(u − i r_s)/nVt} − 1) − i = 0,
+            # where ∂F/∂i = −denom/nVt, ∂F/∂i_s = i/i_s and ∂F/∂r_s = −i·total/nVt
+            di_dp = np.stack([(i / i_s) * nvt / denom, -i * total / denom])
+        return Linearisation(i, g, -g, di_dp)
+
+    def spice_expression(self, vs, vd, p):
+        if p[1] != 0:
+            raise DeviceError(
+                "a diode with series resistance has no closed-form B-source expression; "
+                "compile it in primitive mode (a D element with RS)"
+            )
+        return f"{_fmt(p[0])}*(exp(({vs}-{vd})/{_fmt(self.thermal_voltage)})-1)"
+
+
+# ------------------------------------------------------------------------- registry
+_FAMILIES = {
+    cls.__name__: cls
+    for cls in (Conductance, ShiftedReLU, ShiftedLeakyReLU, DifferenceActivation,
+                AffineActivation, Diode)
+}
+FAMILIES = tuple(_FAMILIES)
+
+
+def from_spec(spec: dict) -> Device:
+    """Rebuild a device from :meth:`Device.spec` (as stored in a model file)."""
+    if not isinstance(spec, dict) or "family" not in spec:
+        raise DeviceError(f"a device spec must be a dict with a 'family' key, got {spec!r}")
+    family = spec["family"]
+    if family not in _FAMILIES:
+        raise DeviceError(f"unknown device family {family!r}; known: {', '.join(FAMILIES)}")
+    kwargs = {k: v for k, v in spec.items() if k != "family"}
+    if "activation" in kwargs:
+        kwargs["activation_name"] = kwargs.pop("activation")
+    try:
+        return _FAMILIES[family](**kwargs)
+    except TypeError as exc:
+        raise DeviceError(f"bad options for device {family}: {kwargs!r} ({exc})") from None

@@ -1,0 +1,102 @@
+"""Typed errors: every bad input or failed run says what went wrong and where.
+
+All errors derive from :class:`KirchhoffError`, so ``except KirchhoffError`` catches
+anything this package raises on purpose. Input errors also derive from ``ValueError``
+and run-time failures from ``RuntimeError`` so that generic handlers keep working.
+"""
+
+
+class KirchhoffError(Exception):
+    """Base class of every error raised by kirchhoff_sim."""
+
+
+# ---------------------------------------------------------------- bad input
+class GraphError(KirchhoffError, ValueError):
+    """A malformed circuit graph: bad node index, self-loop, wrong edge-list shape."""
+
+
+class ParameterError(KirchhoffError, ValueError):
+    """Device parameters of the wrong shape or with NaN/inf entries."""
+
+
+class DeviceError(KirchhoffError, ValueError):
+    """An unknown device family or activation, or a device option out of range."""
+
+
+class InputError(KirchhoffError, ValueError):
+    """Input voltages, save times or solver options that do not fit the net."""
+
+
+class DatasetError(InputError):
+    """A data set file or array with bad shapes, labels or values."""
+
+
+class ModelFileError(KirchhoffError, ValueError):
+    """A model file that is missing, corrupt, of a foreign format or a newer version."""
+
+
+# ---------------------------------------------------------------- run-time failures
+class SimulationError(KirchhoffError, RuntimeError):
+    """A transient analysis that could not continue.
+
+    Attributes
+    ----------
+    layer : int or None
+        Index of the layer (time slice) being integrated.
+    time : float or None
+        Normalised time at the start of the failing step.
+    step : int or None
+        Number of the failing step within the layer (0-based).
+    """
+
+    def __init__(self, message, *, layer=None, time=None, step=None):
+        self.layer, self.time, self.step = layer, time, step
+        where = []
+        if layer is not None:
+            where.append(f"layer {layer}")
+        if time is not None:
+            where.append(f"t={time:.6g}")
+        if step is not None:
+            where.append(f"step {step}")
+        super().__init__(f"{message} ({', '.join(where)})" if where else message)
+
+
+class NonFiniteStateError(SimulationError):
+    """NaN or inf appeared in the node voltages (the simulation blew up)."""
+
+
+class StepSizeTooSmallError(SimulationError):
+    """The adaptive step size fell below its floor."""
+
+
+class NewtonConvergenceError(SimulationError):
+    """Newton's method did not converge in an implicit step, even after step cuts."""
+
+
+class TrainingDivergedError(KirchhoffError, RuntimeError):
+    """A training step produced a non-finite loss, gradient or parameter."""
+
+
+# ---------------------------------------------------------------- SPICE
+class SpiceError(KirchhoffError, RuntimeError):
+    """Base class of failures while compiling or running a SPICE netlist."""
+
+
+class NgspiceNotFoundError(SpiceError):
+    """ngspice (the binary or the shared library) is not installed."""
+
+
+class NetlistRejectedError(SpiceError):
+    """ngspice refused the netlist (syntax, unknown model, singular matrix ...)."""
+
+
+class SpiceConvergenceError(SpiceError):
+    """ngspice stopped: time step too small or no DC/transient convergence."""
+
+
+class SpiceTimeoutError(SpiceError):
+    """ngspice did not finish within the allowed time."""
+
+
+class UnsafeNameError(SpiceError, ValueError):
+    """A user-supplied name or label cannot be written into a netlist safely."""

@@ -1,0 +1,318 @@
+"""What every solver shares: counters, the error norm, step-size strategies and saving.
+
+A solver integrates one layer at a time (``integrate_layer``); :func:`simulate` chains the
+layers. Two step strategies exist, and every solver accepts either:
+
+* :class:`FixedStep` — a uniform grid that lands exactly on the layer's end;
+* :class:`AdaptiveStep` — error-controlled steps with Hairer's PI controller
+  (``h_new = h·safety·err⁻ᵅ·err_prev^β``, α = 1/k − 0.75β, k = error order + 1), the
+  defaults a torchdiffeq ``dopri5`` user expects (rtol 1e-7, atol 1e-9, safety 0.9,
+  growth ≤ 10×, shrink ≥ 0.2×).
+
+The error norm is the RMS over nodes of ``err / (atol + rtol·max(|v₀|, |v₁|))`` for each
+sample, maximised over the batch: a batch is integrated on one step grid that is fine
+enough for every sample in it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import InputError, NonFiniteStateError, StepSizeTooSmallError
+
+SAFETY = 0.9
+MIN_FACTOR = 0.2
+MAX_FACTOR = 10.0
+PI_BETA = 0.04            # Hairer's DOPRI5 default for the PI controller's memory term
+MAX_STEPS = 100_000       # per layer
+MIN_STEP_FRACTION = 1e-12  # floor of the step size, relative to the layer duration
+
+
+@dataclass
+class Stats:
+    """Work counters of a run, accumulated over layers (tests assert work budgets)."""
+
+    n_steps: int = 0
+    n_rejected: int = 0
+    n_fevals: int = 0
+    n_newton: int = 0
+    n_lu: int = 0
+    n_jevals: int = 0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class LayerTape:
+    """The accepted step grid of one layer, and what the adjoint needs of each step.
+
+    ``times`` are the step boundaries ``t_0 < t_1 < … < t_n`` (the layer's start and end
+    included); ``states`` (only when recording) are the node voltages ``(N+1, B)`` at
+    each boundary; ``coefficients`` (implicit solvers) are each step's method weights.
+    """
+
+    times: list = field(default_factory=list)
+    states: list | None = None
+    coefficients: list | None = None
+
+
+def error_ratio(err: np.ndarray, y0: np.ndarray, y1: np.ndarray, rtol: float, atol: float) -> float:
+    """Scaled error: per-sample RMS over nodes 1..N, maximised over the batch."""
+    scale = atol + rtol * np.maximum(np.abs(y0[1:]), np.abs(y1[1:]))
+    per_sample = np.sqrt(np.mean((err[1:] / scale) ** 2, axis=0))
+    return float(per_sample.max()) if per_sample.size else 0.0
+
+
+def check_finite(V: np.ndarray, layer: int, time: float, step: int) -> None:
+    if not np.isfinite(V).all():
+        bad = np.argwhere(~np.isfinite(V))[0]
+        raise NonFiniteStateError(
+            f"node {bad[0]} of sample {bad[1]} became {V[tuple(bad)]} — the circuit diverged; "
+            f"check the device parameters or use smaller steps",
+            layer=layer, time=time, step=step,
+        )
+
+
+class FixedStep:
+    """A uniform grid: ``ceil(duration/dt)`` equal steps per layer (exactly hitting its end)."""
+
+    adaptive = False
+
+    def __init__(self, dt: float):
+        if not (np.isfinite(dt) and dt > 0):
+            raise InputError(f"step size dt must be finite and > 0, got {dt}")
+        self.dt = float(dt)
+
+    def n_steps(self, duration: float) -> int:
+        # the small slack keeps 1.0/0.1 from becoming 11 steps
+        return max(1, math.ceil(duration / self.dt - 1e-9))
+
+    def __repr__(self):
+        return f"FixedStep(dt={self.dt:g})"
+
+
+class AdaptiveStep:
+    """Error-controlled step size with Hairer's PI controller.
+
+    Parameters
+    ----------
+    rtol, atol : float
+        Relative and absolute tolerance of the local error.
+    first_step : float, optional
+        Initial step; by default Hairer's heuristic picks one per layer.
+    safety, min_factor, max_factor, beta : float
+        Controller constants (``beta = 0`` gives the classic I controller).
+    max_steps : int
+        Accepted + rejected steps allowed per layer before giving up.
+    min_step : float, optional
+        Step-size floor; by default ``1e-12 ×`` the layer duration.
+    """
+
+    adaptive = True
+
+    def __init__(self, rtol: float = 1e-7, atol: float = 1e-9, first_step=None, safety=SAFETY,
+                 min_factor=MIN_FACTOR, max_factor=MAX_FACTOR, beta=PI_BETA,
+                 max_steps=MAX_STEPS, min_step=None):
+        for name, value in (("rtol", rtol), ("atol", atol)):
+            if not (np.isfinite(value) and value >= 0):
+                raise InputError(f"{name} must be finite and >= 0, got {value}")
+        if rtol == 0 and atol == 0:
+            raise InputError("rtol and atol cannot both be 0")
+        if first_step is not None and not first_step > 0:
+            raise InputError(f"first_step must be > 0, got {first_step}")
+        self.rtol, self.atol = float(rtol), float(atol)
+        self.first_step = first_step
+        self.safety, self.min_factor, self.max_factor, self.beta = safety, min_factor, max_factor, beta
+        self.max_steps, self.min_step = int(max_steps), min_step
+
+    def __repr__(self):
+        return f"AdaptiveStep(rtol={self.rtol:g}, atol={self.atol:g})"
+
+    def ratio(self, err, y0, y1) -> float:
+        return error_ratio(err, y0, y1, self.rtol, self.atol)
+
+    def initial_step(self, f, y0, f0, duration, order, stats) -> float:
+        """Hairer's starting-step heuristic (Solving ODEs I, II.4), one extra f-evaluation."""
+        if self.first_step is not None:
+            return min(float(self.first_step), duration)
+        scale = self.atol + self.rtol * np.abs(y0[1:])
+        d0 = np.sqrt(np.mean((y0[1:] / scale) ** 2))
+        d1 = np.sqrt(np.mean((f0[1:] / scale) ** 2))
+        h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+        h0 = min(h0, duration)
+        f1 = f(y0 + h0 * f0)
+        stats.n_fevals += 1
+        d2 = np.sqrt(np.mean(((f1[1:] - f0[1:]) / scale) ** 2)) / h0
+        if max(d1, d2) <= 1e-15:
+            h1 = max(1e-6, h0 * 1e-3)
+        else:
+            h1 = (0.01 / max(d1, d2)) ** (1.0 / (order + 1))
+        return min(100 * h0, h1, duration)
+
+    def next_step(self, h: float, ratio: float, previous_ratio: float, error_order: int,
+                  accepted: bool) -> float:
+        """Proposed next step after a step of size ``h`` with scaled error ``ratio``."""
+        k = error_order + 1
+        if ratio == 0.0:
+            factor = self.max_factor
+        else:
+            alpha = 1.0 / k - 0.75 * self.beta
+            factor = self.safety * ratio ** (-alpha) * previous_ratio ** self.beta
+        factor = min(self.max_factor, max(self.min_factor, factor))
+        if not accepted:
+            factor = min(1.0, factor)
+        return h * factor
+
+    def floor(self, duration: float) -> float:
+        return self.min_step if self.min_step is not None else MIN_STEP_FRACTION * duration
+
+
+def as_step(dt=None, rtol=None, atol=None, step=None, **adaptive_kw):
+    """Build a step strategy from the convenience arguments of a solver constructor."""
+    if step is not None:
+        return step
+    if dt is not None:
+        if rtol is not None or atol is not None:
+            raise InputError("give either dt (fixed step) or rtol/atol (adaptive), not both")
+        return FixedStep(dt)
+    return AdaptiveStep(rtol=1e-7 if rtol is None else rtol, atol=1e-9 if atol is None else atol,
+                        **adaptive_kw)
+
+
+def too_small(h, floor, layer, t, step):
+    raise StepSizeTooSmallError(
+        f"step size {h:.3g} fell below its floor {floor:.3g}: the circuit is too stiff for "
+        f"this method or the tolerances are too tight",
+        layer=layer, time=t, step=step,
+    )
+
+
+class Saver:
+    """Collects the node voltages at requested times, interpolating inside steps.
+
+    Inside a step ``[ta, tb]`` the state is the cubic Hermite interpolant of the two end
+    states and their derivatives (local error O(h⁴)); a save time that coincides with a
+    step end takes that end state exactly.
+    """
+
+    def __init__(self, times: np.ndarray, num_nodes: int, batch: int):
+        self.times = times
+        self.values = np.full((len(times), num_nodes + 1, batch), np.nan)
+        self.next = 0
+
+    def at_start(self, t0, V0):
+        while self.next < len(self.times) and self.times[self.next] <= t0:
+            self.values[self.next] = V0
+            self.next += 1
+
+    def on_step(self, ta, Va, fa, tb, Vb, fb_thunk, is_last):
+        """Record saves in ``(ta, tb]``; ``fb_thunk()`` gives ``f(Vb)`` only if needed."""
+        while self.next < len(self.times):
+            ts = self.times[self.next]
+            if ts > tb and not (is_last and ts - tb <= 1e-12 * max(1.0, abs(tb))):
+                break
+            if ts >= tb or tb - ts <= 1e-14 * max(1.0, abs(tb)):
+                self.values[self.next] = Vb
+            else:
+                h = tb - ta
+                s = (ts - ta) / h
+                fb = fb_thunk()
+                h00 = 2 * s**3 - 3 * s**2 + 1
+                h10 = s**3 - 2 * s**2 + s
+                h01 = -2 * s**3 + 3 * s**2
+                h11 = s**3 - s**2
+                self.values[self.next] = h00 * Va + h10 * h * fa + h01 * Vb + h11 * h * fb
+            self.next += 1
+
+
+@dataclass
+class Trial:
+    """The outcome of one attempted step, as a method reports it to :func:`march`.
+
+    ``err`` is the local error estimate (None for a fixed-step method without one) of
+    order ``error_order``; ``ok`` is False when the step failed outright (Newton did not
+    converge) and must be retried smaller; ``record`` is what the tape keeps for the
+    adjoint; ``f1`` is ``f(y1)`` when the method already has it.
+    """
+
+    y1: np.ndarray | None
+    f1: np.ndarray | None = None
+    err: np.ndarray | None = None
+    error_order: int = 1
+    ok: bool = True
+    record: object = None
+
+
+def march(method, step, assembly, V, t0, t1, ctx):
+    """The time loop shared by every solver: propose, attempt, accept or reject.
+
+    ``method`` supplies ``start_layer(assembly, V, f0, ctx) -> state``,
+    ``attempt(assembly, V, h, state, ctx) -> Trial`` and ``accept(state, t, h, trial)``;
+    this loop owns the step grid (fixed, or adaptive with the PI controller), the last
+    step that lands exactly on ``t1``, saving, the tape and the failure checks.
+    """
+    stats, f = ctx.stats, ctx.counted(assembly.rhs)
+    duration = t1 - t0
+    f0 = f(V)
+    state = method.start_layer(assembly, V, f0, ctx)
+    if step.adaptive:
+        h = step.initial_step(f, V, f0, duration, method.start_order, stats)
+        floor = step.floor(duration)
+    else:
+        n_fixed = step.n_steps(duration)
+        h = duration / n_fixed
+    t, n, attempts, previous_ratio = t0, 0, 0, 1e-4
+    while True:
+        if step.adaptive:
+            last = t + h >= t1 - 1e-12 * duration
+            t_new = t1 if last else t + h
+        else:
+            last = n + 1 == n_fixed
+            t_new = t1 if last else t0 + (n + 1) * h
+        h_try = t_new - t
+        trial = method.attempt(assembly, V, f0, h_try, state, ctx)
+        attempts += 1
+        if not trial.ok and not step.adaptive:
+            method.fail(ctx, t, n)
+        ratio = 0.0
+        if trial.ok and step.adaptive:
+            ratio = step.ratio(trial.err, V, trial.y1)
+            if not np.isfinite(ratio):
+                ratio = 1e10      # a blown-up trial: shrink hard and retry
+        accepted = trial.ok and ratio <= 1.0
+        if accepted:
+            check_finite(trial.y1, ctx.layer, t, n)
+            cache = [trial.f1]
+
+            def f_end():
+                if cache[0] is None:
+                    cache[0] = f(trial.y1)
+                return cache[0]
+
+            ctx.observe(t, V, f0, t_new, trial.y1, f_end, last)
+            ctx.record(t_new, trial.y1, trial.record)
+            method.accept(state, t, h_try, trial)
+            t, V, n = t_new, trial.y1, n + 1
+            stats.n_steps += 1
+            if last:
+                return V
+            f0 = f_end()
+        else:
+            stats.n_rejected += 1
+        if step.adaptive:
+            if trial.ok:
+                h = step.next_step(h_try, ratio, previous_ratio, trial.error_order, accepted)
+                if accepted:
+                    previous_ratio = max(ratio, 1e-4)
+            else:
+                h = h_try / 8.0   # Newton failed: cut the step as SPICE does
+            if h < floor:
+                too_small(h, floor, ctx.layer, t, n)
+            if attempts > step.max_steps:
+                raise StepSizeTooSmallError(
+                    f"more than {step.max_steps} step attempts in one layer",
+                    layer=ctx.layer, time=t, step=n)

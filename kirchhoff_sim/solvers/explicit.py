@@ -1,0 +1,196 @@
+"""Explicit Runge–Kutta methods: Butcher tableaux on one shared step.
+
+Every method is a :class:`ButcherTableau` (which checks itself) run by :func:`rk_step`
+and driven by :class:`RungeKutta` with a fixed or an adaptive step strategy.
+
+========  =====  ===========  ==============================================
+method    order  error est.   notes
+========  =====  ===========  ==============================================
+Euler     1      —            forward Euler; stable for h < 2·C/G_max
+Heun      2      —            explicit trapezoid
+RK4       4      —            classic Runge–Kutta
+Dopri5    5      4 (FSAL)     Dormand–Prince 5(4), torchdiffeq's ``dopri5``
+========  =====  ===========  ==============================================
+
+Explicit methods are only conditionally stable: a physical RC circuit whose time
+constants span decades is stiff and wants an implicit method
+(:mod:`kirchhoff_sim.solvers.implicit`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+from .base import Trial, as_step, march
+
+
+@dataclass(frozen=True)
+class ButcherTableau:
+    """``c`` (nodes), ``a`` (lower-triangular stage weights), ``b`` (weights) and
+    optionally ``e = b − b̂`` (error weights of the embedded method)."""
+
+    name: str
+    order: int
+    c: tuple
+    a: tuple
+    b: tuple
+    e: tuple | None = None
+    error_order: int | None = None
+
+    def __post_init__(self):
+        s = len(self.b)
+        if len(self.c) != s or len(self.a) != s - 1:
+            raise ValueError(f"{self.name}: tableau sizes do not match")
+        if abs(sum(self.b) - 1) > 1e-14:
+            raise ValueError(f"{self.name}: weights b must sum to 1")
+        for i, row in enumerate(self.a, start=1):
+            if len(row) != i or abs(sum(row) - self.c[i]) > 1e-14:
+                raise ValueError(f"{self.name}: row {i} of a must have {i} entries summing to c[{i}]")
+        if self.e is not None and (len(self.e) != s or abs(sum(self.e)) > 1e-14):
+            raise ValueError(f"{self.name}: error weights must have {s} entries summing to 0")
+
+    @property
+    def stages(self) -> int:
+        return len(self.b)
+
+    @property
+    def fsal(self) -> bool:
+        """First Same As Last: the last stage is evaluated at the new state."""
+        return self.c[-1] == 1.0 and self.a[-1] == tuple(self.b[:-1]) and self.b[-1] == 0.0
+
+
+EULER = ButcherTableau("Euler", 1, c=(0.0,), a=(), b=(1.0,))
+HEUN = ButcherTableau("Heun", 2, c=(0.0, 1.0), a=((1.0,),), b=(0.5, 0.5))
+CLASSIC_RK4 = ButcherTableau(
+    "RK4", 4,
+    c=(0.0, 0.5, 0.5, 1.0),
+    a=((0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)),
+    b=(1 / 6, 1 / 3, 1 / 3, 1 / 6),
+)
+_DP_B = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0)
+_DP_BHAT = (5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40)
+DOPRI5 = ButcherTableau(
+    "Dopri5", 5,
+    c=(0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0),
+    a=(
+        (1 / 5,),
+        (3 / 40, 9 / 40),
+        (44 / 45, -56 / 15, 32 / 9),
+        (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
+        (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
+        _DP_B[:-1],
+    ),
+    b=_DP_B,
+    e=tuple(b - bh for b, bh in zip(_DP_B, _DP_BHAT)),
+    error_order=4,
+)
+
+
+def rk_step(f, y, f0, h, tableau: ButcherTableau):
+    """One explicit Runge–Kutta step.
+
+    Parameters
+    ----------
+    f : callable
+        ``f(y) -> dy/dt`` (the layer's network ODE; autonomous within a layer).
+    y, f0 : ndarray, shape (N+1, B)
+        State at the start of the step and ``f(y)``.
+    h : float
+    tableau : ButcherTableau
+
+    Returns
+    -------
+    y1 : ndarray
+        State after the step.
+    f1 : ndarray or None
+        ``f(y1)`` when the tableau is FSAL (free), else None.
+    err : ndarray or None
+        Local error estimate ``h·Σ e_j k_j`` when the tableau has error weights.
+    stages : list of ndarray
+        The stage derivatives ``k_j`` (the adjoint recomputes them from ``y``).
+    """
+    k = [f0]
+    y_stage = y
+    for row in tableau.a:
+        y_stage = y + h * _combine(row, k)
+        k.append(f(y_stage))
+    if tableau.fsal:
+        y1, f1 = y_stage, k[-1]
+    else:
+        y1, f1 = y + h * _combine(tableau.b, k), None
+    err = h * _combine(tableau.e, k) if tableau.e is not None else None
+    return y1, f1, err, k
+
+
+def _combine(weights, k):
+    """``Σ w_j k_j`` skipping zero weights."""
+    out = None
+    for w, kj in zip(weights, k):
+        if w == 0.0:
+            continue
+        out = w * kj if out is None else out + w * kj
+    return out if out is not None else np.zeros_like(k[0])
+
+
+class RungeKutta:
+    """An explicit Runge–Kutta solver: a tableau and a step strategy.
+
+    Use the named constructors :func:`Euler`, :func:`Heun`, :func:`RK4`, :func:`Dopri5`.
+    """
+
+    implicit = False
+
+    def __init__(self, tableau: ButcherTableau, step):
+        if step.adaptive and tableau.e is None:
+            raise InputError(f"{tableau.name} has no error estimate; give it a fixed step dt")
+        self.tableau, self.step = tableau, step
+
+    def __repr__(self):
+        return f"{self.tableau.name}({self.step!r})"
+
+    @property
+    def order(self) -> int:
+        return self.tableau.order
+
+    @property
+    def start_order(self) -> int:
+        return self.tableau.error_order or self.tableau.order
+
+    def integrate_layer(self, assembly, V, t0, t1, ctx):
+        """Integrate one layer from ``t0`` to ``t1``; returns the state at ``t1``."""
+        return march(self, self.step, assembly, V, t0, t1, ctx)
+
+    # -- the three hooks of the shared time loop --------------------------------------
+    def start_layer(self, assembly, V, f0, ctx):
+        return None
+
+    def attempt(self, assembly, V, f0, h, state, ctx):
+        y1, f1, err, _ = rk_step(ctx.counted(assembly.rhs), V, f0, h, self.tableau)
+        return Trial(y1, f1, err, self.tableau.error_order or self.tableau.order)
+
+    def accept(self, state, t, h, trial):
+        pass
+
+
+def Euler(dt: float) -> RungeKutta:
+    """Forward Euler, order 1, fixed step ``dt``."""
+    return RungeKutta(EULER, as_step(dt=dt))
+
+
+def Heun(dt: float) -> RungeKutta:
+    """Heun's method (explicit trapezoid), order 2, fixed step ``dt``."""
+    return RungeKutta(HEUN, as_step(dt=dt))
+
+
+def RK4(dt: float) -> RungeKutta:
+    """Classic fourth-order Runge–Kutta, fixed step ``dt``."""
+    return RungeKutta(CLASSIC_RK4, as_step(dt=dt))
+
+
+def Dopri5(rtol=None, atol=None, dt=None, **adaptive_kw) -> RungeKutta:
+    """Dormand–Prince 5(4): adaptive with PI control (defaults rtol 1e-7, atol 1e-9, as
+    torchdiffeq's ``dopri5``), or fixed step with ``dt``."""
+    return RungeKutta(DOPRI5, as_step(dt=dt, rtol=rtol, atol=atol, **adaptive_kw))

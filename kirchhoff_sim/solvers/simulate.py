@@ -1,0 +1,124 @@
+"""The one entry point: :func:`simulate` a net over all its layers on a whole batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+from .base import LayerTape, Saver, Stats
+from .explicit import Dopri5
+
+
+@dataclass
+class Solution:
+    """What a transient analysis returns.
+
+    Attributes
+    ----------
+    ts : ndarray, shape (n_save,)
+        Save times (normalised); ``[T]`` when none were requested.
+    node_voltages : ndarray, shape (n_save, B, N)
+        Voltages of nodes 1..N at the save times.
+    final_state : ndarray, shape (B, N)
+        Voltages at ``T``.
+    stats : Stats
+        Work counters (steps, rejected steps, f-evaluations, Newton iterations, LUs).
+    tapes : list of LayerTape
+        Per layer, the accepted step grid (and, when recorded, the states).
+    solver : object
+        The solver that produced it.
+    """
+
+    ts: np.ndarray
+    node_voltages: np.ndarray
+    final_state: np.ndarray
+    stats: Stats
+    tapes: list
+    solver: object
+
+    def readout(self, net) -> np.ndarray:
+        """Read-out voltages at ``T``, ``(B, n_readout)``."""
+        return self.final_state[:, net.readout - 1]
+
+
+class _Context:
+    """Per-run bookkeeping handed to the solvers: counters, saving and the tape."""
+
+    def __init__(self, stats, saver, tape_states: bool):
+        self.stats, self.saver, self.tape_states = stats, saver, tape_states
+        self.layer, self.tape = 0, None
+
+    def counted(self, f):
+        def counted_f(y):
+            self.stats.n_fevals += 1
+            return f(y)
+        return counted_f
+
+    def observe(self, ta, Va, fa, tb, Vb, fb_thunk, last):
+        if self.saver is not None:
+            self.saver.on_step(ta, Va, fa, tb, Vb, fb_thunk, last)
+
+    def record(self, t, V, record):
+        self.tape.times.append(t)
+        if self.tape.states is not None:
+            self.tape.states.append(V)
+        if self.tape.coefficients is not None:
+            self.tape.coefficients.append(record)
+
+
+def simulate(net, x, solver=None, save_at=None, record_states: bool = False) -> Solution:
+    """Transient analysis of ``net`` for a batch of inputs.
+
+    Parameters
+    ----------
+    net : KirchhoffNet
+    x : array_like, shape (B, d) or (d,)
+        Input voltages, written on the net's input nodes; other nodes start at 0 V.
+    solver : solver object, optional
+        :func:`Dopri5` (default, rtol 1e-7, atol 1e-9), :func:`RK4`, :func:`BDF2`, ...
+    save_at : array_like, optional
+        Increasing times in ``[0, T]`` at which to save all node voltages.
+    record_states : bool
+        Keep the state at every accepted step (what the adjoint needs).
+
+    Returns
+    -------
+    Solution
+    """
+    solver = Dopri5() if solver is None else solver
+    if not hasattr(solver, "integrate_layer"):
+        raise InputError(f"solver must be a kirchhoff_sim solver (Dopri5(), BDF2(), ...), got {solver!r}")
+    V = net.initial_state(x)
+    B = V.shape[1]
+    T = net.T
+    ts = _check_save_times(save_at, T)
+    saver = Saver(ts, net.num_nodes, B)
+    saver.at_start(0.0, V)
+    stats = Stats()
+    ctx = _Context(stats, saver, record_states)
+    bounds = net.layer_boundaries
+    tapes = []
+    for k, assembly in enumerate(net.assemblies()):
+        tape = LayerTape(times=[bounds[k]], states=[V] if record_states else None,
+                         coefficients=[] if solver.implicit else None)
+        ctx.layer, ctx.tape = k, tape
+        V = solver.integrate_layer(assembly, V, bounds[k], bounds[k + 1], ctx)
+        tapes.append(tape)
+    saver.values[saver.next:] = V   # save times at T up to rounding
+    node_voltages = np.transpose(saver.values[:, 1:, :], (0, 2, 1))
+    return Solution(ts, node_voltages, V[1:].T.copy(), stats, tapes, solver)
+
+
+def _check_save_times(save_at, T) -> np.ndarray:
+    if save_at is None:
+        return np.array([T])
+    ts = np.asarray(save_at, dtype=float).ravel()
+    if ts.size == 0 or not np.isfinite(ts).all():
+        raise InputError("save_at must be a non-empty array of finite times")
+    if np.any(np.diff(ts) < 0):
+        raise InputError("save_at must be non-decreasing")
+    if ts[0] < 0 or ts[-1] > T * (1 + 1e-12):
+        raise InputError(f"save_at must lie in [0, T={T:g}], got [{ts[0]:g}, {ts[-1]:g}]")
+    return ts
