@@ -385,11 +385,12 @@ class KirchhoffNet:
 
         return simulate(self, x, solver=solver).final_state[:, self.readout - 1]
 
-    def save(self, path) -> None:
-        """Write the net to an ``.npz`` model file atomically (see :mod:`kirchhoff_sim.modelfile`)."""
+    def save(self, path, metadata: dict | None = None):
+        """Write the net to an ``.npz`` model file atomically; returns the path written
+        (see :mod:`kirchhoff_sim.modelfile`)."""
         from .modelfile import save_net
 
-        save_net(self, path)
+        return save_net(self, path, metadata=metadata)
 
     @classmethod
     def load(cls, path) -> "KirchhoffNet":

@@ -14,8 +14,8 @@ BDF2            2      ((1+2ω)/(1+ω), −(1+ω), ω²/(1+ω)), ω = h/hₙ₋�
 ==============  =====  ============================================  ==============
 
 BE and BDF2 are L-stable; the trapezoidal rule is A-stable but not L-stable (it can ring
-on very stiff nodes, as in SPICE). Order-2 methods take a backward-Euler first step in
-every layer, as SPICE does after a breakpoint, because they need a history.
+on very stiff nodes, as in SPICE). A layer's first step has no history: see
+:func:`method_coefficients`.
 
 (★) is solved for ``v₊`` by one shared Newton kernel with the matrix
 ``α₀ C/h − β₀ K(v)``, ``K = ∂F/∂v`` stamped by the assembler; the linear-solve pair is
@@ -61,16 +61,24 @@ class Coefficients:
         return c / self.alpha[0]
 
 
-def backward_euler_coefficients() -> Coefficients:
-    return Coefficients((1.0, -1.0), (1.0, 0.0), 1, (0.0, -1.0))
+BACKWARD_EULER = Coefficients((1.0, -1.0), (1.0, 0.0), 1, (0.0, -1.0))
+TRAPEZOIDAL = Coefficients((1.0, -1.0), (0.5, 0.5), 2, (0.0, -1.0))
 
 
-def method_coefficients(method: str, h: float, h_prev: float | None) -> Coefficients:
-    """Weights of (★) for ``method`` with step ``h`` after a step ``h_prev`` (None: first step)."""
-    if method == "be" or h_prev is None:
-        return backward_euler_coefficients()
+def method_coefficients(method: str, h: float, h_prev: float | None, adaptive: bool) -> Coefficients:
+    """Weights of (★) for ``method`` with step ``h`` after a step ``h_prev``.
+
+    ``h_prev`` is None on a layer's first step, where order-2 methods have no history:
+    with step control they start with backward Euler as SPICE does after a breakpoint
+    (its LTE needs no history); on a fixed grid they start with a trapezoidal step, which
+    keeps the global order 2.
+    """
+    if method == "be":
+        return BACKWARD_EULER
+    if h_prev is None:
+        return BACKWARD_EULER if adaptive else TRAPEZOIDAL
     if method == "trap":
-        return Coefficients((1.0, -1.0), (0.5, 0.5), 2, (0.0, -1.0))
+        return TRAPEZOIDAL
     w = h / h_prev
     return Coefficients(((1 + 2 * w) / (1 + w), -(1 + w), w * w / (1 + w)), (1.0, 0.0), 2,
                         (0.0, -1.0, -(1.0 + 1.0 / w)))
@@ -171,7 +179,7 @@ class Implicit:
 
     def attempt(self, assembly, V, f0, h, state, ctx):
         first = len(state.points) == 1
-        coef = method_coefficients(self.method, h, None if first else state.last_h)
+        coef = method_coefficients(self.method, h, None if first else state.last_h, self.step.adaptive)
         C = assembly.capacitance[:, None]
         # history part of (★): C/h·(α₁vₙ + α₂vₙ₋₁) − β₁F(vₙ), with F = C·f on nodes 1..N
         known = coef.alpha[1] * V[1:]

@@ -1,0 +1,33 @@
+# Two commands do everything on a fresh machine:
+#   make demo   — the main job (set-up included)
+#   make test   — the test suite (set-up included)
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed
+
+.PHONY: setup ngspice demo test bench clean
+
+setup: $(STAMP) ngspice
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+ngspice:
+	@scripts/ensure_ngspice.sh
+
+demo: setup
+	$(VENV)/bin/kirchhoff-sim demo
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) benchmarks/bench_forward.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,200 @@
+"""The ``kirchhoff-sim`` command line.
+
+Each subcommand is a small function ``cmd_<name>(args)``; :func:`main` turns any
+:class:`~kirchhoff_sim.errors.KirchhoffError` into a one-line message on stderr and exit
+status 2, so a mistake in a file or an option never ends in a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import devices, topology
+from .errors import InputError, KirchhoffError
+from .modelfile import read_model_file, save_net
+from .network import KirchhoffNet, Layer
+from .solvers import BDF2, RK4, BackwardEuler, Dopri5, Euler, Heun, Trapezoidal, simulate
+
+METHODS = {
+    "dopri5": Dopri5, "rk4": RK4, "heun": Heun, "euler": Euler,
+    "be": BackwardEuler, "trap": Trapezoidal, "bdf2": BDF2,
+}
+FIXED_ONLY = {"rk4", "heun", "euler"}
+
+
+def make_solver(method: str, dt=None, rtol=None, atol=None):
+    """A solver from command-line style options (``--method``, ``--dt``, ``--rtol``, ``--atol``)."""
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if method in FIXED_ONLY:
+        if dt is None:
+            raise InputError(f"method {method} has a fixed step: give --dt")
+        return METHODS[method](dt)
+    if dt is not None:
+        return METHODS[method](dt=dt)
+    return METHODS[method](rtol=rtol, atol=atol)
+
+
+def load_array(path) -> np.ndarray:
+    """Inputs from ``.npy`` (no pickle) or ``.csv`` (comma-separated numbers)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"input file {str(path)!r} does not exist")
+    try:
+        if path.suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        if path.suffix == ".csv":
+            return np.loadtxt(path, delimiter=",", ndmin=2)
+    except ValueError as exc:
+        raise InputError(f"{path}: cannot read numbers ({exc})") from None
+    raise InputError(f"{path}: input must be .npy or .csv")
+
+
+# ------------------------------------------------------------------ subcommands
+def cmd_info(args):
+    net, meta, extras = read_model_file(args.model)
+    info = {
+        "file": str(args.model),
+        "nodes": net.num_nodes,
+        "layers": [
+            {"duration": l.duration,
+             "groups": [{"device": repr(g.device), "edges": g.num_edges} for g in l.groups]}
+            for l in net.layers
+        ],
+        "edges": net.num_edges,
+        "parameters": net.num_params,
+        "T": net.T,
+        "input_nodes": "1..d" if net.input_nodes is None else net.input_nodes.tolist(),
+        "readout": net.readout.tolist(),
+        "metadata": meta,
+        "extra_arrays": sorted(extras),
+    }
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return
+    print(f"{args.model}: {net!r}")
+    for k, layer in enumerate(info["layers"]):
+        groups = ", ".join(f"{g['edges']} × {g['device']}" for g in layer["groups"])
+        print(f"  layer {k}: duration {layer['duration']:g}: {groups}")
+    print(f"  input nodes: {info['input_nodes']}; read-out nodes: {_short(net.readout)}")
+    if meta:
+        print(f"  metadata: {json.dumps(meta, default=str)[:300]}")
+
+
+def _short(nodes) -> str:
+    nodes = list(map(int, nodes))
+    return str(nodes) if len(nodes) <= 12 else f"[{nodes[0]}..{nodes[-1]}] ({len(nodes)} nodes)"
+
+
+def cmd_simulate(args):
+    net = read_model_file(args.model)[0]
+    x = load_array(args.input)
+    solver = make_solver(args.method, args.dt, args.rtol, args.atol)
+    save_at = None
+    if args.trajectory:
+        save_at = np.linspace(0.0, net.T, args.points)
+    sol = simulate(net, x, solver=solver, save_at=save_at)
+    out = sol.final_state if args.all_nodes else sol.readout(net)
+    np.save(args.out, out)
+    if args.trajectory:
+        np.savez(args.trajectory, ts=sol.ts, node_voltages=sol.node_voltages)
+    print(f"simulated {x.shape[0] if x.ndim == 2 else 1} sample(s) with {solver!r}: "
+          f"{sol.stats.n_steps} steps, {sol.stats.n_fevals} f-evaluations; wrote {args.out} {out.shape}")
+
+
+def cmd_build(args):
+    if args.topology == "fully_connected":
+        edges = topology.fully_connected(args.nodes + 1, repeat=tuple(args.repeat))
+    else:
+        edges = topology.neighbour_window(args.height, args.width, args.window, args.extra_nodes,
+                                          repeat=tuple(args.repeat))
+    device = devices.from_spec({"family": args.device, **({"activation": args.activation}
+                                                          if args.device in ("AffineActivation", "DifferenceActivation") else {})})
+    layers = [Layer(edges, device, duration=args.duration) for _ in range(args.layers)]
+    net = KirchhoffNet(layers, readout=args.readout, seed=args.seed, init=args.init)
+    path = save_net(net, args.out)
+    print(f"wrote {path}: {net!r}")
+
+
+def cmd_demo(args):
+    from .demo import run_demo
+
+    run_demo(quick=args.quick)
+
+
+# ------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kirchhoff-sim",
+        description="Simulate, train and compile KirchhoffNet analog neural networks. "
+                    "Run 'kirchhoff-sim demo' for a guided tour, or 'kirchhoff-sim COMMAND --help'.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("info", help="describe a model file")
+    p.add_argument("model", help="model file (.npz)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("simulate", help="run a model on inputs and write the read-out voltages",
+                       description="Transient analysis of MODEL for every row of the input file; "
+                                   "writes the read-out node voltages at T as a (batch, n_readout) .npy.")
+    p.add_argument("model", help="model file (.npz)")
+    p.add_argument("--input", required=True, help="inputs, (batch, features) .npy or .csv")
+    p.add_argument("--out", required=True, help="output .npy")
+    p.add_argument("--method", default="dopri5", choices=sorted(METHODS),
+                   help="integration method (default dopri5; rk4/heun/euler need --dt)")
+    p.add_argument("--dt", type=float, help="fixed step size (normalised time)")
+    p.add_argument("--rtol", type=float, help="relative tolerance of an adaptive method (default 1e-7)")
+    p.add_argument("--atol", type=float, help="absolute tolerance of an adaptive method (default 1e-9)")
+    p.add_argument("--all-nodes", action="store_true", help="write every node, not just the read-out")
+    p.add_argument("--trajectory", help="also write ts and node_voltages at --points times to this .npz")
+    p.add_argument("--points", type=int, default=101, help="save points for --trajectory (default 101)")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("build", help="create a model file from a topology generator",
+                       description="Build a KirchhoffNet from one of the reference topologies with "
+                                   "freshly initialised parameters.")
+    p.add_argument("--topology", choices=["fully_connected", "neighbour_window"], default="fully_connected")
+    p.add_argument("--nodes", type=int, default=2, help="non-ground nodes (fully_connected)")
+    p.add_argument("--height", type=int, default=8, help="image height (neighbour_window)")
+    p.add_argument("--width", type=int, default=8, help="image width (neighbour_window)")
+    p.add_argument("--window", type=int, default=3, help="window size (neighbour_window)")
+    p.add_argument("--extra-nodes", type=int, default=10, help="projection nodes (neighbour_window)")
+    p.add_argument("--repeat", type=int, nargs=2, default=[1, 1], metavar=("A", "B"),
+                   help="parallel devices per ordered pair, the reference's repeat (default 1 1)")
+    p.add_argument("--device", default="AffineActivation", choices=list(devices.FAMILIES))
+    p.add_argument("--activation", default="tanh", choices=list(devices.ACTIVATIONS))
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--duration", type=float, default=0.5, help="duration of each layer")
+    p.add_argument("--readout", type=int, default=None, help="read out the last K nodes (default all)")
+    p.add_argument("--init", default="kaiming", help="kaiming, normal, uniform, ones or zeros")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="model file to write (.npz)")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("demo", help="the main job: build, simulate and report a small net")
+    p.add_argument("--quick", action="store_true", help="a smaller, faster run")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except KirchhoffError as exc:
+        print(f"kirchhoff-sim {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
