@@ -1,0 +1,69 @@
+"""Shared pieces of the benchmark scripts: timing, the torch baseline's view of a net,
+and writing results as JSON next to the scripts (benchmarks/results/)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def timed(fn, repeat: int = 3, warmup: int = 1):
+    """Run ``fn`` ``warmup`` times, then ``repeat`` times; returns (median seconds, last result)."""
+    result = None
+    for _ in range(warmup):
+        result = fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), result
+
+
+def torch_family(device) -> str:
+    """The torch reference's family name for a kirchhoff_sim device."""
+    name = type(device).__name__
+    simple = {"Conductance": "conductance", "ShiftedReLU": "shifted_relu",
+              "ShiftedLeakyReLU": "shifted_leaky_relu"}
+    if name in simple:
+        return simple[name]
+    if name == "AffineActivation":
+        return "affine_" + device.activation.name
+    if name == "DifferenceActivation":
+        return "difference_" + device.activation.name
+    raise ValueError(f"the torch reference has no {name}")
+
+
+def torch_layers(net) -> list[dict]:
+    """The net's layers as the torch reference takes them (one device family per layer)."""
+    layers = []
+    for layer in net.layers:
+        if len(layer.groups) != 1:
+            raise ValueError("the torch reference takes one device family per layer")
+        g = layer.groups[0]
+        layers.append({"src": g.src, "dst": g.dst, "params": g.params,
+                       "family": torch_family(g.device), "duration": layer.duration})
+    return layers
+
+
+def full_input(net, x) -> np.ndarray:
+    """The torch reference's state at t=0, (B, N): x on nodes 1..d, zeros elsewhere."""
+    return net.initial_state(x)[1:].T.copy()
+
+
+def write_results(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    payload = {"benchmark": name, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                              "numpy": np.__version__}, **payload}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    print(f"wrote {path}")
+    return path
