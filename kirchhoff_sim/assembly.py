@@ -75,10 +75,10 @@ class LayerAssembly:
         if batch not in self._chunk_cache:
             size = max(64, CHUNK_ELEMENTS // max(batch, 1))
             chunks = []
-            for g, sl in zip(self.groups, self.slices):
+            for index, (g, sl) in enumerate(zip(self.groups, self.slices)):
                 for a in range(sl.start, sl.stop, size):
                     b = min(a + size, sl.stop)
-                    chunks.append(_Chunk(g, slice(a, b), slice(a - sl.start, b - sl.start),
+                    chunks.append(_Chunk(g, index, slice(a, b), slice(a - sl.start, b - sl.start),
                                          self.src[a:b], self.dst[a:b],
                                          self.scatter[:, a:b].tocsr(), self.num_nodes))
             self._chunk_cache = {batch: chunks}
@@ -126,6 +126,50 @@ class LayerAssembly:
                 di_dp.append(np.broadcast_to(lin.di_dp, (g.device.n_params,) + vs[sl].shape))
         return current, gs, gd, di_dp
 
+    # ------------------------------------------------------------------ sensitivities
+    def vjp(self, V: np.ndarray, nu: np.ndarray, theta_bar: list | None = None) -> np.ndarray:
+        """Vector–Jacobian products of ``F(V) = Aᵀ i(V, θ)`` with a node cotangent ``ν``.
+
+        Per edge the cotangent is ``λ_e = ν[dst] − ν[src]`` (DESIGN.md §4); then
+        ``(∂F/∂V)ᵀν`` scatters ``λ_e·∂i/∂vs`` into src and ``λ_e·∂i/∂vd`` into dst, and
+        ``(∂F/∂θ_e)ᵀν = Σ_b λ_e ∂i/∂θ_e``.
+
+        Parameters
+        ----------
+        V, nu : ndarray, shape (N+1, B)
+        theta_bar : list of ndarray, optional
+            One ``(n_params, E_g)`` array per group; ``(∂F/∂θ)ᵀν`` is *added* to it.
+
+        Returns
+        -------
+        v_bar : ndarray, shape (N+1, B)
+            ``(∂F/∂V)ᵀν`` with a zero ground row.
+        """
+        v_bar = np.zeros_like(V)
+        for chunk in self.chunks(V.shape[1]):
+            lam = chunk.difference @ nu
+            lin = chunk.linearise(V, params=theta_bar is not None)
+            v_bar += chunk.to_src @ (lam * lin.di_dvs)
+            v_bar += chunk.to_dst @ (lam * lin.di_dvd)
+            if theta_bar is not None:
+                theta_bar[chunk.group_index][:, chunk.local] += np.einsum("peb,eb->pe", lin.di_dp, lam)
+        v_bar[0] = 0.0
+        return v_bar
+
+    def jvp(self, V: np.ndarray, v_dot: np.ndarray, theta_dot: list | None = None) -> np.ndarray:
+        """Jacobian–vector product ``(∂F/∂V)·v̇ + (∂F/∂θ)·θ̇``, shape ``(N+1, B)``.
+
+        ``theta_dot`` holds one ``(n_params, E_g)`` direction per group (or None).
+        """
+        out = np.zeros_like(V)
+        for chunk in self.chunks(V.shape[1]):
+            lin = chunk.linearise(V, params=theta_dot is not None)
+            i_dot = lin.di_dvs * np.take(v_dot, chunk.src, axis=0) + lin.di_dvd * np.take(v_dot, chunk.dst, axis=0)
+            if theta_dot is not None:
+                i_dot += np.einsum("peb,pe->eb", lin.di_dp, theta_dot[chunk.group_index][:, chunk.local])
+            out += chunk.scatter @ i_dot
+        return out
+
     # ------------------------------------------------------------------ Jacobian
     @property
     def pattern(self) -> "StampPattern":
@@ -139,13 +183,18 @@ class _Chunk:
 
     ``W`` is ``(E_c, N+1)`` CSR with two entries a row (at src and dst) whose values are
     the device's input weights, refreshed at every call because they may be parameters.
+    The matrices the sensitivities need (``A`` for ``λ_e = ν[dst] − ν[src]`` and the
+    unsigned src/dst scatters) are built on first use.
     """
 
-    def __init__(self, group, edges, local, src, dst, scatter, num_nodes):
-        self.group, self.edges, self.local, self.scatter = group, edges, local, scatter
+    def __init__(self, group, group_index, edges, local, src, dst, scatter, num_nodes):
+        self.group, self.group_index = group, group_index
+        self.edges, self.local, self.scatter = edges, local, scatter
+        self.src, self.dst, self.num_nodes = src, dst, num_nodes
         n = len(src)
         self.W = sp.csr_matrix((np.zeros(2 * n), np.stack([src, dst], 1).ravel(),
                                 np.arange(0, 2 * n + 1, 2)), shape=(n, num_nodes + 1))
+        self._adjoint = None
 
     def currents(self, V):
         """Edge currents of the chunk, ``(E_c, B)``."""
@@ -158,6 +207,33 @@ class _Chunk:
         if np.any(bias):
             Z += bias
         return self.group.device.response(Z, p)
+
+    def linearise(self, V, params: bool):
+        p = self.group.params[:, self.local, None]
+        vs, vd = np.take(V, self.src, axis=0), np.take(V, self.dst, axis=0)
+        return self.group.device.linearise(vs, vd, p, params)
+
+    def _adjoint_matrices(self):
+        if self._adjoint is None:
+            n, shape = len(self.src), (self.num_nodes + 1, len(self.src))
+            ones, cols = np.ones(n), np.arange(n)
+            self._adjoint = (self.scatter.T.tocsr(),
+                             sp.csr_matrix((ones, (self.src, cols)), shape=shape),
+                             sp.csr_matrix((ones, (self.dst, cols)), shape=shape))
+        return self._adjoint
+
+    @property
+    def difference(self):
+        """``A`` of the chunk, ``(E_c, N+1)``: ``(A ν)_e = ν[dst] − ν[src]`` (ground's ν ignored)."""
+        return self._adjoint_matrices()[0]
+
+    @property
+    def to_src(self):
+        return self._adjoint_matrices()[1]
+
+    @property
+    def to_dst(self):
+        return self._adjoint_matrices()[2]
 
 
 def incidence_transpose(src, dst, num_nodes: int) -> sp.csr_matrix:

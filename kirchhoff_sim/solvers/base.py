@@ -41,6 +41,7 @@ class Stats:
     n_newton: int = 0
     n_lu: int = 0
     n_jevals: int = 0
+    n_vjps: int = 0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -81,18 +82,51 @@ class FixedStep:
     """A uniform grid: ``ceil(duration/dt)`` equal steps per layer (exactly hitting its end)."""
 
     adaptive = False
+    be_start = False    # implicit order-2 methods start a fixed grid with a trapezoidal step
 
     def __init__(self, dt: float):
         if not (np.isfinite(dt) and dt > 0):
             raise InputError(f"step size dt must be finite and > 0, got {dt}")
         self.dt = float(dt)
 
-    def n_steps(self, duration: float) -> int:
+    def grid(self, t0: float, t1: float, layer: int) -> np.ndarray:
         # the small slack keeps 1.0/0.1 from becoming 11 steps
-        return max(1, math.ceil(duration / self.dt - 1e-9))
+        n = max(1, math.ceil((t1 - t0) / self.dt - 1e-9))
+        times = t0 + (t1 - t0) * np.arange(n + 1) / n
+        times[-1] = t1
+        return times
 
     def __repr__(self):
         return f"FixedStep(dt={self.dt:g})"
+
+
+class GridStep:
+    """Replays given step grids, one array of times per layer (e.g. an adaptive run's).
+
+    Gradient checks use it: finite differences of the *same* discretisation hold the
+    forward run's accepted steps fixed, as the discrete adjoint does.
+    """
+
+    adaptive = False
+
+    def __init__(self, grids, be_start: bool):
+        self.grids = [np.asarray(g, dtype=float) for g in grids]
+        self.be_start = be_start
+
+    @classmethod
+    def replay(cls, solution) -> "GridStep":
+        """The step grid of a :class:`~kirchhoff_sim.solvers.Solution`'s run."""
+        return cls([tape.times for tape in solution.tapes], solution.solver.step.be_start)
+
+    def grid(self, t0: float, t1: float, layer: int) -> np.ndarray:
+        times = self.grids[layer]
+        if abs(times[0] - t0) > 1e-12 * max(1.0, abs(t1)) or abs(times[-1] - t1) > 1e-12 * max(1.0, abs(t1)):
+            raise InputError(f"replayed grid of layer {layer} spans [{times[0]}, {times[-1]}], "
+                             f"not the layer's [{t0}, {t1}]")
+        return times
+
+    def __repr__(self):
+        return f"GridStep({sum(len(g) - 1 for g in self.grids)} steps)"
 
 
 class AdaptiveStep:
@@ -113,6 +147,7 @@ class AdaptiveStep:
     """
 
     adaptive = True
+    be_start = True     # implicit order-2 methods start with backward Euler, as SPICE does
 
     def __init__(self, rtol: float = 1e-7, atol: float = 1e-9, first_step=None, safety=SAFETY,
                  min_factor=MIN_FACTOR, max_factor=MAX_FACTOR, beta=PI_BETA,
@@ -263,16 +298,15 @@ def march(method, step, assembly, V, t0, t1, ctx):
         h = step.initial_step(f, V, f0, duration, method.start_order, stats)
         floor = step.floor(duration)
     else:
-        n_fixed = step.n_steps(duration)
-        h = duration / n_fixed
+        grid = step.grid(t0, t1, ctx.layer)
     t, n, attempts, previous_ratio = t0, 0, 0, 1e-4
     while True:
         if step.adaptive:
             last = t + h >= t1 - 1e-12 * duration
             t_new = t1 if last else t + h
         else:
-            last = n + 1 == n_fixed
-            t_new = t1 if last else t0 + (n + 1) * h
+            last = n + 2 == len(grid)
+            t_new = grid[n + 1]
         h_try = t_new - t
         trial = method.attempt(assembly, V, f0, h_try, state, ctx)
         attempts += 1

@@ -15,6 +15,23 @@ Dopri5    5      4 (FSAL)     Dormand–Prince 5(4), torchdiffeq's ``dopri5``
 Explicit methods are only conditionally stable: a physical RC circuit whose time
 constants span decades is stiff and wants an implicit method
 (:mod:`kirchhoff_sim.solvers.implicit`).
+
+Discrete adjoint (:func:`rk_step_adjoint`). One step is
+
+    Y_j = y + h Σ_{l<j} a_jl k_l,    k_j = f(Y_j),    y⁺ = y + h Σ_j b_j k_j,
+
+with ``f = C⁻¹F`` and the step size held fixed (an adaptive run's accepted grid is
+replayed; the error estimate does not change y⁺). Given ``ȳ⁺ = ∂L/∂y⁺``, reverse-mode
+differentiation of these lines, stage by stage from the last, gives
+
+    k̄_j = h b_j ȳ⁺ + h Σ_{i>j} a_ij Ȳ_i,   Ȳ_j = (∂f/∂y)(Y_j)ᵀ k̄_j,   θ̄ += (∂f/∂θ)(Y_j)ᵀ k̄_j,
+    ȳ = ȳ⁺ + Σ_j Ȳ_j,
+
+where ``(∂f/∂y)ᵀk̄ = (∂F/∂y)ᵀ(C⁻¹k̄)`` is the assembler's vector–Jacobian product. This
+is the exact transpose of the forward arithmetic, so it matches finite differences of
+the same discretisation to round-off. The stage values are recomputed from the stored
+step-start state ``y`` (s − 1 f-evaluations), not stored. The tangent (forward,
+direct) mode :func:`rk_step_tangent` differentiates the same lines forwards.
 """
 
 from __future__ import annotations
@@ -125,6 +142,59 @@ def rk_step(f, y, f0, h, tableau: ButcherTableau):
     return y1, f1, err, k
 
 
+def _stage_states(y, h, tableau, k):
+    """The stage inputs ``Y_j = y + h Σ_{l<j} a_jl k_l`` of a step already taken."""
+    return [y] + [y + h * _combine(row, k) for row in tableau.a]
+
+
+def rk_step_adjoint(assembly, y, h, tableau: ButcherTableau, y1_bar, theta_bar, stats):
+    """Transpose of one :func:`rk_step` (see the module docstring); returns ``ȳ``.
+
+    ``theta_bar`` (one ``(n_params, E_g)`` array per group) is accumulated in place.
+    """
+    f = assembly.rhs
+    k = [f(y)]
+    for row in tableau.a:
+        k.append(f(y + h * _combine(row, k)))
+    stats.n_fevals += tableau.stages
+    Y = _stage_states(y, h, tableau, k)
+    s = tableau.stages
+    Y_bar = [None] * s
+    y_bar = y1_bar.copy()
+    for j in reversed(range(s)):
+        k_bar = None
+        if tableau.b[j] != 0.0:
+            k_bar = (h * tableau.b[j]) * y1_bar
+        for i in range(j + 1, s):
+            a_ij = tableau.a[i - 1][j]
+            if a_ij != 0.0 and Y_bar[i] is not None:
+                term = (h * a_ij) * Y_bar[i]
+                k_bar = term if k_bar is None else k_bar + term
+        if k_bar is None:          # e.g. Dopri5's FSAL stage: it does not reach y⁺
+            continue
+        Y_bar[j] = assembly.vjp(Y[j], assembly.inv_capacitance * k_bar, theta_bar)
+        stats.n_vjps += 1
+        y_bar += Y_bar[j]
+    return y_bar
+
+
+def rk_step_tangent(assembly, y, h, tableau: ButcherTableau, y_dot, theta_dot, stats):
+    """Forward-mode derivative of one :func:`rk_step`: returns ``(y⁺, ẏ⁺)``."""
+    f = assembly.rhs
+    k, k_dot = [], []
+    for j in range(tableau.stages):
+        if j == 0:
+            Y, Y_dot = y, y_dot
+        else:
+            row = tableau.a[j - 1]
+            Y = y + h * _combine(row, k)
+            Y_dot = y_dot + h * _combine(row, k_dot)
+        k.append(f(Y))
+        k_dot.append(assembly.inv_capacitance * assembly.jvp(Y, Y_dot, theta_dot))
+    stats.n_fevals += tableau.stages
+    return y + h * _combine(tableau.b, k), y_dot + h * _combine(tableau.b, k_dot)
+
+
 def _combine(weights, k):
     """``Σ w_j k_j`` skipping zero weights."""
     out = None
@@ -173,6 +243,22 @@ class RungeKutta:
 
     def accept(self, state, t, h, trial):
         pass
+
+    # -- sensitivities over one layer's recorded steps -----------------------------------
+    def adjoint_layer(self, assembly, tape, y_bar, theta_bar, stats):
+        """Carry ``ȳ`` from the layer's end to its start through every recorded step."""
+        for n in reversed(range(len(tape.times) - 1)):
+            h = tape.times[n + 1] - tape.times[n]
+            y_bar = rk_step_adjoint(assembly, tape.states[n], h, self.tableau, y_bar, theta_bar, stats)
+        return y_bar
+
+    def tangent_layer(self, assembly, tape, y_dot, theta_dot, stats):
+        """Carry ``ẏ`` from the layer's start to its end along the recorded grid."""
+        y = tape.states[0]
+        for n in range(len(tape.times) - 1):
+            h = tape.times[n + 1] - tape.times[n]
+            y, y_dot = rk_step_tangent(assembly, y, h, self.tableau, y_dot, theta_dot, stats)
+        return y_dot
 
 
 def Euler(dt: float) -> RungeKutta:

@@ -26,6 +26,21 @@ differences of the solution history: with nodes ``s_j = (t_{n+1-j} − t_{n+1})/
 exact solution leaves the residual ``h^{p+1} y^{(p+1)}·[Σ α_j s_j^{p+1}/(p+1)! −
 Σ β_j s_j^p/p!]`` in (★), and ``y^{(p+1)} = f^{(p)}`` comes from the last ``p+1``
 values of ``f = C⁻¹F``.
+
+Discrete adjoint (:meth:`Implicit.adjoint_layer`). Write (★) as ``G(v₊, vₙ, vₙ₋₁, θ) = 0``
+with ``∂G/∂v₊ = M = α₀C/h − β₀K(v₊)``, ``∂G/∂vₙ = α₁C/h − β₁K(vₙ)``,
+``∂G/∂vₙ₋₁ = α₂C/h`` and ``∂G/∂θ = −β₀∂F/∂θ(v₊) − β₁∂F/∂θ(vₙ)``. By the implicit
+function theorem, a cotangent ``v̄₊`` moves back through one step as
+
+    Mᵀ w = v̄₊,
+    v̄ₙ += −α₁ C/h·w + β₁ K(vₙ)ᵀ w,     v̄ₙ₋₁ += −α₂ C/h·w,
+    θ̄  += β₀ (∂F/∂θ)(v₊)ᵀ w + β₁ (∂F/∂θ)(vₙ)ᵀ w,
+
+one transposed solve with the forward Newton matrix per step (the same linear-solve
+pair, ``trans='T'``). Steps are processed from the last, so each state's cotangent is
+complete before it is used. The step sizes and each step's weights (a BE start, BDF2's
+ω) are those the forward run recorded. Forward (direct) sensitivities solve
+``M v̇₊ = −α₁C/h·v̇ₙ − α₂C/h·v̇ₙ₋₁ + β₁(K(vₙ)v̇ₙ + ∂F/∂θ(vₙ)θ̇) + β₀∂F/∂θ(v₊)θ̇``.
 """
 
 from __future__ import annotations
@@ -65,7 +80,7 @@ BACKWARD_EULER = Coefficients((1.0, -1.0), (1.0, 0.0), 1, (0.0, -1.0))
 TRAPEZOIDAL = Coefficients((1.0, -1.0), (0.5, 0.5), 2, (0.0, -1.0))
 
 
-def method_coefficients(method: str, h: float, h_prev: float | None, adaptive: bool) -> Coefficients:
+def method_coefficients(method: str, h: float, h_prev: float | None, be_start: bool) -> Coefficients:
     """Weights of (★) for ``method`` with step ``h`` after a step ``h_prev``.
 
     ``h_prev`` is None on a layer's first step, where order-2 methods have no history:
@@ -76,7 +91,7 @@ def method_coefficients(method: str, h: float, h_prev: float | None, adaptive: b
     if method == "be":
         return BACKWARD_EULER
     if h_prev is None:
-        return BACKWARD_EULER if adaptive else TRAPEZOIDAL
+        return BACKWARD_EULER if be_start else TRAPEZOIDAL
     if method == "trap":
         return TRAPEZOIDAL
     w = h / h_prev
@@ -179,7 +194,7 @@ class Implicit:
 
     def attempt(self, assembly, V, f0, h, state, ctx):
         first = len(state.points) == 1
-        coef = method_coefficients(self.method, h, None if first else state.last_h, self.step.adaptive)
+        coef = method_coefficients(self.method, h, None if first else state.last_h, self.step.be_start)
         C = assembly.capacitance[:, None]
         # history part of (★): C/h·(α₁vₙ + α₂vₙ₋₁) − β₁F(vₙ), with F = C·f on nodes 1..N
         known = coef.alpha[1] * V[1:]
@@ -199,6 +214,57 @@ class Implicit:
     def accept(self, state, t, h, trial):
         state.points = (state.points + [(t + h, trial.y1, trial.f1)])[-3:]
         state.last_h = h
+
+    # -- sensitivities over one layer's recorded steps -----------------------------------
+    def _matrix(self, assembly, solver, v_plus, coef, h, stats):
+        """Factor ``M = α₀C/h − β₀K(v₊)`` at a recorded step."""
+        _, gs, gd, _ = assembly.linearise(v_plus, params=False)
+        stats.n_jevals += 1
+        stats.n_lu += 1
+        return solver.factor(assembly.pattern, newton_matrix_values(assembly, gs, gd, coef.alpha[0] / h, coef.beta[0]))
+
+    def adjoint_layer(self, assembly, tape, y_bar, theta_bar, stats):
+        """Carry ``v̄`` from the layer's end to its start (see the module docstring)."""
+        solver = linear_solver(self.linear_solver_kind, assembly.num_nodes)
+        C = assembly.capacitance[:, None]
+        states, times = tape.states, tape.times
+        bars = [np.zeros_like(states[0]) for _ in states]
+        bars[-1] = y_bar.copy()
+        for n in reversed(range(len(times) - 1)):
+            coef, h = tape.coefficients[n], times[n + 1] - times[n]
+            lu = self._matrix(assembly, solver, states[n + 1], coef, h, stats)
+            w = np.zeros_like(y_bar)
+            w[1:] = solver.solve(lu, bars[n + 1][1:], transpose=True)
+            assembly.vjp(states[n + 1], coef.beta[0] * w, theta_bar)
+            stats.n_vjps += 1
+            if coef.beta[1] != 0.0:
+                bars[n] += assembly.vjp(states[n], coef.beta[1] * w, theta_bar)
+                stats.n_vjps += 1
+            bars[n][1:] -= coef.alpha[1] / h * C * w[1:]
+            if len(coef.alpha) == 3:
+                bars[n - 1][1:] -= coef.alpha[2] / h * C * w[1:]
+        return bars[0]
+
+    def tangent_layer(self, assembly, tape, y_dot, theta_dot, stats):
+        """Carry ``v̇`` from the layer's start to its end along the recorded steps."""
+        solver = linear_solver(self.linear_solver_kind, assembly.num_nodes)
+        C = assembly.capacitance[:, None]
+        states, times = tape.states, tape.times
+        dots = [y_dot]
+        for n in range(len(times) - 1):
+            coef, h = tape.coefficients[n], times[n + 1] - times[n]
+            rhs = -coef.alpha[1] / h * C * dots[n][1:]
+            if len(coef.alpha) == 3:
+                rhs -= coef.alpha[2] / h * C * dots[n - 1][1:]
+            if coef.beta[1] != 0.0:
+                rhs += coef.beta[1] * assembly.jvp(states[n], dots[n], theta_dot)[1:]
+            if theta_dot is not None:
+                rhs += coef.beta[0] * assembly.jvp(states[n + 1], np.zeros_like(y_dot), theta_dot)[1:]
+            lu = self._matrix(assembly, solver, states[n + 1], coef, h, stats)
+            nxt = np.zeros_like(y_dot)
+            nxt[1:] = solver.solve(lu, rhs)
+            dots.append(nxt)
+        return dots[-1]
 
     def fail(self, ctx, t, n):
         raise NewtonConvergenceError(

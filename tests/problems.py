@@ -1,0 +1,206 @@
+"""Circuits with exact answers, for the solver tests.
+
+Every builder returns a :class:`Problem` ``(net, x, exact)`` that unpacks as a triple:
+
+* ``net`` — a :class:`kirchhoff_sim.KirchhoffNet`;
+* ``x`` — the input batch ``(B, d)``;
+* ``exact(t)`` — the node voltages at time ``t`` (a float: ``(B, N)``; an array of
+  times: ``(n_t, B, N)``), computed without the package's solvers.
+
+The exact solutions are independent of the package: matrix exponentials for linear
+networks, a closed form or high-accuracy quadrature (``t(v) = ∫ C dv / i(v)``, inverted
+by root finding) for the one-node diode discharges, and scipy's ``lambertw`` for the
+current of a diode with series resistance.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Callable, NamedTuple
+
+import numpy as np
+import scipy.integrate
+import scipy.linalg
+import scipy.optimize
+import scipy.special
+
+import kirchhoff_sim as ks
+
+# A silicon diode in normalised units: nVt = kT/q at 300 K in volts (V0 = 1 V) and a
+# saturation current that puts the knee near 0.35 V, so the discharge from 0.8 V passes
+# through six decades of current — stiff at the start, slow at the end.
+THERMAL_VOLTAGE = 0.025852
+SATURATION_CURRENT = 1e-6
+
+
+class Problem(NamedTuple):
+    net: ks.KirchhoffNet
+    x: np.ndarray
+    exact: Callable
+
+
+def _vectorised(exact_scalar):
+    """Turn ``f(t) -> (B, N)`` into one that also takes an array of times."""
+
+    def exact(t):
+        if np.ndim(t) == 0:
+            return exact_scalar(float(t))
+        return np.stack([exact_scalar(float(s)) for s in np.asarray(t)])
+
+    return exact
+
+
+# ------------------------------------------------------------------ RC decay
+def rc_decay(conductance=1.5, capacitance=0.5, v0=(1.0, -0.5, 2.0, 0.25, -1.25), duration=1.0):
+    """One node with a capacitor and a resistor to ground: ``v = v0·exp(−g t / C)``.
+
+    The batch holds one sample per entry of ``v0``.
+    """
+    net = ks.KirchhoffNet(
+        [ks.Layer([[1, 0]], ks.Conductance(), duration, params=[[conductance]])],
+        capacitance=capacitance,
+    )
+    x = np.asarray(v0, dtype=float)[:, None]
+    rate = conductance / capacitance
+    return Problem(net, x, _vectorised(lambda t: x * np.exp(-rate * t)))
+
+
+# ------------------------------------------------------------------ linear networks
+def conductance_matrix(edges, g, num_nodes) -> np.ndarray:
+    """``K = −Aᵀ diag(g) A`` (ground removed): ``C dv/dt = K v`` for conductances ``g``.
+
+    Built by a Python loop over edges — deliberately not the package's assembler.
+    """
+    K = np.zeros((num_nodes + 1, num_nodes + 1))
+    for (s, d), ge in zip(edges, g):
+        K[s, s] -= ge
+        K[d, d] -= ge
+        K[s, d] += ge
+        K[d, s] += ge
+    return K[1:, 1:]
+
+
+def linear_network(seed=3, num_nodes=7, durations=(0.6, 0.4), batch=3, num_inputs=5):
+    """A random RC network over ``num_nodes`` nodes, one layer per duration.
+
+    Each layer has its own edges and conductances (a spanning chain, extra random pairs,
+    parallel edges, both orientations, and a few edges to ground), random per-node
+    capacitances, and inputs on nodes ``1..num_inputs`` (the rest start at 0 V).
+    Exact solution: ``v(t) = expm(C⁻¹K_k (t − t_k)) v(t_k)`` inside layer ``k``.
+    """
+    rng = np.random.default_rng(seed)
+    N = num_nodes
+    capacitance = rng.uniform(0.5, 2.0, N)
+    layers, rates = [], []
+    for duration in durations:
+        chain = np.stack([rng.permutation(np.arange(1, N + 1)), np.zeros(N, int)], 1)
+        chain[1:, 1] = chain[:-1, 0]          # a path through every node, rooted at ground
+        extra = np.array([rng.choice(N + 1, 2, replace=False) for _ in range(N)])
+        edges = np.concatenate([chain, extra, extra[:2]])   # the last two are parallel edges
+        flip = rng.random(len(edges)) < 0.5
+        edges[flip] = edges[flip, ::-1]
+        g = rng.uniform(0.2, 2.0, len(edges))
+        layers.append(ks.Layer(edges, ks.Conductance(), duration, params=g[None, :]))
+        rates.append(conductance_matrix(edges, g, N) / capacitance[:, None])
+    net = ks.KirchhoffNet(layers, num_nodes=N, capacitance=capacitance)
+    x = rng.uniform(-1.0, 1.0, (batch, num_inputs))
+    v_start = np.zeros((N, batch))
+    v_start[:num_inputs] = x.T
+    bounds = np.concatenate([[0.0], np.cumsum(durations)])
+    starts = [v_start]
+    for rate, duration in zip(rates, durations):
+        starts.append(scipy.linalg.expm(rate * duration) @ starts[-1])
+
+    def exact_scalar(t):
+        k = min(int(np.searchsorted(bounds, t, side="right")) - 1, len(durations) - 1)
+        return (scipy.linalg.expm(rates[k] * (t - bounds[k])) @ starts[k]).T
+
+    return Problem(net, x, _vectorised(exact_scalar))
+
+
+def linear_rates(net) -> list:
+    """``C⁻¹K`` of every layer of a conductance-only net (for stiffness estimates)."""
+    out = []
+    for layer in net.layers:
+        edges = np.concatenate([g.edges for g in layer.groups])
+        g = np.concatenate([grp.params[0] for grp in layer.groups])
+        out.append(conductance_matrix(edges, g, net.num_nodes) / net.capacitance[:, None])
+    return out
+
+
+# ------------------------------------------------------------------ diodes
+def diode_current_lambertw(u, i_s, r_s, nvt=THERMAL_VOLTAGE):
+    """Current of a Shockley diode with series resistance at branch voltage ``u``.
+
+    Solves ``i = i_s·(exp((u − i·r_s)/nVt) − 1)`` with the principal branch of Lambert W:
+    ``i = (nVt/r_s)·W((i_s r_s/nVt)·exp((u + i_s r_s)/nVt)) − i_s``. Fine for
+    ``u ≲ 15 V`` (the exponential is formed explicitly).
+    """
+    u = np.asarray(u, dtype=float)
+    if r_s == 0:
+        return i_s * np.expm1(u / nvt)
+    arg = (i_s * r_s / nvt) * np.exp((u + i_s * r_s) / nvt)
+    return nvt / r_s * scipy.special.lambertw(arg).real - i_s
+
+
+def _diode_net(i_s, r_s, conductance, capacitance, nvt, duration):
+    groups = [([[1, 0]], ks.Diode(thermal_voltage=nvt), [[i_s], [r_s]])]
+    if conductance:
+        groups.append(([[1, 0]], ks.Conductance(), [[conductance]]))
+    return ks.KirchhoffNet([ks.Layer.from_groups(groups, duration)], capacitance=capacitance)
+
+
+def ideal_diode_discharge(v0=(0.8, 0.6, 0.4), i_s=SATURATION_CURRENT, capacitance=1.0,
+                          nvt=THERMAL_VOLTAGE, duration=1.0):
+    """A capacitor discharging through an ideal diode alone, in closed form.
+
+    ``C dv/dt = −i_s (e^{v/a} − 1)`` integrates to
+    ``1 − e^{−v/a} = (1 − e^{−v0/a})·e^{−kt}`` with ``a = nVt``, ``k = i_s/(C a)``, i.e.
+    ``e^{−v/a} = (1 − e^{−kt}) + e^{−kt}·e^{−v0/a}`` — a sum of two positive terms, so
+    evaluating it loses no digits even where ``e^{−v/a}`` is 1e-14.
+    """
+    net = _diode_net(i_s, 0.0, 0.0, capacitance, nvt, duration)
+    x = np.asarray(v0, dtype=float)[:, None]
+
+    def exact_scalar(t):
+        kt = i_s * t / (capacitance * nvt)
+        return -nvt * np.log(-np.expm1(-kt) + np.exp(-kt) * np.exp(-x / nvt))
+
+    return Problem(net, x, _vectorised(exact_scalar))
+
+
+def diode_discharge(v0=(0.8, 0.6, 0.3), i_s=SATURATION_CURRENT, r_s=0.0, conductance=1.0,
+                    capacitance=1.0, nvt=THERMAL_VOLTAGE, duration=1.0):
+    """A capacitor (node 1) discharging through a diode (node 1 → ground) in parallel
+    with a conductance.
+
+    ``C dv/dt = −i_D(v) − g v``. The exact solution inverts ``t(v) = ∫_v^{v0} C dv'/i(v')``
+    (adaptive Gauss–Kronrod quadrature to 1e-13 relative, then Brent's method on v).
+    With ``r_s > 0`` the diode current comes from :func:`diode_current_lambertw`.
+    """
+    net = _diode_net(i_s, r_s, conductance, capacitance, nvt, duration)
+    x = np.asarray(v0, dtype=float)[:, None]
+
+    def total_current(v):
+        return float(diode_current_lambertw(v, i_s, r_s, nvt)) + conductance * v
+
+    def elapsed(v, start):
+        """Time to discharge from ``start`` to ``v`` (0 < v ≤ start)."""
+        value, _ = scipy.integrate.quad(lambda w: capacitance / total_current(w), v, start,
+                                        epsabs=0.0, epsrel=1e-13, limit=500)
+        return value
+
+    @lru_cache(maxsize=None)
+    def voltage(start, t):
+        if t == 0.0:
+            return start
+        # v(t) > 0 for t < ∞, and from 1e-9·v0 even the fastest discharge in [0, 1]
+        # takes far longer than any test's T, so the root is bracketed
+        low = 1e-9 * start
+        return scipy.optimize.brentq(lambda v: elapsed(v, start) - t, low, start,
+                                     xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=200)
+
+    def exact_scalar(t):
+        return np.array([[voltage(float(s), t)] for s in x[:, 0]])
+
+    return Problem(net, x, _vectorised(exact_scalar))
