@@ -18,27 +18,7 @@ from . import devices, topology
 from .errors import InputError, KirchhoffError
 from .modelfile import read_model_file, save_net
 from .network import KirchhoffNet, Layer
-from .solvers import BDF2, RK4, BackwardEuler, Dopri5, Euler, Heun, Trapezoidal, simulate
-
-METHODS = {
-    "dopri5": Dopri5, "rk4": RK4, "heun": Heun, "euler": Euler,
-    "be": BackwardEuler, "trap": Trapezoidal, "bdf2": BDF2,
-}
-FIXED_ONLY = {"rk4", "heun", "euler"}
-
-
-def make_solver(method: str, dt=None, rtol=None, atol=None):
-    """A solver from command-line style options (``--method``, ``--dt``, ``--rtol``, ``--atol``)."""
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if method in FIXED_ONLY:
-        if dt is None:
-            raise InputError(f"method {method} has a fixed step: give --dt")
-        return METHODS[method](dt)
-    if dt is not None:
-        return METHODS[method](dt=dt)
-    return METHODS[method](rtol=rtol, atol=atol)
-
+from .solvers import METHODS, make_solver, simulate
 
 def load_array(path) -> np.ndarray:
     """Inputs from ``.npy`` (no pickle) or ``.csv`` (comma-separated numbers)."""

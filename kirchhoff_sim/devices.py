@@ -73,8 +73,14 @@ class Activation:
 
 
 def _softplus(z):
-    # log(1 + e^z) without overflow for large z
-    return np.logaddexp(0.0, z)
+    # log(1 + e^z) without overflow for large z; e^z underflowing to 0 is exact enough
+    with np.errstate(under="ignore"):
+        return np.logaddexp(0.0, z)
+
+
+def _sigmoid(z):
+    with np.errstate(under="ignore"):
+        return special.expit(z)
 
 
 _ACT_FUNCS = {
@@ -96,8 +102,8 @@ _ACT_FUNCS = {
     ),
     "softplus": (
         _softplus,
-        special.expit,
-        lambda z: special.expit(z) * special.expit(-z),
+        _sigmoid,
+        lambda z: _sigmoid(z) * _sigmoid(-z),
     ),
 }
 

@@ -18,6 +18,17 @@ from . import devices as _devices
 from .errors import GraphError, InputError, ParameterError
 
 
+def _as_count(value, name: str) -> int:
+    """``value`` as an int, refusing fractions and non-numbers instead of truncating them."""
+    try:
+        as_int = int(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be an integer, got {value!r}") from None
+    if isinstance(value, bool) or as_int != value:
+        raise InputError(f"{name} must be an integer, got {value!r}")
+    return as_int
+
+
 def as_edge_array(edges, where: str = "") -> np.ndarray:
     """Validate an edge list and return it as an ``(E, 2)`` int64 array.
 
@@ -36,11 +47,11 @@ def as_edge_array(edges, where: str = "") -> np.ndarray:
     arr = arr.astype(np.int64)
     if (arr < 0).any():
         e = int(np.argwhere((arr < 0).any(axis=1))[0, 0])
-        raise GraphError(f"{where}edge {e} has a negative node index: {tuple(arr[e])}")
+        raise GraphError(f"{where}edge {e} has a negative node index: {tuple(int(n) for n in arr[e])}")
     loops = arr[:, 0] == arr[:, 1]
     if loops.any():
         e = int(np.argmax(loops))
-        raise GraphError(f"{where}edge {e} is a self-loop on node {arr[e, 0]} "
+        raise GraphError(f"{where}edge {e} is a self-loop on node {int(arr[e, 0])} "
                          f"({int(loops.sum())} self-loops in all)")
     return arr
 
@@ -164,7 +175,12 @@ class Layer:
             given = [p is not None for _, _, p in entries]
             if any(given) and not all(given):
                 raise ParameterError(f"some {dev!r} edges have 'params' and some do not")
-            params = np.array([p for _, _, p in entries], dtype=float).T if all(given) else None
+            params = None
+            if all(given):
+                lengths = {len(np.atleast_1d(p)) for _, _, p in entries}
+                if len(lengths) != 1:
+                    raise ParameterError(f"{dev!r} edges have 'params' of different lengths {sorted(lengths)}")
+                params = np.array([np.atleast_1d(p) for _, _, p in entries], dtype=float).T
             groups.append(EdgeGroup(edges, dev, params))
         if not groups:
             raise GraphError("the graph has no edges")
@@ -231,7 +247,7 @@ class KirchhoffNet:
         if not self.layers or not all(isinstance(l, Layer) for l in self.layers):
             raise GraphError("a KirchhoffNet needs a non-empty list of Layer objects")
         highest = max(l.max_node for l in self.layers)
-        self.num_nodes = int(highest if num_nodes is None else num_nodes)
+        self.num_nodes = highest if num_nodes is None else _as_count(num_nodes, "num_nodes")
         if self.num_nodes < 1:
             raise GraphError("the net has no non-ground node")
         for k, layer in enumerate(self.layers):
@@ -239,8 +255,8 @@ class KirchhoffNet:
                 if group.num_edges and group.edges.max() > self.num_nodes:
                     e = int(np.argmax(group.edges.max(axis=1)))
                     raise GraphError(
-                        f"layer {k}, group {g}: edge {e} {tuple(group.edges[e])} uses node "
-                        f"{group.edges[e].max()} but the net has nodes 0..{self.num_nodes}"
+                        f"layer {k}, group {g}: edge {e} {tuple(int(n) for n in group.edges[e])} uses "
+                        f"node {int(group.edges[e].max())} but the net has nodes 0..{self.num_nodes}"
                     )
         self.capacitance = self._check_capacitance(capacitance)
         self.input_nodes = None if input_nodes is None else self._check_nodes(input_nodes, "input_nodes")
@@ -281,7 +297,7 @@ class KirchhoffNet:
         if readout is None:
             return np.arange(1, self.num_nodes + 1)
         if np.ndim(readout) == 0:
-            k = int(readout)
+            k = _as_count(readout, "readout")
             if not 1 <= k <= self.num_nodes:
                 raise InputError(f"readout={readout} must be between 1 and {self.num_nodes}")
             return np.arange(self.num_nodes - k + 1, self.num_nodes + 1)
@@ -336,13 +352,15 @@ class KirchhoffNet:
         flat = np.asarray(flat, dtype=float)
         if flat.shape != (self.num_params,):
             raise ParameterError(f"expected {self.num_params} parameters, got shape {flat.shape}")
-        offset = 0
-        for k, group in enumerate(self.groups):
+        pieces, offset = [], 0
+        for k, group in enumerate(self.groups):     # check every group before changing any
             n = group.params.size
             new = flat[offset:offset + n].reshape(group.params.shape)
             group.device.check_params(new, f"group {k}: ")
-            group.params[...] = new
+            pieces.append(new)
             offset += n
+        for group, new in zip(self.groups, pieces):
+            group.params[...] = new
 
     # ------------------------------------------------------------------ state
     def initial_state(self, x) -> np.ndarray:

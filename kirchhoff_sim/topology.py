@@ -24,13 +24,25 @@ import numpy as np
 from .errors import GraphError
 
 
+def _count(value, name: str, minimum: int) -> int:
+    """``value`` as an int ≥ ``minimum``; fractions are refused, not truncated."""
+    try:
+        as_int = int(value)
+    except (TypeError, ValueError):
+        raise GraphError(f"{name} must be an integer, got {value!r}") from None
+    if isinstance(value, bool) or as_int != value or as_int < minimum:
+        raise GraphError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return as_int
+
+
 def _check_repeat(repeat) -> tuple[int, int]:
     try:
-        a, b = (int(r) for r in repeat)
+        a, b = repeat
     except (TypeError, ValueError):
         raise GraphError(f"repeat must be a pair of non-negative integers, got {repeat!r}") from None
-    if a < 0 or b < 0 or a + b == 0:
-        raise GraphError(f"repeat must be non-negative and not both zero, got {repeat!r}")
+    a, b = _count(a, "repeat[0]", 0), _count(b, "repeat[1]", 0)
+    if a + b == 0:
+        raise GraphError(f"repeat must not be (0, 0)")
     return a, b
 
 
@@ -61,8 +73,7 @@ def fully_connected(num_node: int, repeat=(1, 1), include_ground: bool = True) -
     -------
     edges : ndarray, shape (num_node·(num_node−1)·(a+b), 2)
     """
-    if int(num_node) != num_node or num_node < 2:
-        raise GraphError(f"fully_connected needs num_node >= 2, got {num_node!r}")
+    num_node = _count(num_node, "fully_connected's num_node", 2)
     nodes = np.arange(num_node) + (0 if include_ground else 1)
     i, j = np.meshgrid(nodes, nodes, indexing="ij")
     off_diagonal = i != j
@@ -76,8 +87,6 @@ def _window_pairs(channels: int, height: int, width: int, window: int) -> np.nda
     over ordered pairs of distinct positions inside the patch (row-major over the
     ``channels·window²`` patch entries).
     """
-    if window < 2 or window > min(height, width):
-        raise GraphError(f"window must be between 2 and min(height, width), got {window}")
     pixel = np.arange(1, 1 + channels * height * width).reshape(channels, height, width)
     rows = height - window + 1
     cols = width - window + 1
@@ -114,11 +123,12 @@ def neighbour_window(height: int, width: int, window: int = 4, extra_nodes: int 
     edges : ndarray, shape (E, 2)
     """
     a, b = _check_repeat(repeat)
-    for name, value in (("height", height), ("width", width), ("channels", channels)):
-        if int(value) != value or value < 1:
-            raise GraphError(f"{name} must be a positive integer, got {value!r}")
-    if int(extra_nodes) != extra_nodes or extra_nodes < 0:
-        raise GraphError(f"extra_nodes must be a non-negative integer, got {extra_nodes!r}")
+    height, width = _count(height, "height", 1), _count(width, "width", 1)
+    channels = _count(channels, "channels", 1)
+    extra_nodes = _count(extra_nodes, "extra_nodes", 0)
+    window = _count(window, "window", 2)
+    if window > min(height, width):
+        raise GraphError(f"window must be between 2 and min(height, width) = {min(height, width)}, got {window}")
     pairs = _window_pairs(channels, height, width, window)
     n_pixel = channels * height * width
     pixels = np.arange(1, n_pixel + 1)
@@ -131,8 +141,7 @@ def neighbour_window(height: int, width: int, window: int = 4, extra_nodes: int 
 
 def chain(num_node: int, include_ground: bool = True) -> np.ndarray:
     """A path ``0→1→…→num_node`` (or ``1→…`` without ground): handy for ladders and tests."""
-    if int(num_node) != num_node or num_node < 1:
-        raise GraphError(f"chain needs num_node >= 1, got {num_node!r}")
+    num_node = _count(num_node, "chain's num_node", 1)
     start = 0 if include_ground else 1
     nodes = np.arange(start, num_node + 1)
     return np.stack([nodes[:-1], nodes[1:]], axis=1).astype(np.int64)

@@ -9,9 +9,44 @@ from .base import AdaptiveStep, FixedStep, Stats
 from .explicit import RK4, ButcherTableau, Dopri5, Euler, Heun, RungeKutta
 from .implicit import BDF2, BackwardEuler, Implicit, Trapezoidal
 from .simulate import Solution, simulate
+from ..errors import InputError
+
+METHODS = {
+    "dopri5": Dopri5, "rk4": RK4, "heun": Heun, "euler": Euler,
+    "be": BackwardEuler, "trap": Trapezoidal, "bdf2": BDF2,
+}
+_FIXED_ONLY = {"rk4", "heun", "euler"}
+
+
+def make_solver(method: str = "dopri5", dt=None, rtol=None, atol=None):
+    """A solver by name: ``method`` in :data:`METHODS`, a fixed ``dt`` or ``rtol``/``atol``.
+
+    ``make_solver(**solver_spec(s))`` rebuilds ``s``; model files and checkpoints store
+    that spec.
+    """
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if method in _FIXED_ONLY:
+        if dt is None:
+            raise InputError(f"method {method} has a fixed step: give dt")
+        return METHODS[method](dt)
+    if dt is not None:
+        return METHODS[method](dt=dt)
+    return METHODS[method](rtol=rtol, atol=atol)
+
+
+def solver_spec(solver) -> dict:
+    """JSON-able description of a solver made by :func:`make_solver` (or a named constructor)."""
+    name = getattr(solver, "method", None) or solver.tableau.name.lower()
+    step = solver.step
+    if isinstance(step, FixedStep):
+        return {"method": name, "dt": step.dt}
+    if isinstance(step, AdaptiveStep):
+        return {"method": name, "rtol": step.rtol, "atol": step.atol}
+    raise InputError(f"cannot describe a solver with step {step!r}")
 
 __all__ = [
-    "simulate", "Solution", "Stats", "FixedStep", "AdaptiveStep", "ButcherTableau",
+    "simulate", "make_solver", "solver_spec", "METHODS", "Solution", "Stats", "FixedStep", "AdaptiveStep", "ButcherTableau",
     "RungeKutta", "Euler", "Heun", "RK4", "Dopri5",
     "Implicit", "BackwardEuler", "Trapezoidal", "BDF2",
 ]

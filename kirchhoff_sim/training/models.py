@@ -1,0 +1,49 @@
+"""Ready-made KirchhoffNet architectures for classification and regression.
+
+A *pure* KirchhoffNet: the input is written on the first nodes, the output is read off
+the last nodes at ``T``, and there is no linear or convolution layer outside the circuit.
+
+* ``topology="fully_connected"`` — every ordered pair of nodes (ground included) carries
+  ``repeat`` devices: inputs, ``hidden`` internal nodes and the outputs (the reference
+  classifier for low-dimensional data);
+* ``topology="neighbour_window"`` — the reference's image topology
+  (:func:`~kirchhoff_sim.topology.neighbour_window`) over an ``image_shape`` input,
+  with ``hidden + n_outputs`` projection nodes whose last ``n_outputs`` are read out.
+"""
+
+from __future__ import annotations
+
+from .. import devices as _devices
+from .. import topology as _topology
+from ..errors import InputError
+from ..network import KirchhoffNet, Layer
+
+
+def build_net(n_features: int, n_outputs: int, *, hidden: int = 8, layers: int = 2,
+              duration: float = 1.0, device="ShiftedReLU", topology: str = "fully_connected",
+              image_shape=None, window: int = 3, repeat=(1, 1), init: str = "kaiming",
+              seed: int = 0) -> KirchhoffNet:
+    """A KirchhoffNet with ``n_features`` input nodes and ``n_outputs`` read-out nodes.
+
+    ``device`` is a Device or a family name (``"ShiftedReLU"``, ``"AffineActivation"``
+    with tanh, ...).
+    """
+    if n_features < 1 or n_outputs < 1 or hidden < 0 or layers < 1:
+        raise InputError(f"need n_features >= 1, n_outputs >= 1, hidden >= 0, layers >= 1; got "
+                         f"{n_features}, {n_outputs}, {hidden}, {layers}")
+    if isinstance(device, str):
+        device = _devices.from_spec({"family": device})
+    if topology == "fully_connected":
+        num_nodes = n_features + hidden + n_outputs
+        edges = _topology.fully_connected(num_nodes + 1, repeat=repeat)
+    elif topology == "neighbour_window":
+        if image_shape is None or len(image_shape) != 2 or image_shape[0] * image_shape[1] != n_features:
+            raise InputError(f"neighbour_window needs image_shape (height, width) with height·width = "
+                             f"{n_features}, got {image_shape}")
+        edges = _topology.neighbour_window(image_shape[0], image_shape[1], window,
+                                           extra_nodes=hidden + n_outputs, repeat=repeat)
+        num_nodes = n_features + hidden + n_outputs
+    else:
+        raise InputError(f"topology must be 'fully_connected' or 'neighbour_window', got {topology!r}")
+    return KirchhoffNet([Layer(edges, device, duration) for _ in range(layers)],
+                        num_nodes=num_nodes, readout=n_outputs, seed=seed, init=init)

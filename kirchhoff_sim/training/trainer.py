@@ -1,0 +1,207 @@
+"""The training loop: minibatch Adam/AdamW on adjoint gradients, with checkpoints.
+
+Reproducibility is by construction: the validation split is drawn from ``seed``, each
+epoch's shuffle from ``(seed, epoch)``, and a checkpoint holds the parameters, the
+optimiser's moments and the history exactly (float64, no pickle). Resuming from the
+last checkpoint therefore continues bit-for-bit as the uninterrupted run would have.
+
+A step whose loss or gradient is not finite, or whose simulation fails, raises
+:class:`~kirchhoff_sim.errors.TrainingDivergedError` naming the epoch and batch; the
+parameters are left as they were before that step.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, ModelFileError, SimulationError, TrainingDivergedError
+from ..modelfile import read_model_file, save_net
+from ..sensitivity import gradient
+from ..solvers import make_solver, simulate, solver_spec
+from .datasets import Dataset, minibatches, train_validation_split
+from .losses import bind, cross_entropy, mean_squared_error
+from .optim import Adam, AdamW, ConstantSchedule, CosineSchedule, StepSchedule
+
+LOSSES = {"cross_entropy": cross_entropy, "mse": mean_squared_error}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in every checkpoint).
+
+    ``solver`` is a spec for :func:`~kirchhoff_sim.solvers.make_solver`, e.g.
+    ``{"method": "dopri5", "rtol": 1e-4, "atol": 1e-6}``.
+    """
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-2
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    step_size: int = 10
+    gamma: float = 0.3
+    validation_fraction: float = 0.1
+    seed: int = 0
+    loss: str = "cross_entropy"
+    checkpoint_every: int = 1
+    solver: dict = field(default_factory=lambda: {"method": "dopri5", "rtol": 1e-4, "atol": 1e-6})
+
+    def __post_init__(self):
+        if self.optimizer not in ("adam", "adamw"):
+            raise InputError(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
+        if self.schedule not in ("constant", "step", "cosine"):
+            raise InputError(f"schedule must be constant, step or cosine, got {self.schedule!r}")
+        if self.loss not in LOSSES:
+            raise InputError(f"loss must be one of {list(LOSSES)}, got {self.loss!r}")
+        for name in ("epochs", "batch_size", "checkpoint_every"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise InputError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        make_solver(**self.solver)     # fail now, not at the first batch
+
+    def make_optimizer(self, params):
+        schedule = {"constant": ConstantSchedule(),
+                    "step": StepSchedule(self.step_size, self.gamma),
+                    "cosine": CosineSchedule(self.epochs)}[self.schedule]
+        cls = AdamW if self.optimizer == "adamw" else Adam
+        return cls(params, lr=self.lr, weight_decay=self.weight_decay, schedule=schedule)
+
+
+def evaluate(net, X, y, loss: str = "cross_entropy", solver=None, batch_size: int = 512) -> dict:
+    """Loss (and accuracy for classification) of ``net`` on ``(X, y)``."""
+    outputs = [simulate(net, X[i:i + batch_size], solver=solver).readout(net)
+               for i in range(0, len(X), batch_size)]
+    out = np.concatenate(outputs)
+    value, _ = LOSSES[loss](out, y)
+    result = {"loss": value}
+    if loss == "cross_entropy":
+        result["accuracy"] = float(np.mean(out.argmax(axis=1) == y))
+    return result
+
+
+@dataclass
+class TrainResult:
+    net: object
+    history: list
+    config: TrainConfig
+
+
+def train(net, data: Dataset, config: TrainConfig | None = None, *, checkpoint=None,
+          resume: bool = False, progress: bool = True, log=print) -> TrainResult:
+    """Train ``net`` on ``data.X_train``/``data.y_train``.
+
+    Parameters
+    ----------
+    net : KirchhoffNet
+        Updated in place.
+    data : Dataset
+    config : TrainConfig
+    checkpoint : path, optional
+        Model file written (atomically) every ``config.checkpoint_every`` epochs and at
+        the end, with the optimiser state and history in it.
+    resume : bool
+        Continue from ``checkpoint`` if it exists (same config required).
+    progress : bool
+        Show a tqdm progress bar per epoch.
+    log : callable or None
+        Receives one line per epoch.
+    """
+    config = config or TrainConfig()
+    solver = make_solver(**config.solver)
+    loss_fn = LOSSES[config.loss]
+    X_tr, y_tr, X_val, y_val = _split(data, config)
+    optimizer = config.make_optimizer(net.parameters)
+    history, start = [], 0
+    if resume and checkpoint is not None and Path(checkpoint).exists():
+        start, history = _restore(net, optimizer, checkpoint, config)
+        if log:
+            log(f"resumed from {checkpoint} after epoch {start}")
+    for epoch in range(start, config.epochs):
+        t0 = time.perf_counter()
+        optimizer.set_epoch(epoch)
+        rng = np.random.default_rng([config.seed, epoch])
+        batches = minibatches(len(X_tr), config.batch_size, rng)
+        total, seen, correct = 0.0, 0, 0
+        bar = _progress(batches, epoch, config.epochs, progress)
+        for b, idx in enumerate(bar):
+            xb, yb = X_tr[idx], y_tr[idx]
+            g = _step_gradient(net, xb, yb, loss_fn, solver, epoch, b)
+            optimizer.step(g.params)
+            total += g.loss * len(idx)
+            seen += len(idx)
+            if config.loss == "cross_entropy":
+                correct += int(np.sum(g.solution.readout(net).argmax(axis=1) == yb))
+            if progress:
+                bar.set_postfix(loss=f"{total / seen:.4f}")
+        record = {"epoch": epoch + 1, "lr": optimizer.lr, "train_loss": total / seen}
+        if config.loss == "cross_entropy":
+            record["train_accuracy"] = correct / seen
+        if len(X_val):
+            val = evaluate(net, X_val, y_val, config.loss, solver)
+            record.update({f"val_{k}": v for k, v in val.items()})
+        record["seconds"] = time.perf_counter() - t0
+        history.append(record)
+        if log:
+            log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        last = epoch + 1 == config.epochs
+        if checkpoint is not None and ((epoch + 1) % config.checkpoint_every == 0 or last):
+            _save_checkpoint(net, optimizer, checkpoint, config, history, data.name)
+    return TrainResult(net, history, config)
+
+
+def _split(data, config):
+    X, y = data.X_train, data.y_train
+    if config.validation_fraction > 0:
+        return train_validation_split(X, y, config.validation_fraction, config.seed)
+    return X, y, X[:0], y[:0]
+
+
+def _step_gradient(net, xb, yb, loss_fn, solver, epoch, batch):
+    try:
+        g = gradient(net, xb, bind(loss_fn, yb), solver=solver)
+    except SimulationError as exc:
+        raise TrainingDivergedError(f"epoch {epoch + 1}, batch {batch}: the simulation failed: {exc}") from exc
+    if not np.isfinite(g.loss) or not all(np.isfinite(p).all() for p in g.params):
+        raise TrainingDivergedError(
+            f"epoch {epoch + 1}, batch {batch}: loss {g.loss} or its gradient is not finite; "
+            f"lower the learning rate")
+    return g
+
+
+def _progress(batches, epoch, epochs, enabled):
+    if not enabled:
+        return batches
+    from tqdm import tqdm
+
+    return tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False, unit="batch")
+
+
+def _save_checkpoint(net, optimizer, path, config, history, dataset_name):
+    state = optimizer.state_dict()
+    arrays = {f"optimizer/{k}": np.asarray(v) for k, v in state.items()}
+    meta = {"training": {"config": asdict(config), "history": history, "dataset": dataset_name,
+                         "epochs_done": len(history)}}
+    save_net(net, path, metadata=meta, arrays=arrays)
+
+
+def _restore(net, optimizer, path, config):
+    saved, meta, extras = read_model_file(path)
+    training = meta.get("training")
+    if not training:
+        raise ModelFileError(f"{path} is a model file but not a training checkpoint")
+    if training["config"] != json.loads(json.dumps(asdict(config))):
+        diff = {k: (v, asdict(config).get(k)) for k, v in training["config"].items() if asdict(config).get(k) != v}
+        raise InputError(f"cannot resume from {path}: its training config differs: {diff}")
+    if saved.num_params != net.num_params:
+        raise InputError(f"cannot resume from {path}: it has {saved.num_params} parameters, the net {net.num_params}")
+    net.set_flat_params(saved.get_flat_params())
+    optimizer.load_state_dict({k[len("optimizer/"):]: (v if v.ndim else v.item())
+                               for k, v in extras.items() if k.startswith("optimizer/")})
+    return int(training["epochs_done"]), list(training["history"])
