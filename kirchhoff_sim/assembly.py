@@ -113,7 +113,7 @@ class LayerAssembly:
         Returns
         -------
         current, di_dvs, di_dvd : ndarray, shape (E, B)
-        di_dp : list of ndarray, one ``(n_params, E_g, B)`` per group (empty if not ``params``)
+        di_dp : list of tuple, per group one ``(E_g, B)`` array per parameter (empty if not ``params``)
         """
         vs, vd = self.gather(V)
         shape = vs.shape
@@ -123,7 +123,7 @@ class LayerAssembly:
             lin = g.device.linearise(vs[sl], vd[sl], g.params[:, :, None], params)
             current[sl], gs[sl], gd[sl] = lin.current, lin.di_dvs, lin.di_dvd
             if params:
-                di_dp.append(np.broadcast_to(lin.di_dp, (g.device.n_params,) + vs[sl].shape))
+                di_dp.append(tuple(np.broadcast_to(d, vs[sl].shape) for d in lin.di_dp))
         return current, gs, gd, di_dp
 
     # ------------------------------------------------------------------ sensitivities
@@ -152,7 +152,9 @@ class LayerAssembly:
             v_bar += chunk.to_src @ (lam * lin.di_dvs)
             v_bar += chunk.to_dst @ (lam * lin.di_dvd)
             if theta_bar is not None:
-                theta_bar[chunk.group_index][:, chunk.local] += np.einsum("peb,eb->pe", lin.di_dp, lam)
+                target = theta_bar[chunk.group_index]
+                for k, d in enumerate(lin.di_dp):
+                    target[k, chunk.local] += np.einsum("eb,eb->e", np.broadcast_to(d, lam.shape), lam)
         v_bar[0] = 0.0
         return v_bar
 
@@ -166,7 +168,9 @@ class LayerAssembly:
             lin = chunk.linearise(V, params=theta_dot is not None)
             i_dot = lin.di_dvs * np.take(v_dot, chunk.src, axis=0) + lin.di_dvd * np.take(v_dot, chunk.dst, axis=0)
             if theta_dot is not None:
-                i_dot += np.einsum("peb,pe->eb", lin.di_dp, theta_dot[chunk.group_index][:, chunk.local])
+                direction = theta_dot[chunk.group_index][:, chunk.local]
+                for k, d in enumerate(lin.di_dp):
+                    i_dot += d * direction[k][:, None]
             out += chunk.scatter @ i_dot
         return out
 

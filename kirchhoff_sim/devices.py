@@ -131,14 +131,15 @@ def activation(name: str) -> Activation:
 class Linearisation:
     """A device's current and first derivatives at one operating point.
 
-    Every array broadcasts to ``(E, B)``; ``di_dp`` has a leading ``n_params`` axis and is
-    None when it was not asked for.
+    Every array broadcasts to ``(E, B)``; ``di_dp`` is a tuple with one such array per
+    parameter (a tuple, not a stacked array, to avoid copying), or None when it was not
+    asked for.
     """
 
     current: np.ndarray
     di_dvs: np.ndarray
     di_dvd: np.ndarray
-    di_dp: np.ndarray | None
+    di_dp: tuple | None
 
 
 class Device:
@@ -264,7 +265,7 @@ class Conductance(Device):
     def linearise(self, vs, vd, p, params=True):
         u = vs - vd
         g = np.broadcast_to(p[0], u.shape)
-        return Linearisation(p[0] * u, g, -g, u[None] if params else None)
+        return Linearisation(p[0] * u, g, -g, (u,) if params else None)
 
     def spice_expression(self, vs, vd, p):
         return f"{_fmt(p[0])}*({vs}-{vd})"
@@ -282,7 +283,7 @@ class _ShiftedRectifier(Device):
     def linearise(self, vs, vd, p, params=True):
         a, da = self._act.value_and_slope(vs - vd - p[0])
         g = p[1] * da
-        return Linearisation(p[1] * a, g, -g, np.stack([-g, a]) if params else None)
+        return Linearisation(p[1] * a, g, -g, (-g, a) if params else None)
 
     def spice_expression(self, vs, vd, p):
         z = f"{vs}-{vd}-({_fmt(p[0])})"
@@ -319,7 +320,7 @@ class DifferenceActivation(Device):
         u = vs - vd
         a, da = self.activation.value_and_slope(p[1] * u + p[0])
         g = p[1] * da
-        return Linearisation(a, g, -g, np.stack([da, da * u]) if params else None)
+        return Linearisation(a, g, -g, (da, da * u) if params else None)
 
     def spice_expression(self, vs, vd, p):
         return self.activation.spice(f"{_fmt(p[1])}*({vs}-{vd})+({_fmt(p[0])})")
@@ -349,7 +350,7 @@ class AffineActivation(Device):
     def linearise(self, vs, vd, p, params=True):
         a, da = self.activation.value_and_slope(p[0] * vs + p[1] * vd + p[2])
         return Linearisation(a, p[0] * da, p[1] * da,
-                             np.stack([da * vs, da * vd, da]) if params else None)
+                             (da * vs, da * vd, da) if params else None)
 
     def spice_expression(self, vs, vd, p):
         return self.activation.spice(
@@ -436,7 +437,7 @@ class Diode(Device):
         if params:
             # implicit differentiation of F(i, u, i_s, r_s) = i_s·(e^{(u − i r_s)/nVt} − 1) − i = 0,
             # where ∂F/∂i = −denom/nVt, ∂F/∂i_s = i/i_s and ∂F/∂r_s = −i·total/nVt
-            di_dp = np.stack([(i / i_s) * nvt / denom, -i * total / denom])
+            di_dp = ((i / i_s) * nvt / denom, -i * total / denom)
         return Linearisation(i, g, -g, di_dp)
 
     def spice_expression(self, vs, vd, p):

@@ -78,6 +78,17 @@ def check_finite(V: np.ndarray, layer: int, time: float, step: int) -> None:
         )
 
 
+def positive_number(value, name: str) -> float:
+    """``value`` as a finite float > 0, or an :class:`InputError` naming it."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number, got {value!r}") from None
+    if isinstance(value, (str, bytes)) or not (np.isfinite(number) and number > 0):
+        raise InputError(f"{name} must be finite and > 0, got {value!r}")
+    return number
+
+
 class FixedStep:
     """A uniform grid: ``ceil(duration/dt)`` equal steps per layer (exactly hitting its end)."""
 
@@ -85,9 +96,7 @@ class FixedStep:
     be_start = False    # implicit order-2 methods start a fixed grid with a trapezoidal step
 
     def __init__(self, dt: float):
-        if not (np.isfinite(dt) and dt > 0):
-            raise InputError(f"step size dt must be finite and > 0, got {dt}")
-        self.dt = float(dt)
+        self.dt = positive_number(dt, "step size dt")
 
     def grid(self, t0: float, t1: float, layer: int) -> np.ndarray:
         # the small slack keeps 1.0/0.1 from becoming 11 steps
@@ -153,12 +162,16 @@ class AdaptiveStep:
                  min_factor=MIN_FACTOR, max_factor=MAX_FACTOR, beta=PI_BETA,
                  max_steps=MAX_STEPS, min_step=None):
         for name, value in (("rtol", rtol), ("atol", atol)):
-            if not (np.isfinite(value) and value >= 0):
+            if isinstance(value, (str, bytes)) or not (np.isfinite(value) and value >= 0):
                 raise InputError(f"{name} must be finite and >= 0, got {value}")
         if rtol == 0 and atol == 0:
             raise InputError("rtol and atol cannot both be 0")
-        if first_step is not None and not first_step > 0:
-            raise InputError(f"first_step must be > 0, got {first_step}")
+        if first_step is not None:
+            first_step = positive_number(first_step, "first_step")
+        if int(max_steps) != max_steps or max_steps < 1:
+            raise InputError(f"max_steps must be an integer >= 1, got {max_steps!r}")
+        if min_step is not None and not (np.isfinite(min_step) and min_step >= 0):
+            raise InputError(f"min_step must be finite and >= 0, got {min_step!r}")
         self.rtol, self.atol = float(rtol), float(atol)
         self.first_step = first_step
         self.safety, self.min_factor, self.max_factor, self.beta = safety, min_factor, max_factor, beta
@@ -171,7 +184,8 @@ class AdaptiveStep:
         return error_ratio(err, y0, y1, self.rtol, self.atol)
 
     def initial_step(self, f, y0, f0, duration, order, stats) -> float:
-        """Hairer's starting-step heuristic (Solving ODEs I, II.4), one extra f-evaluation."""
+        """Hairer's starting-step heuristic (Solving ODEs I, II.4), one extra f-evaluation
+        (``f`` must count its own calls)."""
         if self.first_step is not None:
             return min(float(self.first_step), duration)
         scale = self.atol + self.rtol * np.abs(y0[1:])
@@ -179,8 +193,7 @@ class AdaptiveStep:
         d1 = np.sqrt(np.mean((f0[1:] / scale) ** 2))
         h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
         h0 = min(h0, duration)
-        f1 = f(y0 + h0 * f0)
-        stats.n_fevals += 1
+        f1 = f(y0 + h0 * f0)      # f counts its own evaluations
         d2 = np.sqrt(np.mean(((f1[1:] - f0[1:]) / scale) ** 2)) / h0
         if max(d1, d2) <= 1e-15:
             h1 = max(1e-6, h0 * 1e-3)
@@ -229,7 +242,8 @@ def too_small(h, floor, layer, t, step):
 class Saver:
     """Collects the node voltages at requested times, interpolating inside steps.
 
-    Inside a step ``[ta, tb]`` the state is the cubic Hermite interpolant of the two end
+    Inside a step ``[ta, tb]`` the state is the method's own continuous extension when it
+    has one (Dopri5's quartic, order 4), else the cubic Hermite interpolant of the two end
     states and their derivatives (local error O(h⁴)); a save time that coincides with a
     step end takes that end state exactly.
     """
@@ -244,14 +258,17 @@ class Saver:
             self.values[self.next] = V0
             self.next += 1
 
-    def on_step(self, ta, Va, fa, tb, Vb, fb_thunk, is_last):
-        """Record saves in ``(ta, tb]``; ``fb_thunk()`` gives ``f(Vb)`` only if needed."""
+    def on_step(self, ta, Va, fa, tb, Vb, fb_thunk, is_last, dense=None):
+        """Record saves in ``(ta, tb]``; ``fb_thunk()`` gives ``f(Vb)`` only if needed, and
+        ``dense(θ)``, when given, is the method's own interpolant (used instead of Hermite)."""
         while self.next < len(self.times):
             ts = self.times[self.next]
             if ts > tb and not (is_last and ts - tb <= 1e-12 * max(1.0, abs(tb))):
                 break
             if ts >= tb or tb - ts <= 1e-14 * max(1.0, abs(tb)):
                 self.values[self.next] = Vb
+            elif dense is not None:
+                self.values[self.next] = dense((ts - ta) / (tb - ta))
             else:
                 h = tb - ta
                 s = (ts - ta) / h
@@ -280,6 +297,7 @@ class Trial:
     error_order: int = 1
     ok: bool = True
     record: object = None
+    dense: object = None      # θ ↦ state at t + θh, when the method has its own interpolant
 
 
 def march(method, step, assembly, V, t0, t1, ctx):
@@ -290,6 +308,14 @@ def march(method, step, assembly, V, t0, t1, ctx):
     this loop owns the step grid (fixed, or adaptive with the PI controller), the last
     step that lands exactly on ``t1``, saving, the tape and the failure checks.
     """
+    # Overflow inside a device is how a blow-up starts; let it produce inf/NaN so the
+    # finiteness checks below report it with its layer, time and step, whatever the
+    # caller's numpy error settings.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return _march(method, step, assembly, V, t0, t1, ctx)
+
+
+def _march(method, step, assembly, V, t0, t1, ctx):
     stats, f = ctx.stats, ctx.counted(assembly.rhs)
     duration = t1 - t0
     f0 = f(V)
@@ -327,7 +353,7 @@ def march(method, step, assembly, V, t0, t1, ctx):
                     cache[0] = f(trial.y1)
                 return cache[0]
 
-            ctx.observe(t, V, f0, t_new, trial.y1, f_end, last)
+            ctx.observe(t, V, f0, t_new, trial.y1, f_end, last, trial.dense)
             ctx.record(t_new, trial.y1, trial.record)
             method.accept(state, t, h_try, trial)
             t, V, n = t_new, trial.y1, n + 1

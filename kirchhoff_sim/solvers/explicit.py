@@ -56,6 +56,7 @@ class ButcherTableau:
     b: tuple
     e: tuple | None = None
     error_order: int | None = None
+    mid: tuple | None = None    # weights of y(t + h/2) for a continuous extension
 
     def __post_init__(self):
         s = len(self.b)
@@ -103,6 +104,11 @@ DOPRI5 = ButcherTableau(
     b=_DP_B,
     e=tuple(b - bh for b, bh in zip(_DP_B, _DP_BHAT)),
     error_order=4,
+    # Shampine's (1986) mid-point weights: with y₀, y₁, f₀, f₁ they fix the quartic
+    # continuous extension of order 4 that torchdiffeq's dopri5 also uses
+    mid=(6025192743 / 30085553152 / 2, 0.0, 51252292925 / 65400821598 / 2,
+         -2691868925 / 45128329728 / 2, 187940372067 / 1594534317056 / 2,
+         -1776094331 / 19743644256 / 2, 11237099 / 235043384 / 2),
 )
 
 
@@ -195,6 +201,15 @@ def rk_step_tangent(assembly, y, h, tableau: ButcherTableau, y_dot, theta_dot, s
     return y + h * _combine(tableau.b, k), y_dot + h * _combine(tableau.b, k_dot)
 
 
+def quartic_interpolant(y0, y1, y_mid, hf0, hf1):
+    """The quartic ``p(θ)``, θ ∈ [0, 1], with ``p(0) = y₀``, ``p(½) = y_mid``, ``p(1) = y₁``,
+    ``p'(0) = h f₀``, ``p'(1) = h f₁``: Dormand–Prince's order-4 continuous extension."""
+    a = 2 * (hf1 - hf0) - 8 * (y1 + y0) + 16 * y_mid
+    b = 5 * hf0 - 3 * hf1 + 18 * y0 + 14 * y1 - 32 * y_mid
+    c = hf1 - 4 * hf0 - 11 * y0 - 5 * y1 + 16 * y_mid
+    return lambda s: (((a * s + b) * s + c) * s + hf0) * s + y0
+
+
 def _combine(weights, k):
     """``Σ w_j k_j`` skipping zero weights."""
     out = None
@@ -238,8 +253,11 @@ class RungeKutta:
         return None
 
     def attempt(self, assembly, V, f0, h, state, ctx):
-        y1, f1, err, _ = rk_step(ctx.counted(assembly.rhs), V, f0, h, self.tableau)
-        return Trial(y1, f1, err, self.tableau.error_order or self.tableau.order)
+        y1, f1, err, k = rk_step(ctx.counted(assembly.rhs), V, f0, h, self.tableau)
+        dense = None
+        if self.tableau.mid is not None and f1 is not None:
+            dense = quartic_interpolant(V, y1, V + h * _combine(self.tableau.mid, k), h * f0, h * f1)
+        return Trial(y1, f1, err, self.tableau.error_order or self.tableau.order, dense=dense)
 
     def accept(self, state, t, h, trial):
         pass

@@ -174,7 +174,15 @@ class Implicit:
         if linear_solver not in ("auto", "dense", "sparse"):
             raise InputError(f"linear_solver must be 'auto', 'dense' or 'sparse', got {linear_solver!r}")
         self.linear_solver_kind = linear_solver
-        self.newton_rtol, self.newton_atol, self.newton_maxiter = newton_rtol, newton_atol, newton_maxiter
+        if int(newton_maxiter) != newton_maxiter or newton_maxiter < 1:
+            raise InputError(f"newton_maxiter must be an integer >= 1, got {newton_maxiter!r}")
+        for name, value in (("newton_rtol", newton_rtol), ("newton_atol", newton_atol)):
+            if not (np.isfinite(value) and value >= 0):
+                raise InputError(f"{name} must be finite and >= 0, got {value!r}")
+        if newton_rtol == 0 and newton_atol == 0:
+            raise InputError("newton_rtol and newton_atol cannot both be 0")
+        self.newton_rtol, self.newton_atol = float(newton_rtol), float(newton_atol)
+        self.newton_maxiter = int(newton_maxiter)
 
     def __repr__(self):
         return f"{self._NAMES[self.method]}({self.step!r})"
@@ -201,8 +209,14 @@ class Implicit:
         if len(coef.alpha) == 3:
             known = known + coef.alpha[2] * state.points[-2][1][1:]
         history = C / h * known - coef.beta[1] * C * f0[1:]
-        y, converged = self.newton(assembly, state.solver, V + h * f0, coef.alpha[0] / h, coef.beta[0],
-                                   history, ctx)
+        # Newton starts from the forward-Euler predictor, accurate for small steps; when a
+        # stiff exponential device (a diode at 0.8 V) makes it overshoot by orders of
+        # magnitude, it starts again from the previous state before the step is given up.
+        for guess in (V + h * f0, V):
+            y, converged = self.newton(assembly, state.solver, guess, coef.alpha[0] / h, coef.beta[0],
+                                       history, ctx)
+            if converged:
+                break
         if not converged:
             return Trial(None, ok=False)
         f1 = ctx.counted(assembly.rhs)(y)

@@ -56,9 +56,9 @@ class _Context:
             return f(y)
         return counted_f
 
-    def observe(self, ta, Va, fa, tb, Vb, fb_thunk, last):
+    def observe(self, ta, Va, fa, tb, Vb, fb_thunk, last, dense=None):
         if self.saver is not None:
-            self.saver.on_step(ta, Va, fa, tb, Vb, fb_thunk, last)
+            self.saver.on_step(ta, Va, fa, tb, Vb, fb_thunk, last, dense)
 
     def record(self, t, V, record):
         self.tape.times.append(t)
