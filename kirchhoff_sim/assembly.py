@@ -29,6 +29,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from .devices import Device
+
 CHUNK_ELEMENTS = 1 << 19   # edges × batch per chunk: 4 MiB float64 temporaries
 
 
@@ -130,9 +132,9 @@ class LayerAssembly:
     def vjp(self, V: np.ndarray, nu: np.ndarray, theta_bar: list | None = None) -> np.ndarray:
         """Vector–Jacobian products of ``F(V) = Aᵀ i(V, θ)`` with a node cotangent ``ν``.
 
-        Per edge the cotangent is ``λ_e = ν[dst] − ν[src]`` (DESIGN.md §4); then
-        ``(∂F/∂V)ᵀν`` scatters ``λ_e·∂i/∂vs`` into src and ``λ_e·∂i/∂vd`` into dst, and
-        ``(∂F/∂θ_e)ᵀν = Σ_b λ_e ∂i/∂θ_e``.
+        Per edge the cotangent is ``λ_e = ν[dst] − ν[src]`` (DESIGN.md §4). Through the
+        device input ``z = W V + b`` and ``μ = λ·∂r/∂z``, ``(∂F/∂V)ᵀν = Wᵀμ`` (one sparse
+        product a chunk) and ``(∂F/∂θ)ᵀν = Σ_b (λ·∂r/∂θ + μ·∂z/∂θ)``.
 
         Parameters
         ----------
@@ -146,15 +148,21 @@ class LayerAssembly:
             ``(∂F/∂V)ᵀν`` with a zero ground row.
         """
         v_bar = np.zeros_like(V)
+        params = theta_bar is not None
         for chunk in self.chunks(V.shape[1]):
             lam = chunk.difference @ nu
-            lin = chunk.linearise(V, params=theta_bar is not None)
-            v_bar += chunk.to_src @ (lam * lin.di_dvs)
-            v_bar += chunk.to_dst @ (lam * lin.di_dvd)
-            if theta_bar is not None:
+            W, Z, p = chunk.inputs(V)
+            _, dz, direct = chunk.group.device.response_linearise(Z, p, params)
+            mu = lam * dz
+            v_bar += W.T @ mu
+            if params:
                 target = theta_bar[chunk.group_index]
-                for k, d in enumerate(lin.di_dp):
-                    target[k, chunk.local] += np.einsum("eb,eb->e", np.broadcast_to(d, lam.shape), lam)
+                terms = chunk.input_param_terms(V)
+                for k in range(len(direct)):
+                    if direct[k] is not None:
+                        target[k, chunk.local] += _row_dot(direct[k], lam)
+                    if terms[k] is not None:
+                        target[k, chunk.local] += _row_dot(terms[k], mu)
         v_bar[0] = 0.0
         return v_bar
 
@@ -164,14 +172,21 @@ class LayerAssembly:
         ``theta_dot`` holds one ``(n_params, E_g)`` direction per group (or None).
         """
         out = np.zeros_like(V)
+        params = theta_dot is not None
         for chunk in self.chunks(V.shape[1]):
-            lin = chunk.linearise(V, params=theta_dot is not None)
-            i_dot = lin.di_dvs * np.take(v_dot, chunk.src, axis=0) + lin.di_dvd * np.take(v_dot, chunk.dst, axis=0)
-            if theta_dot is not None:
-                direction = theta_dot[chunk.group_index][:, chunk.local]
-                for k, d in enumerate(lin.di_dp):
-                    i_dot += d * direction[k][:, None]
-            out += chunk.scatter @ i_dot
+            W, Z, p = chunk.inputs(V)
+            _, dz, direct = chunk.group.device.response_linearise(Z, p, params)
+            z_dot = W @ v_dot
+            i_dot = 0.0
+            if params:
+                direction = theta_dot[chunk.group_index][:, chunk.local, None]
+                terms = chunk.input_param_terms(V)
+                for k in range(len(direct)):
+                    if terms[k] is not None:
+                        z_dot = z_dot + terms[k] * direction[k]
+                    if direct[k] is not None:
+                        i_dot = i_dot + direct[k] * direction[k]
+            out += chunk.scatter @ (dz * z_dot + i_dot)
         return out
 
     # ------------------------------------------------------------------ Jacobian
@@ -187,8 +202,8 @@ class _Chunk:
 
     ``W`` is ``(E_c, N+1)`` CSR with two entries a row (at src and dst) whose values are
     the device's input weights, refreshed at every call because they may be parameters.
-    The matrices the sensitivities need (``A`` for ``λ_e = ν[dst] − ν[src]`` and the
-    unsigned src/dst scatters) are built on first use.
+    ``A`` of the chunk (for ``λ_e = ν[dst] − ν[src]`` in the sensitivities) is built on
+    first use.
     """
 
     def __init__(self, group, group_index, edges, local, src, dst, scatter, num_nodes):
@@ -198,10 +213,11 @@ class _Chunk:
         n = len(src)
         self.W = sp.csr_matrix((np.zeros(2 * n), np.stack([src, dst], 1).ravel(),
                                 np.arange(0, 2 * n + 1, 2)), shape=(n, num_nodes + 1))
-        self._adjoint = None
+        self._difference = None
 
-    def currents(self, V):
-        """Edge currents of the chunk, ``(E_c, B)``."""
+    def inputs(self, V):
+        """``(W, Z, p)``: the input matrix with this call's weights, the device inputs
+        ``Z = W V + bias`` ``(E_c, B)`` and the parameters ``(n_params, E_c, 1)``."""
         p = self.group.params[:, self.local, None]
         w_src, w_dst, bias = self.group.device.input_weights(p)
         n = self.W.shape[0]
@@ -210,34 +226,35 @@ class _Chunk:
         Z = self.W @ V
         if np.any(bias):
             Z += bias
+        return self.W, Z, p
+
+    def currents(self, V):
+        """Edge currents of the chunk, ``(E_c, B)``."""
+        _, Z, p = self.inputs(V)
         return self.group.device.response(Z, p)
 
-    def linearise(self, V, params: bool):
-        p = self.group.params[:, self.local, None]
-        vs, vd = np.take(V, self.src, axis=0), np.take(V, self.dst, axis=0)
-        return self.group.device.linearise(vs, vd, p, params)
-
-    def _adjoint_matrices(self):
-        if self._adjoint is None:
-            n, shape = len(self.src), (self.num_nodes + 1, len(self.src))
-            ones, cols = np.ones(n), np.arange(n)
-            self._adjoint = (self.scatter.T.tocsr(),
-                             sp.csr_matrix((ones, (self.src, cols)), shape=shape),
-                             sp.csr_matrix((ones, (self.dst, cols)), shape=shape))
-        return self._adjoint
+    def input_param_terms(self, V):
+        """``∂z/∂p_k`` of the chunk's devices (gathering ``V[src]``, ``V[dst]`` only if needed)."""
+        device = self.group.device
+        if type(device).input_param_terms is Device.input_param_terms:
+            return (None,) * device.n_params
+        return device.input_param_terms(np.take(V, self.src, axis=0), np.take(V, self.dst, axis=0))
 
     @property
     def difference(self):
         """``A`` of the chunk, ``(E_c, N+1)``: ``(A ν)_e = ν[dst] − ν[src]`` (ground's ν ignored)."""
-        return self._adjoint_matrices()[0]
+        if self._difference is None:
+            self._difference = self.scatter.T.tocsr()
+        return self._difference
 
-    @property
-    def to_src(self):
-        return self._adjoint_matrices()[1]
 
-    @property
-    def to_dst(self):
-        return self._adjoint_matrices()[2]
+
+def _row_dot(a, b) -> np.ndarray:
+    """``Σ_b a·b`` per edge (row); ``a`` may be a broadcastable array or a scalar."""
+    if np.ndim(a) == 0:
+        return a * b.sum(axis=1)
+    a = np.broadcast_to(a, b.shape)
+    return np.einsum("eb,eb->e", a, b)
 
 
 def incidence_transpose(src, dst, num_nodes: int) -> sp.csr_matrix:

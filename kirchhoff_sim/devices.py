@@ -150,11 +150,12 @@ class Device:
         z = w_src·vs + w_dst·vd + bias          (:meth:`input_weights`)
 
     — the branch voltage ``vs − vd`` for most devices — through a :meth:`response`
-    ``i = r(z; p)``. The assembler exploits this: it forms ``z`` for all edges and samples
-    with one sparse product, which fuses the gather with the affine combination.
-    Subclasses set :attr:`param_names` and implement :meth:`response`,
-    :meth:`linearise` and :meth:`spice_expression`; those whose input is not the branch
-    voltage override :meth:`input_weights`.
+    ``i = r(z; p)``. A family implements :meth:`response`, :meth:`response_linearise`
+    (``r``, ``∂r/∂z`` and ``∂r/∂p`` at fixed z) and :meth:`spice_expression`; one whose
+    input weights are parameters also overrides :meth:`input_weights` and
+    :meth:`input_param_terms`. The chain rule through z (:meth:`linearise`) is done
+    here once, and the assembler uses the same structure to evaluate and differentiate
+    whole chunks of edges with one sparse product for the gather.
     """
 
     #: names of the per-edge parameters, in storage order
@@ -172,8 +173,17 @@ class Device:
         """``(w_src, w_dst, bias)`` of the device input, each broadcastable to ``(E, 1)``."""
         return 1.0, -1.0, 0.0
 
+    def input_param_terms(self, vs, vd):
+        """``∂z/∂p_k`` per parameter (None for a parameter z does not depend on), or None."""
+        return None
+
     def response(self, z, p):
         """The current as a function of the device input ``z`` ``(E, B)``."""
+        raise NotImplementedError
+
+    def response_linearise(self, z, p, params: bool = True):
+        """``(r, ∂r/∂z, ∂r/∂p)`` at fixed z; ``∂r/∂p`` is a tuple with one array (or None
+        where it is zero) per parameter, or None when ``params`` is False."""
         raise NotImplementedError
 
     def current(self, vs, vd, p):
@@ -183,7 +193,15 @@ class Device:
 
     def linearise(self, vs, vd, p, params: bool = True) -> Linearisation:
         """Current and its partial derivatives in ``vs``, ``vd`` (and ``p`` if ``params``)."""
-        raise NotImplementedError
+        w_src, w_dst, bias = self.input_weights(p)
+        z = w_src * vs + w_dst * vd + bias
+        current, di_dz, direct = self.response_linearise(z, p, params)
+        di_dp = None
+        if params:
+            terms = self.input_param_terms(vs, vd) or (None,) * self.n_params
+            di_dp = tuple(_add(_add(np.zeros(z.shape), d), None if t is None else di_dz * t)
+                          for d, t in zip(direct, terms))
+        return Linearisation(current, w_src * di_dz, w_dst * di_dz, di_dp)
 
     def spice_expression(self, vs: str, vd: str, p) -> str:
         """ngspice B-source current expression for one edge with parameter values ``p``."""
@@ -245,6 +263,10 @@ class Device:
         return hash(str(sorted(self.spec().items())))
 
 
+def _add(a, b):
+    return a if b is None else a + b
+
+
 def _fmt(x: float) -> str:
     """A float written so that ngspice reads back exactly the same double."""
     return repr(float(x))
@@ -262,10 +284,8 @@ class Conductance(Device):
     def response(self, z, p):
         return p[0] * z
 
-    def linearise(self, vs, vd, p, params=True):
-        u = vs - vd
-        g = np.broadcast_to(p[0], u.shape)
-        return Linearisation(p[0] * u, g, -g, (u,) if params else None)
+    def response_linearise(self, z, p, params=True):
+        return p[0] * z, np.broadcast_to(p[0], z.shape), (z,) if params else None
 
     def spice_expression(self, vs, vd, p):
         return f"{_fmt(p[0])}*({vs}-{vd})"
@@ -280,10 +300,10 @@ class _ShiftedRectifier(Device):
     def response(self, z, p):
         return p[1] * self._act.value(z - p[0])
 
-    def linearise(self, vs, vd, p, params=True):
-        a, da = self._act.value_and_slope(vs - vd - p[0])
+    def response_linearise(self, z, p, params=True):
+        a, da = self._act.value_and_slope(z - p[0])
         g = p[1] * da
-        return Linearisation(p[1] * a, g, -g, (-g, a) if params else None)
+        return p[1] * a, g, (-g, a) if params else None
 
     def spice_expression(self, vs, vd, p):
         z = f"{vs}-{vd}-({_fmt(p[0])})"
@@ -316,11 +336,9 @@ class DifferenceActivation(Device):
     def response(self, z, p):
         return self.activation.value(p[1] * z + p[0])
 
-    def linearise(self, vs, vd, p, params=True):
-        u = vs - vd
-        a, da = self.activation.value_and_slope(p[1] * u + p[0])
-        g = p[1] * da
-        return Linearisation(a, g, -g, (da, da * u) if params else None)
+    def response_linearise(self, z, p, params=True):
+        a, da = self.activation.value_and_slope(p[1] * z + p[0])
+        return a, p[1] * da, (da, da * z) if params else None
 
     def spice_expression(self, vs, vd, p):
         return self.activation.spice(f"{_fmt(p[1])}*({vs}-{vd})+({_fmt(p[0])})")
@@ -344,13 +362,15 @@ class AffineActivation(Device):
     def input_weights(self, p):
         return p[0], p[1], p[2]
 
+    def input_param_terms(self, vs, vd):
+        return vs, vd, 1.0
+
     def response(self, z, p):
         return self.activation.value(z)
 
-    def linearise(self, vs, vd, p, params=True):
-        a, da = self.activation.value_and_slope(p[0] * vs + p[1] * vd + p[2])
-        return Linearisation(a, p[0] * da, p[1] * da,
-                             (da * vs, da * vd, da) if params else None)
+    def response_linearise(self, z, p, params=True):
+        a, da = self.activation.value_and_slope(z)
+        return a, da, (None, None, None) if params else None
 
     def spice_expression(self, vs, vd, p):
         return self.activation.spice(
@@ -428,8 +448,8 @@ class Diode(Device):
             i[series] = nvt / rs * special.wrightomega(arg).real - isat
         return i, i + i_s, i_s, r_s
 
-    def linearise(self, vs, vd, p, params=True):
-        i, total, i_s, r_s = self._solve(vs - vd, p)
+    def response_linearise(self, z, p, params=True):
+        i, total, i_s, r_s = self._solve(z, p)
         nvt = self.thermal_voltage
         denom = nvt + r_s * total
         g = total / denom                       # di/du
@@ -438,7 +458,7 @@ class Diode(Device):
             # implicit differentiation of F(i, u, i_s, r_s) = i_s·(e^{(u − i r_s)/nVt} − 1) − i = 0,
             # where ∂F/∂i = −denom/nVt, ∂F/∂i_s = i/i_s and ∂F/∂r_s = −i·total/nVt
             di_dp = ((i / i_s) * nvt / denom, -i * total / denom)
-        return Linearisation(i, g, -g, di_dp)
+        return i, g, di_dp
 
     def spice_expression(self, vs, vd, p):
         if p[1] != 0:
