@@ -18,7 +18,7 @@ from . import devices, topology
 from .errors import InputError, KirchhoffError
 from .modelfile import read_model_file, save_net
 from .network import KirchhoffNet, Layer
-from .solvers import METHODS, make_solver, simulate
+from .solvers import METHODS, make_solver, simulate, solver_spec
 
 def load_array(path) -> np.ndarray:
     """Inputs from ``.npy`` (no pickle) or ``.csv`` (comma-separated numbers)."""
@@ -101,6 +101,76 @@ def cmd_build(args):
     print(f"wrote {path}: {net!r}")
 
 
+def cmd_train(args):
+    from dataclasses import asdict
+
+    from .training import datasets
+    from .training.models import build_net
+    from .training.tasks import TASKS, task
+    from .training.trainer import TrainConfig, evaluate, train
+
+    if (args.task is None) == (args.data is None):
+        raise InputError("give exactly one of --task NAME or --data FILE")
+    preset = task(args.task) if args.task else TASKS["moons"]
+    if args.task:
+        data = datasets.load_dataset(args.task, seed=args.seed, **preset.dataset)
+    else:
+        data = datasets.load_file(args.data, seed=args.seed)
+    net_kw = dict(preset.net) if args.task else {"hidden": 8, "layers": 2, "device": "ShiftedReLU"}
+    for key in ("hidden", "layers", "duration", "device"):
+        if getattr(args, key) is not None:
+            net_kw[key] = getattr(args, key)
+    train_kw = dict(preset.train)
+    for key in ("epochs", "batch_size", "lr"):
+        if getattr(args, key) is not None:
+            train_kw[key] = getattr(args, key)
+    if args.method is not None or args.dt is not None or args.rtol is not None:
+        train_kw["solver"] = solver_spec(make_solver(args.method or "dopri5", args.dt, args.rtol, args.atol))
+    n_out = data.n_classes if data.n_classes is not None else data.y_train.shape[1]
+    net = build_net(data.n_features, n_out, seed=args.seed, **net_kw)
+    config = TrainConfig(seed=args.seed, loss="cross_entropy" if data.n_classes else "mse", **train_kw)
+    print(f"training {net!r} on {data.name} ({len(data.X_train)} train / {len(data.X_test)} test samples)")
+    result = train(net, data, config, checkpoint=args.out, resume=args.resume,
+                   progress=not args.no_progress)
+    test = evaluate(net, data.X_test, data.y_test, config.loss, make_solver(**config.solver))
+    source = {"task": args.task, "data": None if args.task else str(Path(args.data).resolve()),
+              "seed": args.seed, "dataset_options": preset.dataset if args.task else {}}
+    save_net(net, args.out, metadata={"training": {"config": asdict(config), "history": result.history,
+                                                   "dataset": data.name, "epochs_done": len(result.history)},
+                                      "source": source, "test": test})
+    print(f"test: " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()) + f"; wrote {args.out}")
+
+
+def _dataset_of(meta, data_override, seed_override):
+    from .training import datasets
+
+    source = meta.get("source") or {}
+    seed = seed_override if seed_override is not None else source.get("seed", 0)
+    if data_override:
+        return datasets.load_file(data_override, seed=seed)
+    if source.get("task"):
+        return datasets.load_dataset(source["task"], seed=seed, **source.get("dataset_options", {}))
+    if source.get("data"):
+        return datasets.load_file(source["data"], seed=seed)
+    raise InputError("the model file does not say which data it was trained on; give --data FILE")
+
+
+def cmd_evaluate(args):
+    from .training.trainer import evaluate
+
+    net, meta, _ = read_model_file(args.model)
+    data = _dataset_of(meta, args.data, args.seed)
+    config = (meta.get("training") or {}).get("config", {})
+    solver = make_solver(**config.get("solver", {"method": "dopri5", "rtol": 1e-4, "atol": 1e-6}))
+    loss = config.get("loss", "cross_entropy")
+    result = {"model": str(args.model), "dataset": data.name, "test_samples": len(data.X_test),
+              **{f"test_{k}": v for k, v in evaluate(net, data.X_test, data.y_test, loss, solver).items()}}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(", ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in result.items()))
+
+
 def cmd_demo(args):
     from .demo import run_demo
 
@@ -158,6 +228,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="model file to write (.npz)")
     p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("train", help="train a KirchhoffNet classifier or regressor",
+                       description="Train on a built-in task or a data file by the discrete adjoint; "
+                                   "writes the model (and, every epoch, a resumable checkpoint) to --out.")
+    p.add_argument("--task", choices=["moons", "circles", "digits"], help="a built-in task with its preset net")
+    p.add_argument("--data", help="a .npz (X, y) or .csv (label last) data file instead of --task")
+    p.add_argument("--out", required=True, help="model / checkpoint file to write (.npz)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="Adam learning rate")
+    p.add_argument("--hidden", type=int, help="hidden nodes")
+    p.add_argument("--layers", type=int)
+    p.add_argument("--duration", type=float, help="duration of each layer")
+    p.add_argument("--device", choices=list(devices.FAMILIES))
+    p.add_argument("--method", choices=sorted(METHODS), help="solver (default: the task's, dopri5)")
+    p.add_argument("--dt", type=float)
+    p.add_argument("--rtol", type=float)
+    p.add_argument("--atol", type=float)
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, initialisation and shuffles")
+    p.add_argument("--resume", action="store_true", help="continue from --out if it is a checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="test accuracy and loss of a trained model")
+    p.add_argument("model", help="model file (.npz) written by 'train'")
+    p.add_argument("--data", help="evaluate on this data file's test split instead")
+    p.add_argument("--seed", type=int, help="seed of the test split (default: the training seed)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="the main job: build, simulate and report a small net")
     p.add_argument("--quick", action="store_true", help="a smaller, faster run")

@@ -338,7 +338,7 @@ def BDF2(dt=None, rtol=None, atol=None, linear_solver="auto", **options) -> Impl
     return _implicit("bdf2", dt, rtol, atol, linear_solver, options)
 
 
-_STEP_OPTIONS = ("first_step", "safety", "min_factor", "max_factor", "beta", "max_steps", "min_step")
+_STEP_OPTIONS = ("first_step", "safety", "min_factor", "max_factor", "beta", "max_steps", "min_step", "norm")
 
 
 def _implicit(method, dt, rtol, atol, linear_solver, options) -> Implicit:
