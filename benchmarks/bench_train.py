@@ -14,7 +14,7 @@ initialisation, N(0, 2/E), gives near-trivial dynamics on 6,620 edges).
 
 For each stack it prints the time of one step, the work done, and the gradient's error
 against central finite differences of that stack's own forward pass, and against the
-gradient of the ODE itself (our adjoint at rtol 1e-10).
+gradient of the ODE itself (approximated by our adjoint at a 1000× tighter tolerance).
 
 Run:  .venv/bin/python benchmarks/bench_train.py [--quick]
 """
@@ -90,7 +90,9 @@ def compare(device, x, y, rtol, atol, repeat):
         group.params[...] = rng.normal(0.0, 0.3, group.params.shape)
     loss = bind(cross_entropy, y)
     indices = np.sort(rng.choice(net.num_params, N_FD_PARAMS, replace=False))
-    exact = gradient(net, x, loss, solver=ks.Dopri5(rtol=1e-10, atol=1e-12)).flat
+    # the ODE's own gradient, approximated by our adjoint at a 1000× tighter tolerance
+    # (ReLU kinks make much tighter runs impractically slow)
+    exact = gradient(net, x, loss, solver=ks.Dopri5(rtol=rtol * 1e-3, atol=atol * 1e-3)).flat
 
     row = {"device": device, "batch": len(x), "rtol": rtol, "atol": atol, "edges": net.num_edges,
            "params": net.num_params}

@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import InputError
 from .solvers import Solution, simulate
-from .solvers.base import GridStep, Stats
+from .solvers.base import CheckpointedStates, GridStep, Stats
 
 
 @dataclass
@@ -61,7 +61,18 @@ def _input_nodes(net, x) -> np.ndarray:
     return net.input_nodes if net.input_nodes is not None else np.arange(1, width + 1)
 
 
-def gradient(net, x, loss, solver=None) -> Gradient:
+def _checkpointed(solution, net, every: int, stats):
+    """Give every tape a state store that replays the steps between checkpoints."""
+    for k, tape in enumerate(solution.tapes):
+        if every > 1:
+            assembly = net.assemblies()[k]
+
+            def replay(start, stop, y_start, y_before, tape=tape, assembly=assembly):
+                return solution.solver.replay(assembly, tape, start, stop, y_start, y_before, stats)
+            tape.states = CheckpointedStates(tape.states, every, replay)
+
+
+def gradient(net, x, loss, solver=None, checkpoint_every: int = 1) -> Gradient:
     """Loss and its gradient by the discrete adjoint.
 
     Parameters
@@ -75,12 +86,17 @@ def gradient(net, x, loss, solver=None) -> Gradient:
     solver : optional
         Any solver (default :func:`~kirchhoff_sim.Dopri5`); adaptive step sizes are held
         fixed at those the forward run accepted.
+    checkpoint_every : int
+        Keep every step's state (1, the default) or only every ``k``-th and recompute the
+        rest in the backward sweep: less memory for long runs, same gradient.
 
     Returns
     -------
     Gradient
     """
-    solution = simulate(net, x, solver=solver, record_states=True)
+    solution = simulate(net, x, solver=solver, record_states=checkpoint_every)
+    stats = Stats()
+    _checkpointed(solution, net, checkpoint_every, stats)
     value, readout_bar = loss(solution.readout(net))
     readout_bar = np.asarray(readout_bar, dtype=float)
     if readout_bar.shape != (solution.final_state.shape[0], len(net.readout)):
@@ -89,7 +105,6 @@ def gradient(net, x, loss, solver=None) -> Gradient:
     y_bar = np.zeros((net.num_nodes + 1, readout_bar.shape[0]))
     y_bar[net.readout] = readout_bar.T
     theta_bar = [np.zeros_like(p) for p in net.parameters]
-    stats = Stats()
     offsets = np.cumsum([0] + [len(l.groups) for l in net.layers])
     for k in reversed(range(len(net.layers))):
         assembly = net.assemblies()[k]

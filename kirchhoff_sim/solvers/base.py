@@ -62,6 +62,36 @@ class LayerTape:
     coefficients: list | None = None
 
 
+class CheckpointedStates:
+    """A layer's step states when only checkpoints were kept (``simulate(record_states=k)``).
+
+    Every ``k``-th state, and the one before it (BDF2's history), is stored; any other is
+    recomputed on first access by replaying the solver's accepted steps from the
+    checkpoint before it, a segment of ``k`` steps at a time. Replaying is bit-identical
+    to the forward run (same arithmetic on the same inputs), so gradients do not change;
+    memory drops from O(steps) to O(steps/k + k) states for ~one extra forward pass.
+    """
+
+    def __init__(self, stored: list, every: int, replay):
+        self.stored, self.every, self.replay = stored, every, replay
+        self._segment_start, self._segment = None, None
+
+    def __len__(self):
+        return len(self.stored)
+
+    def __getitem__(self, n):
+        n = range(len(self.stored))[n]
+        if self.stored[n] is not None:
+            return self.stored[n]
+        start = (n // self.every) * self.every
+        if self._segment_start != start:
+            stop = min(start + self.every, len(self.stored) - 1)
+            before = self.stored[start - 1] if start > 0 else None
+            self._segment = self.replay(start, stop, self.stored[start], before)
+            self._segment_start = start
+        return self._segment[n - start - 1]
+
+
 NORMS = ("sample", "batch")
 
 

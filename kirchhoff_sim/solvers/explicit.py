@@ -270,6 +270,16 @@ class RungeKutta:
             y_bar = rk_step_adjoint(assembly, tape.states[n], h, self.tableau, y_bar, theta_bar, stats)
         return y_bar
 
+    def replay(self, assembly, tape, start, stop, y_start, y_before, stats):
+        """States after steps ``start..stop-1`` of a recorded layer, recomputed from ``y_start``."""
+        f = assembly.rhs
+        states, y = [], y_start
+        for n in range(start, stop):
+            y = rk_step(f, y, f(y), tape.times[n + 1] - tape.times[n], self.tableau)[0]
+            stats.n_fevals += self.tableau.stages
+            states.append(y)
+        return states
+
     def tangent_layer(self, assembly, tape, y_dot, theta_dot, stats):
         """Carry ``ẏ`` from the layer's start to its end along the recorded grid."""
         y = tape.states[0]

@@ -204,6 +204,17 @@ class Implicit:
         first = len(state.points) == 1
         coef = method_coefficients(self.method, h, None if first else state.last_h, self.step.be_start)
         C = assembly.capacitance[:, None]
+        y, converged = self._solve_step(assembly, V, f0, h, coef, state, ctx, C)
+        if not converged:
+            return Trial(None, ok=False)
+        f1 = ctx.counted(assembly.rhs)(y)
+        err = None
+        if self.step.adaptive:
+            err = self._truncation_error(coef, h, state, f0, f1)
+        return Trial(y, f1, err, coef.order, record=coef)
+
+    def _solve_step(self, assembly, V, f0, h, coef, state, ctx, C):
+        """Solve (★) for one step with weights ``coef``; returns ``(v₊, converged)``."""
         # history part of (★): C/h·(α₁vₙ + α₂vₙ₋₁) − β₁F(vₙ), with F = C·f on nodes 1..N
         known = coef.alpha[1] * V[1:]
         if len(coef.alpha) == 3:
@@ -216,14 +227,8 @@ class Implicit:
             y, converged = self.newton(assembly, state.solver, guess, coef.alpha[0] / h, coef.beta[0],
                                        history, ctx)
             if converged:
-                break
-        if not converged:
-            return Trial(None, ok=False)
-        f1 = ctx.counted(assembly.rhs)(y)
-        err = None
-        if self.step.adaptive:
-            err = self._truncation_error(coef, h, state, f0, f1)
-        return Trial(y, f1, err, coef.order, record=coef)
+                return y, True
+        return y, False
 
     def accept(self, state, t, h, trial):
         state.points = (state.points + [(t + h, trial.y1, trial.f1)])[-3:]
@@ -258,6 +263,26 @@ class Implicit:
             if len(coef.alpha) == 3:
                 bars[n - 1][1:] -= coef.alpha[2] / h * C * w[1:]
         return bars[0]
+
+    def replay(self, assembly, tape, start, stop, y_start, y_before, stats):
+        """States after steps ``start..stop-1`` of a recorded layer, re-solved from ``y_start``
+        with the recorded weights (bit-identical to the forward run)."""
+        from .simulate import _Context
+
+        ctx = _Context(stats, None, 0)
+        C = assembly.capacitance[:, None]
+        solver = linear_solver(self.linear_solver_kind, assembly.num_nodes)
+        states, y, previous = [], y_start, y_before
+        for n in range(start, stop):
+            coef, h = tape.coefficients[n], tape.times[n + 1] - tape.times[n]
+            f0 = ctx.counted(assembly.rhs)(y)
+            state = _History([(None, previous, None), (None, y, f0)], solver)
+            y_next, ok = self._solve_step(assembly, y, f0, h, coef, state, ctx, C)
+            if not ok:
+                raise NewtonConvergenceError("replaying a recorded step did not converge", step=n)
+            previous, y = y, y_next
+            states.append(y)
+        return states
 
     def tangent_layer(self, assembly, tape, y_dot, theta_dot, stats):
         """Carry ``v̇`` from the layer's start to its end along the recorded steps."""

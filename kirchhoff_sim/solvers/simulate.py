@@ -46,8 +46,8 @@ class Solution:
 class _Context:
     """Per-run bookkeeping handed to the solvers: counters, saving and the tape."""
 
-    def __init__(self, stats, saver, tape_states: bool):
-        self.stats, self.saver, self.tape_states = stats, saver, tape_states
+    def __init__(self, stats, saver, keep_every: int):
+        self.stats, self.saver, self.keep_every = stats, saver, keep_every
         self.layer, self.tape = 0, None
 
     def counted(self, f):
@@ -63,7 +63,8 @@ class _Context:
     def record(self, t, V, record):
         self.tape.times.append(t)
         if self.tape.states is not None:
-            self.tape.states.append(V)
+            n, k = len(self.tape.times) - 1, self.keep_every
+            self.tape.states.append(V if k == 1 or n % k in (0, k - 1) else None)
         if self.tape.coefficients is not None:
             self.tape.coefficients.append(record)
 
@@ -80,8 +81,10 @@ def simulate(net, x, solver=None, save_at=None, record_states: bool = False) -> 
         :func:`Dopri5` (default, rtol 1e-7, atol 1e-9), :func:`RK4`, :func:`BDF2`, ...
     save_at : array_like, optional
         Increasing times in ``[0, T]`` at which to save all node voltages.
-    record_states : bool
-        Keep the state at every accepted step (what the adjoint needs).
+    record_states : bool or int
+        Keep the state at every accepted step (what the adjoint needs); an int ``k > 1``
+        keeps only every ``k``-th (checkpointing, see
+        :class:`~kirchhoff_sim.solvers.base.CheckpointedStates`).
 
     Returns
     -------
@@ -97,7 +100,10 @@ def simulate(net, x, solver=None, save_at=None, record_states: bool = False) -> 
     saver = Saver(ts, net.num_nodes, B)
     saver.at_start(0.0, V)
     stats = Stats()
-    ctx = _Context(stats, saver, record_states)
+    keep_every = int(record_states) if record_states else 0
+    if record_states is not False and keep_every < 1:
+        raise InputError(f"record_states must be a bool or an int >= 1, got {record_states!r}")
+    ctx = _Context(stats, saver, keep_every)
     bounds = net.layer_boundaries
     tapes = []
     for k, assembly in enumerate(net.assemblies()):

@@ -55,8 +55,7 @@ class PhysicalScale:
     def __post_init__(self):
         for name in ("V0", "C0", "G0"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    and not hasattr(value, "__float__"):
+            if isinstance(value, (bool, str, bytes)):
                 raise InputError(f"PhysicalScale.{name} must be a number, got {value!r}")
             try:
                 value = float(value)

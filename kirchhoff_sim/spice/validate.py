@@ -1,0 +1,347 @@
+"""Check, number by number, that ngspice computes what our solver says.
+
+:func:`validate` compiles every sample of a batch to a netlist
+(:func:`~kirchhoff_sim.spice.netlist.to_netlist`), runs it in ngspice
+(:func:`~kirchhoff_sim.spice.runner.run_netlist`), runs our solver on the whole batch at a
+tight tolerance, and compares the two on one time grid: ``n_points`` equally spaced
+normalised times over ``[0, T]`` (mapped to seconds by the scale's time unit).
+
+ngspice chooses its own time points; its waveforms are brought onto the grid by linear
+interpolation between them. ``.tran … uic`` writes no point at t = 0, so the known
+initial condition (the netlist's ``IC=`` values) is prepended as the t = 0 point first.
+Linear interpolation adds an error of at most ``h²/8·|v''|`` for ngspice's step ``h``;
+the netlist's maximum step (:attr:`SpiceOptions.max_step_fraction`, 1/1000 of a layer by
+default) keeps that below 1e-6 of the swing for waveforms of the nets' own time scale.
+
+Errors are reported in volts (physical) and relative to the sample's *swing*: the
+largest minus the smallest node voltage the solver saw over the whole waveform of that
+sample. A sample's predicted class is the argmax of the read-out voltages at ``T``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..errors import InputError
+from ..solvers import Dopri5, simulate, solver_spec
+from .netlist import MODES, SpiceOptions, to_netlist
+from .runner import BACKENDS, run_netlist
+from .scale import PhysicalScale
+
+__all__ = ["SampleAgreement", "ValidationReport", "validate", "DEFAULT_SOLVER_RTOL",
+           "DEFAULT_SOLVER_ATOL"]
+
+# our solver runs this tightly so that the comparison measures ngspice, not our own error
+DEFAULT_SOLVER_RTOL = 1e-9
+DEFAULT_SOLVER_ATOL = 1e-11
+DEFAULT_TIMEOUT_SECONDS = 600.0
+DEFAULT_WORKERS = 4
+
+
+@dataclass
+class SampleAgreement:
+    """ngspice against the solver for one sample.
+
+    Voltages are physical (volts); relative errors are divided by ``swing``.
+
+    Attributes
+    ----------
+    index : int
+        Row of the sample in ``X``.
+    max_abs_error : float
+        ``max |V_spice − V_solver|`` over every node and grid time, in V.
+    final_abs_error : float
+        The same at ``T`` only, in V.
+    swing : float
+        Largest minus smallest node voltage of the solver's waveform, in V.
+    max_rel_error, final_rel_error : float
+        The two errors divided by ``swing``.
+    worst_node : int
+        Node index (1..N) of ``max_abs_error``.
+    worst_time : float
+        Time of ``max_abs_error`` in seconds.
+    solver_class, spice_class : int
+        Argmax of the read-out voltages at ``T`` (index into ``net.readout``).
+    class_agrees : bool
+    spice_seconds : float
+        Wall-clock time of the ngspice run.
+    spice_points : int
+        Time points ngspice computed (without the prepended t = 0).
+    """
+
+    index: int
+    max_abs_error: float
+    final_abs_error: float
+    swing: float
+    max_rel_error: float
+    final_rel_error: float
+    worst_node: int
+    worst_time: float
+    solver_class: int
+    spice_class: int
+    class_agrees: bool
+    spice_seconds: float
+    spice_points: int
+
+
+@dataclass
+class ValidationReport:
+    """Agreement of ngspice with the solver over a batch (:func:`validate`).
+
+    Attributes
+    ----------
+    samples : list of SampleAgreement
+    mode : str
+    backend : str
+    scale : PhysicalScale
+    options : SpiceOptions
+    solver : dict
+        The solver's spec (method, rtol, atol).
+    n_points : int
+        Grid points over ``[0, T]`` at which the waveforms are compared.
+    notes : list of str
+        How the comparison was made (t = 0 point, interpolation, ...).
+    assumptions : list of str
+        The compiler's assumptions (:attr:`Netlist.assumptions` of the first sample).
+    unsupported : list of str
+        Primitive mode: edges written as B sources (first sample's netlist).
+    """
+
+    samples: list
+    mode: str
+    backend: str
+    scale: PhysicalScale
+    options: SpiceOptions
+    solver: dict
+    n_points: int
+    notes: list = field(default_factory=list)
+    assumptions: list = field(default_factory=list)
+    unsupported: list = field(default_factory=list)
+
+    # ------------------------------------------------------------ aggregates
+    @property
+    def num_samples(self) -> int:
+        return len(self.samples)
+
+    @property
+    def max_abs_error(self) -> float:
+        """Worst ``max_abs_error`` over the samples, in V."""
+        return max(s.max_abs_error for s in self.samples)
+
+    @property
+    def max_rel_error(self) -> float:
+        """Worst waveform error relative to its sample's swing."""
+        return max(s.max_rel_error for s in self.samples)
+
+    @property
+    def max_final_rel_error(self) -> float:
+        return max(s.final_rel_error for s in self.samples)
+
+    @property
+    def class_agreement(self) -> float:
+        """Fraction of samples whose predicted class is the same in ngspice and the solver."""
+        return sum(s.class_agrees for s in self.samples) / len(self.samples)
+
+    @property
+    def all_classes_agree(self) -> bool:
+        return all(s.class_agrees for s in self.samples)
+
+    @property
+    def spice_seconds(self) -> float:
+        """Total wall-clock time of the ngspice runs (they may overlap in parallel)."""
+        return sum(s.spice_seconds for s in self.samples)
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable: every number a Python float/int/bool."""
+        return {
+            "mode": self.mode,
+            "backend": self.backend,
+            "scale": self.scale.to_dict(),
+            "options": self.options.to_dict(),
+            "solver": dict(self.solver),
+            "n_points": self.n_points,
+            "num_samples": self.num_samples,
+            "aggregate": {
+                "max_abs_error_V": self.max_abs_error,
+                "max_rel_error": self.max_rel_error,
+                "max_final_rel_error": self.max_final_rel_error,
+                "class_agreement": self.class_agreement,
+                "all_classes_agree": self.all_classes_agree,
+                "spice_seconds": self.spice_seconds,
+            },
+            "samples": [_plain(asdict(s)) for s in self.samples],
+            "notes": list(self.notes),
+            "assumptions": list(self.assumptions),
+            "unsupported": list(self.unsupported),
+        }
+
+    def to_json(self, **kwargs) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def __str__(self) -> str:
+        head = (f"ngspice vs solver: {self.num_samples} sample(s), {self.mode} netlist, "
+                f"{self.backend} backend, {self.n_points} grid points")
+        rows = [f"{'sample':>6}  {'max|dV| (V)':>12}  {'rel.swing':>10}  {'at T rel.':>10}  "
+                f"{'class s/n':>9}  {'ngspice s':>9}"]
+        for s in self.samples:
+            rows.append(f"{s.index:>6}  {s.max_abs_error:>12.3e}  {s.max_rel_error:>10.3e}  "
+                        f"{s.final_rel_error:>10.3e}  {s.solver_class:>4}/{s.spice_class:<4}  "
+                        f"{s.spice_seconds:>9.3f}")
+        tail = (f"worst relative error {self.max_rel_error:.3e} (at T {self.max_final_rel_error:.3e}); "
+                f"classes agree on {sum(s.class_agrees for s in self.samples)}/{self.num_samples}")
+        return "\n".join([head, *rows, tail])
+
+
+def _plain(record: dict) -> dict:
+    out = {}
+    for key, value in record.items():
+        if isinstance(value, (bool, np.bool_)):
+            out[key] = bool(value)
+        elif isinstance(value, (int, np.integer)):
+            out[key] = int(value)
+        else:
+            out[key] = float(value)
+    return out
+
+
+def validate(net, X, *, solver=None, scale: PhysicalScale | None = None,
+             mode: str = "behavioral", options: SpiceOptions | None = None,
+             backend: str = "subprocess", n_points: int = 201,
+             timeout: float = DEFAULT_TIMEOUT_SECONDS, workers: int | None = None,
+             samples=None) -> ValidationReport:
+    """Compare ngspice's transient with our solver's, sample by sample.
+
+    Parameters
+    ----------
+    net : KirchhoffNet
+    X : array_like, shape (B, d) or (d,)
+        Input samples (normalised volts).
+    solver : solver object, optional
+        Our reference; default ``Dopri5(rtol=1e-9, atol=1e-11)`` so that its own error is
+        far below what is being measured.
+    scale : PhysicalScale, optional
+        Units of the netlists (default 1 V, 100 fF, 1 µS).
+    mode : {"behavioral", "primitive"}
+    options : SpiceOptions, optional
+        ngspice options (default :class:`SpiceOptions`'s tight ones).
+    backend : {"subprocess", "shared"}
+        ngspice back end; subprocess runs go in parallel over ``workers`` threads.
+    n_points : int
+        Grid points over ``[0, T]`` at which waveforms are compared (>= 2).
+    timeout : float
+        Per-sample ngspice time limit in seconds.
+    workers : int, optional
+        Parallel ngspice processes (subprocess backend); default ``min(4, CPUs, B)``.
+    samples : sequence of int, optional
+        Indices into ``X`` reported in :attr:`SampleAgreement.index` (default 0..B-1).
+
+    Returns
+    -------
+    ValidationReport
+
+    Raises
+    ------
+    InputError
+        Bad ``X``, ``n_points``, back end or mode; any SpiceError from compiling or
+        running a sample propagates.
+    """
+    if mode not in MODES:
+        raise InputError(f"unknown netlist mode {mode!r}; choose one of {MODES}")
+    if backend not in BACKENDS:
+        raise InputError(f"unknown SPICE backend {backend!r}; choose one of {BACKENDS}")
+    if isinstance(n_points, bool) or not isinstance(n_points, (int, np.integer)) or n_points < 2:
+        raise InputError(f"n_points must be an integer >= 2, got {n_points!r}")
+    X = np.asarray(X, dtype=float)
+    if X.ndim == 1:
+        X = X[None, :]
+    if X.ndim != 2 or X.shape[0] == 0:
+        raise InputError(f"X must have shape (B, d) with B >= 1, got {X.shape}")
+    scale = PhysicalScale() if scale is None else scale
+    options = SpiceOptions() if options is None else options
+    solver = Dopri5(rtol=DEFAULT_SOLVER_RTOL, atol=DEFAULT_SOLVER_ATOL) if solver is None else solver
+    labels = list(range(len(X))) if samples is None else [int(i) for i in samples]
+    if len(labels) != len(X):
+        raise InputError(f"samples names {len(labels)} indices for {len(X)} rows of X")
+
+    t_grid = np.linspace(0.0, net.T, n_points)
+    solution = simulate(net, X, solver=solver, save_at=t_grid)
+    reference = scale.V0 * solution.node_voltages          # (n_points, B, N), volts
+    t_phys = t_grid * scale.time_unit
+
+    def run_one(b):
+        netlist = to_netlist(net, X[b], scale=scale, mode=mode, options=options)
+        result = run_netlist(netlist.text, backend=backend, timeout=timeout)
+        return netlist, result
+
+    if workers is None:
+        workers = min(DEFAULT_WORKERS, os.cpu_count() or 1, len(X))
+    if backend == "shared" or workers <= 1:
+        runs = [run_one(b) for b in range(len(X))]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            runs = list(pool.map(run_one, range(len(X))))
+
+    readout = net.readout - 1
+    records = []
+    for b, (netlist, result) in enumerate(runs):
+        spice = _spice_on_grid(netlist, result, t_phys, net.num_nodes)      # (n_points, N)
+        ours = reference[:, b, :]
+        difference = np.abs(spice - ours)
+        worst = np.unravel_index(int(np.argmax(difference)), difference.shape)
+        swing = float(ours.max() - ours.min())
+        if not swing > 0:
+            swing = float(scale.V0)   # a constant waveform: relative to the voltage unit
+        solver_class = int(np.argmax(ours[-1, readout]))
+        spice_class = int(np.argmax(spice[-1, readout]))
+        max_abs = float(difference.max())
+        final_abs = float(difference[-1].max())
+        records.append(SampleAgreement(
+            index=labels[b], max_abs_error=max_abs, final_abs_error=final_abs, swing=swing,
+            max_rel_error=max_abs / swing, final_rel_error=final_abs / swing,
+            worst_node=int(worst[1]) + 1, worst_time=float(t_phys[worst[0]]),
+            solver_class=solver_class, spice_class=spice_class,
+            class_agrees=solver_class == spice_class, spice_seconds=float(result.elapsed),
+            spice_points=int(len(result.time)),
+        ))
+    first = runs[0][0]
+    notes = [
+        "ngspice's '.tran ... uic' output has no t = 0 point; the netlist's initial condition "
+        "(IC = V0·x) was prepended as t = 0 before resampling",
+        f"ngspice's waveforms were linearly interpolated onto {n_points} equally spaced times "
+        f"over [0, T] = [0, {first.tstop:.6g}] s",
+        f"solver: {solver_spec(solver)}; errors are in volts and relative to each sample's "
+        f"swing (max − min node voltage of the solver's waveform)",
+        "predicted class: argmax of the read-out node voltages at T",
+    ]
+    return ValidationReport(
+        samples=records, mode=mode, backend=backend, scale=scale, options=options,
+        solver=solver_spec(solver), n_points=int(n_points), notes=notes,
+        assumptions=list(first.assumptions), unsupported=[str(u) for u in first.unsupported],
+    )
+
+
+def _spice_on_grid(netlist, result, t_phys, num_nodes) -> np.ndarray:
+    """ngspice's node voltages on ``t_phys``, shape (n_points, N), with the t = 0 point
+    taken from the netlist's initial condition when ngspice did not write one."""
+    initial = netlist.initial_voltages
+    time = np.asarray(result.time, dtype=float)
+    columns = []
+    for n in range(1, num_nodes + 1):
+        columns.append(result.voltage(netlist.node_map[n]))
+    values = np.stack(columns, axis=1)                      # (n_spice, N)
+    if time.size == 0 or time[0] > 0:
+        time = np.concatenate([[0.0], time])
+        values = np.concatenate([initial[None, :], values])
+    # ngspice's last point may fall a rounding error short of (or past) tstop
+    end = max(float(t_phys[-1]), float(time[-1]))
+    if not math.isclose(time[-1], t_phys[-1], rel_tol=1e-9, abs_tol=0.0):
+        raise InputError(f"ngspice stopped at {time[-1]:.6g} s, before T = {t_phys[-1]:.6g} s")
+    time = time.copy()
+    time[-1] = end
+    return np.stack([np.interp(t_phys, time, values[:, n]) for n in range(num_nodes)], axis=1)
