@@ -138,7 +138,7 @@ def cmd_train(args):
     save_net(net, args.out, metadata={"training": {"config": asdict(config), "history": result.history,
                                                    "dataset": data.name, "epochs_done": len(result.history)},
                                       "source": source, "test": test})
-    print(f"test: " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()) + f"; wrote {args.out}")
+    print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()) + f"; wrote {args.out}")
 
 
 def _dataset_of(meta, data_override, seed_override):
@@ -169,6 +169,39 @@ def cmd_evaluate(args):
         print(json.dumps(result))
     else:
         print(", ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in result.items()))
+
+
+def cmd_montecarlo(args):
+    from .hardware.robustness import DEFAULT_SOLVER, MonteCarloSpec, monte_carlo
+
+    if args.workers is not None and (args.scheduler or args.serial):
+        raise InputError("--workers sizes the local Dask cluster; it cannot go with --scheduler or --serial")
+    net, meta, _ = read_model_file(args.model)
+    data = _dataset_of(meta, args.data, None)
+    if data.n_classes is None:
+        raise InputError(f"{args.model}: montecarlo measures classification accuracy, but the model's "
+                         f"data ({data.name}) is a regression set")
+    X, y = data.X_test, data.y_test
+    if args.samples is not None:
+        if args.samples < 1:
+            raise InputError(f"--samples must be >= 1, got {args.samples}")
+        X, y = X[:args.samples], y[:args.samples]
+    config = (meta.get("training") or {}).get("config", {})
+    spec = MonteCarloSpec(sigma_g=args.sigma, sigma_c=args.sigma_c, ktc=args.ktc,
+                          readout_noise=args.readout_noise, trials=args.trials, seed=args.seed,
+                          solver=config.get("solver", DEFAULT_SOLVER), backend=args.backend)
+    if args.serial:
+        result = monte_carlo(net, X, y, spec)
+    else:
+        from .hardware.distributed import DaskRunner
+
+        with DaskRunner(args.scheduler, n_workers=args.workers or 2) as runner:
+            result = monte_carlo(net, X, y, spec, executor=runner)
+    if args.json:
+        print(json.dumps({"model": str(args.model), "dataset": data.name, **result.to_dict()}))
+    else:
+        print(f"{args.model} on the {data.name} test split:")
+        print(result)
 
 
 def cmd_demo(args):
@@ -257,6 +290,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of the test split (default: the training seed)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("montecarlo", help="accuracy under device mismatch and noise (Monte Carlo on Dask)",
+                       description="Monte Carlo of a trained classifier on its test split: log-normal "
+                                   "mismatch of the conductance-like parameters (--sigma) and of the "
+                                   "capacitors (--sigma-c), kT/C noise on the initial state, read-out "
+                                   "noise. Trials run on a local Dask cluster unless --serial or "
+                                   "--scheduler; the result is the same for the same --seed.")
+    p.add_argument("model", help="model file (.npz) written by 'train'")
+    p.add_argument("--sigma", type=float, default=0.05,
+                   help="log-normal sigma of the conductance-like parameters (default 0.05 = 5 %%)")
+    p.add_argument("--sigma-c", type=float, default=0.0, help="log-normal sigma of the node capacitors")
+    p.add_argument("--ktc", action="store_true",
+                   help="kT/C noise on every node's initial voltage (300 K, C0 = 100 fF, V0 = 0.1 V)")
+    p.add_argument("--readout-noise", type=float, default=0.0, metavar="S",
+                   help="sigma of Gaussian noise on the read-out voltages (normalised volts)")
+    p.add_argument("--trials", type=int, default=200)
+    p.add_argument("--samples", type=int, metavar="N", help="use the first N test samples (default all)")
+    p.add_argument("--data", help="use this data file's test split instead of the training data")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing Dask scheduler (tcp://host:port)")
+    where.add_argument("--serial", action="store_true", help="run in this process, no Dask")
+    p.add_argument("--workers", type=int, help="workers of the local Dask cluster (default 2)")
+    p.add_argument("--backend", choices=["solver", "ngspice"], default="solver",
+                   help="simulate trials with our solver or with ngspice (one netlist per sample)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the trials (default 0)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_montecarlo)
 
     p = sub.add_parser("demo", help="the main job: build, simulate and report a small net")
     p.add_argument("--quick", action="store_true", help="a smaller, faster run")

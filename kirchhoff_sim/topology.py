@@ -42,7 +42,7 @@ def _check_repeat(repeat) -> tuple[int, int]:
         raise GraphError(f"repeat must be a pair of non-negative integers, got {repeat!r}") from None
     a, b = _count(a, "repeat[0]", 0), _count(b, "repeat[1]", 0)
     if a + b == 0:
-        raise GraphError(f"repeat must not be (0, 0)")
+        raise GraphError("repeat must not be (0, 0)")
     return a, b
 
 

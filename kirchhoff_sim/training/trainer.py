@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import InputError, ModelFileError, SimulationError, TrainingDivergedError
 from ..modelfile import read_model_file, save_net
 from ..sensitivity import gradient
-from ..solvers import make_solver, simulate, solver_spec
+from ..solvers import make_solver, simulate
 from .datasets import Dataset, minibatches, train_validation_split
 from .losses import bind, cross_entropy, mean_squared_error
 from .optim import Adam, AdamW, ConstantSchedule, CosineSchedule, StepSchedule
