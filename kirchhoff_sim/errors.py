@@ -100,3 +100,9 @@ class SpiceTimeoutError(SpiceError):
 
 class UnsafeNameError(SpiceError, ValueError):
     """A user-supplied name or label cannot be written into a netlist safely."""
+
+
+# ---------------------------------------------------------------- distributed execution
+class SchedulerConnectionError(KirchhoffError, ConnectionError):
+    """A Dask scheduler that cannot be reached (bad address, nothing listening, timeout)
+    or that has no workers to run the jobs."""

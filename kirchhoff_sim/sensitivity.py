@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, ParameterError
 from .solvers import Solution, simulate
 from .solvers.base import CheckpointedStates, GridStep, Stats
 
@@ -143,7 +143,12 @@ def forward_sensitivity(net, x, direction, solver=None, input_direction=None):
             offset += p.size
     y_dot = np.zeros((net.num_nodes + 1, solution.final_state.shape[0]))
     if input_direction is not None:
-        y_dot[_input_nodes(net, x)] = np.asarray(input_direction, dtype=float).T
+        nodes = _input_nodes(net, x)
+        input_direction = np.asarray(input_direction, dtype=float)
+        if input_direction.shape != (y_dot.shape[1], len(nodes)):
+            raise InputError(f"input_direction must have shape {(y_dot.shape[1], len(nodes))} "
+                             f"(batch, input nodes), got {input_direction.shape}")
+        y_dot[nodes] = input_direction.T
     offsets = np.cumsum([0] + [len(l.groups) for l in net.layers])
     stats = Stats()
     for k, assembly in enumerate(net.assemblies()):
@@ -181,7 +186,8 @@ def check_gradient(net, x, loss, solver=None, n_params: int = 10, eps: float = 1
     The finite differences replay the forward run's step grid (:func:`replay_solver`),
     so both sides differentiate the same discrete map. ``n_params`` parameters are
     sampled at random (plus every input voltage of the first sample when
-    ``include_inputs``). The relative error is ``|g_adj − g_fd| / max(|g_fd|, scale)``
+    ``include_inputs``). Steps are ``eps·|θ|`` (``eps`` where θ = 0); where ``θ − step``
+    leaves a device's domain a one-sided second-order difference is used. The relative error is ``|g_adj − g_fd| / max(|g_fd|, scale)``
     with ``scale`` the largest gradient entry, so tiny entries do not dominate.
     """
     grad = gradient(net, x, loss, solver)
@@ -198,12 +204,22 @@ def check_gradient(net, x, loss, solver=None, n_params: int = 10, eps: float = 1
         finally:
             net.set_flat_params(saved)
 
+    def shifted(i, steps, step):
+        out = flat.copy()
+        out[i] += steps * step
+        return out
+
     adjoint, fd = [], []
     for i in indices:
-        plus, minus = flat.copy(), flat.copy()
-        plus[i] += eps
-        minus[i] -= eps
-        fd.append((loss_at(plus, x) - loss_at(minus, x)) / (2 * eps))
+        # a step relative to the parameter, so that a diode's i_s = 1e-9 is not swamped
+        step = eps * abs(flat[i]) if flat[i] != 0 else eps
+        try:
+            fd.append((loss_at(shifted(i, 1, step), x) - loss_at(shifted(i, -1, step), x)) / (2 * step))
+        except ParameterError:
+            # θ − ε is outside the device's domain (a diode's r_s = 0): a one-sided
+            # second-order difference, (−3f(θ) + 4f(θ+ε) − f(θ+2ε)) / 2ε
+            fd.append((-3 * loss_at(flat, x) + 4 * loss_at(shifted(i, 1, step), x)
+                       - loss_at(shifted(i, 2, step), x)) / (2 * step))
         adjoint.append(grad.flat[i])
     x = np.atleast_2d(np.asarray(x, dtype=float))
     if include_inputs:

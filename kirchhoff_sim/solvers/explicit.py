@@ -30,7 +30,8 @@ differentiation of these lines, stage by stage from the last, gives
 where ``(∂f/∂y)ᵀk̄ = (∂F/∂y)ᵀ(C⁻¹k̄)`` is the assembler's vector–Jacobian product. This
 is the exact transpose of the forward arithmetic, so it matches finite differences of
 the same discretisation to round-off. The stage values are recomputed from the stored
-step-start state ``y`` (s − 1 f-evaluations), not stored. The tangent (forward,
+step-start state ``y`` (one f-evaluation per stage that reaches y⁺, less one), not
+stored. The tangent (forward,
 direct) mode :func:`rk_step_tangent` differentiates the same lines forwards.
 """
 
@@ -148,9 +149,11 @@ def rk_step(f, y, f0, h, tableau: ButcherTableau):
     return y1, f1, err, k
 
 
-def _stage_states(y, h, tableau, k):
-    """The stage inputs ``Y_j = y + h Σ_{l<j} a_jl k_l`` of a step already taken."""
-    return [y] + [y + h * _combine(row, k) for row in tableau.a]
+def _reaches_output(tableau: ButcherTableau, j: int) -> bool:
+    """Whether stage j influences y⁺ (a non-zero weight, directly or through later stages)."""
+    if tableau.b[j] != 0.0:
+        return True
+    return any(tableau.a[i - 1][j] != 0.0 and _reaches_output(tableau, i) for i in range(j + 1, tableau.stages))
 
 
 def rk_step_adjoint(assembly, y, h, tableau: ButcherTableau, y1_bar, theta_bar, stats):
@@ -159,15 +162,18 @@ def rk_step_adjoint(assembly, y, h, tableau: ButcherTableau, y1_bar, theta_bar, 
     ``theta_bar`` (one ``(n_params, E_g)`` array per group) is accumulated in place.
     """
     f = assembly.rhs
-    k = [f(y)]
-    for row in tableau.a:
-        k.append(f(y + h * _combine(row, k)))
-    stats.n_fevals += tableau.stages
-    Y = _stage_states(y, h, tableau, k)
     s = tableau.stages
+    # stage j needs k_0..k_{j-1}; the last stage with a non-zero weight bounds the work
+    # (Dopri5's FSAL stage never reaches y⁺; Euler needs no evaluation at all)
+    last = max(j for j in range(s) if _reaches_output(tableau, j))
+    k = []
+    for j in range(last):
+        k.append(f(y if j == 0 else y + h * _combine(tableau.a[j - 1], k)))
+    stats.n_fevals += last
+    Y = [y] + [y + h * _combine(tableau.a[j - 1], k) for j in range(1, last + 1)]
     Y_bar = [None] * s
     y_bar = y1_bar.copy()
-    for j in reversed(range(s)):
+    for j in reversed(range(last + 1)):
         k_bar = None
         if tableau.b[j] != 0.0:
             k_bar = (h * tableau.b[j]) * y1_bar

@@ -247,21 +247,27 @@ class Implicit:
         solver = linear_solver(self.linear_solver_kind, assembly.num_nodes)
         C = assembly.capacitance[:, None]
         states, times = tape.states, tape.times
-        bars = [np.zeros_like(states[0]) for _ in states]
-        bars[-1] = y_bar.copy()
+        # cotangents of the states not yet complete, by index (at most three live at once)
+        bars = {len(times) - 1: y_bar.copy()}
+
+        def bar(n):
+            if n not in bars:
+                bars[n] = np.zeros_like(y_bar)
+            return bars[n]
+
         for n in reversed(range(len(times) - 1)):
             coef, h = tape.coefficients[n], times[n + 1] - times[n]
             lu = self._matrix(assembly, solver, states[n + 1], coef, h, stats)
             w = np.zeros_like(y_bar)
-            w[1:] = solver.solve(lu, bars[n + 1][1:], transpose=True)
+            w[1:] = solver.solve(lu, bars.pop(n + 1)[1:], transpose=True)
             assembly.vjp(states[n + 1], coef.beta[0] * w, theta_bar)
             stats.n_vjps += 1
             if coef.beta[1] != 0.0:
-                bars[n] += assembly.vjp(states[n], coef.beta[1] * w, theta_bar)
+                bar(n)[...] += assembly.vjp(states[n], coef.beta[1] * w, theta_bar)
                 stats.n_vjps += 1
-            bars[n][1:] -= coef.alpha[1] / h * C * w[1:]
+            bar(n)[1:] -= coef.alpha[1] / h * C * w[1:]
             if len(coef.alpha) == 3:
-                bars[n - 1][1:] -= coef.alpha[2] / h * C * w[1:]
+                bar(n - 1)[1:] -= coef.alpha[2] / h * C * w[1:]
         return bars[0]
 
     def replay(self, assembly, tape, start, stop, y_start, y_before, stats):

@@ -84,6 +84,9 @@ DEFAULT_TITLE = "KirchhoffNet"
 NGSPICE_BOLTZMANN = 1.38064852e-23   # J/K
 NGSPICE_CHARGE = 1.6021766208e-19    # C
 CELSIUS_TO_KELVIN = 273.15
+# ngspice (with XSPICE, as built by distributions) merges breakpoints closer than
+# 10·delmin = 1e-10·tmax; the clock corners must stay further apart
+MIN_BREAK_FRACTION = 1e-9
 
 
 # ---------------------------------------------------------------- options
@@ -98,8 +101,12 @@ class SpiceOptions:
 
     Parameters
     ----------
-    method : {"gear", "trap"}
-        Integration method (ngspice ``.options method``).
+    method : {"trap", "gear"}
+        Integration method (ngspice ``.options method``). ``trap`` by default: at the
+        steps a tight comparison runs at (mostly limited by ``max_step``) its error
+        constant (1/12) beats gear-2's (2/9), and it measured 2–4× closer to the ODE on
+        every device family. ``gear`` (BDF, L-stable) damps the very stiff modes that can
+        make the trapezoidal rule ring.
     maxord : int
         Highest order of the integration method (``gear`` 1..6, ``trap`` 1..2).
     reltol : float
@@ -118,6 +125,11 @@ class SpiceOptions:
         ``max_step_fraction`` of the shortest layer.
     max_step_fraction : float
         See ``max_step``.
+    first_step : float
+        ``.tran``'s ``tstep`` in normalised time. With ``tmax`` given it only sets
+        ngspice's first step (a tenth of it), and ngspice accepts its first step without
+        a truncation-error check: a large one misses a fast initial transient (a forward
+        biased diode), so it is small; the step then grows by up to 2× per step.
     gate_width : float
         Width of the clock ramps between layers, in normalised time.
     switch_ron, switch_roff : float
@@ -128,7 +140,7 @@ class SpiceOptions:
         diode's ``N`` (see :func:`diode_emission_coefficient`).
     """
 
-    method: str = "gear"
+    method: str = "trap"
     maxord: int = 2
     reltol: float = 1e-6
     abstol: float = 1e-12
@@ -137,6 +149,7 @@ class SpiceOptions:
     trtol: float = 1.0
     max_step: float | None = None
     max_step_fraction: float = 1e-3
+    first_step: float = 1e-8
     gate_width: float = 1e-6
     switch_ron: float = 1e-6
     switch_roff: float = 1e9
@@ -150,7 +163,7 @@ class SpiceOptions:
                 or not 1 <= self.maxord <= top:
             raise InputError(f"SpiceOptions.maxord must be an integer in 1..{top} for "
                              f"method={self.method}, got {self.maxord!r}")
-        for name in ("reltol", "abstol", "vntol", "chgtol", "trtol", "max_step_fraction",
+        for name in ("reltol", "abstol", "vntol", "chgtol", "trtol", "max_step_fraction", "first_step",
                      "gate_width", "switch_ron", "switch_roff"):
             _check_positive(getattr(self, name), f"SpiceOptions.{name}")
         if self.max_step is not None:
@@ -293,6 +306,12 @@ class Netlist:
     def __str__(self) -> str:
         return self.text
 
+    def __repr__(self) -> str:
+        shown = {k: v for k, v in self.element_counts.items() if v and k != "lines"}
+        return (f"Netlist(mode={self.mode!r}, lines={self.num_lines}, tstop={self.tstop:.6g} s, "
+                f"elements={shown}, unsupported={sum(len(u.edges) for u in self.unsupported)}, "
+                f"sample_index={self.sample_index})")
+
 
 # ---------------------------------------------------------------- user strings
 def sanitise_title(title) -> str:
@@ -374,6 +393,7 @@ def _expression_template(device, params_override: dict | None = None) -> _Templa
         expression = device.spice_expression(_VS_TOKEN, _VD_TOKEN, sentinels)
     except NotImplementedError:
         raise DeviceError(f"{device!r} has no SPICE expression (spice_expression)") from None
+    expression = _ngspice_safe(expression)
     tokens = {_VS_TOKEN: "s", _VD_TOKEN: "d"}
     tokens.update({repr(_SENTINELS[k]): k for k in range(device.n_params) if k not in fixed})
     pattern = re.compile("|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)))
@@ -384,6 +404,36 @@ def _expression_template(device, params_override: dict | None = None) -> _Templa
         start = match.end()
     pieces.append(expression[start:].replace("%", "%%"))
     return _Template("%s".join(pieces), tuple(slots))
+
+
+_SOFTPLUS_OPEN = "ln(1+exp("
+
+
+def _ngspice_safe(expression: str) -> str:
+    """Rewrite sub-expressions that ngspice evaluates wrongly.
+
+    ngspice's ``exp`` saturates at ``1e99`` for arguments above 227.96 (checked in
+    ngspice 39), so the textbook softplus ``ln(1+exp(z))`` stops growing at 227.96. It
+    is rewritten as ``(max(z,0)+ln(1+exp(-abs(z))))``, which is exact for every ``z``.
+    """
+    start = expression.find(_SOFTPLUS_OPEN)
+    while start >= 0:
+        inner_start = start + len(_SOFTPLUS_OPEN)
+        depth, end = 1, inner_start
+        while depth:
+            if end >= len(expression):
+                return expression   # unbalanced: not ours to rewrite
+            depth += {"(": 1, ")": -1}.get(expression[end], 0)
+            end += 1
+        # expression[inner_start:end-1] is z; expression[end] must close ln(
+        if expression[end:end + 1] != ")":
+            start = expression.find(_SOFTPLUS_OPEN, end)
+            continue
+        z = expression[inner_start:end - 1]
+        replacement = f"(max({z},0)+ln(1+exp(-abs({z}))))"
+        expression = expression[:start] + replacement + expression[end + 1:]
+        start = expression.find(_SOFTPLUS_OPEN, start + len(replacement))
+    return expression
 
 
 def _repr_column(values: np.ndarray) -> list[str]:
@@ -446,7 +496,7 @@ class _Writer:
         # the template must render exactly what the device itself writes
         p0 = [params_override.get(k, params[k, 0]) if params_override else params[k, 0]
               for k in range(device.n_params)]
-        own = device.spice_expression(vs[0], vd[0], p0)
+        own = _ngspice_safe(device.spice_expression(vs[0], vd[0], p0))
         if not lines[0].endswith("(" + own + ")"):
             raise DeviceError(f"{device!r}: its SPICE expression could not be turned into a "
                               f"template (it transforms its parameters); got {own!r}")
@@ -611,9 +661,14 @@ def to_netlist(net, x, scale: PhysicalScale | None = None, mode: str = "behavior
     durations = np.diff(boundaries)
     time_unit = scale.time_unit
     half_width = 0.5 * options.gate_width
+    max_step = min(options.max_step if options.max_step is not None
+                   else options.max_step_fraction * float(durations.min()), net.T)
     if n_layers > 1 and not half_width < 0.25 * durations.min():
         raise InputError(f"SpiceOptions.gate_width={options.gate_width:g} is too wide for the "
                          f"shortest layer ({durations.min():g}); it must be < half of it")
+    if n_layers > 1 and not half_width > MIN_BREAK_FRACTION * max_step:
+        raise InputError(f"SpiceOptions.gate_width={options.gate_width:g} is too narrow: ngspice "
+                         f"merges breakpoints closer than {MIN_BREAK_FRACTION:g}·max_step")
     writer = _Writer(net, names, scale, options, mode)
     assumptions = _assumptions(net, scale, options, mode, n_layers, x.shape[0])
     element = 1
@@ -642,8 +697,8 @@ def to_netlist(net, x, scale: PhysicalScale | None = None, mode: str = "behavior
             f"layer clock, RON = {options.switch_ron / scale.G0!r} Ω, ROFF = "
             f"{options.switch_roff / scale.G0!r} Ω) that flips exactly at the layer boundary"
         )
-    text, counts = _assemble(net, x, initial, names, scale, options, writer, title,
-                             boundaries * time_unit, half_width * time_unit)
+    text, counts = _assemble(net, initial, names, scale, options, writer, title,
+                             boundaries * time_unit, half_width * time_unit, max_step)
     check_netlist_safe(text)   # belt and braces: the compiler never writes such lines
     node_map = dict(enumerate(names))
     return Netlist(text=text, node_map=node_map, assumptions=assumptions,
@@ -663,10 +718,10 @@ def _compile_group(writer, k, g, group, index, gate, clock, mode):
             writer.behavioural(device, src[mask], dst[mask], params[:, mask], index[mask], gate)
 
     if isinstance(device, _devices.Diode):
-        series = params[1] > 0
-        if mode == "primitive":
+        if mode == "primitive":      # D element with IS, RS and N in a .model
             writer.diodes(device, src, dst, params, index, clock)
             return
+        series = params[1] > 0
         ideal = ~series
         writer.behavioural(device, src[ideal], dst[ideal], params[:, ideal], index[ideal], gate,
                            params_override={1: 0.0})
@@ -749,8 +804,8 @@ def _assumptions(net, scale, options, mode, n_layers, d) -> list[str]:
     return out
 
 
-def _assemble(net, x, initial, names, scale, options, writer, title, boundaries_phys,
-              half_width_phys):
+def _assemble(net, initial, names, scale, options, writer, title, boundaries_phys,
+              half_width_phys, max_step):
     """Put the whole netlist text together; returns (text, element counts)."""
     n = net.num_nodes
     capacitance = scale.C0 * net.capacitance
@@ -761,10 +816,7 @@ def _assemble(net, x, initial, names, scale, options, writer, title, boundaries_
     clock_lines = _clock_lines(boundaries_phys, half_width_phys) if n_layers > 1 else []
     boundaries_phys = [float(t) for t in boundaries_phys]
     tstop = boundaries_phys[-1]
-    max_step = (options.max_step if options.max_step is not None
-                else options.max_step_fraction * float(np.diff(net.layer_boundaries).min()))
     tmax = max_step * scale.time_unit
-    tmax = min(tmax, tstop)
     option_line = (
         f".options method={options.method} maxord={options.maxord} reltol={options.reltol!r} "
         f"abstol={options.abstol * scale.current_unit!r} vntol={options.vntol * scale.V0!r} "
@@ -782,7 +834,8 @@ def _assemble(net, x, initial, names, scale, options, writer, title, boundaries_
         f"* units: V0 = {scale.V0!r} V, C0 = {scale.C0!r} F, G0 = {scale.G0!r} S",
         option_line,
     ]
-    footer = [f".tran {tmax!r} {tstop!r} 0 {tmax!r} uic", ".end"]
+    tstep = min(options.first_step * scale.time_unit, tmax)
+    footer = [f".tran {tstep!r} {tstop!r} 0 {tmax!r} uic", ".end"]
     sections = [header, ["* node capacitors and initial voltages"], cap_lines]
     if clock_lines:
         sections += [["* layer clocks"], clock_lines]

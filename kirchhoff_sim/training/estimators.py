@@ -88,7 +88,8 @@ class KirchhoffClassifier(ClassifierMixin, _KirchhoffEstimator):
         return softmax(self._readout(X), axis=1)
 
     def predict(self, X):
-        return self.classes_[self._readout(X).argmax(axis=1)]
+        scores = self._readout(X)        # checks fitting before classes_ is touched
+        return self.classes_[scores.argmax(axis=1)]
 
 
 class KirchhoffRegressor(RegressorMixin, _KirchhoffEstimator):

@@ -18,12 +18,17 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray):
     labels = np.asarray(labels)
     if logits.ndim != 2 or labels.shape != (logits.shape[0],):
         raise InputError(f"cross_entropy needs logits (B, K) and labels (B,), got {logits.shape} and {labels.shape}")
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        if not np.all(np.isfinite(labels)) or not np.all(labels == np.round(labels)):
+            raise InputError("labels must be integer class indices")
+        labels = labels.astype(np.int64)
     if labels.min(initial=0) < 0 or labels.max(initial=0) >= logits.shape[1]:
         raise InputError(f"labels must lie in 0..{logits.shape[1] - 1} (the read-out has {logits.shape[1]} nodes)")
     B = logits.shape[0]
-    logp = log_softmax(logits, axis=1)
+    with np.errstate(under="ignore"):      # exp of a very negative logit is exactly 0 here
+        logp = log_softmax(logits, axis=1)
+        grad = softmax(logits, axis=1)
     value = -logp[np.arange(B), labels].mean()
-    grad = softmax(logits, axis=1)
     grad[np.arange(B), labels] -= 1.0
     return float(value), grad / B
 
@@ -31,9 +36,11 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray):
 def mean_squared_error(prediction: np.ndarray, target: np.ndarray):
     """Mean over all entries of ``(prediction − target)²``."""
     prediction = np.asarray(prediction, dtype=float)
-    target = np.asarray(target, dtype=float).reshape(prediction.shape) if np.size(target) == prediction.size else None
-    if target is None:
-        raise InputError(f"target must have the prediction's shape {prediction.shape}")
+    target = np.asarray(target, dtype=float)
+    if target.ndim == 1 and prediction.ndim == 2 and prediction.shape[1] == 1:
+        target = target[:, None]           # one output: a (B,) target is (B, 1)
+    if target.shape != prediction.shape:
+        raise InputError(f"target has shape {target.shape}, the prediction {prediction.shape}")
     diff = prediction - target
     return float(np.mean(diff ** 2)), 2.0 * diff / diff.size
 

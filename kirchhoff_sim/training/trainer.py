@@ -144,7 +144,11 @@ def train(net, data: Dataset, config: TrainConfig | None = None, *, checkpoint=N
         if config.loss == "cross_entropy":
             record["train_accuracy"] = correct / seen
         if len(X_val):
-            val = evaluate(net, X_val, y_val, config.loss, solver)
+            try:
+                val = evaluate(net, X_val, y_val, config.loss, solver)
+            except SimulationError as exc:
+                raise TrainingDivergedError(f"epoch {epoch + 1}: validating the updated parameters "
+                                            f"failed: {exc}; lower the learning rate") from exc
             record.update({f"val_{k}": v for k, v in val.items()})
         record["seconds"] = time.perf_counter() - t0
         history.append(record)
@@ -165,7 +169,9 @@ def _split(data, config):
 
 def _step_gradient(net, xb, yb, loss_fn, solver, epoch, batch):
     try:
-        g = gradient(net, xb, bind(loss_fn, yb), solver=solver)
+        # overflow anywhere in the step shows up as a non-finite loss or gradient below
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            g = gradient(net, xb, bind(loss_fn, yb), solver=solver)
     except SimulationError as exc:
         raise TrainingDivergedError(f"epoch {epoch + 1}, batch {batch}: the simulation failed: {exc}") from exc
     if not np.isfinite(g.loss) or not all(np.isfinite(p).all() for p in g.params):
