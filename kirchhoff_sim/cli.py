@@ -204,6 +204,52 @@ def cmd_montecarlo(args):
         print(result)
 
 
+def _scale(text):
+    """``--scale V0,C0,G0`` (volts, farads, siemens) or ``normalised``."""
+    from .spice import PhysicalScale
+
+    if text is None:
+        return PhysicalScale()
+    if text == "normalised":
+        return PhysicalScale.normalised()
+    try:
+        v0, c0, g0 = (float(part) for part in text.split(","))
+    except ValueError:
+        raise InputError(f"--scale must be 'V0,C0,G0' (e.g. 1,100e-15,1e-6) or 'normalised', got {text!r}") from None
+    return PhysicalScale(V0=v0, C0=c0, G0=g0)
+
+
+def _inputs_for(args, net, meta):
+    """The input samples of export/validate: --input FILE, or the model's test split."""
+    if getattr(args, "input", None):
+        return load_array(args.input)
+    return np.asarray(_dataset_of(meta, getattr(args, "data", None), None).X_test)
+
+
+def cmd_export(args):
+    from .spice import to_netlist
+
+    net, meta, _ = read_model_file(args.model)
+    X = np.atleast_2d(_inputs_for(args, net, meta))
+    if not 0 <= args.sample < len(X):
+        raise InputError(f"--sample {args.sample} is out of range: there are {len(X)} samples")
+    netlist = to_netlist(net, X[args.sample], scale=_scale(args.scale), mode=args.mode,
+                         title=f"kirchhoff_sim export of {Path(args.model).name}, sample {args.sample}")
+    path = netlist.save(args.output)
+    print(f"wrote {path}: {netlist!r}")
+    if netlist.unsupported:
+        print(f"not compiled to primitive elements: {netlist.unsupported}")
+
+
+def cmd_validate(args):
+    from .spice import validate
+
+    net, meta, _ = read_model_file(args.model)
+    X = np.atleast_2d(_inputs_for(args, net, meta))[:args.samples]
+    report = validate(net, X, scale=_scale(args.scale), mode=args.mode, workers=args.workers)
+    print(report.to_json() if args.json else report)
+
+
 def cmd_demo(args):
     from .demo import run_demo
 
@@ -317,6 +363,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the trials (default 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_montecarlo)
+
+    p = sub.add_parser("export", help="compile a model and one input sample to a SPICE netlist",
+                       description="Write MODEL with one input sample as an ngspice netlist: a capacitor "
+                                   "with IC= per node and one device per edge, layers gated to their "
+                                   "time windows, in physical units (--scale).")
+    p.add_argument("model", help="model file (.npz)")
+    p.add_argument("-o", "--output", required=True, help="netlist to write (.cir)")
+    p.add_argument("--sample", type=int, default=0, help="which input sample (default 0)")
+    p.add_argument("--input", help="inputs (.npy/.csv); default: the model's test split")
+    p.add_argument("--mode", choices=["behavioral", "primitive"], default="behavioral",
+                   help="B sources for every device, or R/D/G elements where they exist")
+    p.add_argument("--scale", help="V0,C0,G0 in V,F,S (default 1,100e-15,1e-6) or 'normalised'")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("validate", help="check a model's waveforms in ngspice against the solver")
+    p.add_argument("model", help="model file (.npz)")
+    p.add_argument("--samples", type=int, default=10, help="how many input samples (default 10)")
+    p.add_argument("--input", help="inputs (.npy/.csv); default: the model's test split")
+    p.add_argument("--mode", choices=["behavioral", "primitive"], default="behavioral")
+    p.add_argument("--scale", help="V0,C0,G0 in V,F,S or 'normalised'")
+    p.add_argument("--workers", type=int, help="parallel ngspice processes")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("demo", help="the main job: build, simulate and report a small net")
     p.add_argument("--quick", action="store_true", help="a smaller, faster run")
