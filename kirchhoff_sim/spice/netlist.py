@@ -27,9 +27,11 @@ PWL clock per layer (``Vclk<k> clk<k> 0 PWL(…)``, 0 V off, 1 V on):
   ngspice steps onto the boundary itself. Our solver switches layers exactly at
   ``t_k``; the centred ramp's weight error ``(1 - s(t)) - H(t_k - t)`` is odd about
   ``t_k``, so the charge it moves cancels to first order and the state error is
-  ``O(w²)`` (a ramp that starts at ``t_k`` would leave an ``O(w)`` error). A
-  time-windowed expression (``time >= t_k``) would be a discontinuity ngspice does not
-  know about and can only find by rejecting steps.
+  ``O(w²)`` (a ramp that starts at ``t_k`` would leave an ``O(w)`` error). Inside the
+  ramp the two differ by about ``w·Δi/8``, so ``w`` is tiny (1e-6 of normalised time by
+  default; ngspice only merges breakpoints closer than 1e-10·tmax). A time-windowed
+  expression (``time >= t_k``) would be a discontinuity ngspice does not know about and
+  can only find by rejecting steps.
 * a primitive element (R, D) cannot be multiplied by anything, so it sits behind a
   voltage-controlled switch ``S`` driven by the same clock (threshold 0.5 V, so it flips
   exactly at the ``t_k`` breakpoint), as a chip would sequence it; ``RON``/``ROFF`` are
@@ -39,7 +41,14 @@ PWL clock per layer (``Vclk<k> clk<k> 0 PWL(…)``, 0 V off, 1 V on):
 The text is built per edge group from a template of the device's expression (the
 device is asked once, with placeholder voltages and sentinel parameter values, and the
 template is then filled column-wise), so compiling 460k edges takes about a second.
-Numbers are written with ``repr(float)`` (shortest round-trip decimal). Nothing a user
+Numbers are written with ``repr(float)``, the shortest decimal that reads back as the same
+double (ngspice 39's own number parser is not correctly rounded: it reads about a third
+of such numbers one unit in the last place off — measured, and far below any tolerance).
+
+``.options`` are explicit and scaled to the circuit's units (:class:`SpiceOptions`):
+``method=trap``, ``reltol=1e-6`` and absolute tolerances 1e-12 (current), 1e-9
+(voltage), 1e-15 (charge) of the normalised units, ``trtol=1``, a maximum step of 1/1000
+of the shortest layer and a first step of 1e-3 of that. Nothing a user
 supplies reaches the text unchecked (DESIGN.md §6): node names must match
 :data:`NODE_NAME_PATTERN`, the title is reduced to one line of printable ASCII, and the
 compiler never writes ``.control``, ``shell`` or ``.include``; the finished text is
@@ -125,11 +134,17 @@ class SpiceOptions:
         ``max_step_fraction`` of the shortest layer.
     max_step_fraction : float
         See ``max_step``.
-    first_step : float
-        ``.tran``'s ``tstep`` in normalised time. With ``tmax`` given it only sets
-        ngspice's first step (a tenth of it), and ngspice accepts its first step without
-        a truncation-error check: a large one misses a fast initial transient (a forward
-        biased diode), so it is small; the step then grows by up to 2× per step.
+    first_step : float or None
+        ``.tran``'s ``tstep`` in normalised time; None means ``first_step_fraction`` of
+        the maximum step. With ``tmax`` given, ``tstep`` only sets ngspice's first step
+        (a hundredth of it). ngspice accepts that first step without a truncation-error
+        check, so a large one misses a fast initial transient (a forward-biased diode:
+        3e-4 of the swing at ``tstep = tmax``). A tiny one fails the other way: the
+        charge-based error estimate of the next steps is then rounding noise, the step
+        collapses and ngspice stops with "Timestep too small" — on a 17k-edge net
+        whenever the first step was below ~1e-6·tmax (ngspice's floor is 1e-11·tmax).
+    first_step_fraction : float
+        See ``first_step``; the default 1e-3 starts at 1e-5·tmax.
     gate_width : float
         Width of the clock ramps between layers, in normalised time.
     switch_ron, switch_roff : float
@@ -149,7 +164,8 @@ class SpiceOptions:
     trtol: float = 1.0
     max_step: float | None = None
     max_step_fraction: float = 1e-3
-    first_step: float = 1e-8
+    first_step: float | None = None
+    first_step_fraction: float = 1e-3
     gate_width: float = 1e-6
     switch_ron: float = 1e-6
     switch_roff: float = 1e9
@@ -163,17 +179,19 @@ class SpiceOptions:
                 or not 1 <= self.maxord <= top:
             raise InputError(f"SpiceOptions.maxord must be an integer in 1..{top} for "
                              f"method={self.method}, got {self.maxord!r}")
-        for name in ("reltol", "abstol", "vntol", "chgtol", "trtol", "max_step_fraction", "first_step",
+        for name in ("reltol", "abstol", "vntol", "chgtol", "trtol", "max_step_fraction", "first_step_fraction",
                      "gate_width", "switch_ron", "switch_roff"):
             _check_positive(getattr(self, name), f"SpiceOptions.{name}")
-        if self.max_step is not None:
-            _check_positive(self.max_step, "SpiceOptions.max_step")
+        for name in ("max_step", "first_step"):
+            if getattr(self, name) is not None:
+                _check_positive(getattr(self, name), f"SpiceOptions.{name}")
         if not (isinstance(self.temperature, (int, float)) and not isinstance(self.temperature, bool)
                 and math.isfinite(self.temperature) and self.temperature > -CELSIUS_TO_KELVIN):
             raise InputError(f"SpiceOptions.temperature must be a finite temperature in °C, "
                              f"got {self.temperature!r}")
-        if self.reltol >= 1 or self.max_step_fraction > 1:
-            raise InputError("SpiceOptions.reltol must be < 1 and max_step_fraction <= 1")
+        if self.reltol >= 1 or self.max_step_fraction > 1 or self.first_step_fraction > 1:
+            raise InputError("SpiceOptions.reltol must be < 1, max_step_fraction and "
+                             "first_step_fraction <= 1")
 
     def to_dict(self) -> dict:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -691,6 +709,12 @@ def to_netlist(net, x, scale: PhysicalScale | None = None, mode: str = "behavior
             f"gmin (1e-12 S) across each junction and uses its own reverse-bias formula below "
             f"-3·N·kT/q (B sources write the plain Shockley law)"
         )
+    if mode == "behavioral" and any(name.startswith("dj") for name in writer.internal_nodes):
+        assumptions.append(
+            "diodes with series resistance: the junction is a B source (plain Shockley law) into "
+            "an internal node dj<e>, and r_s/G0 a resistor from there to the cathode; ngspice "
+            "solves the implicit diode equation by Newton instead of the solver's Lambert-W form"
+        )
     if writer.counts["S"]:
         assumptions.append(
             f"primitive elements of a gated layer sit behind a switch S (VT = 0.5 V on the "
@@ -834,7 +858,9 @@ def _assemble(net, initial, names, scale, options, writer, title, boundaries_phy
         f"* units: V0 = {scale.V0!r} V, C0 = {scale.C0!r} F, G0 = {scale.G0!r} S",
         option_line,
     ]
-    tstep = min(options.first_step * scale.time_unit, tmax)
+    first_step = (options.first_step if options.first_step is not None
+                  else options.first_step_fraction * max_step)
+    tstep = min(first_step * scale.time_unit, tmax)
     footer = [f".tran {tstep!r} {tstop!r} 0 {tmax!r} uic", ".end"]
     sections = [header, ["* node capacitors and initial voltages"], cap_lines]
     if clock_lines:
