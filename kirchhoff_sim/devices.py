@@ -113,7 +113,8 @@ _ACT_SPICE = {
     "relu": "max({z},0)",
     "leaky_relu": f"max({{z}},{LEAKY_SLOPE}*({{z}}))",
     "tanh": "tanh({z})",
-    "softplus": "ln(1+exp({z}))",
+    # ngspice's exp() saturates at 1e99 (argument ≈ 228): the stable form keeps growing
+    "softplus": "(max({z},0)+ln(1+exp(-abs({z}))))",
 }
 
 ACTIVATIONS = tuple(_ACT_FUNCS)

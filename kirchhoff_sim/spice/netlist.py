@@ -411,7 +411,6 @@ def _expression_template(device, params_override: dict | None = None) -> _Templa
         expression = device.spice_expression(_VS_TOKEN, _VD_TOKEN, sentinels)
     except NotImplementedError:
         raise DeviceError(f"{device!r} has no SPICE expression (spice_expression)") from None
-    expression = _ngspice_safe(expression)
     tokens = {_VS_TOKEN: "s", _VD_TOKEN: "d"}
     tokens.update({repr(_SENTINELS[k]): k for k in range(device.n_params) if k not in fixed})
     pattern = re.compile("|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)))
@@ -422,36 +421,6 @@ def _expression_template(device, params_override: dict | None = None) -> _Templa
         start = match.end()
     pieces.append(expression[start:].replace("%", "%%"))
     return _Template("%s".join(pieces), tuple(slots))
-
-
-_SOFTPLUS_OPEN = "ln(1+exp("
-
-
-def _ngspice_safe(expression: str) -> str:
-    """Rewrite sub-expressions that ngspice evaluates wrongly.
-
-    ngspice's ``exp`` saturates at ``1e99`` for arguments above 227.96 (checked in
-    ngspice 39), so the textbook softplus ``ln(1+exp(z))`` stops growing at 227.96. It
-    is rewritten as ``(max(z,0)+ln(1+exp(-abs(z))))``, which is exact for every ``z``.
-    """
-    start = expression.find(_SOFTPLUS_OPEN)
-    while start >= 0:
-        inner_start = start + len(_SOFTPLUS_OPEN)
-        depth, end = 1, inner_start
-        while depth:
-            if end >= len(expression):
-                return expression   # unbalanced: not ours to rewrite
-            depth += {"(": 1, ")": -1}.get(expression[end], 0)
-            end += 1
-        # expression[inner_start:end-1] is z; expression[end] must close ln(
-        if expression[end:end + 1] != ")":
-            start = expression.find(_SOFTPLUS_OPEN, end)
-            continue
-        z = expression[inner_start:end - 1]
-        replacement = f"(max({z},0)+ln(1+exp(-abs({z}))))"
-        expression = expression[:start] + replacement + expression[end + 1:]
-        start = expression.find(_SOFTPLUS_OPEN, start + len(replacement))
-    return expression
 
 
 def _repr_column(values: np.ndarray) -> list[str]:
@@ -514,7 +483,7 @@ class _Writer:
         # the template must render exactly what the device itself writes
         p0 = [params_override.get(k, params[k, 0]) if params_override else params[k, 0]
               for k in range(device.n_params)]
-        own = _ngspice_safe(device.spice_expression(vs[0], vd[0], p0))
+        own = device.spice_expression(vs[0], vd[0], p0)
         if not lines[0].endswith("(" + own + ")"):
             raise DeviceError(f"{device!r}: its SPICE expression could not be turned into a "
                               f"template (it transforms its parameters); got {own!r}")
