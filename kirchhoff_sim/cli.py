@@ -250,6 +250,30 @@ def cmd_validate(args):
     print(report.to_json() if args.json else report)
 
 
+def cmd_report(args):
+    from .hardware.profile import load_profile
+    from .hardware.report import chip_report
+
+    net, meta, _ = read_model_file(args.model)
+    profile = load_profile(args.profile)
+    data = _dataset_of(meta, args.data, None)
+    if args.samples is not None and args.samples < 1:
+        raise InputError(f"--samples must be >= 1, got {args.samples}")
+    labels = data.y_test if data.n_classes is not None else None
+    config = (meta.get("training") or {}).get("config", {})
+    report = chip_report(net, data.X_test, labels, profile, spice_check=not args.no_spice,
+                         robustness=not args.no_robustness, mc_sigma=args.sigma, mc_trials=args.trials,
+                         bits=args.bits, samples=args.samples, solver=config.get("solver"), seed=args.seed)
+    plots = [str(p) for p in report.plots(args.plots)] if args.plots else []
+    if args.json:
+        print(json.dumps({"model": str(args.model), "dataset": data.name, **report.to_dict(), "plots": plots}))
+        return
+    print(f"{args.model} on the {data.name} test split:")
+    print(report)
+    if plots:
+        print("wrote " + ", ".join(plots))
+
+
 def cmd_demo(args):
     from .demo import run_demo
 
@@ -386,6 +410,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="parallel ngspice processes")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("report", help="chip report: timing, energy, feasibility and robustness on silicon",
+                       description="Map MODEL onto a technology profile (default: representative analog "
+                                   "in-memory-computing values; --profile FILE overrides any subset) and report "
+                                   "its latency and settling, energy and power per inference (checked against "
+                                   "ngspice), feasibility findings, and the accuracy under device mismatch and "
+                                   "quantisation, on the model's test split.")
+    p.add_argument("model", help="model file (.npz) written by 'train'")
+    p.add_argument("--profile", metavar="FILE", help="JSON technology profile overriding the defaults")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--plots", metavar="DIR", help="write the report's PNG figures into DIR")
+    p.add_argument("--samples", type=int, default=100, metavar="N",
+                   help="use the first N test samples (default 100)")
+    p.add_argument("--no-spice", action="store_true", help="skip the ngspice energy check and timing")
+    p.add_argument("--no-robustness", action="store_true", help="skip the mismatch and quantisation runs")
+    p.add_argument("--sigma", type=float, default=0.05,
+                   help="device mismatch sigma of the headline Monte Carlo (default 0.05 = 5 %%)")
+    p.add_argument("--trials", type=int, default=20, help="Monte Carlo trials per sigma (default 20)")
+    p.add_argument("--bits", type=int, default=6, help="parameter precision of the headline figure (default 6)")
+    p.add_argument("--data", help="use this data file's test split instead of the training data")
+    p.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo trials (default 0)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="the main job: build, simulate and report a small net")
     p.add_argument("--quick", action="store_true", help="a smaller, faster run")

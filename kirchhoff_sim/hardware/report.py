@@ -1,0 +1,464 @@
+"""The chip report: timing, energy, feasibility and robustness of a net on silicon.
+
+:func:`chip_report` maps a net onto a :class:`~.profile.TechnologyProfile` and answers
+the questions of issue 5 in one object:
+
+1. **scale** — ``V0``, ``C0``, ``G0`` and the time, current and energy units they imply;
+2. **timing** (:mod:`.timing`) — latency ``T·C0/G0``, when the read-out settles and when
+   the class is decided, and the wall-clock time of the same forward pass in our solver
+   and in ngspice on this machine;
+3. **energy and power** (:mod:`.energy`) — per inference, from a dense waveform, and the
+   device energy of one sample checked against an ngspice run of the same netlist;
+4. **findings** (:mod:`.feasibility`) — what would break or needs active cells;
+5. **robustness** (:mod:`.robustness`) — the accuracy at a device mismatch σ (log-normal,
+   Monte Carlo) and at ``bits``-bit parameters, with sweeps over σ and bits for the plots.
+
+:class:`ChipReport` prints as text, converts to JSON (:meth:`ChipReport.to_dict`) and
+draws its figures (:meth:`ChipReport.plots`, matplotlib's Agg canvas — no display, no
+change to the global backend).
+"""
+
+from __future__ import annotations
+
+import textwrap
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import InputError
+from ..solvers import make_solver
+from .energy import (
+    ENERGY_AGREEMENT_RTOL,
+    EnergyReport,
+    edge_table,
+    energy_report,
+    spice_device_energy,
+    sweep_edges,
+)
+from .feasibility import SEVERITIES, check_feasibility
+from .profile import TechnologyProfile, default_profile
+from .profile import format_si as _eng
+from .robustness import DEFAULT_SOLVER, MonteCarloSpec, mismatch_sweep, quantisation_sweep
+from .timing import (
+    DEFAULT_SETTLE_FRACTION,
+    DEFAULT_WAVEFORM_POINTS,
+    Settling,
+    TimingReport,
+    Waveforms,
+    dense_waveforms,
+    measure_solver_seconds,
+    settling,
+    timing_report,
+)
+
+__all__ = ["ChipReport", "SpiceCheck", "chip_report", "DEFAULT_REPORT_SAMPLES"]
+
+DEFAULT_REPORT_SAMPLES = 100
+DEFAULT_MC_SIGMA = 0.05
+DEFAULT_MC_TRIALS = 20
+DEFAULT_REPORT_BITS = 6
+SWEEP_SIGMAS = (0.0, 0.02, 0.05, 0.1, 0.2)
+SWEEP_BITS = (2, 3, 4, 5, 6, 8, 10)
+SPICE_TIMEOUT_SECONDS = 600.0
+MESSAGE_WIDTH = 96               # text wrap of a finding's message
+
+
+@dataclass
+class SpiceCheck:
+    """Device energy of some samples from our solver against ngspice's run of the same net.
+
+    Attributes
+    ----------
+    samples : list of int
+        Rows of the report's batch that ran in ngspice.
+    solver_dissipated_j, spice_dissipated_j : list of float
+        ``∫ Σ max(p_e, 0) dt`` from our dense waveform and from ngspice's.
+    solver_net_j, spice_net_j, spice_balance_j : list of float
+        ``∫ Σ p_e dt`` from each, and ngspice's capacitor energy balance (no device model).
+    solver_gross_j : list of float
+        ``∫ Σ |p_e| dt`` (absorbed + delivered) from our solver.
+    dissipated_rel_error, net_rel_error, balance_rel_error : float
+        Worst difference to our solver over the samples: the dissipation relative to
+        itself; the net energy and ngspice's balance relative to the gross energy — the
+        net is a difference of the absorbed and delivered flows, and can be far smaller
+        than either, so its error is measured against them.
+    tolerance : float
+        What "agrees" means (relative).
+    method : str
+        How ngspice's device currents were obtained (see :func:`~.energy.spice_device_energy`).
+    spice_seconds, compile_seconds : list of float
+        ngspice's run time and the netlist compile time per sample (wall clock).
+    spice_points : list of int
+    """
+
+    samples: list
+    solver_dissipated_j: list
+    spice_dissipated_j: list
+    solver_net_j: list
+    solver_gross_j: list
+    spice_net_j: list
+    spice_balance_j: list
+    dissipated_rel_error: float
+    net_rel_error: float
+    balance_rel_error: float
+    tolerance: float
+    method: str
+    spice_seconds: list
+    compile_seconds: list
+    spice_points: list
+
+    @property
+    def agrees(self) -> bool:
+        return max(self.dissipated_rel_error, self.net_rel_error, self.balance_rel_error) <= self.tolerance
+
+    def to_dict(self) -> dict:
+        out = {k: v for k, v in self.__dict__.items()}
+        out["agrees"] = self.agrees
+        return out
+
+    def __str__(self) -> str:
+        how = ("ngspice's saved B-source branch currents" if self.method == "branch currents" else
+               "ngspice's node voltages, B-source currents recomputed from them through the device expressions")
+        rows = [f"sample {s}: dissipated {_eng(a, 'J')} (solver) vs {_eng(b, 'J')} (ngspice); net {_eng(c, 'J')} vs "
+                f"{_eng(d, 'J')}; capacitor balance in ngspice {_eng(e, 'J')}"
+                for s, a, b, c, d, e in zip(self.samples, self.solver_dissipated_j, self.spice_dissipated_j,
+                                            self.solver_net_j, self.spice_net_j, self.spice_balance_j)]
+        verdict = "agree" if self.agrees else "DO NOT agree"
+        return "\n".join([f"device energy from {how}:", *[f"  {r}" for r in rows],
+                          f"  worst relative difference: dissipated {self.dissipated_rel_error:.2e}, net "
+                          f"{self.net_rel_error:.2e}, balance {self.balance_rel_error:.2e} (net and balance "
+                          f"relative to the gross energy absorbed + delivered) — {verdict} within {self.tolerance:g}"])
+
+
+def _relative(a, b, scale=None) -> float:
+    """``max |a − b| / scale`` (default scale: the larger of ``|a|``, ``|b|``)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    scale = np.maximum(np.abs(a), np.abs(b)) if scale is None else np.asarray(scale, float)
+    return float(np.max(np.abs(a - b) / np.maximum(scale, np.finfo(float).tiny)))
+
+
+def run_spice_check(net, X, profile, energy: EnergyReport, samples, options=None,
+                    backend: str = "subprocess", table=None) -> SpiceCheck:
+    """Run ``samples`` (rows of ``X``) in ngspice and compare their device energy with ``energy``."""
+    from ..spice.netlist import to_netlist
+    from ..spice.runner import run_netlist
+
+    table = edge_table(net) if table is None else table
+    scale = profile.scale()
+    fields = {k: [] for k in ("spice_dissipated_j", "spice_net_j", "spice_balance_j", "spice_seconds",
+                              "compile_seconds", "spice_points")}
+    method = ""
+    for b in samples:
+        start = time.perf_counter()
+        netlist = to_netlist(net, X[b], scale=scale, options=options,
+                             title=f"kirchhoff_sim chip report, sample {b}")
+        fields["compile_seconds"].append(time.perf_counter() - start)
+        result = run_netlist(netlist.text, backend=backend, timeout=SPICE_TIMEOUT_SECONDS)
+        spice = spice_device_energy(net, netlist, result, profile, table)
+        fields["spice_dissipated_j"].append(spice.dissipated_j)
+        fields["spice_net_j"].append(spice.device_net_j)
+        fields["spice_balance_j"].append(spice.balance_j)
+        fields["spice_seconds"].append(float(result.elapsed))
+        fields["spice_points"].append(int(spice.points))
+        method = spice.method
+    samples = [int(b) for b in samples]
+    ours_diss = [float(energy.dissipated_j[b]) for b in samples]
+    ours_net = [float(energy.device_net_j[b]) for b in samples]
+    gross = [float(energy.gross_j[b]) for b in samples]
+    return SpiceCheck(samples=samples, solver_dissipated_j=ours_diss, solver_net_j=ours_net, solver_gross_j=gross,
+                      dissipated_rel_error=_relative(ours_diss, fields["spice_dissipated_j"]),
+                      net_rel_error=_relative(ours_net, fields["spice_net_j"], gross),
+                      balance_rel_error=_relative(ours_net, fields["spice_balance_j"], gross),
+                      tolerance=ENERGY_AGREEMENT_RTOL, method=method, **fields)
+
+
+# ---------------------------------------------------------------- the report
+@dataclass
+class ChipReport:
+    """What :func:`chip_report` found. Print it, :meth:`to_dict` it, or draw :meth:`plots`.
+
+    Attributes
+    ----------
+    net_summary : dict
+    profile : TechnologyProfile
+    samples : int
+    timing : TimingReport
+    energy : EnergyReport
+    spice : SpiceCheck or None
+    findings : list of Finding
+    robustness : dict or None
+        ``nominal_accuracy``, ``sigma``, ``accuracy_at_sigma`` (mean, std, p5, p95 ...),
+        ``bits``, ``accuracy_at_bits``, ``mismatch_sweep`` and ``quantisation_sweep`` rows.
+    notes : list of str
+    waveforms : Waveforms
+        The dense forward pass (kept for the plots; not in :meth:`to_dict`).
+    settle : Settling
+    seconds : float
+        Wall-clock time to make the report.
+    readout_nodes : ndarray of int
+        The net's read-out nodes (for the plots).
+    """
+
+    net_summary: dict
+    profile: TechnologyProfile
+    samples: int
+    timing: TimingReport
+    energy: EnergyReport
+    spice: SpiceCheck | None
+    findings: list
+    robustness: dict | None
+    notes: list = field(default_factory=list)
+    waveforms: Waveforms | None = None
+    settle: Settling | None = None
+    seconds: float = 0.0
+    readout_nodes: np.ndarray | None = None
+
+    def severity_counts(self) -> dict:
+        return {s: sum(f.severity == s for f in self.findings) for s in SEVERITIES}
+
+    def to_dict(self) -> dict:
+        """Everything as JSON-able Python values (no arrays)."""
+        scale = self.profile.scale()
+        return {
+            "net": dict(self.net_summary),
+            "samples": int(self.samples),
+            "profile": self.profile.to_dict(),
+            "scale": {**scale.to_dict(), "time_unit_s": scale.time_unit, "current_unit_a": scale.current_unit,
+                      "energy_unit_j": self.profile.energy_unit_j},
+            "timing": self.timing.to_dict(),
+            "energy": self.energy.to_dict(),
+            "spice_check": None if self.spice is None else self.spice.to_dict(),
+            "findings_summary": self.severity_counts(),
+            "findings": [f.to_dict() for f in self.findings],
+            "robustness": self.robustness,
+            "notes": list(self.notes),
+            "seconds": float(self.seconds),
+        }
+
+    # ------------------------------------------------------------------ text
+    def __str__(self) -> str:
+        n = self.net_summary
+        p = self.profile
+        out = [f"KirchhoffNet chip report — {n['nodes']} nodes, {n['edges']} devices in {n['layers']} layer(s), "
+               f"{n['parameters']} parameters, T = {n['T']:g}; {self.samples} samples"]
+        out += _section("scale and profile", [
+            f"{p.name}: V0 = {p.voltage_unit_v:g} V, C0 = {_eng(p.capacitance_unit_f, 'F')}, G0 = "
+            f"{_eng(p.conductance_unit_s, 'S')} → time unit C0/G0 = {_eng(p.time_unit_s, 's')}, current unit "
+            f"{_eng(p.current_unit_a, 'A')}, energy unit C0·V0² = {_eng(p.energy_unit_j, 'J')}",
+            f"rails [{p.rail_low_v:g}, {p.rail_high_v:g}] V, conductances {_eng(p.conductance_min_s, 'S')}–"
+            f"{_eng(p.conductance_max_s, 'S')} at {p.precision_bits} bits, ≤ {_eng(p.current_limit_a, 'A')} per "
+            f"device, ≤ {p.max_node_degree} devices per node, budget {_eng(p.power_budget_w, 'W')}, "
+            f"active-cell supply {p.supply_voltage_v:g} V, {p.temperature_k:g} K",
+            _overrides(p),
+        ])
+        out += _section("timing", str(self.timing).splitlines())
+        out += _section("energy and power (per inference)", str(self.energy).splitlines())
+        if self.spice is not None:
+            out += _section("ngspice check", str(self.spice).splitlines())
+        counts = self.severity_counts()
+        rows = [f"{len(self.findings)} findings: {counts['error']} error(s), {counts['warning']} warning(s), "
+                f"{counts['info']} info"]
+        for f in self.findings:
+            where = []
+            if f.edges.size:
+                where.append(f"{f.edges.size} edges")
+            if f.nodes.size:
+                where.append(f"{f.nodes.size} nodes")
+            head = f"{f.severity.upper():<8} {f.check:<36} {', '.join(where)}"
+            rows.append(head.rstrip())
+            rows += textwrap.wrap(f.message, MESSAGE_WIDTH, initial_indent="         ", subsequent_indent="         ")
+        out += _section("feasibility", rows)
+        if self.robustness is None:
+            out += _section("robustness", ["not run (" + next((x for x in self.notes if x.startswith("robustness")),
+                                                              "robustness: disabled") + ")"])
+        else:
+            r = self.robustness
+            a, q = r["accuracy_at_sigma"], r["accuracy_at_bits"]
+            out += _section("robustness", [
+                f"nominal accuracy {r['nominal_accuracy']:.4f} on {self.samples} samples",
+                f"device mismatch σ = {r['sigma']:.0%} (log-normal on conductance-like parameters, "
+                f"{a['trials']} trials): accuracy {a['mean']:.4f} ± {a['std']:.4f} (p5 {a['p5']:.4f}, "
+                f"p95 {a['p95']:.4f}), drop {_signed(a['drop'])}",
+                f"{r['bits']}-bit parameters (symmetric per-group quantisation): accuracy {q['accuracy']:.4f}",
+                "accuracy vs σ: " + ", ".join(f"{row['sigma']:.0%} {row['mean']:.3f}" for row in r["mismatch_sweep"]),
+                "accuracy vs bits: " + ", ".join(f"{row['bits']} {row['accuracy']:.3f}"
+                                                 for row in r["quantisation_sweep"]),
+            ])
+        if self.notes:
+            out += _section("notes", [f"- {x}" for x in self.notes])
+        out.append(f"(report made in {self.seconds:.1f} s)")
+        return "\n".join(out)
+
+    # ------------------------------------------------------------------ plots
+    def plots(self, directory) -> list:
+        """Write the report's figures as PNG files into ``directory`` (created if needed).
+
+        See :func:`~.plots.write_plots`; returns the list of paths written.
+        """
+        from .plots import write_plots
+
+        return write_plots(self, directory)
+
+
+def _overrides(profile: TechnologyProfile) -> str:
+    """Which values differ from the shipped defaults, or a pointer to how to change them."""
+    defaults = default_profile()
+    changed = [name for name in profile.sources
+               if getattr(profile, name) != getattr(defaults, name) or profile.sources[name] != defaults.sources[name]]
+    if not changed:
+        return "(the shipped representative values; 'kirchhoff-sim report --profile FILE' overrides any of them)"
+    return "changed from the shipped defaults: " + "; ".join(f"{name} = {getattr(profile, name):g} ({profile.sources[name]})"
+                                                              for name in changed)
+
+
+def _signed(value: float) -> str:
+    """``+0.0123``; a rounding-size negative prints as +0.0000, not -0.0000."""
+    text = f"{value:+.4f}"
+    return "+0.0000" if text == "-0.0000" else text
+
+
+def _section(title: str, lines) -> list:
+    return ["", f"== {title} ==", *lines]
+
+
+def _net_summary(net) -> dict:
+    return {"nodes": int(net.num_nodes), "edges": int(net.num_edges), "layers": len(net.layers),
+            "parameters": int(net.num_params), "T": float(net.T), "readout": net.readout.tolist(),
+            "devices": sorted({repr(g.device) for g in net.groups})}
+
+
+def _check_batch(net, X, y, samples):
+    try:
+        X = np.asarray(X, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError("X must be an array of numbers of shape (B, d)") from None
+    if X.ndim == 1:
+        X = X[None, :]
+    if X.ndim != 2 or len(X) == 0:
+        raise InputError(f"X must have shape (B, d) with B >= 1, got {X.shape}")
+    if samples is not None:
+        if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+            raise InputError(f"samples must be a positive integer or None, got {samples!r}")
+        X = X[:samples]
+    if y is not None:
+        y = np.asarray(y)
+        if len(y) < len(X):
+            raise InputError(f"y has {len(y)} labels for {len(X)} samples")
+        y = y[:len(X)]
+    return X, y
+
+
+def chip_report(net, X, y=None, profile: TechnologyProfile | None = None, *, spice_check: bool = True,
+                robustness: bool = True, mc_sigma: float = DEFAULT_MC_SIGMA, mc_trials: int = DEFAULT_MC_TRIALS,
+                bits: int = DEFAULT_REPORT_BITS, samples: int | None = DEFAULT_REPORT_SAMPLES,
+                solver: dict | None = None, n_points: int = DEFAULT_WAVEFORM_POINTS,
+                settle_fraction: float = DEFAULT_SETTLE_FRACTION, spice_samples: int = 1,
+                sweep_sigmas=SWEEP_SIGMAS, sweep_bits=SWEEP_BITS, seed: int = 0, executor=None,
+                spice_options=None, spice_backend: str = "subprocess") -> ChipReport:
+    """The chip report of ``net`` on a batch of inputs.
+
+    Parameters
+    ----------
+    net : KirchhoffNet
+    X : array_like, shape (B, d)
+        Input samples (normalised volts); the first ``samples`` rows are used.
+    y : array_like of int, shape (B,), optional
+        Class labels; without them the robustness section is skipped.
+    profile : TechnologyProfile, optional
+        Default :func:`~.profile.default_profile`.
+    spice_check : bool
+        Run ``spice_samples`` samples in ngspice: device energy check and ngspice's
+        wall-clock time.
+    robustness : bool
+        Accuracy under mismatch and quantisation (needs ``y``).
+    mc_sigma : float
+        Device mismatch σ of the headline Monte Carlo (log-normal; 0.05 = 5 %).
+    mc_trials : int
+        Monte Carlo trials per σ.
+    bits : int
+        Parameter precision of the headline quantisation figure.
+    samples : int or None
+        Use the first ``samples`` rows of ``X`` (None: all).
+    solver : dict, optional
+        :func:`~kirchhoff_sim.solvers.make_solver` keywords of the inference solver (timed,
+        and used by the robustness runs); default the trainer's dopri5 (rtol 1e-4). The
+        dense waveform for timing, energy and feasibility always runs tight
+        (:func:`~.timing.dense_waveforms`).
+    n_points : int
+        Equally spaced points of the dense waveform (the solver's steps are added).
+    settle_fraction : float
+        ``ε`` of the settling analysis as a fraction of the read-out swing.
+    spice_samples : int
+        How many samples to run in ngspice (one netlist each).
+    sweep_sigmas, sweep_bits : sequence
+        Points of the accuracy-vs-σ and accuracy-vs-bits curves (``mc_sigma``, ``bits``
+        and the profile's precision are added).
+    seed : int
+        Monte Carlo seed.
+    executor : Runner, optional
+        Where the robustness trials run (:class:`~.robustness.SerialRunner` by default, or a
+        :class:`~.distributed.DaskRunner`).
+    spice_options : SpiceOptions, optional
+    spice_backend : {"subprocess", "shared"}
+
+    Returns
+    -------
+    ChipReport
+    """
+    started = time.perf_counter()
+    profile = default_profile() if profile is None else profile
+    if not isinstance(profile, TechnologyProfile):
+        raise InputError(f"profile must be a TechnologyProfile, got {type(profile).__name__}")
+    X, y = _check_batch(net, X, y, samples)
+    solver = dict(DEFAULT_SOLVER if solver is None else solver)
+    solver_object = make_solver(**solver)
+    notes = []
+
+    table = edge_table(net)
+    waveforms = dense_waveforms(net, X, n_points)
+    settle = settling(net, waveforms, settle_fraction)
+    sweep = sweep_edges(net, waveforms, table)
+    energy = energy_report(net, profile, waveforms, sweep, table)
+    findings = check_feasibility(net, profile, waveforms, sweep, table, energy)
+    notes.append(f"dense waveform: {len(waveforms.ts)} time points (uniform {n_points} plus the solver's steps), "
+                 f"{waveforms.solver!r}, {waveforms.seconds:.2f} s")
+
+    batch_s = measure_solver_seconds(net, X, solver_object)
+    single_s = measure_solver_seconds(net, X[:1], solver_object)
+    spice = None
+    if spice_check:
+        count = min(int(spice_samples), len(X))
+        spice = run_spice_check(net, X, profile, energy, range(count), spice_options, spice_backend, table)
+    solver_text = ", ".join(f"{k}={v}" for k, v in solver.items())
+    timing = timing_report(
+        net, profile, settle, wallclock_solver_batch_s=batch_s, samples=len(X), wallclock_solver_single_s=single_s,
+        wallclock_spice_per_sample_s=None if spice is None else float(np.mean(spice.spice_seconds)),
+        wallclock_spice_compile_s=None if spice is None else float(np.mean(spice.compile_seconds)),
+        solver=solver_text)
+
+    robust = None
+    if robustness and y is None:
+        notes.append("robustness: skipped, no labels were given")
+    elif robustness:
+        spec = MonteCarloSpec(trials=mc_trials, seed=seed, solver=solver, temperature=profile.temperature_k,
+                              capacitance_unit=profile.capacitance_unit_f, voltage_unit=profile.voltage_unit_v,
+                              conductance_unit=profile.conductance_unit_s)
+        sigmas = sorted({float(s) for s in sweep_sigmas} | {float(mc_sigma)})
+        bit_list = sorted({int(b) for b in sweep_bits} | {int(bits), int(profile.precision_bits)})
+        mismatch = mismatch_sweep(net, X, y, sigmas, trials=mc_trials, spec=spec, executor=executor)
+        quantised = quantisation_sweep(net, X, y, bit_list, spec=spec, executor=executor)
+        at_sigma = next(row for row in mismatch if row["sigma"] == float(mc_sigma))
+        at_bits = next(row for row in quantised if row["bits"] == int(bits))
+        robust = {
+            "nominal_accuracy": float(mismatch[0]["nominal"]), "sigma": float(mc_sigma), "bits": int(bits),
+            "accuracy_at_sigma": {k: v for k, v in at_sigma.items() if k != "accuracies"},
+            "accuracy_at_bits": {k: float(v) if k != "bits" else int(v) for k, v in at_bits.items()},
+            "mismatch_sweep": [{k: v for k, v in row.items() if k != "accuracies"} for row in mismatch],
+            "quantisation_sweep": [{"bits": int(r["bits"]), "accuracy": float(r["accuracy"]), "loss": float(r["loss"])}
+                                   for r in quantised],
+            "solver": dict(solver), "seed": int(seed), "trials": int(mc_trials),
+        }
+    return ChipReport(net_summary=_net_summary(net), profile=profile, samples=len(X), timing=timing, energy=energy,
+                      spice=spice, findings=findings, robustness=robust, notes=notes, waveforms=waveforms,
+                      settle=settle, seconds=time.perf_counter() - started, readout_nodes=net.readout.copy())
