@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .hardware import chip_report
 from .modelfile import load_net
 from .sensitivity import check_gradient
 from .solvers import BDF2, Dopri5, simulate
@@ -77,4 +78,9 @@ def run_demo(quick: bool = False, out_dir=None) -> dict:
     figures["ngspice_class_agreement"] = report.class_agreement
     _say("ngspice", f"{report.num_samples} samples: worst waveform error {report.max_rel_error:.1e} of the swing, "
                     f"classes agree on {report.class_agreement:.0%}")
+
+    chip = chip_report(net, data.X_test, data.y_test, samples=50 if quick else 100,
+                       mc_trials=5 if quick else 20)
+    figures["chip_report"] = chip.to_dict()
+    _say("chip report", "\n" + str(chip))
     return figures
