@@ -398,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help="inputs (.npy/.csv); default: the model's test split")
     p.add_argument("--mode", choices=["behavioral", "primitive"], default="behavioral",
                    help="B sources for every device, or R/D/G elements where they exist")
-    p.add_argument("--scale", help="V0,C0,G0 in V,F,S (default 1,100e-15,1e-6) or 'normalised'")
+    p.add_argument("--scale", help="V0,C0,G0 in V,F,S (default 0.1,100e-15,1e-6, the default profile) or 'normalised'")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("validate", help="check a model's waveforms in ngspice against the solver")
