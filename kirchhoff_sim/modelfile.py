@@ -83,8 +83,13 @@ def save_net(net, path, metadata: dict | None = None, arrays: dict | None = None
     return path
 
 
-def atomic_write_npz(path: Path, payload: dict) -> None:
-    """``np.savez`` to a temporary file in ``path``'s folder, fsync, then rename over ``path``."""
+def atomic_write(path, write) -> Path:
+    """Write a file all at once or not at all: ``write(binary_handle)`` fills a temporary
+    file in ``path``'s folder, which is fsynced and renamed over ``path``.
+
+    Model files, checkpoints, netlists and technology profiles are all written this way,
+    so a crash never leaves a half-written file behind.
+    """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     folder.mkdir(parents=True, exist_ok=True)
@@ -95,7 +100,7 @@ def atomic_write_npz(path: Path, payload: dict) -> None:
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **payload)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -103,6 +108,12 @@ def atomic_write_npz(path: Path, payload: dict) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return path
+
+
+def atomic_write_npz(path: Path, payload: dict) -> None:
+    """``np.savez(path, **payload)``, atomically."""
+    atomic_write(path, lambda handle: np.savez(handle, **payload))
 
 
 def read_model_file(path):

@@ -18,6 +18,19 @@ from . import devices as _devices
 from .errors import GraphError, InputError, ParameterError
 
 
+def as_batch(x) -> np.ndarray:
+    """Input voltages as a float ``(B, d)`` array; one sample ``(d,)`` becomes ``(1, d)``."""
+    try:
+        x = np.asarray(x, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError("inputs must be an array of numbers of shape (batch, features)") from None
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2 or len(x) == 0:
+        raise InputError(f"inputs must have shape (batch, features) with batch >= 1, got {x.shape}")
+    return x
+
+
 def _as_count(value, name: str) -> int:
     """``value`` as an int, refusing fractions and non-numbers instead of truncating them."""
     try:
@@ -369,11 +382,7 @@ class KirchhoffNet:
         ``x`` of shape ``(B, d)`` (or ``(d,)`` for one sample) is written on
         ``input_nodes`` (default ``1..d``); every other node starts at 0 V.
         """
-        x = np.asarray(x, dtype=float)
-        if x.ndim == 1:
-            x = x[None, :]
-        if x.ndim != 2:
-            raise InputError(f"input must have shape (batch, features), got {x.shape}")
+        x = as_batch(x)
         nodes = self.input_nodes if self.input_nodes is not None else np.arange(1, x.shape[1] + 1)
         if x.shape[1] != len(nodes):
             raise InputError(f"input has {x.shape[1]} features but the net takes {len(nodes)} input nodes")

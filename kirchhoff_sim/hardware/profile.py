@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -35,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..modelfile import atomic_write
 from ..spice.scale import PhysicalScale
 
 __all__ = ["TechnologyProfile", "default_profile", "load_profile", "format_si", "PROFILE_FORMAT",
@@ -248,18 +247,8 @@ class TechnologyProfile:
 
     def save(self, path) -> Path:
         """Write the profile as JSON, atomically (temporary file, then rename)."""
-        path = Path(path)
-        handle, temporary = tempfile.mkstemp(prefix=".profile-", suffix=".tmp", dir=path.parent or ".")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                json.dump(self.to_dict(), stream, indent=2)
-                stream.write("\n")
-            os.replace(temporary, path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-            raise
-        return path
+        text = json.dumps(self.to_dict(), indent=2) + "\n"
+        return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
     def describe(self) -> str:
         """A readable table of every value with its unit and source."""

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..network import as_batch
 from ..errors import InputError
 from ..solvers import make_solver
 from .energy import (
@@ -329,14 +330,7 @@ def _net_summary(net) -> dict:
 
 
 def _check_batch(net, X, y, samples):
-    try:
-        X = np.asarray(X, dtype=float)
-    except (TypeError, ValueError):
-        raise InputError("X must be an array of numbers of shape (B, d)") from None
-    if X.ndim == 1:
-        X = X[None, :]
-    if X.ndim != 2 or len(X) == 0:
-        raise InputError(f"X must have shape (B, d) with B >= 1, got {X.shape}")
+    X = as_batch(X)
     if samples is not None:
         if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
             raise InputError(f"samples must be a positive integer or None, got {samples!r}")

@@ -61,13 +61,13 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .. import devices as _devices
 from ..errors import DeviceError, InputError, UnsafeNameError
+from ..modelfile import atomic_write
 from .runner import check_netlist_safe
 from .scale import PhysicalScale
 
@@ -308,18 +308,8 @@ class Netlist:
 
         Returns the path written.
         """
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        handle, temporary = tempfile.mkstemp(prefix=".netlist-", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(handle, "w", encoding="ascii", newline="\n") as stream:
-                stream.write(self.text)
-            os.replace(temporary, path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-            raise
-        return path
+        text = self.text.encode("ascii")
+        return os.fspath(atomic_write(path, lambda handle: handle.write(text)))
 
     def __str__(self) -> str:
         return self.text
@@ -775,8 +765,8 @@ def _assumptions(net, scale, options, mode, n_layers, d) -> list[str]:
     out.append(f"initial condition: the input sample on {inputs} (IC = V0·x), every other node "
                f"at 0 V; '.tran ... uic' starts from these without an operating point")
     out.append("node 0 is ground; edges touching ground are kept as sources to/from ground")
-    out.append(f"a capacitor C0·C_n from every node to ground; device current from src to dst "
-               f"(B/G/I 'src dst' sign), as in DESIGN.md section 1")
+    out.append("a capacitor C0·C_n from every node to ground; device current from src to dst "
+               "(B/G/I 'src dst' sign), as in DESIGN.md section 1")
     if n_layers > 1:
         out.append(
             f"{n_layers} layers in one circuit: layer k is gated by a PWL clock clk<k> (1 V in "

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy.interpolate import CubicSpline
 
+from ..network import as_batch
 from ..errors import InputError
 from ..solvers import Dopri5, simulate, solver_spec
 from .netlist import MODES, SpiceOptions, to_netlist
@@ -263,14 +264,7 @@ def validate(net, X, *, solver=None, scale: PhysicalScale | None = None,
         raise InputError(f"unknown SPICE backend {backend!r}; choose one of {BACKENDS}")
     if isinstance(n_points, bool) or not isinstance(n_points, (int, np.integer)) or n_points < 2:
         raise InputError(f"n_points must be an integer >= 2, got {n_points!r}")
-    try:
-        X = np.asarray(X, dtype=float)
-    except (TypeError, ValueError):
-        raise InputError("X must be an array of numbers of shape (B, d)") from None
-    if X.ndim == 1:
-        X = X[None, :]
-    if X.ndim != 2 or X.shape[0] == 0:
-        raise InputError(f"X must have shape (B, d) with B >= 1, got {X.shape}")
+    X = as_batch(X)
     scale = PhysicalScale() if scale is None else scale
     options = SpiceOptions() if options is None else options
     solver = Dopri5(rtol=DEFAULT_SOLVER_RTOL, atol=DEFAULT_SOLVER_ATOL) if solver is None else solver
