@@ -281,6 +281,14 @@ def cmd_demo(args):
 
 
 # ------------------------------------------------------------------ parser
+def _netlist_options(p) -> None:
+    """The inputs and compile options shared by ``export`` and ``validate``."""
+    p.add_argument("--input", help="inputs (.npy/.csv); default: the model's test split")
+    p.add_argument("--mode", choices=["behavioral", "primitive"], default="behavioral",
+                   help="B sources for every device, or R/D/G elements where they exist")
+    p.add_argument("--scale", help="V0,C0,G0 in V,F,S (default 1,100e-15,1e-6) or 'normalised'")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kirchhoff-sim",
@@ -395,18 +403,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model file (.npz)")
     p.add_argument("-o", "--output", required=True, help="netlist to write (.cir)")
     p.add_argument("--sample", type=int, default=0, help="which input sample (default 0)")
-    p.add_argument("--input", help="inputs (.npy/.csv); default: the model's test split")
-    p.add_argument("--mode", choices=["behavioral", "primitive"], default="behavioral",
-                   help="B sources for every device, or R/D/G elements where they exist")
-    p.add_argument("--scale", help="V0,C0,G0 in V,F,S (default 0.1,100e-15,1e-6, the default profile) or 'normalised'")
+    _netlist_options(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("validate", help="check a model's waveforms in ngspice against the solver")
     p.add_argument("model", help="model file (.npz)")
     p.add_argument("--samples", type=int, default=10, help="how many input samples (default 10)")
-    p.add_argument("--input", help="inputs (.npy/.csv); default: the model's test split")
-    p.add_argument("--mode", choices=["behavioral", "primitive"], default="behavioral")
-    p.add_argument("--scale", help="V0,C0,G0 in V,F,S or 'normalised'")
+    _netlist_options(p)
     p.add_argument("--workers", type=int, help="parallel ngspice processes")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_validate)
