@@ -209,13 +209,13 @@ def _scale(text):
     from .spice import PhysicalScale
 
     if text is None:
-        return PhysicalScale()
+        return PhysicalScale.default()
     if text == "normalised":
         return PhysicalScale.normalised()
     try:
         v0, c0, g0 = (float(part) for part in text.split(","))
     except ValueError:
-        raise InputError(f"--scale must be 'V0,C0,G0' (e.g. 1,100e-15,1e-6) or 'normalised', got {text!r}") from None
+        raise InputError(f"--scale must be 'V0,C0,G0' (e.g. 0.1,100e-15,1e-6) or 'normalised', got {text!r}") from None
     return PhysicalScale(V0=v0, C0=c0, G0=g0)
 
 
@@ -286,7 +286,7 @@ def _netlist_options(p) -> None:
     p.add_argument("--input", help="inputs (.npy/.csv); default: the model's test split")
     p.add_argument("--mode", choices=["behavioral", "primitive"], default="behavioral",
                    help="B sources for every device, or R/D/G elements where they exist")
-    p.add_argument("--scale", help="V0,C0,G0 in V,F,S (default 1,100e-15,1e-6) or 'normalised'")
+    p.add_argument("--scale", help="V0,C0,G0 in V,F,S (default: the default technology profile's 0.1,100e-15,1e-6) or 'normalised'")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -399,7 +399,10 @@ class Diode(Device):
     and ``di/du = (i + i_s)/(nVt + r_s·(i + i_s))``.
 
     Parameters (per edge): ``i_s`` > 0 and ``r_s`` ≥ 0, both normalised (current unit
-    G0·V0, resistance unit 1/G0). ``thermal_voltage`` is ``n·kT/q`` in units of V0.
+    G0·V0, resistance unit 1/G0). ``thermal_voltage`` is ``n·kT/q`` in units of V0; the
+    default, 0.025852, is an ideal silicon junction at 300 K when V0 = 1 V. At another
+    V0 the same normalised device is a junction with ideality ``N = 0.025852·1 V/V0``,
+    which the chip report flags when it leaves 1–2 (``diode_ideality``).
     """
 
     param_names = ("i_s", "r_s")

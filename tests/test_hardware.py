@@ -16,7 +16,7 @@ import pytest
 
 from kirchhoff_sim import cli
 from kirchhoff_sim.devices import (
-    AffineActivation, Conductance, DifferenceActivation, ShiftedReLU,
+    AffineActivation, Conductance, DifferenceActivation, Diode, ShiftedReLU,
 )
 from kirchhoff_sim.errors import InputError
 from kirchhoff_sim.hardware import (
@@ -329,7 +329,17 @@ TRIGGERS = {
                   CLEAN_X, {}, "warning", lambda f: f.value < KTC_SNR_WARNING_DB),
     "power_budget": (lambda: net_of(clean_groups()), CLEAN_X, {"power_budget_w": 1e-9}, "error",
                      lambda f: f.counts["average_power_w"] > 1e-9),
+    # the default n·Vt is a silicon junction at V0 = 1 V: at the profile's 0.1 V, N ≈ 0.1
+    "diode_ideality": (lambda: net_of(clean_groups() + [EdgeGroup([(3, 4)], Diode(), [[1e-9], [0.0]])]),
+                       CLEAN_X, {}, "warning", lambda f: list(f.edges) == [7] and 0.09 < f.value < 0.11),
 }
+
+
+def test_a_diode_scaled_to_a_real_junction_is_not_flagged():
+    # n·Vt = 0.2586 V0 = 25.9 mV at V0 = 0.1 V: N = 1.0 at 300 K
+    diode = Diode(thermal_voltage=0.2586)
+    findings = findings_of(net_of(clean_groups() + [EdgeGroup([(3, 4)], diode, [[1e-9], [0.0]])]))
+    assert "diode_ideality" not in findings
 
 
 @pytest.mark.parametrize("check", sorted(TRIGGERS))

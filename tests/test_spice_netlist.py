@@ -26,6 +26,7 @@ from kirchhoff_sim.spice.netlist import (
 EDGES = topology.fully_connected(4, repeat=(1, 1))      # nodes 0..3, ground edges included
 SIGN_RTOL = 1e-6
 MNIST_NODES, MNIST_EDGES_PER_LAYER = 834, 230_068
+ONE_VOLT = PhysicalScale(V0=1.0, C0=100e-15, G0=1e-6)    # texts pinned below read simplest at V0 = 1 V
 
 
 def small_net(device=None, layers=1, seed=0, params=None):
@@ -44,9 +45,11 @@ def test_physical_scale_units():
     assert scale.time_unit == pytest.approx(1e-7)
     assert scale.current_unit == pytest.approx(2e-5)
     assert scale.charge_unit == pytest.approx(2e-12)
-    assert PhysicalScale().time_unit == pytest.approx(100e-9)    # 100 fF at 1 µS: 100 ns
+    default = PhysicalScale.default()     # the default technology profile's (DESIGN.md §5)
+    assert (default.V0, default.C0, default.G0) == (0.1, 100e-15, 1e-6)
+    assert default.time_unit == pytest.approx(100e-9)    # 100 fF at 1 µS: 100 ns
     assert PhysicalScale.normalised() == PhysicalScale(1.0, 1.0, 1.0)
-    assert PhysicalScale.normalised().is_normalised and not PhysicalScale().is_normalised
+    assert PhysicalScale.normalised().is_normalised and not default.is_normalised
     assert json.loads(json.dumps(scale.to_dict())) == {"V0": 2.0, "C0": 1e-12, "G0": 1e-5}
 
 
@@ -54,7 +57,7 @@ def test_physical_scale_units():
 @pytest.mark.parametrize("unit", ["V0", "C0", "G0"])
 def test_physical_scale_rejects_bad_units(unit, bad):
     with pytest.raises(InputError, match=unit):
-        PhysicalScale(**{unit: bad})
+        PhysicalScale(**{"V0": 1.0, "C0": 1e-13, "G0": 1e-6, unit: bad})
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -77,15 +80,15 @@ def test_diode_emission_coefficient_uses_ngspice_constants():
     # kT/q at 27 °C with ngspice 39's CODATA-2014 constants, checked against a D element
     vt = NGSPICE_BOLTZMANN * 300.15 / NGSPICE_CHARGE
     assert vt == pytest.approx(0.025864917, rel=1e-8)
-    assert diode_emission_coefficient(vt, PhysicalScale()) == pytest.approx(1.0, rel=1e-14)
-    assert diode_emission_coefficient(vt / 2, PhysicalScale(V0=2.0)) == pytest.approx(1.0, rel=1e-14)
+    assert diode_emission_coefficient(vt, PhysicalScale(1.0, 1e-13, 1e-6)) == pytest.approx(1.0, rel=1e-14)
+    assert diode_emission_coefficient(vt / 2, PhysicalScale(2.0, 1e-13, 1e-6)) == pytest.approx(1.0, rel=1e-14)
 
 
 # ------------------------------------------------------------------ text
 def test_behavioural_text_has_one_capacitor_per_node_and_one_b_source_per_edge():
     net = small_net(D.ShiftedReLU(), layers=1)
     x = np.array([0.25, -0.5])
-    netlist = to_netlist(net, x)
+    netlist = to_netlist(net, x, scale=ONE_VOLT)
     text = netlist.text
     caps = element_lines(text, "C")
     assert caps == ["C1 n1 0 1e-13 IC=0.25", "C2 n2 0 1e-13 IC=-0.5", "C3 n3 0 1e-13 IC=0.0"]
@@ -107,7 +110,8 @@ def test_behavioural_text_has_one_capacitor_per_node_and_one_b_source_per_edge()
         assert key in options
     assert netlist.tstop == pytest.approx(net.T * 1e-7)
     assert netlist.node_map == {0: "0", 1: "n1", 2: "n2", 3: "n3"}
-    assert netlist.scale == PhysicalScale() and netlist.sample_index is None
+    assert netlist.scale == ONE_VOLT and netlist.sample_index is None
+    assert to_netlist(net, x).scale == PhysicalScale.default()
     np.testing.assert_array_equal(netlist.initial_voltages, [0.25, -0.5, 0.0])
     assert any("units" in a for a in netlist.assumptions)
     assert netlist.unsupported == []
@@ -129,7 +133,7 @@ def test_tolerances_are_scaled_to_physical_units():
 
 def test_multilayer_net_is_one_circuit_gated_by_clocks_with_breakpoints_on_the_boundaries():
     net = small_net(D.Conductance(), layers=3)
-    netlist = to_netlist(net, [0.3, 0.1])
+    netlist = to_netlist(net, [0.3, 0.1], scale=ONE_VOLT)
     lines = netlist.text.splitlines()
     clocks = [l for l in lines if l.startswith("Vclk")]
     assert len(clocks) == 3
@@ -158,7 +162,7 @@ def test_same_net_gives_byte_identical_text():
 
 
 def test_to_netlists_numbers_the_samples():
-    netlists = to_netlists(small_net(), np.array([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]]))
+    netlists = to_netlists(small_net(), np.array([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]]), scale=ONE_VOLT)
     assert [n.sample_index for n in netlists] == [0, 1, 2]
     assert "IC=0.5" in netlists[2].text
 
@@ -173,7 +177,7 @@ def test_save_is_atomic_and_round_trips(tmp_path):
 
 def test_numbers_are_written_as_shortest_round_trip_reprs():
     params = np.array([[0.1 + 0.2], [1 / 3]]) * np.ones((1, len(EDGES)))
-    text = to_netlist(small_net(D.ShiftedReLU(), params=params), [1 / 7, 0.0]).text
+    text = to_netlist(small_net(D.ShiftedReLU(), params=params), [1 / 7, 0.0], scale=ONE_VOLT).text
     assert f"IC={1 / 7!r}" in text
     assert f"({0.1 + 0.2!r})" in text and f"{1 / 3!r}*max(" in text
     assert "np.float64" not in text
@@ -226,9 +230,11 @@ def test_primitive_mode_writes_diodes_with_a_model_per_parameter_set():
     diodes = element_lines(netlist.text, "D")
     models = [l for l in netlist.text.splitlines() if l.startswith(".model")]
     assert len(diodes) == len(EDGES) and len(models) == 2
-    n = diode_emission_coefficient(0.05, PhysicalScale())
-    assert models[0] == f".model dmod0 D(IS={1e-9 * 1e-6!r} RS=0.0 N={n!r})"
-    assert models[1] == f".model dmod1 D(IS={2e-9 * 1e-6!r} RS={0.5 / 1e-6!r} N={n!r})"
+    scale = PhysicalScale.default()
+    n = diode_emission_coefficient(0.05, scale)
+    amp = scale.current_unit
+    assert models[0] == f".model dmod0 D(IS={1e-9 * amp!r} RS=0.0 N={n!r})"
+    assert models[1] == f".model dmod1 D(IS={2e-9 * amp!r} RS={0.5 / 1e-6!r} N={n!r})"
     assert netlist.unsupported == [] and not element_lines(netlist.text, "B")
     assert any("temperature 27" in a for a in netlist.assumptions)
 
@@ -238,7 +244,7 @@ def test_primitive_mode_writes_diodes_with_a_model_per_parameter_set():
 ])
 def test_primitive_mode_writes_linear_transconductances_as_vccs_plus_bias(device, g_per_edge):
     net = small_net(device, seed=3)
-    netlist = to_netlist(net, [0.2, 0.1], mode="primitive")
+    netlist = to_netlist(net, [0.2, 0.1], mode="primitive", scale=ONE_VOLT)
     g_lines, i_lines = element_lines(netlist.text, "G"), element_lines(netlist.text, "I")
     assert len(i_lines) == len(EDGES) and netlist.unsupported == []
     if g_per_edge:
@@ -368,7 +374,7 @@ def test_bad_mode_scale_options_and_title_are_refused():
     with pytest.raises(InputError, match="title"):
         to_netlist(net, [0.1, 0.2], title=b"bytes")
     with pytest.raises(InputError, match="PhysicalScale.V0"):
-        to_netlist(net, [0.1, 0.2], scale=PhysicalScale(V0=-1.0))
+        to_netlist(net, [0.1, 0.2], scale=PhysicalScale(-1.0, 1e-13, 1e-6))
 
 
 def test_a_device_without_spice_form_is_a_device_error():

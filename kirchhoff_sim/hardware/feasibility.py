@@ -26,6 +26,9 @@ check                            severity  triggered by
                                            warning below :data:`KTC_SNR_WARNING_DB`
 ``power_budget``                 warn/err  average power (error) or peak power (warning) above
                                            the budget
+``diode_ideality``               warning   a diode whose ``n·Vt`` (normalised, times ``V0``)
+                                           makes ngspice's emission coefficient ``N`` fall
+                                           outside a real junction's :data:`DIODE_N_RANGE`
 ===============================  ========  ==================================================
 
 A clean net — a passive resistor network inside every limit — gets only the two info
@@ -40,7 +43,9 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
+from .. import devices as _devices
 from ..errors import InputError
+from ..spice.netlist import CELSIUS_TO_KELVIN, diode_emission_coefficient
 from .energy import EdgeSweep, EdgeTable, EnergyReport
 from .profile import format_si as _eng
 from .robustness import BOLTZMANN, conductance_rows
@@ -48,16 +53,20 @@ from .robustness import BOLTZMANN, conductance_rows
 __all__ = ["Finding", "SEVERITIES", "CHECKS", "check_feasibility", "check_rails", "check_current_limit",
            "check_conductance_range", "check_precision_floor", "check_active_devices",
            "check_negative_differential_conductance", "check_floating_nodes", "check_wiring",
-           "check_ktc_noise", "check_power_budget", "KTC_SNR_WARNING_DB"]
+           "check_ktc_noise", "check_power_budget", "check_diode_ideality", "KTC_SNR_WARNING_DB",
+           "DIODE_N_RANGE"]
 
 SEVERITIES = ("info", "warning", "error")
 CHECKS = ("voltage_rails", "current_limit", "conductance_range", "precision_floor", "active_devices",
           "current_sources", "zero_bias_current", "negative_differential_conductance",
-          "floating_nodes", "wiring", "ktc_noise", "power_budget")
+          "floating_nodes", "wiring", "ktc_noise", "power_budget", "diode_ideality")
 MAX_LISTED = 50                  # edges/nodes listed in to_dict (all are kept on the Finding)
 MAX_NAMED = 3                    # examples named in a message
 NDC_ATOL = 1e-12                 # ∂i/∂u below −this (normalised conductance) is negative
 KTC_SNR_WARNING_DB = 20.0        # median read-out gap under 10 σ_kT/C: a warning
+# a silicon p-n junction's ideality (emission) coefficient lies between 1 (ideal diffusion
+# current) and 2 (recombination-dominated)
+DIODE_N_RANGE = (1.0, 2.0)
 KTC_RISK_SIGMAS = 3.0            # a top-2 gap under 3·√2·σ flips with probability ≥ 0.13 %
 
 
@@ -443,6 +452,36 @@ def check_power_budget(net, profile, energy: EnergyReport) -> list:
         counts={"average_power_w": average, "peak_power_w": peak})]
 
 
+def check_diode_ideality(net, profile, table: EdgeTable) -> list:
+    """Diodes that no real junction can be at this scale.
+
+    A :class:`~kirchhoff_sim.devices.Diode`'s ``thermal_voltage`` is ``n·Vt`` in units of
+    ``V0``, so its physical ideality factor ``N = thermal_voltage·V0/(kT/q)`` depends on the
+    profile's voltage unit (the default ``thermal_voltage`` is a silicon junction at
+    ``V0 = 1 V``; at 0.1 V it is ``N ≈ 0.1``). ngspice simulates any ``N``; silicon does not.
+    """
+    offsets = _group_offsets(net)
+    temperature_c = profile.temperature_k - CELSIUS_TO_KELVIN
+    findings = []
+    for g, group in enumerate(net.groups):
+        if not isinstance(group.device, _devices.Diode):
+            continue
+        n = diode_emission_coefficient(group.device.thermal_voltage, profile.scale(), temperature_c)
+        low, high = DIODE_N_RANGE
+        if low <= n <= high:
+            continue
+        wanted = (low / n * group.device.thermal_voltage, high / n * group.device.thermal_voltage)
+        findings.append(Finding(
+            "diode_ideality", "warning",
+            f"{group.num_edges} diode(s) in layer {int(table.layer[offsets[g]])} have n·Vt = "
+            f"{group.device.thermal_voltage:g} V0 = {_eng(group.device.thermal_voltage * profile.voltage_unit_v, 'V')}"
+            f", an ideality factor N = {n:.3g} at {profile.temperature_k:g} K; a real junction has "
+            f"N in [{low:g}, {high:g}]: train with thermal_voltage in [{wanted[0]:.3g}, {wanted[1]:.3g}] "
+            f"or choose V0 accordingly",
+            edges=np.arange(offsets[g], offsets[g + 1]), value=float(n)))
+    return findings
+
+
 def check_feasibility(net, profile, waveforms, sweep: EdgeSweep, table: EdgeTable,
                       energy: EnergyReport | None = None) -> list:
     """Every check, most severe first.
@@ -468,7 +507,7 @@ def check_feasibility(net, profile, waveforms, sweep: EdgeSweep, table: EdgeTabl
                 + check_active_devices(net, profile, table, sweep)
                 + check_negative_differential_conductance(net, profile, sweep, table)
                 + check_floating_nodes(net, table) + check_wiring(net, profile, table)
-                + check_ktc_noise(net, profile, waveforms))
+                + check_ktc_noise(net, profile, waveforms) + check_diode_ideality(net, profile, table))
     if energy is not None:
         findings += check_power_budget(net, profile, energy)
     rank = {s: i for i, s in enumerate(reversed(SEVERITIES))}

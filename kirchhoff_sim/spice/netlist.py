@@ -586,7 +586,8 @@ def to_netlist(net, x, scale: PhysicalScale | None = None, mode: str = "behavior
         One input sample in normalised volts (written as ``IC=V0·x`` on the input nodes;
         every other node starts at 0 V). For a batch use :func:`to_netlists`.
     scale : PhysicalScale, optional
-        Units of the circuit (default 1 V, 100 fF, 1 µS);
+        Units of the circuit (default :meth:`PhysicalScale.default`, the default
+        technology profile's 0.1 V, 100 fF, 1 µS);
         :meth:`PhysicalScale.normalised` writes the net in its own units.
     mode : {"behavioral", "primitive"}
         ``"behavioral"``: one B source per edge. ``"primitive"``: R, D, G(+I) where the
@@ -613,7 +614,7 @@ def to_netlist(net, x, scale: PhysicalScale | None = None, mode: str = "behavior
     DeviceError
         A device without a SPICE form.
     """
-    scale = PhysicalScale() if scale is None else scale
+    scale = PhysicalScale.default() if scale is None else scale
     if not isinstance(scale, PhysicalScale):
         raise InputError(f"scale must be a PhysicalScale, got {type(scale).__name__}")
     options = SpiceOptions() if options is None else options

@@ -36,11 +36,15 @@ class PhysicalScale:
     Parameters
     ----------
     V0 : float
-        Voltage unit in volts (default 1 V).
+        Voltage unit in volts.
     C0 : float
-        Capacitance unit in farads (default 100 fF).
+        Capacitance unit in farads.
     G0 : float
-        Conductance unit in siemens (default 1 µS); the current unit is ``G0·V0``.
+        Conductance unit in siemens; the current unit is ``G0·V0``.
+
+    All three are required: the one default scale is :meth:`default`, the default
+    technology profile's, so that the netlist compiler, the chip report and the
+    feasibility checks agree (DESIGN.md §5).
 
     Raises
     ------
@@ -48,9 +52,9 @@ class PhysicalScale:
         If a unit is not a positive finite real number.
     """
 
-    V0: float = 1.0
-    C0: float = 100e-15
-    G0: float = 1e-6
+    V0: float
+    C0: float
+    G0: float
 
     def __post_init__(self):
         for name in ("V0", "C0", "G0"):
@@ -64,6 +68,14 @@ class PhysicalScale:
             if not (math.isfinite(value) and value > 0):
                 raise InputError(f"PhysicalScale.{name} must be positive and finite, got {value!r}")
             object.__setattr__(self, name, value)
+
+    @classmethod
+    def default(cls) -> "PhysicalScale":
+        """The default technology profile's scale (``hardware/default_profile.json``:
+        V0 = 0.1 V, C0 = 100 fF, G0 = 1 µS)."""
+        from ..hardware.profile import default_profile   # the profile imports this module
+
+        return default_profile().scale()
 
     @classmethod
     def normalised(cls) -> "PhysicalScale":

@@ -232,7 +232,7 @@ def validate(net, X, *, solver=None, scale: PhysicalScale | None = None,
         Our reference; default ``Dopri5(rtol=1e-9, atol=1e-11)`` so that its own error is
         far below what is being measured.
     scale : PhysicalScale, optional
-        Units of the netlists (default 1 V, 100 fF, 1 µS).
+        Units of the netlists (default :meth:`PhysicalScale.default`: 0.1 V, 100 fF, 1 µS).
     mode : {"behavioral", "primitive"}
     options : SpiceOptions, optional
         ngspice options (default :class:`SpiceOptions`'s tight ones).
@@ -265,7 +265,7 @@ def validate(net, X, *, solver=None, scale: PhysicalScale | None = None,
     if isinstance(n_points, bool) or not isinstance(n_points, (int, np.integer)) or n_points < 2:
         raise InputError(f"n_points must be an integer >= 2, got {n_points!r}")
     X = as_batch(X)
-    scale = PhysicalScale() if scale is None else scale
+    scale = PhysicalScale.default() if scale is None else scale
     options = SpiceOptions() if options is None else options
     solver = Dopri5(rtol=DEFAULT_SOLVER_RTOL, atol=DEFAULT_SOLVER_ATOL) if solver is None else solver
     labels = list(range(len(X))) if samples is None else [int(i) for i in samples]
