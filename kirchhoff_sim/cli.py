@@ -234,6 +234,7 @@ def cmd_export(args):
     if not 0 <= args.sample < len(X):
         raise InputError(f"--sample {args.sample} is out of range: there are {len(X)} samples")
     netlist = to_netlist(net, X[args.sample], scale=_scale(args.scale), mode=args.mode,
+                         options=_spice_options(args),
                          title=f"kirchhoff_sim export of {Path(args.model).name}, sample {args.sample}")
     path = netlist.save(args.output)
     print(f"wrote {path}: {netlist!r}")
@@ -246,8 +247,17 @@ def cmd_validate(args):
 
     net, meta, _ = read_model_file(args.model)
     X = np.atleast_2d(_inputs_for(args, net, meta))[:args.samples]
-    report = validate(net, X, scale=_scale(args.scale), mode=args.mode, workers=args.workers)
+    report = validate(net, X, scale=_scale(args.scale), mode=args.mode, options=_spice_options(args),
+                      workers=args.workers)
     print(report.to_json() if args.json else report)
+
+
+def _spice_options(args):
+    """``--reltol``/``--max-step-fraction`` over the tight :class:`SpiceOptions` defaults."""
+    from .spice import SpiceOptions
+
+    changes = {"reltol": args.reltol, "max_step_fraction": args.max_step_fraction}
+    return SpiceOptions(**{k: v for k, v in changes.items() if v is not None})
 
 
 def cmd_report(args):
@@ -287,6 +297,11 @@ def _netlist_options(p) -> None:
     p.add_argument("--mode", choices=["behavioral", "primitive"], default="behavioral",
                    help="B sources for every device, or R/D/G elements where they exist")
     p.add_argument("--scale", help="V0,C0,G0 in V,F,S (default: the default technology profile's 0.1,100e-15,1e-6) or 'normalised'")
+    p.add_argument("--reltol", type=float, help="ngspice reltol (default 1e-6: waveforms to ~1e-5 of the swing)")
+    p.add_argument("--max-step-fraction", type=float, metavar="F",
+                   help="ngspice's largest step as a fraction of the shortest layer (default 1e-3); "
+                        "--reltol 1e-3 --max-step-fraction 0.1 runs a big net tens of times faster, "
+                        "to ~1e-2 of the swing")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,7 +28,7 @@ from kirchhoff_sim.hardware.feasibility import KTC_SNR_WARNING_DB
 from kirchhoff_sim.hardware.timing import timing_report
 from kirchhoff_sim.modelfile import read_model_file
 from kirchhoff_sim.network import EdgeGroup, KirchhoffNet, Layer
-from kirchhoff_sim.spice import PhysicalScale, run_netlist, to_netlist
+from kirchhoff_sim.spice import PhysicalScale, SpiceOptions, run_netlist, to_netlist
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MIN_PNG_BYTES = 5_000            # a real plot, not an empty canvas
@@ -227,22 +227,15 @@ def mixed_net():
     return KirchhoffNet([layer0, layer1], readout=2)
 
 
-def with_branch_currents(text, n_edges):
-    """The netlist with ngspice told to keep every B source's current (only the test does
-    this: the compiler has no such option, see the module docstring of hardware.energy)."""
-    saves = " ".join(f"@b{k}[i]" for k in range(1, n_edges + 1))
-    body, end = text.rsplit(".end", 1)
-    return f"{body}.save all {saves}\n.end{end}"
-
-
 def test_solver_energy_matches_ngspice_branch_currents():
     net, profile = mixed_net(), default_profile()
     X = np.array([[1.5, -0.8, 0.6]])
     _, _, table, energy = run_energy(net, X, profile)
-    netlist = to_netlist(net, X[0], scale=profile.scale())
-    saved = spice_device_energy(net, netlist, run_netlist(with_branch_currents(netlist.text, net.num_edges)),
-                                profile, table)
-    recomputed = spice_device_energy(net, netlist, run_netlist(netlist.text), profile, table)
+    netlist = to_netlist(net, X[0], scale=profile.scale(), options=SpiceOptions(save_branch_currents=True))
+    saved = spice_device_energy(net, netlist, run_netlist(netlist.text), profile, table)
+    plain = to_netlist(net, X[0], scale=profile.scale())
+    assert ".save" not in plain.text and netlist.text.count("[i]") == net.num_edges
+    recomputed = spice_device_energy(net, plain, run_netlist(plain.text), profile, table)
     assert saved.method == "branch currents" and recomputed.method == "recomputed"
     ours_dissipated = summary(energy.dissipated_j)
     ours_net = summary(energy.device_net_j)
@@ -408,6 +401,7 @@ def test_report_to_dict_is_json_and_has_the_figures(report):
     assert data["energy"]["total_drawn_j"]["mean"] > 0
     assert data["energy"]["peak_power_w"]["max"] > 0
     assert data["spice_check"]["agrees"] and data["spice_check"]["dissipated_rel_error"] < ENERGY_AGREEMENT_RTOL
+    assert data["spice_check"]["method"] == "branch currents"      # ngspice's own device currents
     checks = {f["check"] for f in data["findings"]}
     assert {"active_devices", "wiring", "ktc_noise"} <= checks
     robust = data["robustness"]

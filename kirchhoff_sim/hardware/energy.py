@@ -37,8 +37,9 @@ so the jump at a layer boundary is not smeared). The quadrature error is estimat
 comparing with the rule on every other point (Richardson: ``(E_h − E_2h)/3``).
 
 ngspice check (:func:`spice_device_energy`): the same integral from an ngspice run of the
-same net. If the netlist saved the B sources' branch currents (``.save @b<k>[i]``; the
-compiler numbers ``B<k>`` in edge order from 1) those are used with ngspice's node
+same net. If the netlist saved the B sources' branch currents
+(``SpiceOptions(save_branch_currents=True)`` writes ``.save @b<k>[i]``, as the chip
+report does; the compiler numbers ``B<k>`` in edge order from 1) those are used with ngspice's node
 voltages; otherwise the B-source currents are recomputed from ngspice's node voltages
 through the device expressions — the current a behavioural B source carries *is* its
 expression of the node voltages, so this uses ngspice's waveforms and our device code.

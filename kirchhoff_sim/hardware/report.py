@@ -20,6 +20,8 @@ change to the global backend).
 
 from __future__ import annotations
 
+import dataclasses
+
 import textwrap
 import time
 from dataclasses import dataclass, field
@@ -142,10 +144,12 @@ def _relative(a, b, scale=None) -> float:
 def run_spice_check(net, X, profile, energy: EnergyReport, samples, options=None,
                     backend: str = "subprocess", table=None) -> SpiceCheck:
     """Run ``samples`` (rows of ``X``) in ngspice and compare their device energy with ``energy``."""
-    from ..spice.netlist import to_netlist
+    from ..spice.netlist import SpiceOptions, to_netlist
     from ..spice.runner import run_netlist
 
     table = edge_table(net) if table is None else table
+    # the device energy comes from ngspice's own B-source currents, not from ours
+    options = dataclasses.replace(SpiceOptions() if options is None else options, save_branch_currents=True)
     scale = profile.scale()
     fields = {k: [] for k in ("spice_dissipated_j", "spice_net_j", "spice_balance_j", "spice_seconds",
                               "compile_seconds", "spice_points")}

@@ -96,6 +96,7 @@ CELSIUS_TO_KELVIN = 273.15
 # ngspice (with XSPICE, as built by distributions) merges breakpoints closer than
 # 10·delmin = 1e-10·tmax; the clock corners must stay further apart
 MIN_BREAK_FRACTION = 1e-9
+SAVES_PER_LINE = 64      # vectors per .save line of save_branch_currents
 
 
 # ---------------------------------------------------------------- options
@@ -153,6 +154,10 @@ class SpiceOptions:
     temperature : float
         Circuit and model nominal temperature in °C (``temp``/``tnom``); it sets the
         diode's ``N`` (see :func:`diode_emission_coefficient`).
+    save_branch_currents : bool
+        Also save every B source's current (``.save all @b<k>[i] …``), so that energy and
+        power can be computed from ngspice's own branch currents. The raw file grows by
+        one vector per edge.
     """
 
     method: str = "trap"
@@ -170,6 +175,7 @@ class SpiceOptions:
     switch_ron: float = 1e-6
     switch_roff: float = 1e9
     temperature: float = 27.0
+    save_branch_currents: bool = False
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -185,6 +191,9 @@ class SpiceOptions:
         for name in ("max_step", "first_step"):
             if getattr(self, name) is not None:
                 _check_positive(getattr(self, name), f"SpiceOptions.{name}")
+        if not isinstance(self.save_branch_currents, bool):
+            raise InputError(f"SpiceOptions.save_branch_currents must be True or False, "
+                             f"got {self.save_branch_currents!r}")
         if not (isinstance(self.temperature, (int, float)) and not isinstance(self.temperature, bool)
                 and math.isfinite(self.temperature) and self.temperature > -CELSIUS_TO_KELVIN):
             raise InputError(f"SpiceOptions.temperature must be a finite temperature in °C, "
@@ -436,6 +445,7 @@ class _Writer:
         self.unsupported: list[UnsupportedEdges] = []
         self.internal_nodes: list[str] = []
         self.diode_models: dict = {}
+        self.b_numbers: list[np.ndarray] = []      # element numbers of the B sources written
 
     def _voltage_expression(self, name: str) -> str:
         """The node's voltage in normalised units, as a device expression reads it."""
@@ -479,6 +489,7 @@ class _Writer:
                               f"template (it transforms its parameters); got {own!r}")
         self.lines.extend(lines)
         self.counts["B"] += len(lines)
+        self.b_numbers.append(np.asarray(index))
 
     # -- primitive elements --------------------------------------------------------
     def _gated(self, src, index, clock):
@@ -822,6 +833,10 @@ def _assemble(net, initial, names, scale, options, writer, title, boundaries_phy
                   else options.first_step_fraction * max_step)
     tstep = min(first_step * scale.time_unit, tmax)
     footer = [f".tran {tstep!r} {tstop!r} 0 {tmax!r} uic", ".end"]
+    if options.save_branch_currents and writer.b_numbers:
+        numbers = np.sort(np.concatenate(writer.b_numbers)).tolist()
+        footer[:0] = [".save all"] + [" ".join([".save"] + [f"@b{k}[i]" for k in numbers[i:i + SAVES_PER_LINE]])
+                                      for i in range(0, len(numbers), SAVES_PER_LINE)]
     sections = [header, ["* node capacitors and initial voltages"], cap_lines]
     if clock_lines:
         sections += [["* layer clocks"], clock_lines]
