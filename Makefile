@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: setup ngspice demo test bench clean
+.PHONY: setup ngspice demo test bench netlists clean
 
 setup: $(STAMP) ngspice
 
@@ -24,6 +24,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# re-export netlists/ from the example models (tests/test_netlists.py fails when they are stale)
+netlists: setup
+	$(PY) scripts/regenerate_netlists.py
 
 bench: setup
 	$(PY) -m pip install -q -e '.[test,bench]'
