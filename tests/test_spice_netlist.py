@@ -17,7 +17,7 @@ import pytest
 from kirchhoff_sim import KirchhoffNet, Layer, devices as D, simulate, topology, Dopri5
 from kirchhoff_sim.errors import DeviceError, InputError, UnsafeNameError
 from kirchhoff_sim.spice import (
-    Netlist, PhysicalScale, SpiceOptions, check_netlist_safe, run_netlist, to_netlist, to_netlists,
+    PhysicalScale, SpiceOptions, check_netlist_safe, run_netlist, to_netlist, to_netlists,
 )
 from kirchhoff_sim.spice.netlist import (
     NGSPICE_BOLTZMANN, NGSPICE_CHARGE, diode_emission_coefficient, sanitise_title,
