@@ -27,7 +27,7 @@ from kirchhoff_sim.hardware import (
     run_trial,
 )
 from kirchhoff_sim.hardware.distributed import DaskRunner
-from kirchhoff_sim.hardware.robustness import net_from_bytes, net_to_bytes, parameter_roles
+from kirchhoff_sim.hardware.robustness import MonteCarloResult, net_from_bytes, net_to_bytes, parameter_roles
 from kirchhoff_sim.modelfile import save_net
 from kirchhoff_sim.network import KirchhoffNet, Layer
 from kirchhoff_sim.solvers import make_solver, simulate
@@ -362,3 +362,17 @@ def test_ngspice_trials_agree_with_the_solver(trained, data, runner):
     # the perturbation really changed the circuit ngspice ran
     nominal = simulate(net, X, solver=make_solver(**TIGHT_SOLVER)).readout(net)
     assert np.abs(spice.readouts - nominal).max() > 10 * SPICE_READOUT_ATOL
+
+
+def test_equal_trials_summarise_to_exactly_their_accuracy():
+    # 20 trials that each classify 97 of 100 right: mean 0.97, std 0 and drop 0 exactly
+    # (a float mean of twenty 0.97s is 0.9699999999999998)
+    trials = 20
+    result = MonteCarloResult(spec=MonteCarloSpec(trials=trials), trial_indices=np.arange(trials),
+                              accuracies=np.full(trials, 97 / 100), losses=np.zeros(trials),
+                              predictions=np.zeros((trials, 100), dtype=int), nominal_accuracy=0.97,
+                              nominal_loss=0.0, n_samples=100, seconds=0.0, runner="serial")
+    summary = result.summary()
+    assert (summary["mean"], summary["std"], summary["drop"]) == (0.97, 0.0, 0.0)
+    result.accuracies[0] = 0.95
+    assert result.mean == pytest.approx(0.969) and result.std > 0

@@ -695,13 +695,19 @@ class MonteCarloResult:
     readouts: np.ndarray | None = None
 
     @property
+    def _correct(self) -> np.ndarray:
+        """Samples classified right per trial: whole numbers, so that equal trials give a
+        mean equal to each of them and a standard deviation of exactly 0."""
+        return np.rint(self.accuracies * self.n_samples)
+
+    @property
     def mean(self) -> float:
-        return float(np.mean(self.accuracies))
+        return float(np.mean(self._correct) / self.n_samples)
 
     @property
     def std(self) -> float:
         """Sample standard deviation of the trial accuracies (0 for one trial)."""
-        return float(np.std(self.accuracies, ddof=1)) if len(self.accuracies) > 1 else 0.0
+        return float(np.std(self._correct, ddof=1) / self.n_samples) if len(self.accuracies) > 1 else 0.0
 
     @property
     def min(self) -> float:
