@@ -1,13 +1,10 @@
 """Monte Carlo throughput: trials per second serially against a two-worker Dask cluster.
 
-The model is the digits-sized net of ``kirchhoff-sim train --task digits`` (8×8 image,
-3×3 neighbour windows, 20 hidden + 10 read-out projection nodes, 2 ShiftedReLU layers:
-94 nodes, 13,240 edges) with **random** (kaiming, seed 0) parameters — no training, so the
-script runs in a few minutes. Its inputs are the 450 real digits test images; its labels
-are the net's own nominal predictions, so the nominal accuracy is 1 and a trial's accuracy
-is the fraction of predictions that survive the mismatch. A trial is 5 % log-normal
-mismatch on every gain, then the trainer's dopri5 (rtol 1e-4, atol 1e-6) on all 450
-samples.
+The model is the trained digits classifier committed in ``netlists/models/digits.npz``
+(``kirchhoff-sim train --task digits``: 8×8 image, 3×3 neighbour windows, 20 hidden + 10
+read-out projection nodes, 2 ShiftedReLU layers: 94 nodes, 13,240 edges, 98.0 % test
+accuracy) on its 450 test images and their labels. A trial is 5 % log-normal mismatch on
+every gain, then the trainer's dopri5 (rtol 1e-4, atol 1e-6) on all 450 samples.
 
 Both are measured in this script on the same trials (seed 0), alternating for a few
 rounds so that a change in the machine's load hits both alike; medians are reported:
@@ -39,12 +36,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import timed, write_results  # noqa: E402
 
+from kirchhoff_sim.cli import _dataset_of  # noqa: E402
 from kirchhoff_sim.hardware import MonteCarloSpec, SerialRunner  # noqa: E402
 from kirchhoff_sim.hardware.distributed import DaskRunner  # noqa: E402
-from kirchhoff_sim.solvers import make_solver, simulate  # noqa: E402
-from kirchhoff_sim.training import datasets  # noqa: E402
-from kirchhoff_sim.training.models import build_net  # noqa: E402
-from kirchhoff_sim.training.tasks import task  # noqa: E402
+from kirchhoff_sim.modelfile import read_model_file  # noqa: E402
+
+MODEL = Path(__file__).resolve().parent.parent / "netlists" / "models" / "digits.npz"
 
 SIGMA = 0.05
 WORKERS = 2
@@ -67,12 +64,11 @@ def main():
     args = parser.parse_args()
     trials, rounds = (QUICK_TRIALS, 1) if args.quick else (args.trials, args.rounds)
 
-    net = build_net(64, 10, seed=0, **task("digits").net)
-    X = datasets.load_dataset("digits", seed=0).X_test
+    net, meta, _ = read_model_file(MODEL)
+    data = _dataset_of(meta, None, None)
+    X, y = data.X_test, data.y_test
     spec = MonteCarloSpec(sigma_g=SIGMA, trials=trials, seed=0)
-    y = simulate(net, X, solver=make_solver(**spec.solver)).readout(net).argmax(axis=1)
-    print(f"{net!r}; {len(X)} digits test images labelled by the net's nominal predictions; "
-          f"{trials} trials at σ_g = {SIGMA}")
+    print(f"{net!r} ({MODEL.name}); {len(X)} digits test images; {trials} trials at σ_g = {SIGMA}")
 
     serial = SerialRunner()
     serial.map_trials(net, X, y, spec, trial_indices=[trials])          # warm caches
@@ -112,7 +108,7 @@ def main():
         raise SystemExit("the Dask run differs from the serial run")
     write_results("bench_montecarlo", {
         "model": {"description": repr(net), "nodes": net.num_nodes, "edges": net.num_edges,
-                  "parameters": "random (kaiming, seed 0); labels = nominal predictions",
+                  "parameters": f"trained: {MODEL.relative_to(MODEL.parents[2])}",
                   "samples_per_trial": len(X)},
         "spec": spec.to_dict(), "trials_per_round": trials, "rounds": rounds,
         "load_average_1min": load,
