@@ -25,7 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kirchhoff_sim as ks  # noqa: E402
-from common import full_input, timed, torch_layers, write_results  # noqa: E402
+from common import (full_input, fully_connected_tanh, mnist_sized_net, timed,  # noqa: E402
+                    torch_layers, write_results)
 from torch_reference import TorchKirchhoffNet  # noqa: E402
 
 
@@ -110,15 +111,11 @@ def main():
     rng = np.random.default_rng(0)
     results = {"torch_threads": torch.get_num_threads()}
 
-    fc = ks.KirchhoffNet([ks.Layer(ks.topology.fully_connected(33, repeat=(1, 0)), ks.AffineTanh(), 0.5)
-                          for _ in range(2)], seed=0, init="normal")
-    for group in fc.groups:      # weights large enough that the dynamics are not trivial
-        group.params[...] = rng.normal(0.0, 0.5, group.params.shape)
+    fc = fully_connected_tanh(rng)
     results["fully_connected_32"] = compare(fc, rng.normal(size=(batch, 32)), 1e-6, 1e-6, repeat,
                                             "32-node fully connected, AffineTanh")
 
-    mnist = ks.KirchhoffNet([ks.Layer(ks.topology.neighbour_window(28, 28, 4, 50), ks.ShiftedReLU(), 1.0)
-                             for _ in range(2)], readout=10, seed=0)
+    mnist = mnist_sized_net()
     results["mnist_topology"] = compare(mnist, rng.uniform(size=(batch if not args.quick else 16, 784)),
                                         1e-3, 1e-3, 1, "MNIST-sized topology, ShiftedReLU")
 

@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import timed, write_results  # noqa: E402
 
-from kirchhoff_sim.cli import _dataset_of  # noqa: E402
+from kirchhoff_sim.training.datasets import dataset_of_model  # noqa: E402
 from kirchhoff_sim.hardware import MonteCarloSpec, SerialRunner  # noqa: E402
 from kirchhoff_sim.hardware.distributed import DaskRunner  # noqa: E402
 from kirchhoff_sim.modelfile import read_model_file  # noqa: E402
@@ -65,7 +65,7 @@ def main():
     trials, rounds = (QUICK_TRIALS, 1) if args.quick else (args.trials, args.rounds)
 
     net, meta, _ = read_model_file(MODEL)
-    data = _dataset_of(meta, None, None)
+    data = dataset_of_model(meta)
     X, y = data.X_test, data.y_test
     spec = MonteCarloSpec(sigma_g=SIGMA, trials=trials, seed=0)
     print(f"{net!r} ({MODEL.name}); {len(X)} digits test images; {trials} trials at σ_g = {SIGMA}")

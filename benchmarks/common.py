@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+import kirchhoff_sim as ks
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -26,6 +28,25 @@ def timed(fn, repeat: int = 3, warmup: int = 1):
         result = fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times), result
+
+
+def fully_connected_tanh(rng, nodes: int = 32, weight_std: float = 0.5):
+    """The reference two-moons-sized comparison net: ``nodes`` nodes fully connected
+    (ground included, so (nodes+1)·nodes AffineTanh edges a layer: 1,056 for 32), two
+    layers of 0.5, parameters drawn from ``rng`` as N(0, weight_std²) — large enough
+    that the dynamics are not trivial."""
+    net = ks.KirchhoffNet([ks.Layer(ks.topology.fully_connected(nodes + 1, repeat=(1, 0)), ks.AffineTanh(), 0.5)
+                           for _ in range(2)], seed=0, init="normal")
+    for group in net.groups:
+        group.params[...] = rng.normal(0.0, weight_std, group.params.shape)
+    return net
+
+
+def mnist_sized_net():
+    """The MNIST-sized topology (28×28 image, 4×4 neighbour windows, 50 projection nodes:
+    834 nodes, 2 × 230,068 ShiftedReLU edges), random (kaiming, seed 0) parameters."""
+    return ks.KirchhoffNet([ks.Layer(ks.topology.neighbour_window(28, 28, 4, 50), ks.ShiftedReLU(), 1.0)
+                            for _ in range(2)], readout=10, seed=0)
 
 
 def torch_family(device) -> str:

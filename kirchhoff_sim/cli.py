@@ -142,17 +142,9 @@ def cmd_train(args):
 
 
 def _dataset_of(meta, data_override, seed_override):
-    from .training import datasets
+    from .training.datasets import dataset_of_model
 
-    source = meta.get("source") or {}
-    seed = seed_override if seed_override is not None else source.get("seed", 0)
-    if data_override:
-        return datasets.load_file(data_override, seed=seed)
-    if source.get("task"):
-        return datasets.load_dataset(source["task"], seed=seed, **source.get("dataset_options", {}))
-    if source.get("data"):
-        return datasets.load_file(source["data"], seed=seed)
-    raise InputError("the model file does not say which data it was trained on; give --data FILE")
+    return dataset_of_model(meta, data_override, seed_override)
 
 
 def cmd_evaluate(args):

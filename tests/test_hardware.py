@@ -29,6 +29,7 @@ from kirchhoff_sim.hardware.timing import timing_report
 from kirchhoff_sim.modelfile import read_model_file
 from kirchhoff_sim.network import EdgeGroup, KirchhoffNet, Layer
 from kirchhoff_sim.spice import PhysicalScale, SpiceOptions, run_netlist, to_netlist
+from kirchhoff_sim.training.datasets import dataset_of_model
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MIN_PNG_BYTES = 5_000            # a real plot, not an empty canvas
@@ -387,7 +388,7 @@ def trained_model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def report(trained_model):
     net, meta, _ = read_model_file(trained_model)
-    data = cli._dataset_of(meta, None, None)
+    data = dataset_of_model(meta)
     return chip_report(net, data.X_test, data.y_test, samples=REPORT_SAMPLES, mc_trials=3,
                        sweep_sigmas=(0.0, 0.1), sweep_bits=(3, 8))
 

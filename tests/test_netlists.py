@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from kirchhoff_sim import Dopri5, cli, simulate
-from kirchhoff_sim.cli import _dataset_of
+from kirchhoff_sim.training.datasets import dataset_of_model
 from kirchhoff_sim.modelfile import read_model_file
 from kirchhoff_sim.spice import PhysicalScale, SpiceOptions, run_netlist, validate
 
@@ -54,7 +54,7 @@ def test_committed_netlist_is_what_the_compiler_writes_today(task, tmp_path):
 def test_committed_netlist_runs_in_ngspice_and_computes_what_the_solver_says(task):
     example = EXAMPLES[task]
     net, meta, _ = read_model_file(example.model)
-    data = _dataset_of(meta, None, None)
+    data = dataset_of_model(meta)
     x = data.X_test[example.sample]
     scale = PhysicalScale.default()
     t_grid = np.linspace(0.0, net.T, 201)
@@ -73,7 +73,7 @@ def test_committed_netlist_runs_in_ngspice_and_computes_what_the_solver_says(tas
 def test_digits_classifier_predicts_the_same_classes_in_ngspice_on_50_test_images():
     example = EXAMPLES["digits"]
     net, meta, _ = read_model_file(example.model)
-    data = _dataset_of(meta, None, None)
+    data = dataset_of_model(meta)
     X, y = data.X_test[:DIGITS_IMAGES], data.y_test[:DIGITS_IMAGES]
     report = validate(net, X, options=LOOSE_OPTIONS, workers=2)
     assert report.num_samples == DIGITS_IMAGES

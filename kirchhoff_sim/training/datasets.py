@@ -558,6 +558,34 @@ def _is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def dataset_of_model(meta: dict, data=None, seed=None) -> Dataset:
+    """The data a model was trained on, from its model file's metadata (``source``).
+
+    Parameters
+    ----------
+    meta : dict
+        The metadata of :func:`~kirchhoff_sim.modelfile.read_model_file`.
+    data : path, optional
+        Use this data file instead (its own split).
+    seed : int, optional
+        Split seed instead of the one recorded at training.
+
+    Raises
+    ------
+    InputError
+        The metadata names no task and no data file, and ``data`` is not given.
+    """
+    source = meta.get("source") or {}
+    seed = source.get("seed", 0) if seed is None else seed
+    if data:
+        return load_file(data, seed=seed)
+    if source.get("task"):
+        return load_dataset(source["task"], seed=seed, **source.get("dataset_options", {}))
+    if source.get("data"):
+        return load_file(source["data"], seed=seed)
+    raise InputError("the model file does not say which data it was trained on; give --data FILE")
+
+
 def _check_split_args(fraction, seed, fraction_name: str) -> None:
     if not (_is_real(fraction) and 0 < fraction < 1):
         raise InputError(f"{fraction_name} must be a fraction in (0, 1), got {fraction!r}")
