@@ -70,6 +70,7 @@ def test_physical_scale_rejects_bad_units(unit, bad):
     ({"first_step": -1.0}, "first_step"),
     ({"first_step_fraction": 2.0}, "first_step_fraction"),
     ({"temperature": float("inf")}, "temperature"),
+    ({"save_branch_currents": "yes"}, "save_branch_currents"),
 ])
 def test_spice_options_rejects_bad_values(kwargs, match):
     with pytest.raises(InputError, match=match):
@@ -404,3 +405,18 @@ def test_mnist_sized_net_compiles_to_one_line_per_node_and_edge():
     assert netlist.num_lines == counts["lines"] == MNIST_NODES + 2 * MNIST_EDGES_PER_LAYER + 2 + fixed
     assert netlist.text.count("\nB") == 2 * MNIST_EDGES_PER_LAYER
     assert netlist.text.count("I=V(clk1)*") == MNIST_EDGES_PER_LAYER
+
+
+def test_save_branch_currents_saves_exactly_the_b_sources():
+    g = np.linspace(-1.0, 2.0, len(EDGES))          # some negative: B sources among resistors
+    net = small_net(D.Conductance(), params=g[None, :])
+    options = SpiceOptions(save_branch_currents=True)
+    text = to_netlist(net, [0.1, 0.2], mode="primitive", options=options).text
+    b_names = [line.split()[0].lower() for line in element_lines(text, "B")]
+    saves = [line for line in text.splitlines() if line.startswith(".save")]
+    assert 0 < len(b_names) < len(EDGES) and saves[0] == ".save all"
+    saved = [vector for line in saves[1:] for vector in line.split()[1:]]
+    assert len(saved) == len(b_names) and set(saved) == {f"@{name}[i]" for name in b_names}
+    all_b = to_netlist(net, [0.1, 0.2], options=options).text
+    assert sum(line.count("[i]") for line in all_b.splitlines() if line.startswith(".save")) == len(EDGES)
+    run_netlist(text)       # ngspice accepts the .save lines
