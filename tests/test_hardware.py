@@ -455,3 +455,13 @@ def test_cli_report_bad_profile(trained_model, tmp_path, capsys):
     status = cli.main(["report", str(trained_model), "--profile", str(bad), "--no-spice"])
     err = capsys.readouterr().err
     assert status == 2 and "temperature_k must be > 0" in err and str(bad) in err
+
+
+def test_diodes_of_several_groups_make_one_ideality_finding():
+    groups = clean_groups() + [EdgeGroup([(3, 4)], Diode(), [[1e-9], [0.0]]),
+                               EdgeGroup([(4, 3)], Diode(thermal_voltage=1.0), [[1e-9], [0.0]])]
+    finding = findings_of(net_of(groups))["diode_ideality"]       # one finding per check
+    assert list(finding.edges) == [7, 8]
+    # N ≈ 0.1 and N ≈ 3.9: the headline is the further from 1 by ratio
+    assert finding.value == pytest.approx(0.1, rel=1e-3)
+    assert "N = 3.87" in finding.message and "N = 0.1" in finding.message

@@ -462,24 +462,27 @@ def check_diode_ideality(net, profile, table: EdgeTable) -> list:
     """
     offsets = _group_offsets(net)
     temperature_c = profile.temperature_k - CELSIUS_TO_KELVIN
-    findings = []
+    low, high = DIODE_N_RANGE
+    edges, parts, worst = [], [], None
     for g, group in enumerate(net.groups):
         if not isinstance(group.device, _devices.Diode):
             continue
-        n = diode_emission_coefficient(group.device.thermal_voltage, profile.scale(), temperature_c)
-        low, high = DIODE_N_RANGE
+        nvt = group.device.thermal_voltage
+        n = diode_emission_coefficient(nvt, profile.scale(), temperature_c)
         if low <= n <= high:
             continue
-        wanted = (low / n * group.device.thermal_voltage, high / n * group.device.thermal_voltage)
-        findings.append(Finding(
-            "diode_ideality", "warning",
-            f"{group.num_edges} diode(s) in layer {int(table.layer[offsets[g]])} have n·Vt = "
-            f"{group.device.thermal_voltage:g} V0 = {_eng(group.device.thermal_voltage * profile.voltage_unit_v, 'V')}"
-            f", an ideality factor N = {n:.3g} at {profile.temperature_k:g} K; a real junction has "
-            f"N in [{low:g}, {high:g}]: train with thermal_voltage in [{wanted[0]:.3g}, {wanted[1]:.3g}] "
-            f"or choose V0 accordingly",
-            edges=np.arange(offsets[g], offsets[g + 1]), value=float(n)))
-    return findings
+        edges.append(np.arange(offsets[g], offsets[g + 1]))
+        parts.append(f"{group.num_edges} in layer {int(table.layer[offsets[g]])} with n·Vt = {nvt:g} V0 = "
+                     f"{_eng(nvt * profile.voltage_unit_v, 'V')}: N = {n:.3g} (a real junction needs "
+                     f"thermal_voltage in [{low / n * nvt:.3g}, {high / n * nvt:.3g}])")
+        worst = n if worst is None or abs(np.log(n)) > abs(np.log(worst)) else worst
+    if not parts:
+        return []
+    return [Finding(
+        "diode_ideality", "warning",
+        f"diodes whose ideality factor at {profile.temperature_k:g} K lies outside a real junction's "
+        f"[{low:g}, {high:g}]: " + "; ".join(parts) + ". Retrain with that thermal_voltage or choose V0 "
+        "accordingly", edges=np.concatenate(edges), value=float(worst))]
 
 
 def check_feasibility(net, profile, waveforms, sweep: EdgeSweep, table: EdgeTable,
