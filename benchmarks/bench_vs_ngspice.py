@@ -136,12 +136,12 @@ def _log_seconds(pattern, log):
     return float(match.group(1)) if match else None
 
 
-def ngspice_sample(net, x, options):
+def ngspice_sample(net, x, options, timeout=NGSPICE_TIMEOUT):
     """Compile and run one sample; returns (final voltages (N,) normalised, timings dict)."""
     started = time.perf_counter()
     netlist = to_netlist(net, x, options=options)
     compile_s = time.perf_counter() - started
-    result = run_netlist(netlist.text, backend="subprocess", timeout=NGSPICE_TIMEOUT)
+    result = run_netlist(netlist.text, backend="subprocess", timeout=timeout)
     if not np.isclose(result.time[-1], netlist.tstop, rtol=END_TIME_RTOL, atol=0.0):
         raise SpiceError(f"ngspice stopped at {result.time[-1]:.6g} s, not at T = {netlist.tstop:.6g} s")
     final = np.array([result.voltage(netlist.node_map[n])[-1] for n in range(1, net.num_nodes + 1)])
@@ -314,20 +314,11 @@ def mnist_one_sample(grid):
     options = SpiceOptions(reltol=reltol, max_step_fraction=fraction)
     print(f"\nMNIST-sized: {net.num_nodes} nodes, {net.num_edges} edges; one ngspice run at reltol={reltol:g}, "
           f"max_step_fraction={fraction:g} (tens of minutes)", flush=True)
-    started = time.perf_counter()
-    netlist = to_netlist(net, x, options=options)
-    compile_s = time.perf_counter() - started
-    result = run_netlist(netlist.text, backend="subprocess", timeout=MNIST_TIMEOUT)
-    if not np.isclose(result.time[-1], netlist.tstop, rtol=END_TIME_RTOL, atol=0.0):
-        raise SpiceError(f"ngspice stopped at {result.time[-1]:.6g} s, not at T = {netlist.tstop:.6g} s")
+    _, timings = ngspice_sample(net, x, options, timeout=MNIST_TIMEOUT)
     out = {"nodes": net.num_nodes, "edges": net.num_edges, "T": net.T, "reltol": reltol,
-           "max_step_fraction": fraction, "compile_seconds": compile_s, "netlist_lines": netlist.num_lines,
-           "wall_seconds": result.elapsed,
-           "analysis_seconds": _log_seconds(_ANALYSIS_TIME, result.log),
-           "ngspice_elapsed_seconds": _log_seconds(_ELAPSED_TIME, result.log),
-           "time_points": len(result.time)}
+           "max_step_fraction": fraction, **timings}
     print(f"  ngspice: {out['wall_seconds']:.0f} s wall (analysis {out['analysis_seconds']} s), "
-          f"compile {compile_s:.1f} s, {out['time_points']} time points", flush=True)
+          f"compile {out['compile_seconds']:.1f} s, {out['time_points']} time points", flush=True)
     return out
 
 
