@@ -13,9 +13,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_vs_ngspice import compare_net  # noqa: E402
 from common import fully_connected_tanh  # noqa: E402
 
-from kirchhoff_sim.spice import ngspice_available  # noqa: E402
-
-pytestmark = pytest.mark.skipif(not ngspice_available("subprocess"), reason="ngspice is not installed")
 
 
 def test_matched_comparison_on_a_tiny_net():

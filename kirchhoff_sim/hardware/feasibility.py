@@ -307,26 +307,27 @@ def check_active_devices(net, profile, table: EdgeTable, sweep: EdgeSweep | None
             f"{_family_counts(net, table, active)} — a relu/tanh/softplus branch or an affine input is "
             f"a transconductor cell, not a passive device",
             edges=active, value=float(active.size / max(table.num_edges, 1)), counts=counts))
+    def largest_bias_current(e) -> float:
+        return float(np.abs(table.zero_bias_current[e]).max() * profile.current_unit_a)
+
     if source.any():
         e = np.flatnonzero(source)
+        largest = largest_bias_current(e)
         findings.append(Finding(
             "current_sources", "warning",
             f"{e.size} edge(s) to ground carry a current at zero bias: they are current sources "
-            f"(largest {_eng(float(np.abs(table.zero_bias_current[e]).max() * profile.current_unit_a), 'A')}); "
-            f"{_examples(_describe_edge(net, table, int(k)) for k in e)}",
-            edges=e, value=float(np.abs(table.zero_bias_current[e]).max() * profile.current_unit_a),
-            counts={"edges": int(e.size)}))
+            f"(largest {_eng(largest, 'A')}); {_examples(_describe_edge(net, table, int(k)) for k in e)}",
+            edges=e, value=largest, counts={"edges": int(e.size)}))
     offset = bias & ~table.to_ground
     if offset.any():
         e = np.flatnonzero(offset)
+        largest = largest_bias_current(e)
         findings.append(Finding(
             "zero_bias_current", "warning",
             f"{e.size} edge(s) between two nodes carry a current at zero bias, i(0,0) ≠ 0 (largest "
-            f"{_eng(float(np.abs(table.zero_bias_current[e]).max() * profile.current_unit_a), 'A')}): "
-            f"a built-in offset current that only an active cell can supply; "
+            f"{_eng(largest, 'A')}): a built-in offset current that only an active cell can supply; "
             f"{_examples(_describe_edge(net, table, int(k)) for k in e)}",
-            edges=e, value=float(np.abs(table.zero_bias_current[e]).max() * profile.current_unit_a),
-            counts={"edges": int(e.size)}))
+            edges=e, value=largest, counts={"edges": int(e.size)}))
     return findings
 
 
