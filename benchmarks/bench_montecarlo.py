@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import kirchhoff_sim as ks  # noqa: E402
 from common import timed, write_results  # noqa: E402
 
 from kirchhoff_sim.training.datasets import dataset_of_model  # noqa: E402
@@ -56,6 +57,7 @@ def _worker_cpu(runner) -> float:
 
 
 def main():
+    ks.tune_allocator()   # the benchmark owns its process (kirchhoff_sim.allocator)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=DEFAULT_TRIALS)
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,

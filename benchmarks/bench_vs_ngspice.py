@@ -324,6 +324,7 @@ def mnist_one_sample(grid):
 
 # ---------------------------------------------------------------- main
 def main(argv=None):
+    ks.tune_allocator()   # the benchmark owns its process (kirchhoff_sim.allocator)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: small batches, one ngspice sample at the loosest option set, one repeat")

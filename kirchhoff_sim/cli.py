@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from . import devices, topology
+from .allocator import tune_allocator
 from .errors import InputError, KirchhoffError
 from .modelfile import read_model_file, save_net
 from .network import KirchhoffNet, Layer
-from .solvers import METHODS, make_solver, simulate, solver_spec
+from .solvers import DEFAULT_SOLVER, METHODS, make_solver, simulate, solver_spec
 
 def load_array(path) -> np.ndarray:
     """Inputs from ``.npy`` (no pickle) or ``.csv`` (comma-separated numbers)."""
@@ -153,7 +154,7 @@ def cmd_evaluate(args):
     net, meta, _ = read_model_file(args.model)
     data = _dataset_of(meta, args.data, args.seed)
     config = (meta.get("training") or {}).get("config", {})
-    solver = make_solver(**config.get("solver", {"method": "dopri5", "rtol": 1e-4, "atol": 1e-6}))
+    solver = make_solver(**config.get("solver", DEFAULT_SOLVER))
     loss = config.get("loss", "cross_entropy")
     result = {"model": str(args.model), "dataset": data.name, "test_samples": len(data.X_test),
               **{f"test_{k}": v for k, v in evaluate(net, data.X_test, data.y_test, loss, solver).items()}}
@@ -164,7 +165,7 @@ def cmd_evaluate(args):
 
 
 def cmd_montecarlo(args):
-    from .hardware.robustness import DEFAULT_SOLVER, MonteCarloSpec, monte_carlo
+    from .hardware.robustness import MonteCarloSpec, monte_carlo
 
     if args.workers is not None and (args.scheduler or args.serial):
         raise InputError("--workers sizes the local Dask cluster; it cannot go with --scheduler or --serial")
@@ -452,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    tune_allocator()   # a command owns its process: keep solver temporaries on the heap
     try:
         args.func(args)
     except KirchhoffError as exc:

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from .hardware import chip_report
-from .modelfile import load_net
+from .modelfile import load_net, save_net
 from .sensitivity import check_gradient
-from .solvers import BDF2, Dopri5, simulate
+from .solvers import BDF2, Dopri5, default_solver_spec, make_solver, simulate
 from .spice import to_netlist, validate
 from .training.datasets import load_dataset
 from .training.losses import bind, cross_entropy
@@ -41,10 +41,10 @@ def run_demo(quick: bool = False, out_dir=None) -> dict:
     data = load_dataset("moons", n_samples=400 if quick else 800)
     net = build_net(2, 2, hidden=6, layers=2, duration=1.0, device="ShiftedReLU")
     config = TrainConfig(epochs=4 if quick else 10, batch_size=32, lr=3e-2, validation_fraction=0.0,
-                         solver={"method": "dopri5", "rtol": 1e-4, "atol": 1e-6})
+                         solver=default_solver_spec())
     t = time.perf_counter()
     train(net, data, config, progress=False, log=None)
-    solver = Dopri5(rtol=1e-4, atol=1e-6)
+    solver = make_solver(**config.solver)
     test = evaluate(net, data.X_test, data.y_test, solver=solver)
     figures["train_seconds"] = time.perf_counter() - t
     figures["test_accuracy"] = test["accuracy"]
@@ -63,7 +63,7 @@ def run_demo(quick: bool = False, out_dir=None) -> dict:
     _say("simulate", f"64 samples: Dopri5 {explicit.stats.n_steps} steps, BDF2 {implicit.stats.n_steps} "
                      f"steps ({implicit.stats.n_newton} Newton iterations); max |Δv| between them {gap:.1e}")
 
-    path = net.save(out_dir / "moons.npz")
+    path = save_net(net, out_dir / "moons.npz")
     same = np.array_equal(load_net(path).forward(x[:8], solver=solver), net.forward(x[:8], solver=solver))
     figures["model_file"], figures["round_trip"] = str(path), same
     _say("model file", f"wrote {path}; reloaded net gives identical outputs: {same}")

@@ -143,6 +143,44 @@ class Linearisation:
     di_dp: tuple | None
 
 
+# ---------------------------------------------------------------- parameter roles
+CONDUCTANCE = "conductance"   # a weight a chip realises as a conductance or transconductance
+BIAS = "bias"                 # an offset (shift, bias current or voltage): programmable, not a conductance
+PHYSICAL = "physical"         # a property of the device itself (a diode's i_s, r_s): not programmed
+ROLES = (CONDUCTANCE, BIAS, PHYSICAL)
+PROGRAMMABLE_ROLES = (CONDUCTANCE, BIAS)
+
+
+def parameter_roles(device) -> dict:
+    """``{parameter name: role}`` of ``device`` (its class's :attr:`Device.parameter_roles`).
+
+    Mismatch scales the ``conductance`` parameters; quantisation rounds ``conductance``
+    and ``bias`` ones and leaves ``physical`` ones alone; the feasibility report checks
+    ``conductance`` ones against the technology's conductance window.
+
+    Raises
+    ------
+    DeviceError
+        The family declares no roles, or its roles do not name exactly its parameters.
+    """
+    family = type(device).__name__
+    roles = getattr(device, "parameter_roles", None)
+    if not roles:
+        raise DeviceError(
+            f"no parameter roles for device family {family}: give the class a parameter_roles "
+            f"dict naming each parameter '{CONDUCTANCE}', '{BIAS}' or '{PHYSICAL}'")
+    if set(roles) != set(device.param_names) or not set(roles.values()) <= set(ROLES):
+        raise DeviceError(f"parameter roles of {family} {roles} do not match its parameters "
+                          f"{device.param_names} or use an unknown role")
+    return dict(roles)
+
+
+def rows_with_role(device, *roles) -> list:
+    """Rows of ``device``'s ``(n_params, E)`` parameter array whose role is in ``roles``."""
+    declared = parameter_roles(device)
+    return [k for k, name in enumerate(device.param_names) if declared[name] in roles]
+
+
 class Device:
     """Base class of a two-terminal device family.
 
@@ -161,6 +199,8 @@ class Device:
 
     #: names of the per-edge parameters, in storage order
     param_names: tuple[str, ...] = ()
+    #: role of each parameter (:data:`CONDUCTANCE`, :data:`BIAS` or :data:`PHYSICAL`)
+    parameter_roles: dict = {}
     #: True when the device can only absorb power (a resistor, a diode); False for
     #: transconductor cells and current sources, which need a supply.
     passive: bool = False
@@ -280,6 +320,7 @@ class Conductance(Device):
     """
 
     param_names = ("g",)
+    parameter_roles = {"g": CONDUCTANCE}
     passive = True
 
     def response(self, z, p):
@@ -296,6 +337,7 @@ class _ShiftedRectifier(Device):
     """``p1·act((vs − vd) − p0)`` for a piecewise-linear rectifier ``act``."""
 
     param_names = ("shift", "gain")
+    parameter_roles = {"shift": BIAS, "gain": CONDUCTANCE}
     _act: Activation
 
     def response(self, z, p):
@@ -327,6 +369,7 @@ class DifferenceActivation(Device):
     """``i = act(p1·(vs − vd) + p0)``: an activation of the branch voltage."""
 
     param_names = ("bias", "gain")
+    parameter_roles = {"bias": BIAS, "gain": CONDUCTANCE}
 
     def __init__(self, activation_name: str = "tanh"):
         self.activation = activation(activation_name)
@@ -353,6 +396,7 @@ class AffineActivation(Device):
     """
 
     param_names = ("w_src", "w_dst", "bias")
+    parameter_roles = {"w_src": CONDUCTANCE, "w_dst": CONDUCTANCE, "bias": BIAS}
 
     def __init__(self, activation_name: str = "tanh"):
         self.activation = activation(activation_name)
@@ -406,6 +450,7 @@ class Diode(Device):
     """
 
     param_names = ("i_s", "r_s")
+    parameter_roles = {"i_s": PHYSICAL, "r_s": PHYSICAL}
     passive = True
 
     def __init__(self, thermal_voltage: float = 0.025852, default_i_s: float = 1e-9,

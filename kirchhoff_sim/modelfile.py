@@ -11,21 +11,27 @@ Layout (format version 1):
   optimiser state here).
 
 Files are read with ``allow_pickle=False`` (a model file cannot run code) and written
-atomically: to a temporary file in the same folder, flushed and fsynced, then renamed
-over the target, so a crash never leaves a half-written model.
+atomically (:func:`kirchhoff_sim.fileio.atomic_write`), so a crash never leaves a
+half-written model. The same format in memory (:func:`net_to_bytes`,
+:func:`net_from_bytes`) is how a net travels to a Dask worker.
 """
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from . import devices
 from .errors import KirchhoffError, ModelFileError
+from .fileio import atomic_save_npz, atomic_write, npz_bytes
+from .network import EdgeGroup, KirchhoffNet, Layer
+
+__all__ = ["save_net", "load_net", "read_model_file", "net_to_bytes", "net_from_bytes",
+           "FORMAT", "VERSION", "atomic_write"]
 
 FORMAT = "kirchhoff_sim.model"
 VERSION = 1
@@ -45,10 +51,39 @@ def save_net(net, path, metadata: dict | None = None, arrays: dict | None = None
         JSON-serialisable user metadata (training history, data set name, ...).
     arrays : dict of str → ndarray, optional
         Extra numeric arrays stored as ``extra/<name>``.
+
+    Raises
+    ------
+    ModelFileError
+        Metadata that is not JSON, or an object array among ``arrays``.
     """
     path = Path(path)
     if path.suffix == "":
         path = path.with_suffix(".npz")
+    atomic_save_npz(path, _payload(net, metadata, arrays))
+    return path
+
+
+def net_to_bytes(net, metadata: dict | None = None) -> bytes:
+    """The model file of ``net`` as bytes, made in memory (no file is written)."""
+    return npz_bytes(_payload(net, metadata, None))
+
+
+def net_from_bytes(data: bytes):
+    """The net stored in model-file bytes (:func:`net_to_bytes`).
+
+    Raises
+    ------
+    ModelFileError
+        As :func:`read_model_file`.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ModelFileError(f"expected model-file bytes, got {type(data).__name__}")
+    return _read(io.BytesIO(bytes(data)), "model bytes")[0]
+
+
+def _payload(net, metadata, arrays) -> dict:
+    """The arrays of the ``.npz`` (metadata JSON included) for ``net``."""
     payload = {"capacitance": net.capacitance}
     layers = []
     for k, layer in enumerate(net.layers):
@@ -79,41 +114,7 @@ def save_net(net, path, metadata: dict | None = None, arrays: dict | None = None
         if value.dtype == object:
             raise ModelFileError(f"extra array {name!r} has dtype object; only numeric arrays are stored")
         payload[_EXTRA + name] = value
-    atomic_write_npz(path, payload)
-    return path
-
-
-def atomic_write(path, write) -> Path:
-    """Write a file all at once or not at all: ``write(binary_handle)`` fills a temporary
-    file in ``path``'s folder, which is fsynced and renamed over ``path``.
-
-    Model files, checkpoints, netlists and technology profiles are all written this way,
-    so a crash never leaves a half-written file behind.
-    """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        # mkstemp makes the file owner-only; give it the mode open() would (0666 & ~umask)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_npz(path: Path, payload: dict) -> None:
-    """``np.savez(path, **payload)``, atomically."""
-    atomic_write(path, lambda handle: np.savez(handle, **payload))
+    return payload
 
 
 def read_model_file(path):
@@ -125,16 +126,19 @@ def read_model_file(path):
         Missing file, not an ``.npz``, not a kirchhoff_sim model, a newer format version,
         or contents that do not make a valid net (the message says which entry).
     """
-    from .network import EdgeGroup, KirchhoffNet, Layer
-    from . import devices
-
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file {str(path)!r} does not exist")
     if not zipfile.is_zipfile(path):
         raise ModelFileError(f"{path}: not an .npz (zip) archive — not a kirchhoff_sim model file")
+    return _read(path, str(path))
+
+
+def _read(source, path: str):
+    """``(net, user_metadata, extra_arrays)`` from a file path or a binary file object;
+    ``path`` names the source in messages."""
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with np.load(source, allow_pickle=False) as data:
             contents = {name: data[name] for name in data.files}
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise ModelFileError(f"{path}: not a readable .npz model file ({exc})") from None

@@ -18,6 +18,9 @@ from . import devices as _devices
 from .errors import GraphError, InputError, ParameterError
 
 
+_UNTOUCHED_NODES_WARNING = r".*node\(s\) are touched by no edge"   # matches _warn_untouched
+
+
 def as_batch(x) -> np.ndarray:
     """Input voltages as a float ``(B, d)`` array; one sample ``(d,)`` becomes ``(1, d)``."""
     try:
@@ -412,18 +415,44 @@ class KirchhoffNet:
 
         return simulate(self, x, solver=solver).final_state[:, self.readout - 1]
 
-    def save(self, path, metadata: dict | None = None):
-        """Write the net to an ``.npz`` model file atomically; returns the path written
-        (see :mod:`kirchhoff_sim.modelfile`)."""
-        from .modelfile import save_net
+    # ------------------------------------------------------------------ copies
+    def with_parameters(self, params=None, *, capacitance=None, input_nodes=None) -> "KirchhoffNet":
+        """A new net with this net's topology and the given parameters.
 
-        return save_net(self, path, metadata=metadata)
+        Parameters
+        ----------
+        params : list of ndarray, optional
+            One ``(n_params, E_g)`` array per group, in the order of :attr:`parameters`.
+        capacitance : float or ndarray of shape (N,), optional
+        input_nodes : sequence of int, optional
+            ``None`` keeps this net's value for each.
 
-    @classmethod
-    def load(cls, path) -> "KirchhoffNet":
-        from .modelfile import load_net
+        The arrays are copied and validated as any net's are; this net is not changed.
+        Saving and loading live in :mod:`kirchhoff_sim.modelfile` (``save_net``,
+        ``load_net``).
 
-        return load_net(path)
+        Raises
+        ------
+        ParameterError
+            A parameter array of the wrong shape or with non-finite entries.
+        InputError
+            Bad capacitance or input nodes.
+        """
+        params = list(self.parameters if params is None else params)
+        if len(params) != len(self.groups):
+            raise ParameterError(f"with_parameters needs {len(self.groups)} parameter arrays (one per "
+                                 f"group), got {len(params)}")
+        arrays = iter(params)
+        layers = [Layer.from_groups([EdgeGroup(g.edges, g.device, np.array(next(arrays), dtype=float))
+                                     for g in layer.groups], layer.duration)
+                  for layer in self.layers]
+        with warnings.catch_warnings():
+            # this net warned about its untouched nodes already; its copies need not
+            warnings.filterwarnings("ignore", message=_UNTOUCHED_NODES_WARNING, category=UserWarning)
+            return KirchhoffNet(layers, num_nodes=self.num_nodes,
+                                capacitance=self.capacitance if capacitance is None else capacitance,
+                                input_nodes=self.input_nodes if input_nodes is None else input_nodes,
+                                readout=self.readout, seed=self.seed, init=self.init)
 
     def __repr__(self) -> str:
         return (f"KirchhoffNet(N={self.num_nodes}, layers={len(self.layers)}, "

@@ -29,7 +29,7 @@ from kirchhoff_sim.errors import (
     SimulationError,
     TrainingDivergedError,
 )
-from kirchhoff_sim.modelfile import read_model_file
+from kirchhoff_sim.modelfile import read_model_file, save_net
 from kirchhoff_sim.training import optim, trainer
 from kirchhoff_sim.training.datasets import Dataset, load_dataset
 from kirchhoff_sim.training.estimators import KirchhoffClassifier, KirchhoffRegressor
@@ -301,7 +301,7 @@ def test_resume_with_a_different_config_raises_input_error(moons, tmp_path):
 
 def test_resume_from_a_plain_model_file_raises_model_file_error(moons, tmp_path):
     path = tmp_path / "plain.npz"
-    small_net().save(path)
+    save_net(small_net(), path)
     with pytest.raises(ModelFileError, match="checkpoint"):
         train(small_net(), moons, config(epochs=1), checkpoint=path, resume=True,
               progress=False, log=None)

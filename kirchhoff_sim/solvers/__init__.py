@@ -17,6 +17,16 @@ METHODS = {
 }
 _FIXED_ONLY = {"rk4", "heun", "euler"}
 
+#: The one default solver of training and of everything that evaluates a trained net
+#: (evaluation, Monte Carlo, the chip report): Dopri5 at rtol 1e-4, atol 1e-6. Use
+#: :func:`default_solver_spec` for a copy that may be changed.
+DEFAULT_SOLVER = {"method": "dopri5", "rtol": 1e-4, "atol": 1e-6}
+
+
+def default_solver_spec() -> dict:
+    """A fresh copy of :data:`DEFAULT_SOLVER` (a spec for :func:`make_solver`)."""
+    return dict(DEFAULT_SOLVER)
+
 
 def make_solver(method: str = "dopri5", dt=None, rtol=None, atol=None):
     """A solver by name: ``method`` in :data:`METHODS`, a fixed ``dt`` or ``rtol``/``atol``.
@@ -46,7 +56,7 @@ def solver_spec(solver) -> dict:
     raise InputError(f"cannot describe a solver with step {step!r}")
 
 __all__ = [
-    "simulate", "make_solver", "solver_spec", "METHODS", "Solution", "Stats", "FixedStep", "AdaptiveStep", "ButcherTableau",
+    "simulate", "make_solver", "solver_spec", "default_solver_spec", "DEFAULT_SOLVER", "METHODS", "Solution", "Stats", "FixedStep", "AdaptiveStep", "ButcherTableau",
     "RungeKutta", "Euler", "Heun", "RK4", "Dopri5",
     "Implicit", "BackwardEuler", "Trapezoidal", "BDF2",
 ]

@@ -15,7 +15,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
-from ..solvers import make_solver, simulate
+from ..solvers import DEFAULT_SOLVER, make_solver, simulate
 from .datasets import Dataset
 from .models import build_net
 from .trainer import TrainConfig, train
@@ -27,7 +27,8 @@ class _KirchhoffEstimator(BaseEstimator):
     def __init__(self, hidden=8, layers=2, duration=1.0, device="ShiftedReLU",
                  topology="fully_connected", image_shape=None, window=3, epochs=20,
                  batch_size=64, lr=1e-2, optimizer="adam", weight_decay=0.0, schedule="cosine",
-                 method="dopri5", rtol=1e-4, atol=1e-6, dt=None, validation_fraction=0.0,
+                 method=DEFAULT_SOLVER["method"], rtol=DEFAULT_SOLVER["rtol"],
+                 atol=DEFAULT_SOLVER["atol"], dt=None, validation_fraction=0.0,
                  seed=0, verbose=False):
         self.hidden, self.layers, self.duration, self.device = hidden, layers, duration, device
         self.topology, self.image_shape, self.window = topology, image_shape, window

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import InputError
+from ..solvers import DEFAULT_SOLVER
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,7 @@ class Task:
     train: dict = field(default_factory=dict)       # TrainConfig keywords
 
 
-_ADAPTIVE = {"method": "dopri5", "rtol": 1e-4, "atol": 1e-6}
+_ADAPTIVE = DEFAULT_SOLVER
 
 TASKS = {
     "moons": Task(

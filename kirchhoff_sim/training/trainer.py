@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import InputError, ModelFileError, SimulationError, TrainingDivergedError
 from ..modelfile import read_model_file, save_net
 from ..sensitivity import gradient
-from ..solvers import make_solver, simulate
+from ..solvers import default_solver_spec, make_solver, simulate
 from .datasets import Dataset, minibatches, train_validation_split
 from .losses import bind, cross_entropy, mean_squared_error
 from .optim import Adam, AdamW, ConstantSchedule, CosineSchedule, StepSchedule
@@ -34,8 +34,8 @@ LOSSES = {"cross_entropy": cross_entropy, "mse": mean_squared_error}
 class TrainConfig:
     """Everything that defines a training run (stored in every checkpoint).
 
-    ``solver`` is a spec for :func:`~kirchhoff_sim.solvers.make_solver`, e.g.
-    ``{"method": "dopri5", "rtol": 1e-4, "atol": 1e-6}``.
+    ``solver`` is a spec for :func:`~kirchhoff_sim.solvers.make_solver`; the default is
+    :data:`~kirchhoff_sim.solvers.DEFAULT_SOLVER` (Dopri5, rtol 1e-4, atol 1e-6).
     """
 
     epochs: int = 20
@@ -50,7 +50,7 @@ class TrainConfig:
     seed: int = 0
     loss: str = "cross_entropy"
     checkpoint_every: int = 1
-    solver: dict = field(default_factory=lambda: {"method": "dopri5", "rtol": 1e-4, "atol": 1e-6})
+    solver: dict = field(default_factory=default_solver_spec)
 
     def __post_init__(self):
         if self.optimizer not in ("adam", "adamw"):

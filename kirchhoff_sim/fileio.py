@@ -1,0 +1,176 @@
+"""Files the package writes: all at once or not at all, checked before work starts.
+
+Every file kirchhoff_sim writes — model files, checkpoints, netlists, technology
+profiles, simulation outputs, reports and plots — goes through :func:`atomic_write`: the
+bytes go to a temporary file in the target's folder, which is flushed, fsynced and
+renamed over the target, so a crash or a full disk never leaves a half-written file.
+The temporary file is removed on any error; one left behind by a process that was killed
+(SIGKILL gives no chance to clean up) is removed by the next write to the same target.
+
+:func:`check_output_path` says before a long run whether its output can be written at
+all (missing or read-only folder, a folder named as the file).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_save_npy",
+           "atomic_save_npz", "check_output_path"]
+
+_TMP_SUFFIX = ".tmp"
+
+
+def _temp_prefix(name: str, pid: int) -> str:
+    return f".{name}.{pid}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:       # someone else's live process
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def remove_stale_temporaries(path) -> list[Path]:
+    """Remove temporary files of earlier writes to ``path`` whose writer has died.
+
+    Returns the files removed. A temporary of a live process (a concurrent writer) is
+    left alone.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    pattern = re.compile(re.escape(f".{path.name}.") + r"(\d+)\..*" + re.escape(_TMP_SUFFIX) + "$")
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if match and int(match.group(1)) != os.getpid() and not _pid_alive(int(match.group(1))):
+            try:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+            except OSError:
+                pass
+    return removed
+
+
+def atomic_write(path, write) -> Path:
+    """Write ``path`` all at once or not at all; returns the path written.
+
+    ``write(binary_handle)`` fills a temporary file in ``path``'s folder, which is
+    fsynced and renamed over ``path`` (``os.replace``: atomic on POSIX). The file gets
+    the mode ``open()`` would give it (``0666 & ~umask``). Missing parent folders are
+    created.
+
+    Raises
+    ------
+    InputError
+        ``path`` names a folder, or its folder cannot be created or written.
+    OSError
+        From ``write`` or the file system (a full disk); the temporary file is removed
+        first and the old target, if any, is left as it was.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise InputError(f"cannot write {str(path)!r}: it is a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the folder of {str(path)!r}: {exc.strerror or exc}") from None
+    remove_stale_temporaries(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name, os.getpid()), suffix=_TMP_SUFFIX,
+                                   dir=folder)
+    except OSError as exc:
+        raise InputError(f"cannot write in the folder of {str(path)!r}: {exc.strerror or exc}") from None
+    try:
+        # mkstemp makes the file owner-only; give it the mode open() would (0666 & ~umask)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    return atomic_write(path, lambda handle: handle.write(data))
+
+
+def atomic_write_text(path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_save_npy(path, array) -> Path:
+    """``np.save(path, array)`` atomically (no pickle: object arrays are refused)."""
+    array = np.asarray(array)
+    if array.dtype == object:
+        raise InputError(f"cannot save an object array to {str(path)!r}")
+    return atomic_write(path, lambda handle: np.save(handle, array, allow_pickle=False))
+
+
+def atomic_save_npz(path, payload: dict) -> Path:
+    """``np.savez(path, **payload)`` atomically."""
+    return atomic_write(path, lambda handle: np.savez(handle, **payload))
+
+
+def npz_bytes(payload: dict) -> bytes:
+    """``np.savez`` of ``payload`` into memory (for nets sent to a worker)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **payload)
+    return buffer.getvalue()
+
+
+def check_output_path(path, what: str = "output") -> Path:
+    """Check before any work that ``path`` can be written; returns it as a ``Path``.
+
+    The target must not be a folder, and its folder must exist and be writable. (The
+    library's :func:`atomic_write` creates missing folders; a command line refuses them
+    so that a mistyped folder is reported, not created.)
+
+    Raises
+    ------
+    InputError
+        Saying which of these fails, naming ``what`` and the path.
+    """
+    path = Path(path)
+    if str(path) in ("", ".") or path.name in ("", ".", ".."):
+        raise InputError(f"{what} path {str(path)!r} names no file")
+    if path.is_dir():
+        raise InputError(f"{what} {str(path)!r} is a folder, not a file")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.exists():
+        raise InputError(f"cannot write {what} {str(path)!r}: folder {str(folder)!r} does not exist")
+    if not folder.is_dir():
+        raise InputError(f"cannot write {what} {str(path)!r}: {str(folder)!r} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {what} {str(path)!r}: folder {str(folder)!r} is not writable")
+    return path
