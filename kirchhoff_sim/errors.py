@@ -98,6 +98,10 @@ class SpiceTimeoutError(SpiceError):
     """ngspice did not finish within the allowed time."""
 
 
+class SpiceStoppedEarlyError(SpiceError):
+    """ngspice's transient ended before the net's read-out time T without an error."""
+
+
 class UnsafeNameError(SpiceError, ValueError):
     """A user-supplied name or label cannot be written into a netlist safely."""
 
