@@ -63,15 +63,15 @@ def as_real(value, name: str, *, minimum: float | None = None, maximum: float | 
     error (default InputError)
         Naming ``name``, the bounds and the value given.
     """
-    bounds = _bounds_text(minimum, maximum, exclusive_minimum)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise error(f"{name} must be a real number{bounds}, got {_describe(value)}")
+        raise error(f"{name} must be a number, got {_describe(value)}")
     as_float = float(value)
-    if math.isnan(as_float) or (math.isinf(as_float) and not allow_inf):
-        raise error(f"{name} must be a finite real number{bounds}, got {_describe(value)}")
     below = minimum is not None and (as_float <= minimum if exclusive_minimum else as_float < minimum)
-    if below or (maximum is not None and as_float > maximum):
-        raise error(f"{name} must be a real number{bounds}, got {_describe(value)}")
+    above = maximum is not None and as_float > maximum
+    if math.isnan(as_float) or (math.isinf(as_float) and not allow_inf) or below or above:
+        bounds = _bounds_text(minimum, maximum, exclusive_minimum).strip()
+        condition = ("finite" if not allow_inf else "") + (" and " if bounds and not allow_inf else "") + bounds
+        raise error(f"{name} must be {condition or 'a number'}, got {_describe(value)}")
     return as_float
 
 

@@ -103,12 +103,10 @@ def cmd_build(args):
 
 
 def cmd_train(args):
-    from dataclasses import asdict
-
     from .training import datasets
     from .training.models import build_net
     from .training.tasks import TASKS, task
-    from .training.trainer import TrainConfig, evaluate, train
+    from .training.trainer import TrainConfig, evaluate, save_checkpoint, train
 
     if (args.task is None) == (args.data is None):
         raise InputError("give exactly one of --task NAME or --data FILE")
@@ -136,9 +134,8 @@ def cmd_train(args):
     test = evaluate(net, data.X_test, data.y_test, config.loss, make_solver(**config.solver))
     source = {"task": args.task, "data": None if args.task else str(Path(args.data).resolve()),
               "seed": args.seed, "dataset_options": preset.dataset if args.task else {}}
-    save_net(net, args.out, metadata={"training": {"config": asdict(config), "history": result.history,
-                                                   "dataset": data.name, "epochs_done": len(result.history)},
-                                      "source": source, "test": test})
+    save_checkpoint(net, result.optimizer, args.out, config, result.history, data.name,
+                    metadata={"source": source, "test": test})
     print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()) + f"; wrote {args.out}")
 
 

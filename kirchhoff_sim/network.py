@@ -15,34 +15,32 @@ import networkx as nx
 import numpy as np
 
 from . import devices as _devices
+from .checks import as_int, as_positive, as_real_array
 from .errors import GraphError, InputError, ParameterError
 
 
+#: the most nodes a net may have: every node costs a row of the (N+1, B) state and an
+#: entry of each per-node array, so a larger index is a mistake, refused before allocating
+MAX_NODES = 10 ** 8
 _UNTOUCHED_NODES_WARNING = r".*node\(s\) are touched by no edge"   # matches _warn_untouched
 
 
 def as_batch(x) -> np.ndarray:
-    """Input voltages as a float ``(B, d)`` array; one sample ``(d,)`` becomes ``(1, d)``."""
-    try:
-        x = np.asarray(x, dtype=float)
-    except (TypeError, ValueError):
-        raise InputError("inputs must be an array of numbers of shape (batch, features)") from None
+    """Input voltages as a float ``(B, d)`` array; one sample ``(d,)`` becomes ``(1, d)``.
+
+    Raises
+    ------
+    InputError
+        Not a real array (complex, strings, ragged), not finite, not 1-D or 2-D, or
+        without a sample or without a feature.
+    """
+    x = as_real_array(x, "inputs", finite=False)   # non-finite entries: see initial_state
     if x.ndim == 1:
         x = x[None, :]
-    if x.ndim != 2 or len(x) == 0:
-        raise InputError(f"inputs must have shape (batch, features) with batch >= 1, got {x.shape}")
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise InputError(f"inputs must have shape (batch, features) with batch >= 1 and features >= 1, "
+                         f"got {x.shape}")
     return x
-
-
-def _as_count(value, name: str) -> int:
-    """``value`` as an int, refusing fractions and non-numbers instead of truncating them."""
-    try:
-        as_int = int(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be an integer, got {value!r}") from None
-    if isinstance(value, bool) or as_int != value:
-        raise InputError(f"{name} must be an integer, got {value!r}")
-    return as_int
 
 
 def as_edge_array(edges, where: str = "") -> np.ndarray:
@@ -51,15 +49,22 @@ def as_edge_array(edges, where: str = "") -> np.ndarray:
     Raises :class:`GraphError` for a wrong shape, non-integer or negative node indices,
     and self-loops (a device from a node to itself carries no current into KCL).
     """
-    arr = np.asarray(edges)
+    try:
+        arr = np.asarray(edges)
+    except (TypeError, ValueError):
+        raise GraphError(f"{where}edges must be an (E, 2) array of (src, dst) node indices "
+                         f"(ragged or mixed input)") from None
     if arr.size == 0:
         arr = arr.reshape(0, 2)
     if arr.ndim != 2 or arr.shape[1] != 2:
         raise GraphError(f"{where}edges must have shape (E, 2) of (src, dst) pairs, got {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.integer):
-        if not np.issubdtype(arr.dtype, np.number) or not np.all(np.isfinite(arr)) \
-                or not np.all(arr == np.round(arr)):
-            raise GraphError(f"{where}edge node indices must be integers")
+    if arr.dtype.kind not in "iuf":       # complex, bool, strings and objects are not node indices
+        raise GraphError(f"{where}edge node indices must be integers, got dtype {arr.dtype}")
+    if arr.dtype.kind == "f" and not (np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))):
+        raise GraphError(f"{where}edge node indices must be integers")
+    if arr.size and (arr.max() > MAX_NODES):
+        raise GraphError(f"{where}edge node index {arr.max()!r} is larger than the most nodes a net "
+                         f"may have ({MAX_NODES})")
     arr = arr.astype(np.int64)
     if (arr < 0).any():
         e = int(np.argwhere((arr < 0).any(axis=1))[0, 0])
@@ -135,13 +140,7 @@ class Layer:
 
     @staticmethod
     def _check_duration(duration) -> float:
-        try:
-            duration = float(duration)
-        except (TypeError, ValueError):
-            raise InputError(f"layer duration must be a number, got {duration!r}") from None
-        if not (np.isfinite(duration) and duration > 0):
-            raise InputError(f"layer duration must be finite and > 0, got {duration}")
-        return duration
+        return as_positive(duration, "layer duration")
 
     @classmethod
     def from_groups(cls, groups, duration: float = 1.0) -> "Layer":
@@ -263,7 +262,7 @@ class KirchhoffNet:
         if not self.layers or not all(isinstance(l, Layer) for l in self.layers):
             raise GraphError("a KirchhoffNet needs a non-empty list of Layer objects")
         highest = max(l.max_node for l in self.layers)
-        self.num_nodes = highest if num_nodes is None else _as_count(num_nodes, "num_nodes")
+        self.num_nodes = highest if num_nodes is None else as_int(num_nodes, "num_nodes", minimum=1, maximum=MAX_NODES, error=GraphError)
         if self.num_nodes < 1:
             raise GraphError("the net has no non-ground node")
         for k, layer in enumerate(self.layers):
@@ -313,7 +312,7 @@ class KirchhoffNet:
         if readout is None:
             return np.arange(1, self.num_nodes + 1)
         if np.ndim(readout) == 0:
-            k = _as_count(readout, "readout")
+            k = as_int(readout, "readout")
             if not 1 <= k <= self.num_nodes:
                 raise InputError(f"readout={readout} must be between 1 and {self.num_nodes}")
             return np.arange(self.num_nodes - k + 1, self.num_nodes + 1)

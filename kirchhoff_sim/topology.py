@@ -21,18 +21,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from .checks import as_int
 from .errors import GraphError
 
 
 def _count(value, name: str, minimum: int) -> int:
     """``value`` as an int ≥ ``minimum``; fractions are refused, not truncated."""
-    try:
-        as_int = int(value)
-    except (TypeError, ValueError):
-        raise GraphError(f"{name} must be an integer, got {value!r}") from None
-    if isinstance(value, bool) or as_int != value or as_int < minimum:
-        raise GraphError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return as_int
+    return as_int(value, name, minimum=minimum, error=GraphError)
 
 
 def _check_repeat(repeat) -> tuple[int, int]:

@@ -509,7 +509,7 @@ def test_cli_resume_continues_an_interrupted_run(tmp_path, capsys, monkeypatch, 
     assert main([*args, "--out", str(tmp_path / "a.npz")]) == 0
     reference = read_model_file(tmp_path / "a.npz")
 
-    real_save = trainer._save_checkpoint
+    real_save = trainer.save_checkpoint
     saves = []
 
     def crash_after_the_first_checkpoint(*a, **kw):
@@ -517,10 +517,10 @@ def test_cli_resume_continues_an_interrupted_run(tmp_path, capsys, monkeypatch, 
         saves.append(1)
         raise _Crash
 
-    monkeypatch.setattr(trainer, "_save_checkpoint", crash_after_the_first_checkpoint)
+    monkeypatch.setattr(trainer, "save_checkpoint", crash_after_the_first_checkpoint)
     with pytest.raises(_Crash):
         main([*args, "--out", str(tmp_path / "b.npz")])
-    monkeypatch.setattr(trainer, "_save_checkpoint", real_save)
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
     assert saves == [1]
     assert read_model_file(tmp_path / "b.npz")[1]["training"]["epochs_done"] == 1
     capsys.readouterr()

@@ -28,6 +28,7 @@ from .losses import bind, cross_entropy, mean_squared_error
 from .optim import Adam, AdamW, ConstantSchedule, CosineSchedule, StepSchedule
 
 LOSSES = {"cross_entropy": cross_entropy, "mse": mean_squared_error}
+_OPTIMIZER_PREFIX = "optimizer/"   # checkpoint arrays holding the optimiser state
 
 
 @dataclass
@@ -88,9 +89,13 @@ def evaluate(net, X, y, loss: str = "cross_entropy", solver=None, batch_size: in
 
 @dataclass
 class TrainResult:
+    """What :func:`train` returns: the trained net, one record per epoch, the config and
+    the optimiser (its state is what a checkpoint stores to resume)."""
+
     net: object
     history: list
     config: TrainConfig
+    optimizer: object = None
 
 
 def train(net, data: Dataset, config: TrainConfig | None = None, *, checkpoint=None,
@@ -122,7 +127,8 @@ def train(net, data: Dataset, config: TrainConfig | None = None, *, checkpoint=N
     if resume and checkpoint is not None and Path(checkpoint).exists():
         start, history = _restore(net, optimizer, checkpoint, config)
         if log:
-            log(f"resumed from {checkpoint} after epoch {start}")
+            log(f"run complete: {checkpoint} holds all {config.epochs} epochs; nothing to do"
+                if start >= config.epochs else f"resumed from {checkpoint} after epoch {start}")
     for epoch in range(start, config.epochs):
         t0 = time.perf_counter()
         optimizer.set_epoch(epoch)
@@ -156,8 +162,8 @@ def train(net, data: Dataset, config: TrainConfig | None = None, *, checkpoint=N
             log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
         last = epoch + 1 == config.epochs
         if checkpoint is not None and ((epoch + 1) % config.checkpoint_every == 0 or last):
-            _save_checkpoint(net, optimizer, checkpoint, config, history, data.name)
-    return TrainResult(net, history, config)
+            save_checkpoint(net, optimizer, checkpoint, config, history, data.name)
+    return TrainResult(net, history, config, optimizer)
 
 
 def _split(data, config):
@@ -189,12 +195,18 @@ def _progress(batches, epoch, epochs, enabled):
     return tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False, unit="batch")
 
 
-def _save_checkpoint(net, optimizer, path, config, history, dataset_name):
-    state = optimizer.state_dict()
-    arrays = {f"optimizer/{k}": np.asarray(v) for k, v in state.items()}
+def save_checkpoint(net, optimizer, path, config, history, dataset_name, metadata: dict | None = None):
+    """Write a resumable checkpoint: the net, ``metadata["training"]`` (config, history,
+    data set, epochs done) and the optimiser state as ``extra/optimizer/<key>`` arrays.
+
+    A finished run's model file is a checkpoint too, so ``--resume`` on it knows that the
+    run is complete. ``metadata`` adds further top-level entries (the CLI's ``source``
+    and ``test`` figures).
+    """
+    arrays = {f"{_OPTIMIZER_PREFIX}{k}": np.asarray(v) for k, v in optimizer.state_dict().items()}
     meta = {"training": {"config": asdict(config), "history": history, "dataset": dataset_name,
-                         "epochs_done": len(history)}}
-    save_net(net, path, metadata=meta, arrays=arrays)
+                         "epochs_done": len(history)}, **(metadata or {})}
+    return save_net(net, path, metadata=meta, arrays=arrays)
 
 
 def _restore(net, optimizer, path, config):
@@ -208,6 +220,10 @@ def _restore(net, optimizer, path, config):
     if saved.num_params != net.num_params:
         raise InputError(f"cannot resume from {path}: it has {saved.num_params} parameters, the net {net.num_params}")
     net.set_flat_params(saved.get_flat_params())
-    optimizer.load_state_dict({k[len("optimizer/"):]: (v if v.ndim else v.item())
-                               for k, v in extras.items() if k.startswith("optimizer/")})
+    state = {k[len(_OPTIMIZER_PREFIX):]: (v if v.ndim else v.item())
+             for k, v in extras.items() if k.startswith(_OPTIMIZER_PREFIX)}
+    if not state:
+        raise ModelFileError(f"cannot resume from {path}: it holds no optimiser state (a model file "
+                             f"written without it); train again without --resume")
+    optimizer.load_state_dict(state)
     return int(training["epochs_done"]), list(training["history"])
