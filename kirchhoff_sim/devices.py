@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
+from .checks import as_real_array
 from .errors import DeviceError, ParameterError
 
 LEAKY_SLOPE = 0.01  # torch.nn.functional.leaky_relu's default, as the reference uses
@@ -277,8 +278,9 @@ class Device:
         )
 
     def check_params(self, params: np.ndarray, where: str = "") -> None:
-        """Raise :class:`ParameterError` unless ``params`` is finite and ``(n_params, E)``."""
-        params = np.asarray(params)
+        """Raise :class:`ParameterError` unless ``params`` is real, finite and ``(n_params, E)``."""
+        params = as_real_array(params, f"{where}{type(self).__name__} parameters", finite=False,
+                               error=ParameterError)
         if params.ndim != 2 or params.shape[0] != self.n_params:
             raise ParameterError(
                 f"{where}{type(self).__name__} expects parameters of shape "

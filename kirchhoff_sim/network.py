@@ -63,7 +63,7 @@ def as_edge_array(edges, where: str = "") -> np.ndarray:
     if arr.dtype.kind == "f" and not (np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))):
         raise GraphError(f"{where}edge node indices must be integers")
     if arr.size and (arr.max() > MAX_NODES):
-        raise GraphError(f"{where}edge node index {arr.max()!r} is larger than the most nodes a net "
+        raise GraphError(f"{where}edge node index {int(arr.max())} is larger than the most nodes a net "
                          f"may have ({MAX_NODES})")
     arr = arr.astype(np.int64)
     if (arr < 0).any():
@@ -98,7 +98,9 @@ class EdgeGroup:
             raise GraphError(f"device must be a kirchhoff_sim Device, got {self.device!r}")
         self.edges = as_edge_array(self.edges)
         if self.params is not None:
-            self.params = np.array(self.params, dtype=np.float64)
+            # a copy, so that the group owns its parameters; complex, strings, dicts and
+            # ragged rows are refused rather than cast
+            self.params = np.array(as_real_array(self.params, "params", finite=False, error=ParameterError))
             self.device.check_params(self.params)
             if self.params.shape[1] != len(self.edges):
                 raise ParameterError(
@@ -192,10 +194,14 @@ class Layer:
                 raise ParameterError(f"some {dev!r} edges have 'params' and some do not")
             params = None
             if all(given):
-                lengths = {len(np.atleast_1d(p)) for _, _, p in entries}
-                if len(lengths) != 1:
-                    raise ParameterError(f"{dev!r} edges have 'params' of different lengths {sorted(lengths)}")
-                params = np.array([np.atleast_1d(p) for _, _, p in entries], dtype=float).T
+                rows_of = [np.atleast_1d(as_real_array(p, f"'params' of edge {src}→{dst}", finite=False,
+                                                       error=ParameterError))
+                           for src, dst, p in entries]
+                lengths = {len(r) for r in rows_of}
+                if len(lengths) != 1 or any(r.ndim != 1 for r in rows_of):
+                    raise ParameterError(f"{dev!r} edges have 'params' of different lengths or shapes "
+                                         f"{sorted(lengths)}")
+                params = np.array(rows_of).T
             groups.append(EdgeGroup(edges, dev, params))
         if not groups:
             raise GraphError("the graph has no edges")
@@ -341,6 +347,12 @@ class KirchhoffNet:
     def layer_boundaries(self) -> np.ndarray:
         """Start and end times of the layers, shape (n_layers + 1,)."""
         return np.concatenate([[0.0], np.cumsum([l.duration for l in self.layers])])
+
+    @property
+    def input_width(self) -> int | None:
+        """Number of input features the net takes: ``len(input_nodes)``, or ``None`` when
+        the input nodes are left open (a ``d``-wide input then sits on nodes ``1..d``)."""
+        return None if self.input_nodes is None else len(self.input_nodes)
 
     @property
     def num_edges(self) -> int:

@@ -89,6 +89,16 @@ class Dataset:
     classes: np.ndarray | None = None
 
     def __post_init__(self):
+        # other real dtypes are widened losslessly (float32 data trains like float64);
+        # complex, strings and objects are left for _check_dataset to refuse
+        for name in ("X_train", "X_test", "y_train", "y_test"):
+            value = getattr(self, name)
+            if isinstance(value, np.ndarray):
+                if value.dtype.kind == "f" and value.dtype != np.float64:
+                    object.__setattr__(self, name, value.astype(np.float64))
+                elif value.dtype.kind in "iu" and value.dtype != np.int64 and name.startswith("y") \
+                        and self.n_classes is not None:
+                    object.__setattr__(self, name, value.astype(np.int64))
         _check_dataset(self)
         for f in fields(self):
             value = getattr(self, f.name)

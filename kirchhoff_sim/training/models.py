@@ -13,8 +13,11 @@ the last nodes at ``T``, and there is no linear or convolution layer outside the
 
 from __future__ import annotations
 
+import numpy as np
+
 from .. import devices as _devices
 from .. import topology as _topology
+from ..checks import as_int
 from ..errors import InputError
 from ..network import KirchhoffNet, Layer
 
@@ -28,9 +31,10 @@ def build_net(n_features: int, n_outputs: int, *, hidden: int = 8, layers: int =
     ``device`` is a Device or a family name (``"ShiftedReLU"``, ``"AffineActivation"``
     with tanh, ...).
     """
-    if n_features < 1 or n_outputs < 1 or hidden < 0 or layers < 1:
-        raise InputError(f"need n_features >= 1, n_outputs >= 1, hidden >= 0, layers >= 1; got "
-                         f"{n_features}, {n_outputs}, {hidden}, {layers}")
+    n_features = as_int(n_features, "n_features", minimum=1)
+    n_outputs = as_int(n_outputs, "n_outputs", minimum=1)
+    hidden = as_int(hidden, "hidden", minimum=0)
+    layers = as_int(layers, "layers", minimum=1)
     if isinstance(device, str):
         device = _devices.from_spec({"family": device})
     if topology == "fully_connected":
@@ -45,5 +49,7 @@ def build_net(n_features: int, n_outputs: int, *, hidden: int = 8, layers: int =
         num_nodes = n_features + hidden + n_outputs
     else:
         raise InputError(f"topology must be 'fully_connected' or 'neighbour_window', got {topology!r}")
+    # the input nodes are recorded, so the model refuses inputs of another width
     return KirchhoffNet([Layer(edges, device, duration) for _ in range(layers)],
-                        num_nodes=num_nodes, readout=n_outputs, seed=seed, init=init)
+                        num_nodes=num_nodes, input_nodes=np.arange(1, n_features + 1),
+                        readout=n_outputs, seed=seed, init=init)

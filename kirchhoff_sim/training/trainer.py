@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checks import as_choice, as_int, as_positive, as_real
 from ..errors import InputError, ModelFileError, SimulationError, TrainingDivergedError
 from ..modelfile import read_model_file, save_net
 from ..sensitivity import gradient
@@ -54,18 +55,26 @@ class TrainConfig:
     solver: dict = field(default_factory=default_solver_spec)
 
     def __post_init__(self):
-        if self.optimizer not in ("adam", "adamw"):
-            raise InputError(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
-        if self.schedule not in ("constant", "step", "cosine"):
-            raise InputError(f"schedule must be constant, step or cosine, got {self.schedule!r}")
-        if self.loss not in LOSSES:
-            raise InputError(f"loss must be one of {list(LOSSES)}, got {self.loss!r}")
-        for name in ("epochs", "batch_size", "checkpoint_every"):
-            if int(getattr(self, name)) < 1:
-                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.validation_fraction < 1.0:
-            raise InputError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
-        make_solver(**self.solver)     # fail now, not at the first batch
+        as_choice(self.optimizer, "optimizer", ("adam", "adamw"))
+        as_choice(self.schedule, "schedule", ("constant", "step", "cosine"))
+        as_choice(self.loss, "loss", tuple(LOSSES))
+        for name in ("epochs", "batch_size", "checkpoint_every", "step_size"):
+            setattr(self, name, as_int(getattr(self, name), f"TrainConfig.{name}", minimum=1))
+        self.seed = as_int(self.seed, "TrainConfig.seed", minimum=0)
+        self.lr = as_positive(self.lr, "TrainConfig.lr")
+        self.weight_decay = as_real(self.weight_decay, "TrainConfig.weight_decay", minimum=0.0)
+        self.gamma = as_real(self.gamma, "TrainConfig.gamma", minimum=0.0, maximum=1.0,
+                             exclusive_minimum=True)
+        self.validation_fraction = as_real(self.validation_fraction, "TrainConfig.validation_fraction",
+                                           minimum=0.0, maximum=1.0)
+        if self.validation_fraction >= 1.0:
+            raise InputError(f"TrainConfig.validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if not isinstance(self.solver, dict):
+            raise InputError(f"TrainConfig.solver must be a dict for make_solver, got {self.solver!r}")
+        try:
+            make_solver(**self.solver)     # fail now, not at the first batch
+        except TypeError as exc:
+            raise InputError(f"TrainConfig.solver {self.solver!r} is not a solver spec: {exc}") from None
 
     def make_optimizer(self, params):
         schedule = {"constant": ConstantSchedule(),
@@ -122,6 +131,12 @@ def train(net, data: Dataset, config: TrainConfig | None = None, *, checkpoint=N
     solver = make_solver(**config.solver)
     loss_fn = LOSSES[config.loss]
     X_tr, y_tr, X_val, y_val = _split(data, config)
+    if len(X_tr) == 0:
+        raise InputError(f"data set {data.name!r} has no training samples"
+                         + (" left after the validation split" if len(data.X_train) else ""))
+    if net.input_width is not None and data.n_features != net.input_width:
+        raise InputError(f"data set {data.name!r} has {data.n_features} features but the net takes "
+                         f"{net.input_width} inputs")
     optimizer = config.make_optimizer(net.parameters)
     history, start = [], 0
     if resume and checkpoint is not None and Path(checkpoint).exists():
