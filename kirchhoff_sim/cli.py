@@ -16,24 +16,46 @@ import numpy as np
 
 from . import devices, topology
 from .allocator import tune_allocator
+from .checks import as_int, as_real
 from .errors import InputError, KirchhoffError
+from .fileio import atomic_save_npy, atomic_save_npz, check_output_folder, check_output_path
 from .modelfile import read_model_file, save_net
-from .network import KirchhoffNet, Layer
-from .solvers import DEFAULT_SOLVER, METHODS, make_solver, simulate, solver_spec
+from .network import KirchhoffNet, Layer, as_batch
+from .solvers import METHODS, make_solver, simulate, solver_spec
+from .training.trainer import training_settings
 
 def load_array(path) -> np.ndarray:
-    """Inputs from ``.npy`` (no pickle) or ``.csv`` (comma-separated numbers)."""
+    """Inputs from ``.npy`` (no pickle) or ``.csv`` (comma-separated numbers), as a real
+    ``(batch, features)`` array.
+
+    Raises
+    ------
+    InputError
+        Missing, empty or unreadable file, another suffix, or not real numbers.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"input file {str(path)!r} does not exist")
+    if path.suffix not in (".npy", ".csv"):
+        raise InputError(f"{path}: input must be .npy or .csv")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty")
     try:
         if path.suffix == ".npy":
-            return np.load(path, allow_pickle=False)
-        if path.suffix == ".csv":
-            return np.loadtxt(path, delimiter=",", ndmin=2)
-    except ValueError as exc:
+            array = np.load(path, allow_pickle=False)
+        else:
+            array = np.loadtxt(path, delimiter=",", ndmin=2)
+    except (ValueError, EOFError, OSError) as exc:
         raise InputError(f"{path}: cannot read numbers ({exc})") from None
-    raise InputError(f"{path}: input must be .npy or .csv")
+    return as_batch_inputs(array, str(path))
+
+
+def as_batch_inputs(array, where: str) -> np.ndarray:
+    """``array`` as a real ``(batch, features)`` array, or an InputError naming ``where``."""
+    try:
+        return as_batch(array)
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from None
 
 
 # ------------------------------------------------------------------ subcommands
@@ -73,6 +95,9 @@ def _short(nodes) -> str:
 
 
 def cmd_simulate(args):
+    check_output_path(args.out, "--out")
+    if args.trajectory:
+        check_output_path(args.trajectory, "--trajectory")
     net = read_model_file(args.model)[0]
     x = load_array(args.input)
     solver = make_solver(args.method, args.dt, args.rtol, args.atol)
@@ -81,14 +106,15 @@ def cmd_simulate(args):
         save_at = np.linspace(0.0, net.T, args.points)
     sol = simulate(net, x, solver=solver, save_at=save_at)
     out = sol.final_state if args.all_nodes else sol.readout(net)
-    np.save(args.out, out)
+    atomic_save_npy(args.out, out)
     if args.trajectory:
-        np.savez(args.trajectory, ts=sol.ts, node_voltages=sol.node_voltages)
+        atomic_save_npz(args.trajectory, {"ts": sol.ts, "node_voltages": sol.node_voltages})
     print(f"simulated {x.shape[0] if x.ndim == 2 else 1} sample(s) with {solver!r}: "
           f"{sol.stats.n_steps} steps, {sol.stats.n_fevals} f-evaluations; wrote {args.out} {out.shape}")
 
 
 def cmd_build(args):
+    check_output_path(args.out, "--out")
     if args.topology == "fully_connected":
         edges = topology.fully_connected(args.nodes + 1, repeat=tuple(args.repeat))
     else:
@@ -110,6 +136,7 @@ def cmd_train(args):
 
     if (args.task is None) == (args.data is None):
         raise InputError("give exactly one of --task NAME or --data FILE")
+    check_output_path(args.out, "--out")     # before any work: an epoch is minutes
     preset = task(args.task) if args.task else TASKS["moons"]
     if args.task:
         data = datasets.load_dataset(args.task, seed=args.seed, **preset.dataset)
@@ -131,6 +158,9 @@ def cmd_train(args):
     print(f"training {net!r} on {data.name} ({len(data.X_train)} train / {len(data.X_test)} test samples)")
     result = train(net, data, config, checkpoint=args.out, resume=args.resume,
                    progress=not args.no_progress)
+    if args.resume and result.epochs_run == 0:
+        print(f"{args.out} is complete ({config.epochs} epochs); nothing to do")
+        return
     test = evaluate(net, data.X_test, data.y_test, config.loss, make_solver(**config.solver))
     source = {"task": args.task, "data": None if args.task else str(Path(args.data).resolve()),
               "seed": args.seed, "dataset_options": preset.dataset if args.task else {}}
@@ -150,9 +180,8 @@ def cmd_evaluate(args):
 
     net, meta, _ = read_model_file(args.model)
     data = _dataset_of(meta, args.data, args.seed)
-    config = (meta.get("training") or {}).get("config", {})
-    solver = make_solver(**config.get("solver", DEFAULT_SOLVER))
-    loss = config.get("loss", "cross_entropy")
+    solver_spec_, loss = training_settings(meta)
+    solver = make_solver(**solver_spec_)
     result = {"model": str(args.model), "dataset": data.name, "test_samples": len(data.X_test),
               **{f"test_{k}": v for k, v in evaluate(net, data.X_test, data.y_test, loss, solver).items()}}
     if args.json:
@@ -173,19 +202,18 @@ def cmd_montecarlo(args):
                          f"data ({data.name}) is a regression set")
     X, y = data.X_test, data.y_test
     if args.samples is not None:
-        if args.samples < 1:
-            raise InputError(f"--samples must be >= 1, got {args.samples}")
         X, y = X[:args.samples], y[:args.samples]
-    config = (meta.get("training") or {}).get("config", {})
+    solver_spec_, _ = training_settings(meta)
     spec = MonteCarloSpec(sigma_g=args.sigma, sigma_c=args.sigma_c, ktc=args.ktc,
                           readout_noise=args.readout_noise, trials=args.trials, seed=args.seed,
-                          solver=config.get("solver", DEFAULT_SOLVER), backend=args.backend)
+                          solver=solver_spec_, backend=args.backend)
     if args.serial:
         result = monte_carlo(net, X, y, spec)
     else:
-        from .hardware.distributed import DaskRunner
+        from .hardware.distributed import DEFAULT_WORKERS, DaskRunner
 
-        with DaskRunner(args.scheduler, n_workers=args.workers or 2) as runner:
+        workers = DEFAULT_WORKERS if args.workers is None else args.workers
+        with DaskRunner(args.scheduler, n_workers=workers) as runner:
             result = monte_carlo(net, X, y, spec, executor=runner)
     if args.json:
         print(json.dumps({"model": str(args.model), "dataset": data.name, **result.to_dict()}))
@@ -213,14 +241,15 @@ def _inputs_for(args, net, meta):
     """The input samples of export/validate: --input FILE, or the model's test split."""
     if getattr(args, "input", None):
         return load_array(args.input)
-    return np.asarray(_dataset_of(meta, getattr(args, "data", None), None).X_test)
+    return as_batch_inputs(_dataset_of(meta, getattr(args, "data", None), None).X_test, "the test split")
 
 
 def cmd_export(args):
     from .spice import to_netlist
 
+    check_output_path(args.output, "--output")
     net, meta, _ = read_model_file(args.model)
-    X = np.atleast_2d(_inputs_for(args, net, meta))
+    X = _inputs_for(args, net, meta)
     if not 0 <= args.sample < len(X):
         raise InputError(f"--sample {args.sample} is out of range: there are {len(X)} samples")
     netlist = to_netlist(net, X[args.sample], scale=_scale(args.scale), mode=args.mode,
@@ -236,7 +265,7 @@ def cmd_validate(args):
     from .spice import validate
 
     net, meta, _ = read_model_file(args.model)
-    X = np.atleast_2d(_inputs_for(args, net, meta))[:args.samples]
+    X = _inputs_for(args, net, meta)[:args.samples]
     report = validate(net, X, scale=_scale(args.scale), mode=args.mode, options=_spice_options(args),
                       workers=args.workers)
     print(report.to_json() if args.json else report)
@@ -254,16 +283,16 @@ def cmd_report(args):
     from .hardware.profile import load_profile
     from .hardware.report import chip_report
 
+    if args.plots:
+        check_output_folder(args.plots, "--plots")
     net, meta, _ = read_model_file(args.model)
     profile = load_profile(args.profile)
     data = _dataset_of(meta, args.data, None)
-    if args.samples is not None and args.samples < 1:
-        raise InputError(f"--samples must be >= 1, got {args.samples}")
     labels = data.y_test if data.n_classes is not None else None
-    config = (meta.get("training") or {}).get("config", {})
+    solver_spec_, _ = training_settings(meta)
     report = chip_report(net, data.X_test, labels, profile, spice_check=not args.no_spice,
                          robustness=not args.no_robustness, mc_sigma=args.sigma, mc_trials=args.trials,
-                         bits=args.bits, samples=args.samples, solver=config.get("solver"), seed=args.seed)
+                         bits=args.bits, samples=args.samples, solver=solver_spec_, seed=args.seed)
     plots = [str(p) for p in report.plots(args.plots)] if args.plots else []
     if args.json:
         print(json.dumps({"model": str(args.model), "dataset": data.name, **report.to_dict(), "plots": plots}))
@@ -281,21 +310,53 @@ def cmd_demo(args):
 
 
 # ------------------------------------------------------------------ parser
+class _Parser(argparse.ArgumentParser):
+    """argparse with the package's contract for bad options: one line, exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _integer(minimum: int):
+    """An argparse type: an integer >= ``minimum`` (fractions and words refused)."""
+    def parse(text):
+        try:
+            return as_int(int(text), "value", minimum=minimum)
+        except (ValueError, InputError):
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}") from None
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _real(minimum: float, exclusive: bool):
+    """An argparse type: a finite number > ``minimum`` (``exclusive``) or >= it."""
+    def parse(text):
+        try:
+            return as_real(float(text), "value", minimum=minimum, exclusive_minimum=exclusive)
+        except (ValueError, InputError):
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number {'>' if exclusive else '>='} {minimum:g}, got {text!r}") from None
+    parse.__name__ = "number"
+    return parse
+
+
+_COUNT, _NONNEGATIVE_INT, _INDEX = _integer(1), _integer(0), _integer(0)
+_POSITIVE, _NONNEGATIVE = _real(0.0, True), _real(0.0, False)
 def _netlist_options(p) -> None:
     """The inputs and compile options shared by ``export`` and ``validate``."""
     p.add_argument("--input", help="inputs (.npy/.csv); default: the model's test split")
     p.add_argument("--mode", choices=["behavioral", "primitive"], default="behavioral",
                    help="B sources for every device, or R/D/G elements where they exist")
     p.add_argument("--scale", help="V0,C0,G0 in V,F,S (default: the default technology profile's 0.1,100e-15,1e-6) or 'normalised'")
-    p.add_argument("--reltol", type=float, help="ngspice reltol (default 1e-6: waveforms to ~1e-5 of the swing)")
-    p.add_argument("--max-step-fraction", type=float, metavar="F",
+    p.add_argument("--reltol", type=_POSITIVE, help="ngspice reltol (default 1e-6: waveforms to ~1e-5 of the swing)")
+    p.add_argument("--max-step-fraction", type=_POSITIVE, metavar="F",
                    help="ngspice's largest step as a fraction of the shortest layer (default 1e-3); "
                         "--reltol 1e-3 --max-step-fraction 0.1 runs a big net tens of times faster, "
                         "to ~1e-2 of the swing")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kirchhoff-sim",
         description="Simulate, train and compile KirchhoffNet analog neural networks. "
                     "Run 'kirchhoff-sim demo' for a guided tour, or 'kirchhoff-sim COMMAND --help'.",
@@ -316,32 +377,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .npy")
     p.add_argument("--method", default="dopri5", choices=sorted(METHODS),
                    help="integration method (default dopri5; rk4/heun/euler need --dt)")
-    p.add_argument("--dt", type=float, help="fixed step size (normalised time)")
-    p.add_argument("--rtol", type=float, help="relative tolerance of an adaptive method (default 1e-7)")
-    p.add_argument("--atol", type=float, help="absolute tolerance of an adaptive method (default 1e-9)")
+    p.add_argument("--dt", type=_POSITIVE, help="fixed step size (normalised time)")
+    p.add_argument("--rtol", type=_POSITIVE, help="relative tolerance of an adaptive method (default 1e-7)")
+    p.add_argument("--atol", type=_NONNEGATIVE, help="absolute tolerance of an adaptive method (default 1e-9)")
     p.add_argument("--all-nodes", action="store_true", help="write every node, not just the read-out")
     p.add_argument("--trajectory", help="also write ts and node_voltages at --points times to this .npz")
-    p.add_argument("--points", type=int, default=101, help="save points for --trajectory (default 101)")
+    p.add_argument("--points", type=_integer(2), default=101, help="save points for --trajectory (default 101)")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("build", help="create a model file from a topology generator",
                        description="Build a KirchhoffNet from one of the reference topologies with "
                                    "freshly initialised parameters.")
     p.add_argument("--topology", choices=["fully_connected", "neighbour_window"], default="fully_connected")
-    p.add_argument("--nodes", type=int, default=2, help="non-ground nodes (fully_connected)")
-    p.add_argument("--height", type=int, default=8, help="image height (neighbour_window)")
-    p.add_argument("--width", type=int, default=8, help="image width (neighbour_window)")
-    p.add_argument("--window", type=int, default=3, help="window size (neighbour_window)")
-    p.add_argument("--extra-nodes", type=int, default=10, help="projection nodes (neighbour_window)")
-    p.add_argument("--repeat", type=int, nargs=2, default=[1, 1], metavar=("A", "B"),
+    p.add_argument("--nodes", type=_COUNT, default=2, help="non-ground nodes (fully_connected)")
+    p.add_argument("--height", type=_COUNT, default=8, help="image height (neighbour_window)")
+    p.add_argument("--width", type=_COUNT, default=8, help="image width (neighbour_window)")
+    p.add_argument("--window", type=_integer(2), default=3, help="window size (neighbour_window)")
+    p.add_argument("--extra-nodes", type=_NONNEGATIVE_INT, default=10, help="projection nodes (neighbour_window)")
+    p.add_argument("--repeat", type=_NONNEGATIVE_INT, nargs=2, default=[1, 1], metavar=("A", "B"),
                    help="parallel devices per ordered pair, the reference's repeat (default 1 1)")
     p.add_argument("--device", default="AffineActivation", choices=list(devices.FAMILIES))
     p.add_argument("--activation", default="tanh", choices=list(devices.ACTIVATIONS))
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--duration", type=float, default=0.5, help="duration of each layer")
-    p.add_argument("--readout", type=int, default=None, help="read out the last K nodes (default all)")
+    p.add_argument("--layers", type=_COUNT, default=2)
+    p.add_argument("--duration", type=_POSITIVE, default=0.5, help="duration of each layer")
+    p.add_argument("--readout", type=_COUNT, default=None, help="read out the last K nodes (default all)")
     p.add_argument("--init", default="kaiming", help="kaiming, normal, uniform, ones or zeros")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_NONNEGATIVE_INT, default=0)
     p.add_argument("--out", required=True, help="model file to write (.npz)")
     p.set_defaults(func=cmd_build)
 
@@ -351,18 +412,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=["moons", "circles", "digits"], help="a built-in task with its preset net")
     p.add_argument("--data", help="a .npz (X, y) or .csv (label last) data file instead of --task")
     p.add_argument("--out", required=True, help="model / checkpoint file to write (.npz)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="Adam learning rate")
-    p.add_argument("--hidden", type=int, help="hidden nodes")
-    p.add_argument("--layers", type=int)
-    p.add_argument("--duration", type=float, help="duration of each layer")
+    p.add_argument("--epochs", type=_COUNT)
+    p.add_argument("--batch-size", type=_COUNT)
+    p.add_argument("--lr", type=_POSITIVE, help="Adam learning rate")
+    p.add_argument("--hidden", type=_NONNEGATIVE_INT, help="hidden nodes")
+    p.add_argument("--layers", type=_COUNT)
+    p.add_argument("--duration", type=_POSITIVE, help="duration of each layer")
     p.add_argument("--device", choices=list(devices.FAMILIES))
     p.add_argument("--method", choices=sorted(METHODS), help="solver (default: the task's, dopri5)")
-    p.add_argument("--dt", type=float)
-    p.add_argument("--rtol", type=float)
-    p.add_argument("--atol", type=float)
-    p.add_argument("--seed", type=int, default=0, help="seed of the split, initialisation and shuffles")
+    p.add_argument("--dt", type=_POSITIVE)
+    p.add_argument("--rtol", type=_POSITIVE)
+    p.add_argument("--atol", type=_NONNEGATIVE)
+    p.add_argument("--seed", type=_NONNEGATIVE_INT, default=0, help="seed of the split, initialisation and shuffles")
     p.add_argument("--resume", action="store_true", help="continue from --out if it is a checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
@@ -370,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="test accuracy and loss of a trained model")
     p.add_argument("model", help="model file (.npz) written by 'train'")
     p.add_argument("--data", help="evaluate on this data file's test split instead")
-    p.add_argument("--seed", type=int, help="seed of the test split (default: the training seed)")
+    p.add_argument("--seed", type=_NONNEGATIVE_INT, help="seed of the test split (default: the training seed)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_evaluate)
 
@@ -381,23 +442,23 @@ def build_parser() -> argparse.ArgumentParser:
                                    "noise. Trials run on a local Dask cluster unless --serial or "
                                    "--scheduler; the result is the same for the same --seed.")
     p.add_argument("model", help="model file (.npz) written by 'train'")
-    p.add_argument("--sigma", type=float, default=0.05,
+    p.add_argument("--sigma", type=_NONNEGATIVE, default=0.05,
                    help="log-normal sigma of the conductance-like parameters (default 0.05 = 5 %%)")
-    p.add_argument("--sigma-c", type=float, default=0.0, help="log-normal sigma of the node capacitors")
+    p.add_argument("--sigma-c", type=_NONNEGATIVE, default=0.0, help="log-normal sigma of the node capacitors")
     p.add_argument("--ktc", action="store_true",
                    help="kT/C noise on every node's initial voltage (300 K, C0 = 100 fF, V0 = 0.1 V)")
-    p.add_argument("--readout-noise", type=float, default=0.0, metavar="S",
+    p.add_argument("--readout-noise", type=_NONNEGATIVE, default=0.0, metavar="S",
                    help="sigma of Gaussian noise on the read-out voltages (normalised volts)")
-    p.add_argument("--trials", type=int, default=200)
-    p.add_argument("--samples", type=int, metavar="N", help="use the first N test samples (default all)")
+    p.add_argument("--trials", type=_COUNT, default=200)
+    p.add_argument("--samples", type=_COUNT, metavar="N", help="use the first N test samples (default all)")
     p.add_argument("--data", help="use this data file's test split instead of the training data")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing Dask scheduler (tcp://host:port)")
     where.add_argument("--serial", action="store_true", help="run in this process, no Dask")
-    p.add_argument("--workers", type=int, help="workers of the local Dask cluster (default 2)")
+    p.add_argument("--workers", type=_COUNT, help="workers of the local Dask cluster (default 2)")
     p.add_argument("--backend", choices=["solver", "ngspice"], default="solver",
                    help="simulate trials with our solver or with ngspice (one netlist per sample)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the trials (default 0)")
+    p.add_argument("--seed", type=_NONNEGATIVE_INT, default=0, help="seed of the trials (default 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_montecarlo)
 
@@ -407,15 +468,15 @@ def build_parser() -> argparse.ArgumentParser:
                                    "time windows, in physical units (--scale).")
     p.add_argument("model", help="model file (.npz)")
     p.add_argument("-o", "--output", required=True, help="netlist to write (.cir)")
-    p.add_argument("--sample", type=int, default=0, help="which input sample (default 0)")
+    p.add_argument("--sample", type=_INDEX, default=0, help="which input sample (default 0)")
     _netlist_options(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("validate", help="check a model's waveforms in ngspice against the solver")
     p.add_argument("model", help="model file (.npz)")
-    p.add_argument("--samples", type=int, default=10, help="how many input samples (default 10)")
+    p.add_argument("--samples", type=_COUNT, default=10, help="how many input samples (default 10)")
     _netlist_options(p)
-    p.add_argument("--workers", type=int, help="parallel ngspice processes")
+    p.add_argument("--workers", type=_COUNT, help="parallel ngspice processes")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_validate)
 
@@ -429,16 +490,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", metavar="FILE", help="JSON technology profile overriding the defaults")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plots", metavar="DIR", help="write the report's PNG figures into DIR")
-    p.add_argument("--samples", type=int, default=100, metavar="N",
+    p.add_argument("--samples", type=_COUNT, default=100, metavar="N",
                    help="use the first N test samples (default 100)")
     p.add_argument("--no-spice", action="store_true", help="skip the ngspice energy check and timing")
     p.add_argument("--no-robustness", action="store_true", help="skip the mismatch and quantisation runs")
-    p.add_argument("--sigma", type=float, default=0.05,
+    p.add_argument("--sigma", type=_NONNEGATIVE, default=0.05,
                    help="device mismatch sigma of the headline Monte Carlo (default 0.05 = 5 %%)")
-    p.add_argument("--trials", type=int, default=20, help="Monte Carlo trials per sigma (default 20)")
-    p.add_argument("--bits", type=int, default=6, help="parameter precision of the headline figure (default 6)")
+    p.add_argument("--trials", type=_COUNT, default=20, help="Monte Carlo trials per sigma (default 20)")
+    p.add_argument("--bits", type=_COUNT, default=6, help="parameter precision of the headline figure (default 6)")
     p.add_argument("--data", help="use this data file's test split instead of the training data")
-    p.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo trials (default 0)")
+    p.add_argument("--seed", type=_NONNEGATIVE_INT, default=0, help="seed of the Monte Carlo trials (default 0)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="the main job: build, simulate and report a small net")
@@ -454,9 +515,19 @@ def main(argv=None) -> int:
     try:
         args.func(args)
     except KirchhoffError as exc:
-        print(f"kirchhoff-sim {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args.command, str(exc))
+    except MemoryError:
+        return _fail(args.command, "out of memory: the request is larger than this machine can hold")
+    except OSError as exc:   # the environment failed (a full disk, a vanished file): say what
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        return _fail(args.command, f"{exc.strerror or exc}{where}")
     return 0
+
+
+def _fail(command: str, message: str) -> int:
+    """One line on stderr, exit status 2 (:mod:`kirchhoff_sim.cli`'s contract)."""
+    print(f"kirchhoff-sim {command}: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

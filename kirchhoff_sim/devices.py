@@ -149,6 +149,8 @@ CONDUCTANCE = "conductance"   # a weight a chip realises as a conductance or tra
 BIAS = "bias"                 # an offset (shift, bias current or voltage): programmable, not a conductance
 PHYSICAL = "physical"         # a property of the device itself (a diode's i_s, r_s): not programmed
 ROLES = (CONDUCTANCE, BIAS, PHYSICAL)
+#: parameter initialisations of :meth:`Device.init_params`
+INIT_SCHEMES = ("kaiming", "normal", "uniform", "ones", "zeros")
 PROGRAMMABLE_ROLES = (CONDUCTANCE, BIAS)
 
 
@@ -273,9 +275,7 @@ class Device:
             return np.ones(shape)
         if scheme == "zeros":
             return np.zeros(shape)
-        raise DeviceError(
-            f"unknown initialisation {scheme!r}; choose kaiming, normal, uniform, ones or zeros"
-        )
+        raise DeviceError(f"unknown initialisation {scheme!r}; choose one of {', '.join(INIT_SCHEMES)}")
 
     def check_params(self, params: np.ndarray, where: str = "") -> None:
         """Raise :class:`ParameterError` unless ``params`` is real, finite and ``(n_params, E)``."""

@@ -24,7 +24,7 @@ import numpy as np
 from .errors import InputError
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_save_npy",
-           "atomic_save_npz", "check_output_path"]
+           "atomic_save_npz", "check_output_path", "check_output_folder"]
 
 _TMP_SUFFIX = ".tmp"
 
@@ -173,4 +173,24 @@ def check_output_path(path, what: str = "output") -> Path:
         raise InputError(f"cannot write {what} {str(path)!r}: {str(folder)!r} is not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"cannot write {what} {str(path)!r}: folder {str(folder)!r} is not writable")
+    return path
+
+
+def check_output_folder(path, what: str = "output folder") -> Path:
+    """Check before any work that files can be written into the folder ``path`` (which
+    may not exist yet, but then its parent must, as a writable folder).
+
+    Raises
+    ------
+    InputError
+        ``path`` is a file, or neither it nor its parent is a writable folder.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{what} {str(path)!r} is a file, not a folder")
+    target = path if path.exists() else (path.parent if str(path.parent) else Path("."))
+    if not target.is_dir():
+        raise InputError(f"cannot write into {what} {str(path)!r}: {str(target)!r} does not exist")
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write into {what} {str(path)!r}: {str(target)!r} is not writable")
     return path

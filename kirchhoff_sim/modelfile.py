@@ -134,16 +134,56 @@ def read_model_file(path):
     return _read(path, str(path))
 
 
+#: the largest model file this reader inflates (sum of its arrays): far above any real
+#: model (the MNIST-sized net's parameters are 7 MB) and far below a decompression bomb
+MAX_MODEL_BYTES = 1 << 30
+
+
+def _read_arrays(source, path: str) -> dict:
+    """Every ``.npy`` member of the ``.npz`` ``source``, checked before it is inflated.
+
+    A member's header (shape and dtype) must describe exactly the bytes the archive says
+    it holds, its dtype must be numeric (no pickled objects), and the total must stay
+    under :data:`MAX_MODEL_BYTES` — so neither a forged header nor a decompression bomb
+    makes us allocate more than the file really contains.
+    """
+    arrays, total = {}, 0
+    try:
+        with zipfile.ZipFile(source) as archive:
+            for info in archive.infolist():
+                name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                total += info.file_size
+                if total > MAX_MODEL_BYTES:
+                    raise ModelFileError(f"{path}: its arrays inflate to more than {MAX_MODEL_BYTES} bytes "
+                                         f"(at member {name!r}); refused")
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    if version == (1, 0):
+                        shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
+                    elif version == (2, 0):
+                        shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
+                    else:
+                        raise ModelFileError(f"{path}: member {name!r} has .npy format {version}, not 1.0/2.0")
+                    if dtype.hasobject or dtype.kind not in "biuf":
+                        raise ModelFileError(f"{path}: member {name!r} has dtype {dtype}; a model file holds "
+                                             f"only real numbers (complex, strings and objects refused)")
+                    claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                    if claimed != info.file_size - member.tell():
+                        raise ModelFileError(f"{path}: member {name!r} claims shape {shape} ({claimed} bytes) "
+                                             f"but holds {info.file_size - member.tell()} bytes; corrupt")
+                    data = np.frombuffer(member.read(claimed), dtype=dtype)
+                    arrays[name] = data.reshape(shape, order="F" if fortran else "C").copy()
+    except ModelFileError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
+        raise ModelFileError(f"{path}: not a readable .npz model file ({exc})") from None
+    return arrays
+
+
 def _read(source, path: str):
     """``(net, user_metadata, extra_arrays)`` from a file path or a binary file object;
     ``path`` names the source in messages."""
-    try:
-        with np.load(source, allow_pickle=False) as data:
-            contents = {name: data[name] for name in data.files}
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise ModelFileError(f"{path}: not a readable .npz model file ({exc})") from None
-    except ValueError as exc:   # object arrays would need pickle: refuse them
-        raise ModelFileError(f"{path}: contains data that needs pickle to load; refused ({exc})") from None
+    contents = _read_arrays(source, path)
     if _META_KEY not in contents:
         raise ModelFileError(f"{path}: no {_META_KEY} entry — not a kirchhoff_sim model file")
     try:
@@ -153,35 +193,64 @@ def _read(source, path: str):
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not a kirchhoff_sim model (format {meta.get('format') if isinstance(meta, dict) else None!r})")
     version = meta.get("version")
-    if not isinstance(version, int) or version > VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ModelFileError(f"{path}: format version {version!r} is not a version (an integer >= 1)")
+    if version > VERSION:
         raise ModelFileError(f"{path}: format version {version!r} is newer than this kirchhoff_sim reads "
                              f"(up to {VERSION}); upgrade kirchhoff_sim")
 
-    def array(name):
+    def array(name, kinds="f", what="real numbers"):
         if name not in contents:
             raise ModelFileError(f"{path}: missing array {name!r}")
-        return contents[name]
+        value = contents[name]
+        if value.dtype.kind not in kinds:
+            raise ModelFileError(f"{path}: array {name!r} has dtype {value.dtype}, expected {what}")
+        return value
+
+    def field(container, key, kinds, where):
+        if not isinstance(container, dict) or key not in container:
+            raise ModelFileError(f"{path}: metadata {where} has no {key!r}")
+        value = container[key]
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            raise ModelFileError(f"{path}: metadata {where}{key} is {value!r}, expected "
+                                 f"{' or '.join(k.__name__ for k in kinds)}")
+        return value
 
     try:
         layers = []
-        for k, layer_meta in enumerate(meta["layers"]):
+        for k, layer_meta in enumerate(field(meta, "layers", (list,), "")):
             groups = []
-            for g, group_meta in enumerate(layer_meta["groups"]):
-                device = devices.from_spec(group_meta["device"])
-                groups.append(EdgeGroup(array(f"L{k}G{g}_edges"), device, array(f"L{k}G{g}_params")))
-            layers.append(Layer.from_groups(groups, layer_meta["duration"]))
-        readout = np.asarray(meta["readout"], dtype=np.int64)
-        net = KirchhoffNet(layers, num_nodes=meta["num_nodes"], capacitance=array("capacitance"),
-                           input_nodes=meta["input_nodes"], readout=readout,
-                           seed=meta.get("seed"), init=meta.get("init", "kaiming"))
+            for g, group_meta in enumerate(field(layer_meta, "groups", (list,), f"layer {k}: ")):
+                device = devices.from_spec(field(group_meta, "device", (dict,), f"layer {k} group {g}: "))
+                groups.append(EdgeGroup(array(f"L{k}G{g}_edges", "iu", "integers"), device,
+                                        array(f"L{k}G{g}_params")))
+            layers.append(Layer.from_groups(groups, field(layer_meta, "duration", (int, float), f"layer {k}: ")))
+        readout = field(meta, "readout", (list,), "")
+        if not all(isinstance(n, int) and not isinstance(n, bool) for n in readout):
+            raise ModelFileError(f"{path}: metadata readout must be a list of node numbers, got {readout!r}")
+        input_nodes = meta.get("input_nodes")
+        if input_nodes is not None and not (isinstance(input_nodes, list) and all(
+                isinstance(n, int) and not isinstance(n, bool) for n in input_nodes)):
+            raise ModelFileError(f"{path}: metadata input_nodes must be null or a list of node numbers, "
+                                 f"got {input_nodes!r}")
+        seed = meta.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ModelFileError(f"{path}: metadata seed must be null or an integer, got {seed!r}")
+        init = meta.get("init", "kaiming")
+        if init not in devices.INIT_SCHEMES:
+            raise ModelFileError(f"{path}: metadata init is {init!r}, not one of {devices.INIT_SCHEMES}")
+        user = meta.get("user", {})
+        if not isinstance(user, dict):
+            raise ModelFileError(f"{path}: metadata user must be a JSON object, got {type(user).__name__}")
+        net = KirchhoffNet(layers, num_nodes=field(meta, "num_nodes", (int,), ""),
+                           capacitance=array("capacitance"), input_nodes=input_nodes,
+                           readout=np.asarray(readout, dtype=np.int64), seed=seed, init=init)
     except ModelFileError:
         raise
     except KirchhoffError as exc:
         raise ModelFileError(f"{path}: invalid model contents: {exc}") from None
-    except (KeyError, TypeError, IndexError) as exc:
-        raise ModelFileError(f"{path}: corrupt model metadata (missing or malformed {exc})") from None
     extras = {name[len(_EXTRA):]: value for name, value in contents.items() if name.startswith(_EXTRA)}
-    return net, meta.get("user", {}), extras
+    return net, user, extras
 
 
 def load_net(path):

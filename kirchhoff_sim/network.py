@@ -282,6 +282,8 @@ class KirchhoffNet:
         self.capacitance = self._check_capacitance(capacitance)
         self.input_nodes = None if input_nodes is None else self._check_nodes(input_nodes, "input_nodes")
         self.readout = self._resolve_readout(readout)
+        if init not in _devices.INIT_SCHEMES:
+            raise InputError(f"unknown initialisation {init!r}; choose one of {', '.join(_devices.INIT_SCHEMES)}")
         self.seed, self.init = seed, init
         rng = np.random.default_rng(seed)
         for k, layer in enumerate(self.layers):

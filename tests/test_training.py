@@ -405,7 +405,9 @@ def test_classifier_predictions_and_labels(small_moons):
     assert proba.shape == (len(X), 2)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
     np.testing.assert_array_equal(clf.classes_[proba.argmax(axis=1)], prediction)
-    assert clf.decision_function(X).shape == (len(X), 2)
+    scores = clf.decision_function(X)             # binary: one score, positive = classes_[1]
+    assert scores.shape == (len(X),)
+    np.testing.assert_array_equal(clf.classes_[(scores > 0).astype(int)], prediction)
     assert clf.score(X, labels) == pytest.approx(np.mean(prediction == labels))
     assert clf.score(X, labels) > 0.75
     assert clf.n_features_in_ == 2 and len(clf.history_) == 3

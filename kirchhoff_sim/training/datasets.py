@@ -585,14 +585,27 @@ def dataset_of_model(meta: dict, data=None, seed=None) -> Dataset:
     InputError
         The metadata names no task and no data file, and ``data`` is not given.
     """
-    source = meta.get("source") or {}
-    seed = source.get("seed", 0) if seed is None else seed
+    source = meta.get("source") if isinstance(meta, dict) else None
+    source = source or {}
+    if not isinstance(source, dict):
+        raise InputError(f"the model's data source metadata is malformed: {source!r:.80}")
+    recorded_seed = source.get("seed", 0)
+    if not _is_int(recorded_seed) or recorded_seed < 0:
+        raise InputError(f"the model's recorded split seed {recorded_seed!r} is not an integer >= 0")
+    seed = recorded_seed if seed is None else seed
     if data:
         return load_file(data, seed=seed)
-    if source.get("task"):
-        return load_dataset(source["task"], seed=seed, **source.get("dataset_options", {}))
-    if source.get("data"):
-        return load_file(source["data"], seed=seed)
+    task, path, options = source.get("task"), source.get("data"), source.get("dataset_options", {})
+    for name, value, kind in (("task", task, str), ("data", path, str), ("dataset_options", options, dict)):
+        if value is not None and not isinstance(value, kind):
+            raise InputError(f"the model's data source {name} is {value!r:.80}, expected a {kind.__name__}")
+    if task:
+        unknown = set(options) - {"n_samples", "noise", "test_size"}
+        if unknown:
+            raise InputError(f"the model's dataset_options name unknown options {sorted(unknown)}")
+        return load_dataset(task, seed=seed, **options)
+    if path:
+        return load_file(path, seed=seed)
     raise InputError("the model file does not say which data it was trained on; give --data FILE")
 
 

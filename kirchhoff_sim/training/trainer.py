@@ -105,6 +105,7 @@ class TrainResult:
     history: list
     config: TrainConfig
     optimizer: object = None
+    epochs_run: int = 0          # epochs trained by this call (0: a resumed run was complete)
 
 
 def train(net, data: Dataset, config: TrainConfig | None = None, *, checkpoint=None,
@@ -178,7 +179,7 @@ def train(net, data: Dataset, config: TrainConfig | None = None, *, checkpoint=N
         last = epoch + 1 == config.epochs
         if checkpoint is not None and ((epoch + 1) % config.checkpoint_every == 0 or last):
             save_checkpoint(net, optimizer, checkpoint, config, history, data.name)
-    return TrainResult(net, history, config, optimizer)
+    return TrainResult(net, history, config, optimizer, epochs_run=max(config.epochs - start, 0))
 
 
 def _split(data, config):
@@ -208,6 +209,36 @@ def _progress(batches, epoch, epochs, enabled):
     from tqdm import tqdm
 
     return tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False, unit="batch")
+
+
+def training_settings(meta: dict) -> tuple[dict, str]:
+    """``(solver spec, loss name)`` a model was trained with, from its metadata.
+
+    A model file without training metadata gets :data:`~kirchhoff_sim.solvers.DEFAULT_SOLVER`
+    and cross-entropy.
+
+    Raises
+    ------
+    ModelFileError
+        The training metadata is there but malformed (wrong types, an unknown loss, a
+        solver spec :func:`~kirchhoff_sim.solvers.make_solver` refuses).
+    """
+    training = meta.get("training") if isinstance(meta, dict) else None
+    if training is None:
+        return default_solver_spec(), "cross_entropy"
+    config = training.get("config", {}) if isinstance(training, dict) else None
+    if not isinstance(config, dict):
+        raise ModelFileError(f"the model's training metadata is malformed: {training!r:.80}")
+    solver, loss = config.get("solver", default_solver_spec()), config.get("loss", "cross_entropy")
+    if not isinstance(loss, str) or loss not in LOSSES:
+        raise ModelFileError(f"the model's training loss {loss!r} is not one of {list(LOSSES)}")
+    if not isinstance(solver, dict):
+        raise ModelFileError(f"the model's training solver {solver!r} is not a solver spec (a dict)")
+    try:
+        make_solver(**solver)
+    except (TypeError, InputError) as exc:
+        raise ModelFileError(f"the model's training solver {solver!r} is not valid: {exc}") from None
+    return dict(solver), loss
 
 
 def save_checkpoint(net, optimizer, path, config, history, dataset_name, metadata: dict | None = None):
