@@ -52,13 +52,12 @@ of the shortest layer and a first step of 1e-3 of that. Nothing a user
 supplies reaches the text unchecked (DESIGN.md §6): node names must match
 :data:`NODE_NAME_PATTERN`, the title is reduced to one line of printable ASCII, and the
 compiler never writes ``.control``, ``shell`` or ``.include``; the finished text is
-checked with :func:`~kirchhoff_sim.spice.runner.check_netlist_safe` before it is
+checked with :func:`~kirchhoff_sim.spice.safety.check_netlist_safe` before it is
 returned.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -66,10 +65,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import devices as _devices
+from ..checks import as_choice, as_real_array
 from ..errors import DeviceError, InputError, UnsafeNameError
-from ..modelfile import atomic_write
-from .runner import check_netlist_safe
-from .scale import PhysicalScale
+from ..fileio import atomic_write_bytes
+from ..units import PhysicalScale, diode_emission_coefficient, thermal_voltage
+from .options import MODES, SpiceOptions
+from .safety import check_netlist_safe, check_node_names, sanitise_title
+
+# Moved out in the split of spice/, importable from here for one more release:
+# SpiceOptions, MODES, METHODS (spice.options); sanitise_title, NODE_NAME_PATTERN,
+# MAX_TITLE_LENGTH, DEFAULT_TITLE (spice.safety); the ngspice constants and
+# diode_emission_coefficient (kirchhoff_sim.units).
+from ..units import CELSIUS_TO_KELVIN, NGSPICE_BOLTZMANN, NGSPICE_CHARGE  # noqa: F401
+from .options import METHODS  # noqa: F401
+from .safety import DEFAULT_TITLE, MAX_TITLE_LENGTH, NODE_NAME_PATTERN  # noqa: F401
 
 __all__ = [
     "MODES",
@@ -82,145 +91,10 @@ __all__ = [
     "to_netlists",
 ]
 
-MODES = ("behavioral", "primitive")
-METHODS = ("gear", "trap")
-NODE_NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
-# ngspice maps these node names to ground; a user node must not silently become node 0
-_GROUND_ALIASES = frozenset({"gnd", "0"})
-MAX_TITLE_LENGTH = 120
-DEFAULT_TITLE = "KirchhoffNet"
-# ngspice's thermal voltage uses its own constants (ngspice 39, include/ngspice/const.h)
-NGSPICE_BOLTZMANN = 1.38064852e-23   # J/K
-NGSPICE_CHARGE = 1.6021766208e-19    # C
-CELSIUS_TO_KELVIN = 273.15
 # ngspice (with XSPICE, as built by distributions) merges breakpoints closer than
 # 10·delmin = 1e-10·tmax; the clock corners must stay further apart
 MIN_BREAK_FRACTION = 1e-9
 SAVES_PER_LINE = 64      # vectors per .save line of save_branch_currents
-
-
-# ---------------------------------------------------------------- options
-@dataclass(frozen=True)
-class SpiceOptions:
-    """ngspice simulation options, in the net's **normalised** units.
-
-    Tolerances are scaled by the :class:`PhysicalScale` when written, so the same
-    options give the same relative accuracy at any scale (ngspice's defaults —
-    ``abstol=1e-12`` A, ``chgtol=1e-14`` C — are absolute, and ``chgtol=1e-14`` C is
-    10 % of the charge on 100 fF at 1 V).
-
-    Parameters
-    ----------
-    method : {"trap", "gear"}
-        Integration method (ngspice ``.options method``). ``trap`` by default: at the
-        steps a tight comparison runs at (mostly limited by ``max_step``) its error
-        constant (1/12) beats gear-2's (2/9), and it measured 2–4× closer to the ODE on
-        every device family. ``gear`` (BDF, L-stable) damps the very stiff modes that can
-        make the trapezoidal rule ring.
-    maxord : int
-        Highest order of the integration method (``gear`` 1..6, ``trap`` 1..2).
-    reltol : float
-        Relative tolerance (dimensionless).
-    abstol : float
-        Absolute current tolerance in units of ``G0·V0``.
-    vntol : float
-        Absolute voltage tolerance in units of ``V0``.
-    chgtol : float
-        Absolute charge tolerance in units of ``C0·V0``.
-    trtol : float
-        ngspice's truncation-error over-estimation factor (default there 7; 1 trusts
-        the estimate as it is).
-    max_step : float or None
-        Largest time step in normalised time (``.tran``'s ``tmax``); None means
-        ``max_step_fraction`` of the shortest layer.
-    max_step_fraction : float
-        See ``max_step``.
-    first_step : float or None
-        ``.tran``'s ``tstep`` in normalised time; None means ``first_step_fraction`` of
-        the maximum step. With ``tmax`` given, ``tstep`` only sets ngspice's first step
-        (a hundredth of it). ngspice accepts that first step without a truncation-error
-        check, so a large one misses a fast initial transient (a forward-biased diode:
-        3e-4 of the swing at ``tstep = tmax``). A tiny one fails the other way: the
-        charge-based error estimate of the next steps is then rounding noise, the step
-        collapses and ngspice stops with "Timestep too small" — on a 17k-edge net
-        whenever the first step was below ~1e-6·tmax (ngspice's floor is 1e-11·tmax).
-    first_step_fraction : float
-        See ``first_step``; the default 1e-3 starts at 1e-5·tmax.
-    gate_width : float
-        Width of the clock ramps between layers, in normalised time.
-    switch_ron, switch_roff : float
-        On and off resistance of the layer switches of primitive elements, in units of
-        ``1/G0``.
-    temperature : float
-        Circuit and model nominal temperature in °C (``temp``/``tnom``); it sets the
-        diode's ``N`` (see :func:`diode_emission_coefficient`).
-    save_branch_currents : bool
-        Also save every B source's current (``.save all @b<k>[i] …``), so that energy and
-        power can be computed from ngspice's own branch currents. The raw file grows by
-        one vector per edge.
-    """
-
-    method: str = "trap"
-    maxord: int = 2
-    reltol: float = 1e-6
-    abstol: float = 1e-12
-    vntol: float = 1e-9
-    chgtol: float = 1e-15
-    trtol: float = 1.0
-    max_step: float | None = None
-    max_step_fraction: float = 1e-3
-    first_step: float | None = None
-    first_step_fraction: float = 1e-3
-    gate_width: float = 1e-6
-    switch_ron: float = 1e-6
-    switch_roff: float = 1e9
-    temperature: float = 27.0
-    save_branch_currents: bool = False
-
-    def __post_init__(self):
-        if self.method not in METHODS:
-            raise InputError(f"SpiceOptions.method must be one of {METHODS}, got {self.method!r}")
-        top = 6 if self.method == "gear" else 2
-        if isinstance(self.maxord, bool) or not isinstance(self.maxord, (int, np.integer)) \
-                or not 1 <= self.maxord <= top:
-            raise InputError(f"SpiceOptions.maxord must be an integer in 1..{top} for "
-                             f"method={self.method}, got {self.maxord!r}")
-        for name in ("reltol", "abstol", "vntol", "chgtol", "trtol", "max_step_fraction", "first_step_fraction",
-                     "gate_width", "switch_ron", "switch_roff"):
-            _check_positive(getattr(self, name), f"SpiceOptions.{name}")
-        for name in ("max_step", "first_step"):
-            if getattr(self, name) is not None:
-                _check_positive(getattr(self, name), f"SpiceOptions.{name}")
-        if not isinstance(self.save_branch_currents, bool):
-            raise InputError(f"SpiceOptions.save_branch_currents must be True or False, "
-                             f"got {self.save_branch_currents!r}")
-        if not (isinstance(self.temperature, (int, float)) and not isinstance(self.temperature, bool)
-                and math.isfinite(self.temperature) and self.temperature > -CELSIUS_TO_KELVIN):
-            raise InputError(f"SpiceOptions.temperature must be a finite temperature in °C, "
-                             f"got {self.temperature!r}")
-        if self.reltol >= 1 or self.max_step_fraction > 1 or self.first_step_fraction > 1:
-            raise InputError("SpiceOptions.reltol must be < 1, max_step_fraction and "
-                             "first_step_fraction <= 1")
-
-    def to_dict(self) -> dict:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
-
-
-def _check_positive(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
-            or not (math.isfinite(value) and value > 0):
-        raise InputError(f"{name} must be a positive finite number, got {value!r}")
-
-
-def diode_emission_coefficient(thermal_voltage: float, scale: PhysicalScale,
-                               temperature: float = 27.0) -> float:
-    """ngspice's diode ``N`` for a device whose ``n·Vt`` is ``thermal_voltage`` (in V0).
-
-    ngspice writes the junction as ``exp(V/(N·kT/q))`` at the circuit temperature, so
-    ``N = thermal_voltage·V0 / (kT/q)`` with ngspice's own ``k`` and ``q``.
-    """
-    kt_q = NGSPICE_BOLTZMANN * (temperature + CELSIUS_TO_KELVIN) / NGSPICE_CHARGE
-    return thermal_voltage * scale.V0 / kt_q
 
 
 # ---------------------------------------------------------------- result
@@ -317,8 +191,7 @@ class Netlist:
 
         Returns the path written.
         """
-        text = self.text.encode("ascii")
-        return os.fspath(atomic_write(path, lambda handle: handle.write(text)))
+        return os.fspath(atomic_write_bytes(path, self.text.encode("ascii")))
 
     def __str__(self) -> str:
         return self.text
@@ -330,55 +203,12 @@ class Netlist:
                 f"sample_index={self.sample_index})")
 
 
-# ---------------------------------------------------------------- user strings
-def sanitise_title(title) -> str:
-    """One safe title line: printable ASCII only, no newline, no leading ``.``/``*``.
-
-    Every character outside printable ASCII (newlines, tabs, control characters,
-    non-ASCII) becomes a space, runs of spaces collapse, leading ``.``, ``*`` and
-    spaces are dropped, and the result is cut to :data:`MAX_TITLE_LENGTH`. A title that
-    would still read as a command at the start of a line (``shell ...``) is prefixed.
-    """
-    if title is None:
-        return DEFAULT_TITLE
-    if not isinstance(title, str):
-        raise InputError(f"title must be a string, got {type(title).__name__}")
-    printable = "".join(c if " " <= c <= "~" else " " for c in title)
-    line = " ".join(printable.split()).lstrip(".* ")[:MAX_TITLE_LENGTH].rstrip()
-    if not line:
-        return DEFAULT_TITLE
-    try:
-        check_netlist_safe(line)
-    except UnsafeNameError:
-        line = f"title: {line}"[:MAX_TITLE_LENGTH]
-    return line
-
-
+# ---------------------------------------------------------------- node names
 def _node_names(net, node_names) -> list[str]:
     """Names of nodes 0..N: ``0`` for ground, then ours (``n1``...) or checked user names."""
     if node_names is None:
         return ["0"] + [f"n{n}" for n in range(1, net.num_nodes + 1)]
-    if isinstance(node_names, (str, bytes)):
-        raise InputError("node_names must be a sequence of one name per non-ground node, not a string")
-    names = list(node_names)
-    if len(names) != net.num_nodes:
-        raise InputError(f"node_names must name the {net.num_nodes} non-ground nodes 1..{net.num_nodes}, "
-                         f"got {len(names)} names")
-    seen = {}
-    for n, name in enumerate(names, start=1):
-        if not isinstance(name, str) or not NODE_NAME_PATTERN.fullmatch(name):
-            raise UnsafeNameError(
-                f"node name {name!r} of node {n} is refused: a node name must match "
-                f"{NODE_NAME_PATTERN.pattern} (a letter, then up to 31 letters, digits or '_')"
-            )
-        key = name.lower()   # ngspice folds names to lower case
-        if key in _GROUND_ALIASES:
-            raise UnsafeNameError(f"node name {name!r} of node {n} is refused: ngspice reads it as ground")
-        if key in seen:
-            raise UnsafeNameError(f"node name {name!r} of node {n} is refused: node {seen[key]} has the "
-                                  f"same name (ngspice ignores case)")
-        seen[key] = n
-    return ["0"] + names
+    return ["0"] + check_node_names(node_names, net.num_nodes)
 
 
 # ---------------------------------------------------------------- expression templates
@@ -631,12 +461,9 @@ def to_netlist(net, x, scale: PhysicalScale | None = None, mode: str = "behavior
     options = SpiceOptions() if options is None else options
     if not isinstance(options, SpiceOptions):
         raise InputError(f"options must be a SpiceOptions, got {type(options).__name__}")
-    if mode not in MODES:
-        raise InputError(f"unknown netlist mode {mode!r}; choose one of {MODES}")
-    try:
-        x = np.asarray(x, dtype=float)
-    except (TypeError, ValueError):
-        raise InputError("x must be an array of numbers (one sample of input voltages)") from None
+    as_choice(mode, "netlist mode", MODES)
+    # non-finite entries are refused by net.initial_state, which names the node
+    x = as_real_array(x, "x (one sample of input voltages)", finite=False)
     if x.ndim != 1:
         raise InputError(
             f"to_netlist compiles ONE sample: x must have shape (d,), got {x.shape}; "
@@ -673,7 +500,7 @@ def to_netlist(net, x, scale: PhysicalScale | None = None, mode: str = "behavior
             _compile_group(writer, k, g, group, index, gate, clock, mode)
     _check_internal_names(names, writer.internal_nodes, n_layers)
     if any(isinstance(g.device, _devices.Diode) for g in net.groups):
-        vt = NGSPICE_BOLTZMANN * (options.temperature + CELSIUS_TO_KELVIN) / NGSPICE_CHARGE
+        vt = thermal_voltage(options.temperature)
         assumptions.append(
             f"diodes: temperature {options.temperature:g} °C (temp = tnom), kT/q = {vt!r} V with "
             f"ngspice's constants; D elements get N = thermal_voltage·V0/(kT/q); ngspice adds "
@@ -855,7 +682,7 @@ def to_netlists(net, X, **kwargs) -> list[Netlist]:
 
     Keyword arguments are those of :func:`to_netlist`.
     """
-    X = np.asarray(X, dtype=float)
+    X = as_real_array(X, "X (a batch of input samples)", finite=False)
     if X.ndim != 2:
         raise InputError(f"to_netlists takes a batch of shape (B, d), got {X.shape}")
     netlists = []

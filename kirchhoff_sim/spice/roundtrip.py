@@ -49,6 +49,8 @@ __all__ = [
     "END_TIME_RTOL",
     "NgspiceRun",
     "map_samples",
+    "resolve_workers",
+    "run_compiled",
     "simulate_batch_in_ngspice",
     "simulate_in_ngspice",
 ]
@@ -277,11 +279,26 @@ def map_samples(function, count: int, *, workers: int | None = None,
     InputError
         ``workers`` is not a positive integer, or an unknown back end.
     """
+    workers = resolve_workers(workers, count, backend)
+    if workers == 1:
+        return [function(b) for b in range(count)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(function, range(count)))
+
+
+def resolve_workers(workers: int | None, count: int, backend: str = "subprocess") -> int:
+    """How many threads :func:`map_samples` uses for ``count`` samples (checked up front).
+
+    ``None`` gives ``min(DEFAULT_WORKERS, CPUs, count)``; the shared back end and a single
+    sample always get 1.
+
+    Raises
+    ------
+    InputError
+        ``workers`` is not a positive integer, or an unknown back end.
+    """
     as_choice(backend, "SPICE backend", BACKENDS)
     if workers is None:
         workers = min(DEFAULT_WORKERS, os.cpu_count() or 1, max(count, 1))
     workers = as_int(workers, "workers", minimum=1)
-    if backend == "shared" or workers == 1 or count <= 1:
-        return [function(b) for b in range(count)]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(function, range(count)))
+    return 1 if backend == "shared" or count <= 1 else workers

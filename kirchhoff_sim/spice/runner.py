@@ -1,32 +1,29 @@
-"""Run a SPICE netlist's transient analysis in ngspice and return the waveforms as arrays.
+"""Run a netlist's transient in ngspice (:func:`run_netlist`) and classify what ngspice's log says.
 
 Two back ends run the same netlist text and return the same :class:`SpiceResult`:
 
 ``"subprocess"``
     ``ngspice -b -r out.raw in.cir`` in a fresh temporary directory; the binary raw file
-    is parsed here (:func:`parse_raw`). Every run is a new process, so runs are isolated
-    from each other and can go in parallel; the timeout kills the process.
+    is parsed by :mod:`~kirchhoff_sim.spice.rawfile`. Every run is a new process, so runs
+    are isolated from each other and can go in parallel; the timeout kills the process.
 ``"shared"``
-    libngspice through PySpice's ``NgSpiceShared``: no process start-up and no raw file,
-    but one ngspice per Python process. It is a process-wide singleton and not
-    thread-safe, so runs are serialised by a module lock. The analysis runs in ngspice's
-    background thread (``bg_run``) so the timeout can stop it (``bg_halt``); loading
-    (parsing) the netlist happens before and is not interruptible, but its duration is
-    counted against the timeout.
+    libngspice through PySpice (:mod:`~kirchhoff_sim.spice.shared`, the only module that
+    touches PySpice): no process start-up and no raw file, but one ngspice per Python
+    process, so runs are serialised by a lock. The analysis runs in ngspice's background
+    thread so the timeout can halt it; loading (parsing) the netlist happens before and
+    is not interruptible, but its duration is counted against the timeout.
 
 Vector names are canonical and lower case in both back ends: ``v(node)`` for a node
 voltage (``v(x1.mid)`` inside a subcircuit), ``i(vname)`` for the branch current of a
 voltage source or inductor, ``@dev[param]`` for a saved device quantity. Time is kept
 apart in :attr:`SpiceResult.time`.
 
-Safety (DESIGN.md section 6): ngspice can run commands from a netlist -- ``.control``
-blocks, the ``shell`` command, a file whose first line is ``*ng_script``, and anything in a
-file pulled in by ``.include``/``.lib`` (checked by running ngspice 39 by hand: all four
-execute ``shell touch ...``). :func:`check_netlist_safe` refuses all of these before
-ngspice sees the text. The subprocess back end also runs ngspice with the temporary
-directory as working directory, so a stray ``.spiceinit`` in the caller's directory is
-not sourced; libngspice (shared back end) sources ``.spiceinit`` from the Python
-process's working directory when it starts, which this module cannot prevent.
+Safety (DESIGN.md section 6): every netlist is checked by
+:func:`~kirchhoff_sim.spice.safety.check_netlist_safe` before ngspice sees it. The
+subprocess back end also runs ngspice with the temporary directory as working directory,
+so a stray ``.spiceinit`` in the caller's directory is not sourced; libngspice (shared
+back end) sources ``.spiceinit`` from the Python process's working directory when it
+starts, which this module cannot prevent.
 
 Failures raise typed errors (all :class:`~kirchhoff_sim.errors.SpiceError`) that quote
 the relevant lines of ngspice's log, not the whole log:
@@ -48,19 +45,17 @@ knows ngspice up to 34): both are muted, nothing else PySpice logs is.
 
 from __future__ import annotations
 
-import logging
-import math
 import os
 import re
 import shutil
 import subprocess
 import tempfile
-import threading
 import time as wallclock
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..checks import as_choice, as_positive
 from ..errors import (
     InputError,
     NetlistRejectedError,
@@ -68,8 +63,14 @@ from ..errors import (
     SpiceConvergenceError,
     SpiceError,
     SpiceTimeoutError,
-    UnsafeNameError,
 )
+from . import shared
+from .rawfile import RawPlot, parse_raw
+from .safety import check_netlist_safe
+from .shared import INSTALL_COMMAND
+
+# check_netlist_safe (spice.safety), parse_raw and RawPlot (spice.rawfile) moved out in the
+# split of spice/; they stay importable from here for one release (and are in __all__).
 
 __all__ = [
     "RawPlot",
@@ -81,50 +82,10 @@ __all__ = [
 ]
 
 BACKENDS = ("subprocess", "shared")
-INSTALL_COMMAND = "sudo apt-get install -y ngspice libngspice0-dev"
 MAX_QUOTED_LOG_LINES = 15
 MAX_LISTED_NAMES = 8  # vector names shown when a lookup fails
 # resample() accepts grid points this far (relative to the span) outside the run
 RESAMPLE_SPAN_TOLERANCE = 1e-9
-
-# ---------------------------------------------------------------- netlist safety
-# Patterns match at the start of a line, after leading whitespace, case-insensitively.
-# ngspice recognises these by prefix (".controlx" still opens a control block), so no
-# word boundary is required after them.
-_UNSAFE_LINE_PATTERNS = (
-    (re.compile(r"\s*\.control", re.IGNORECASE), "a .control block"),
-    (re.compile(r"\s*\.?shell(\s|$)", re.IGNORECASE), "a shell command"),
-    (re.compile(r"\s*\*\s*ng_script", re.IGNORECASE), "an *ng_script header (runs as a script)"),
-    (re.compile(r"\s*\.(inc|lib)", re.IGNORECASE), "a file inclusion (.include/.lib)"),
-    (re.compile(r"\s*\.osdi", re.IGNORECASE), "loading of a compiled model (.osdi)"),
-)
-
-
-def check_netlist_safe(netlist: str) -> None:
-    """Refuse netlist text that could make ngspice run commands or read other files.
-
-    Refused: ``.control`` blocks, ``shell``/``.shell`` lines, ``*ng_script`` script
-    headers, ``.include``/``.inc``/``.lib`` (an included file is not checked and may hold
-    a control block; inline its text instead) and ``.osdi``. ``.tran``, ``.options``,
-    ``.ic``, ``.save``, ``.model``, ``.param``, ``.subckt`` etc. are fine.
-
-    Lines are split with :meth:`str.splitlines`, which splits on more characters than
-    ngspice does (``\\r``, form feed, ...), so nothing ngspice reads as a line start can
-    hide in the middle of a line here.
-
-    Raises
-    ------
-    UnsafeNameError
-        Naming the first offending line (1-based) and what it would do.
-    """
-    for number, line in enumerate(netlist.splitlines(), start=1):
-        for pattern, what in _UNSAFE_LINE_PATTERNS:
-            if pattern.match(line):
-                raise UnsafeNameError(
-                    f"netlist line {number} is refused: it is {what}, which ngspice could "
-                    f"use to run commands ({line.strip()[:60]!r})"
-                )
-
 
 # ---------------------------------------------------------------- result
 @dataclass
@@ -264,10 +225,8 @@ def run_netlist(
     """
     if not isinstance(netlist, str):
         raise InputError(f"netlist must be str, got {type(netlist).__name__}")
-    if backend not in BACKENDS:
-        raise InputError(f"unknown SPICE backend {backend!r}; choose one of {BACKENDS}")
-    if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
-        raise InputError(f"timeout must be a positive finite number of seconds, got {timeout!r}")
+    as_choice(backend, "SPICE backend", BACKENDS)
+    timeout = as_positive(timeout, "timeout (seconds)")
     if ngspice_path is not None and backend != "subprocess":
         raise InputError("ngspice_path applies to the subprocess backend only")
     check_netlist_safe(netlist)
@@ -283,140 +242,10 @@ def ngspice_available(backend: str = "subprocess") -> bool:
     importable and libngspice can be found by the dynamic loader (or through
     ``NGSPICE_LIBRARY_PATH``); the library is not loaded.
     """
-    if backend not in BACKENDS:
-        raise InputError(f"unknown SPICE backend {backend!r}; choose one of {BACKENDS}")
+    as_choice(backend, "SPICE backend", BACKENDS)
     if backend == "subprocess":
         return shutil.which("ngspice") is not None
-    import ctypes.util
-    import importlib.util
-
-    if importlib.util.find_spec("PySpice") is None:
-        return False
-    library = os.environ.get("NGSPICE_LIBRARY_PATH")
-    return os.path.isfile(library) if library else ctypes.util.find_library("ngspice") is not None
-
-
-# ---------------------------------------------------------------- raw files
-@dataclass
-class RawPlot:
-    """One plot of an ngspice raw file.
-
-    Attributes
-    ----------
-    name : str
-        ``Plotname:`` header, e.g. ``'Transient Analysis'``.
-    variables : list of (str, str)
-        (name, type) per variable as written, e.g. ``('v(n1)', 'voltage')``; the first is
-        the scale (``time`` for a transient).
-    values : np.ndarray, shape (n_vars, n_points)
-        Data, one contiguous row per variable (float64).
-    """
-
-    name: str
-    variables: list[tuple[str, str]]
-    values: np.ndarray
-
-
-# The data section starts after a line "Binary:" (or "Values:" in ASCII raw files).
-_RAW_DATA_MARKER = re.compile(rb"^(Binary|Values):[ \t]*\r?\n", re.MULTILINE)
-_RAW_FLOAT = np.dtype("<f8")  # ngspice writes little-endian IEEE doubles
-
-
-def parse_raw(raw: bytes) -> list[RawPlot]:
-    """Parse every plot of a binary ngspice raw file (``ngspice -b -r file``).
-
-    The layout per plot: text header lines (``Title:``, ``Date:``, ``Plotname:``,
-    ``Flags:``, ``No. Variables:``, ``No. Points:``, ``Variables:`` then one
-    ``index name type`` line per variable), a ``Binary:`` line, then point-major
-    little-endian float64 data: ``n_points`` rows of ``n_vars`` values.
-
-    An aborted run (e.g. "Timestep too small") leaves ``No. Points: 0`` in the header
-    because ngspice only patches the count at the end; the data then runs to the end of
-    the file and is read as far as whole rows go.
-
-    Parameters
-    ----------
-    raw : bytes
-        Whole file contents.
-
-    Returns
-    -------
-    list of RawPlot
-        In file order.
-
-    Raises
-    ------
-    SpiceError
-        Complex data (never produced by a transient), an ASCII raw file, or a header that
-        does not fit the data.
-    """
-    plots = []
-    position = 0
-    while position < len(raw):
-        marker = _RAW_DATA_MARKER.search(raw, position)
-        if marker is None:
-            raise SpiceError(f"ngspice raw file: no 'Binary:' line after byte {position}")
-        if marker.group(1) == b"Values":
-            raise SpiceError(
-                "ngspice wrote an ASCII raw file (filetype=ascii in a .spiceinit or "
-                "SPICE_ASCIIRAWFILE set); only binary raw files are read"
-            )
-        header = _parse_raw_header(raw[position : marker.start()].decode("latin-1"))
-        plot, position = _read_raw_block(raw, marker.end(), header)
-        plots.append(plot)
-    return plots
-
-
-def _parse_raw_header(text: str) -> dict:
-    """Fields of one raw-file header: name, flags, n_vars, n_points, variables."""
-    fields = {}
-    variables = []
-    lines = text.splitlines()
-    for index, line in enumerate(lines):
-        key, _, value = line.partition(":")
-        if key.strip() == "Variables":
-            # one "index name type [extra]" line per variable, possibly empty first line
-            for variable_line in lines[index + 1 :]:
-                parts = variable_line.split()
-                if len(parts) >= 3:
-                    variables.append((parts[1], parts[2]))
-            break
-        fields[key.strip().lower()] = value.strip()
-    try:
-        n_vars = int(fields["no. variables"])
-        n_points = int(fields["no. points"])
-    except (KeyError, ValueError) as exc:
-        raise SpiceError(f"ngspice raw file: bad header ({exc!r})") from None
-    if len(variables) != n_vars:
-        raise SpiceError(f"ngspice raw file: header lists {len(variables)} variables, says {n_vars}")
-    flags = fields.get("flags", "real").lower().split()
-    if "complex" in flags:
-        raise SpiceError(
-            "ngspice raw file holds complex data (an AC/noise plot); a transient analysis "
-            "is always real"
-        )
-    return {
-        "name": fields.get("plotname", ""),
-        "n_points": n_points,
-        "variables": variables,
-    }
-
-
-def _read_raw_block(raw: bytes, start: int, header: dict) -> tuple[RawPlot, int]:
-    """Read one plot's data from ``raw[start:]``; return it and where the next plot starts."""
-    n_vars = len(header["variables"])
-    row_bytes = n_vars * _RAW_FLOAT.itemsize
-    n_points = header["n_points"]
-    end = start + n_points * row_bytes
-    next_is_plot = end == len(raw) or raw.startswith(b"Title:", end)
-    if end > len(raw) or not next_is_plot:
-        # stale point count of an aborted run: the data runs to the end of the file
-        n_points = (len(raw) - start) // row_bytes
-        end = len(raw)
-    data = np.frombuffer(raw, dtype=_RAW_FLOAT, count=n_points * n_vars, offset=start)
-    # point-major on disk; one transposed copy gives contiguous per-variable rows
-    values = np.ascontiguousarray(data.reshape(n_points, n_vars).T, dtype=np.float64)
-    return RawPlot(header["name"], header["variables"], values), end
+    return shared.shared_library_available()
 
 
 # ---------------------------------------------------------------- vector names
@@ -625,212 +454,19 @@ def _run_subprocess(netlist: str, timeout: float, ngspice: str) -> SpiceResult:
 
 
 # ---------------------------------------------------------------- shared back end
-_SHARED_LOCK = threading.Lock()  # libngspice is one global simulator per process
-_shared_instance = None
-_shared_load_error = None  # why libngspice could not be loaded (PySpice cannot retry)
-_shared_broken_reason = None  # set if a halted analysis could not be stopped
-_shared_run_active = threading.Event()  # while set, PySpice's echo of ngspice output is muted
-
-_PYSPICE_LOGGER = "PySpice.Spice.NgSpice.Shared.NgSpiceShared"
-# PySpice 1.5 knows ngspice up to 34 and warns about any newer one; harmless.
-_PYSPICE_VERSION_WARNING = "Unsupported Ngspice version"
-# PySpice logs every ngspice stderr line (even "Note: ...") at ERROR level from these;
-# during our runs the same lines go into SpiceResult.log and the typed errors instead.
-_PYSPICE_ECHO_FUNCTIONS = frozenset({"_send_char", "load_circuit"})
-_SHARED_TRANSIENT_PLOT_PREFIX = "tran"  # libngspice plot names: tran1, tran2, ...
-_PROGRESS_MESSAGE = re.compile(r"^\s*Reference value")  # "% done" updates, not log text
-_HALT_GRACE_SECONDS = 2.0  # ngspice's bg_halt itself waits up to 1 s for the thread
-
-
-class _PySpiceNoiseFilter(logging.Filter):
-    """Mute PySpice's outdated version warning, and its echo of ngspice during our runs."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.getMessage().startswith(_PYSPICE_VERSION_WARNING):
-            return False
-        return not (_shared_run_active.is_set() and record.funcName in _PYSPICE_ECHO_FUNCTIONS)
-
-
-_PYSPICE_NOISE_FILTER = _PySpiceNoiseFilter()
-
-
-def _shared_ngspice():
-    """The process-wide collecting NgSpiceShared instance (created on first use).
-
-    Must be called with ``_SHARED_LOCK`` held and ``_shared_run_active`` set.
-    """
-    global _shared_instance, _shared_load_error
-    if _shared_instance is not None:
-        return _shared_instance
-    if _shared_load_error is not None:
-        raise NgspiceNotFoundError(_shared_load_error)
-    try:
-        from PySpice.Spice.NgSpice import Shared as pyspice_shared
-    except ImportError as exc:
-        raise NgspiceNotFoundError(
-            f"the shared backend needs PySpice (pip install PySpice) and libngspice "
-            f"({INSTALL_COMMAND}): {exc}"
-        ) from exc
-    logging.getLogger(_PYSPICE_LOGGER).addFilter(_PYSPICE_NOISE_FILTER)  # idempotent
-    collecting_class = _collecting_ngspice_class(pyspice_shared)
-    try:
-        instance = collecting_class.new_instance()
-    except OSError as exc:  # cffi's dlopen failure
-        # PySpice has already declared its C API on its module-level FFI, and a second
-        # attempt would fail on the repeated declarations: remember the reason instead
-        _shared_load_error = (
-            f"libngspice could not be loaded ({exc}); install it with: {INSTALL_COMMAND}"
-        )
-        raise NgspiceNotFoundError(_shared_load_error) from exc
-    if not isinstance(instance, collecting_class):
-        raise SpiceError(
-            "PySpice's shared ngspice was already started by other code in this process; "
-            "use backend='subprocess'"
-        )
-    _shared_instance = instance
-    return instance
-
-
-def _collecting_ngspice_class(pyspice_shared):
-    """NgSpiceShared that keeps ngspice's messages and signals the end of a bg_run."""
-
-    class CollectingNgSpice(pyspice_shared.NgSpiceShared):
-        def __init__(self, *args, **kwargs):
-            # set before the base __init__, which already runs "version -f"
-            self.messages = []
-            self.background_done = threading.Event()
-            super().__init__(*args, **kwargs)
-
-        def send_char(self, message, ngspice_id):
-            # the documented hook for ngspice's output; called from ngspice's threads
-            self.messages.append(message)
-            return 0
-
-        @staticmethod
-        def _background_thread_running(is_exited, ngspice_id, user_data):
-            # Replaces PySpice's callback, which returns None to a C int (cffi prints a
-            # TypeError on every bg_run). ngspice calls it with "not running" = False
-            # when its background thread starts and True when it ends.
-            self = pyspice_shared.ffi.from_handle(user_data)
-            if is_exited:
-                self.background_done.set()
-            return 0
-
-    return CollectingNgSpice
-
-
-def _command(ngspice, command: str) -> None:
-    """Send one ngspice command, leaving success to the log classification.
-
-    PySpice raises NgSpiceCommandError whenever ngspice printed anything on stderr that
-    does not start with "Warning:" -- including harmless "Note:" lines, and racing with
-    the background thread's output -- so its verdict is not used.
-    """
-    from PySpice.Spice.NgSpice.Shared import NgSpiceCommandError
-
-    try:
-        ngspice.exec_command(command)
-    except NgSpiceCommandError:
-        pass
-
-
-def _collected_log(ngspice) -> str:
-    lines = []
-    for message in list(ngspice.messages):
-        stream, _, text = message.partition(" ")
-        if stream not in ("stdout", "stderr"):
-            text = message
-        if not _PROGRESS_MESSAGE.match(text):
-            lines.append(text.rstrip("\r\n"))
-    return "\n".join(lines)
-
-
 def _run_shared(netlist: str, timeout: float) -> SpiceResult:
-    with _SHARED_LOCK:
-        if _shared_broken_reason is not None:
-            raise SpiceError(_shared_broken_reason)
-        _shared_run_active.set()
-        try:
-            ngspice = _shared_ngspice()
-            try:
-                return _run_loaded(ngspice, netlist, timeout)
-            finally:
-                # drop the circuit and every plot so the next run starts clean
-                _command(ngspice, "remcirc")
-                _command(ngspice, "destroy all")
-                ngspice.messages.clear()
-        finally:
-            _shared_run_active.clear()
-
-
-def _run_loaded(ngspice, netlist: str, timeout: float) -> SpiceResult:
-    """Load, run and read one netlist on the (locked) shared instance."""
-    from PySpice.Spice.NgSpice.Shared import NgSpiceCircuitError
-
-    _command(ngspice, "destroy all")  # leftovers of other users of the instance
-    ngspice.messages.clear()
-    started = wallclock.perf_counter()
-    try:
-        ngspice.load_circuit(netlist)
-    except NgSpiceCircuitError:
-        pass  # classified from the log below
-    if _is_failed(_collected_log(ngspice)):
-        raise _failure(_collected_log(ngspice), "could not load the netlist")
-
-    ngspice.background_done.clear()
-    _command(ngspice, "bg_run")
-    remaining = timeout - (wallclock.perf_counter() - started)
-    if not ngspice.background_done.wait(max(remaining, 0.0)):
-        _halt(ngspice, timeout)
-    elapsed = wallclock.perf_counter() - started
-    log = _collected_log(ngspice)
-    if _is_failed(log):
-        raise _failure(log, "stopped")
-    plots = [name for name in ngspice.plot_names if name.startswith(_SHARED_TRANSIENT_PLOT_PREFIX)]
-    if not plots:
-        raise _no_transient(log)
-    return _result_from_arrays(_shared_plot_vectors(ngspice, plots[0]), log, elapsed, "shared")
-
-
-def _halt(ngspice, timeout: float):
-    """Stop a background analysis that ran out of time, then raise SpiceTimeoutError."""
-    global _shared_broken_reason
-    _command(ngspice, "bg_halt")
-    if not ngspice.background_done.wait(_HALT_GRACE_SECONDS):
-        _shared_broken_reason = (
-            "the shared ngspice could not be stopped after a timeout and is still running; "
-            "restart Python or use backend='subprocess'"
-        )
-    raise SpiceTimeoutError(f"ngspice did not finish within {timeout:g} s and was halted")
-
-
-def _shared_plot_vectors(ngspice, plot_name: str):
-    """(name, array) pairs of one libngspice plot, copied out of ngspice's memory.
-
-    Reads through the library handle (ngSpice_AllVecs / ngGet_Vec_Info) rather than
-    PySpice's ``plot()``, which wraps every vector in unit-carrying objects (slow for
-    thousands of vectors, and warns on unit-less ones).
-    """
-    from PySpice.Spice.NgSpice.Shared import ffi
-
-    library = ngspice._ngspice_shared  # the cffi handle PySpice opened
-    names_c = library.ngSpice_AllVecs(plot_name.encode())
-    names = []
-    index = 0
-    while names_c[index] != ffi.NULL:
-        names.append(ffi.string(names_c[index]).decode("utf-8", errors="replace"))
-        index += 1
-    pairs = []
-    for name in names:
-        info = library.ngGet_Vec_Info(f"{plot_name}.{name}".encode())
-        if info == ffi.NULL:
-            continue
-        if info.v_compdata != ffi.NULL:
-            raise SpiceError(f"ngspice vector {name!r} is complex; a transient is always real")
-        length = info.v_length
-        if length == 0 or info.v_realdata == ffi.NULL:
-            pairs.append((name, np.empty(0)))
-            continue
-        buffer = ffi.buffer(info.v_realdata, length * _RAW_FLOAT.itemsize)
-        pairs.append((name, np.frombuffer(buffer, dtype=np.float64).copy()))
-    return pairs
+    """Load, run and read one netlist on libngspice (:mod:`~kirchhoff_sim.spice.shared`)."""
+    with shared.session() as ngspice:
+        started = wallclock.perf_counter()
+        ngspice.load(netlist)
+        if _is_failed(ngspice.log()):
+            raise _failure(ngspice.log(), "could not load the netlist")
+        ngspice.run(timeout - (wallclock.perf_counter() - started), timeout)
+        elapsed = wallclock.perf_counter() - started
+        log = ngspice.log()
+        if _is_failed(log):
+            raise _failure(log, "stopped")
+        pairs = ngspice.transient_vectors()
+        if pairs is None:
+            raise _no_transient(log)
+        return _result_from_arrays(pairs, log, elapsed, "shared")

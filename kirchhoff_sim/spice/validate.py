@@ -6,14 +6,10 @@
 tight tolerance, and compares the two on one time grid: ``n_points`` equally spaced
 normalised times over ``[0, T]`` (mapped to seconds by the scale's time unit).
 
-ngspice chooses its own time points; its waveforms are brought onto the grid by a cubic
-spline through them, one spline per layer window (the layer boundaries are breakpoints of
-the clocks, so ngspice has a point on each). ``.tran … uic`` writes no point at t = 0,
-so the known initial condition (the netlist's ``IC=`` values) is prepended as the t = 0
-point first. Linear interpolation would add up to ``h²/8·|v''|`` for ngspice's step
-``h`` — on a diode's fast initial transient that was 3e-4 of the swing, larger than
-ngspice's own error; the spline's ``O(h⁴)`` error is below it (measured: the grid errors
-then equal the errors at ngspice's own time points).
+Each sample goes through the one ngspice round trip
+(:mod:`~kirchhoff_sim.spice.roundtrip`): ngspice's own time points, the initial condition
+prepended as t = 0, brought onto the grid by a cubic spline per layer window
+(:meth:`~kirchhoff_sim.spice.roundtrip.NgspiceRun.on_grid`).
 
 Errors are reported in volts (physical) and relative to the sample's *swing*: the
 largest minus the smallest node voltage the solver saw over the whole waveform of that
@@ -23,20 +19,19 @@ sample. A sample's predicted class is the argmax of the read-out voltages at ``T
 from __future__ import annotations
 
 import json
-import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy.interpolate import CubicSpline
 
-from ..network import as_batch
+from ..checks import as_choice, as_int
 from ..errors import InputError
+from ..network import as_batch
 from ..solvers import Dopri5, simulate, solver_spec
-from .netlist import MODES, SpiceOptions, to_netlist
-from .runner import BACKENDS, run_netlist
-from .scale import PhysicalScale
+from ..units import PhysicalScale
+from .netlist import to_netlist
+from .options import MODES, SpiceOptions
+from .roundtrip import DEFAULT_TIMEOUT_SECONDS, map_samples, resolve_workers, run_compiled
+from .runner import BACKENDS
 
 __all__ = ["SampleAgreement", "ValidationReport", "validate", "DEFAULT_SOLVER_RTOL",
            "DEFAULT_SOLVER_ATOL"]
@@ -44,10 +39,6 @@ __all__ = ["SampleAgreement", "ValidationReport", "validate", "DEFAULT_SOLVER_RT
 # our solver runs this tightly so that the comparison measures ngspice, not our own error
 DEFAULT_SOLVER_RTOL = 1e-9
 DEFAULT_SOLVER_ATOL = 1e-11
-DEFAULT_TIMEOUT_SECONDS = 600.0
-DEFAULT_WORKERS = 4
-CUBIC_MIN_POINTS = 4      # fewer ngspice points in a layer window: linear interpolation
-END_TIME_RTOL = 1e-9      # ngspice's last time point vs tstop, and layer-boundary matching
 
 
 @dataclass
@@ -256,14 +247,12 @@ def validate(net, X, *, solver=None, scale: PhysicalScale | None = None,
     InputError
         Bad ``X``, ``n_points``, ``workers``, back end or mode.
     SpiceError
-        From compiling or running a sample (rejected netlist, non-convergence, timeout).
+        From compiling or running a sample (rejected netlist, non-convergence, timeout,
+        :class:`~kirchhoff_sim.errors.SpiceStoppedEarlyError` if ngspice stopped before T).
     """
-    if mode not in MODES:
-        raise InputError(f"unknown netlist mode {mode!r}; choose one of {MODES}")
-    if backend not in BACKENDS:
-        raise InputError(f"unknown SPICE backend {backend!r}; choose one of {BACKENDS}")
-    if isinstance(n_points, bool) or not isinstance(n_points, (int, np.integer)) or n_points < 2:
-        raise InputError(f"n_points must be an integer >= 2, got {n_points!r}")
+    as_choice(mode, "netlist mode", MODES)
+    as_choice(backend, "SPICE backend", BACKENDS)
+    n_points = as_int(n_points, "n_points", minimum=2)
     X = as_batch(X)
     scale = PhysicalScale.default() if scale is None else scale
     options = SpiceOptions() if options is None else options
@@ -271,10 +260,7 @@ def validate(net, X, *, solver=None, scale: PhysicalScale | None = None,
     labels = list(range(len(X))) if samples is None else [int(i) for i in samples]
     if len(labels) != len(X):
         raise InputError(f"samples names {len(labels)} indices for {len(X)} rows of X")
-    if workers is None:
-        workers = min(DEFAULT_WORKERS, os.cpu_count() or 1, len(X))
-    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
-        raise InputError(f"workers must be a positive integer, got {workers!r}")
+    workers = resolve_workers(workers, len(X), backend)
     # compile the first sample here: bad options, names or devices fail before any run
     first = to_netlist(net, X[0], scale=scale, mode=mode, options=options)
 
@@ -287,8 +273,8 @@ def validate(net, X, *, solver=None, scale: PhysicalScale | None = None,
     def compare(b) -> SampleAgreement:
         # one sample end to end, so that only its numbers outlive the (large) netlist text
         netlist = first if b == 0 else to_netlist(net, X[b], scale=scale, mode=mode, options=options)
-        result = run_netlist(netlist.text, backend=backend, timeout=timeout)
-        spice = _spice_on_grid(netlist, result, t_phys, net.num_nodes)      # (n_points, N)
+        run = run_compiled(netlist, backend=backend, timeout=timeout)
+        spice = scale.V0 * run.on_grid(t_grid)                # (n_points, N), volts
         ours = reference[:, b, :]
         difference = np.abs(spice - ours)
         worst = np.unravel_index(int(np.argmax(difference)), difference.shape)
@@ -304,15 +290,11 @@ def validate(net, X, *, solver=None, scale: PhysicalScale | None = None,
             max_rel_error=max_abs / swing, final_rel_error=final_abs / swing,
             worst_node=int(worst[1]) + 1, worst_time=float(t_phys[worst[0]]),
             solver_class=solver_class, spice_class=spice_class,
-            class_agrees=solver_class == spice_class, spice_seconds=float(result.elapsed),
-            spice_points=int(len(result.time)),
+            class_agrees=solver_class == spice_class, spice_seconds=run.elapsed,
+            spice_points=int(len(run.result.time)),
         )
 
-    if backend == "shared" or workers == 1:
-        records = [compare(b) for b in range(len(X))]
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            records = list(pool.map(compare, range(len(X))))
+    records = map_samples(compare, len(X), workers=workers, backend=backend)
 
     try:
         solver_description = solver_spec(solver)
@@ -333,42 +315,3 @@ def validate(net, X, *, solver=None, scale: PhysicalScale | None = None,
         assumptions=list(first.assumptions), unsupported=[str(u) for u in first.unsupported],
     )
 
-
-def _spice_on_grid(netlist, result, t_phys, num_nodes) -> np.ndarray:
-    """ngspice's node voltages on ``t_phys``, shape (n_points, N).
-
-    The t = 0 point comes from the netlist's initial condition when ngspice did not
-    write one (``uic``). Between ngspice's points the waveform is a cubic spline, one
-    per layer window: the layer boundaries are PWL breakpoints, so ngspice has a point
-    on each, and the waveform's kinks there do not ring into the neighbouring layer. A
-    window with fewer than four points is interpolated linearly.
-    """
-    time = np.asarray(result.time, dtype=float)
-    values = np.stack([result.voltage(netlist.node_map[n]) for n in range(1, num_nodes + 1)],
-                      axis=1)                                      # (n_spice, N)
-    if time.size == 0 or time[0] > 0:
-        time = np.concatenate([[0.0], time])
-        values = np.concatenate([netlist.initial_voltages[None, :], values])
-    tstop = float(t_phys[-1])
-    if not math.isclose(time[-1], tstop, rel_tol=END_TIME_RTOL):
-        raise InputError(f"ngspice stopped at {time[-1]:.6g} s, not at T = {tstop:.6g} s")
-    time = time.copy()
-    time[-1] = tstop    # ngspice's last point can be a rounding error off tstop
-    increasing = np.concatenate([[True], np.diff(time) > 0])
-    time, values = time[increasing], values[increasing]
-
-    out = np.empty((len(t_phys), num_nodes))
-    bounds = np.asarray(netlist.layer_boundaries, dtype=float)
-    slack = END_TIME_RTOL * tstop
-    for start, end in zip(bounds[:-1], bounds[1:]):
-        on_grid = (t_phys >= start - slack) & (t_phys <= end + slack)
-        if not on_grid.any():
-            continue
-        inside = (time >= start - slack) & (time <= end + slack)
-        t_window, v_window = time[inside], values[inside]
-        if len(t_window) >= CUBIC_MIN_POINTS:
-            out[on_grid] = CubicSpline(t_window, v_window, axis=0)(t_phys[on_grid])
-        else:
-            out[on_grid] = np.stack([np.interp(t_phys[on_grid], time, values[:, n])
-                                     for n in range(num_nodes)], axis=1)
-    return out
