@@ -510,7 +510,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:      # --help, or a bad option already reported in one line
+        return exc.code if isinstance(exc.code, int) else 2
     tune_allocator()   # a command owns its process: keep solver temporaries on the heap
     try:
         args.func(args)
