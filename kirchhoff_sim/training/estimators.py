@@ -2,23 +2,50 @@
 ``cross_val_score``.
 
 Every constructor argument is a plain hyper-parameter stored as given (scikit-learn's
-contract, so ``get_params``/``set_params``/``clone`` work); ``fit`` builds the net with
-:func:`~kirchhoff_sim.training.models.build_net` and trains it with
-:func:`~kirchhoff_sim.training.trainer.train`.
+contract, so ``get_params``/``set_params``/``clone`` work); ``fit`` checks them (through
+:class:`~kirchhoff_sim.training.trainer.TrainConfig` and
+:func:`~kirchhoff_sim.training.models.build_net`, which name the bad one), builds the net
+and trains it with :func:`~kirchhoff_sim.training.trainer.train`.
+
+Input data go through scikit-learn's ``validate_data``: any real ``X`` (float32 and
+integers included) is cast to float64; complex, sparse, 1-D, empty or non-finite ``X``
+and a feature count other than the fitted one are refused. Those refusals, and the
+classifier's single-class ``y``, raise :class:`~kirchhoff_sim.errors.InputError` (a
+``ValueError``) with scikit-learn's message; sparse and non-numeric input keep
+scikit-learn's ``TypeError``.
+
+Both estimators pass scikit-learn's ``parametrize_with_checks`` (``tests/test_estimators.py``)
+with a fixed-step solver. With the default adaptive solver the step size is shared by the
+batch, so a sample's prediction depends on the other samples in ``X`` at the level of
+``rtol``.
 """
 
 from __future__ import annotations
 
-import numpy as np
-from scipy.special import softmax
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
+from contextlib import contextmanager
 
+import numpy as np
+from scipy.special import log_softmax, softmax
+from sklearn.base import BaseEstimator, ClassifierMixin, MultiOutputMixin, RegressorMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ..errors import InputError, KirchhoffError
 from ..solvers import DEFAULT_SOLVER, make_solver, simulate
 from .datasets import Dataset
 from .models import build_net
 from .trainer import TrainConfig, train
+
+
+@contextmanager
+def _refusals_as_input_errors():
+    """Re-raise scikit-learn's ``ValueError`` for bad data as :class:`InputError`."""
+    try:
+        yield
+    except ValueError as exc:
+        if isinstance(exc, KirchhoffError):
+            raise
+        raise InputError(str(exc)) from exc
 
 
 class _KirchhoffEstimator(BaseEstimator):
@@ -37,32 +64,42 @@ class _KirchhoffEstimator(BaseEstimator):
         self.method, self.rtol, self.atol, self.dt = method, rtol, atol, dt
         self.validation_fraction, self.seed, self.verbose = validation_fraction, seed, verbose
 
-    def _solver_spec(self):
-        if self.dt is not None:
-            return {"method": self.method, "dt": self.dt}
-        return {"method": self.method, "rtol": self.rtol, "atol": self.atol}
+    def __getstate__(self):
+        # The fitted net caches its compiled layer assemblies, whose scratch arrays are
+        # rewritten at every evaluation. Pickle a copy without them, so that a read-only
+        # memory-mapped load (joblib.load(..., mmap_mode="r"), joblib's parallel workers)
+        # rebuilds fresh, writable ones when it first predicts.
+        state = dict(super().__getstate__())     # a copy: Python's is the live __dict__
+        if "net_" in state:
+            state["net_"] = state["net_"].with_parameters()
+        return state
 
-    def _fit(self, X, y_encoded, n_outputs, n_classes):
+    def _train_config(self) -> TrainConfig:
+        """The training run the hyper-parameters describe (InputError names a bad one)."""
+        solver = ({"method": self.method, "dt": self.dt} if self.dt is not None
+                  else {"method": self.method, "rtol": self.rtol, "atol": self.atol})
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                           optimizer=self.optimizer, weight_decay=self.weight_decay,
+                           schedule=self.schedule, validation_fraction=self.validation_fraction,
+                           seed=self.seed, loss=self._loss, solver=solver)
+
+    def _fit(self, config, X, y_encoded, n_outputs, n_classes):
+        """Build the net for ``X`` ``(n_samples, n_features)`` and train it on ``y_encoded``."""
         self.net_ = build_net(X.shape[1], n_outputs, hidden=self.hidden, layers=self.layers,
                               duration=self.duration, device=self.device, topology=self.topology,
-                              image_shape=self.image_shape, window=self.window, seed=self.seed)
-        empty_y = y_encoded[:0]
-        data = Dataset("fit", X, y_encoded, X[:0], empty_y, n_classes)
-        config = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                             optimizer=self.optimizer, weight_decay=self.weight_decay,
-                             schedule=self.schedule, validation_fraction=self.validation_fraction,
-                             seed=self.seed, loss=self._loss, solver=self._solver_spec())
+                              image_shape=self.image_shape, window=self.window, seed=config.seed)
+        data = Dataset("fit", X, y_encoded, X[:0], y_encoded[:0], n_classes)
         self.history_ = train(self.net_, data, config, progress=self.verbose,
                               log=print if self.verbose else None).history
-        self.n_features_in_ = X.shape[1]
+        self.solver_spec_ = dict(config.solver)
         return self
 
-    def _readout(self, X):
+    def _readout(self, X) -> np.ndarray:
+        """Read-out voltages at ``T``, ``(n_samples, n_outputs)``, for ``X`` ``(n_samples, n_features_in_)``."""
         check_is_fitted(self, "net_")
-        X = check_array(X, dtype=np.float64)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, the estimator was fitted with {self.n_features_in_}")
-        return simulate(self.net_, X, solver=make_solver(**self._solver_spec())).readout(self.net_)
+        with _refusals_as_input_errors():
+            X = validate_data(self, X, reset=False, dtype=np.float64)
+        return simulate(self.net_, X, solver=make_solver(**self.solver_spec_)).readout(self.net_)
 
 
 class KirchhoffClassifier(ClassifierMixin, _KirchhoffEstimator):
@@ -71,39 +108,131 @@ class KirchhoffClassifier(ClassifierMixin, _KirchhoffEstimator):
     Parameters are those of :func:`~kirchhoff_sim.training.models.build_net` (net shape)
     and :class:`~kirchhoff_sim.training.trainer.TrainConfig` (training), plus the solver
     (``method``, ``rtol``/``atol`` or ``dt``).
+
+    Attributes
+    ----------
+    classes_ : ndarray, shape (n_classes,)
+        The labels seen in ``fit``, sorted; read-out node ``k`` scores ``classes_[k]``.
+    net_ : KirchhoffNet
+        The trained net.
+    history_ : list of dict
+        One record per epoch (see :func:`~kirchhoff_sim.training.trainer.train`).
+    solver_spec_ : dict
+        The solver of training, used by every prediction.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str, shape (n_features_in_,)
+        Only when ``X`` had string column names (a DataFrame).
     """
 
     def fit(self, X, y):
-        X, y = check_X_y(X, y, dtype=np.float64)
-        check_classification_targets(y)
+        """Train a net with one read-out node per class.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_samples, n_features)
+            Real features; float32 or integer values are cast to float64.
+        y : array-like, shape (n_samples,)
+            Class labels of any sortable kind (ints, strings), at least two distinct.
+
+        Returns
+        -------
+        self : KirchhoffClassifier
+
+        Raises
+        ------
+        InputError
+            A bad hyper-parameter (named), bad data, or fewer than two classes in ``y``.
+        TrainingDivergedError
+            The loss or its gradient stopped being finite.
+        """
+        config = self._train_config()
+        with _refusals_as_input_errors():
+            X, y = validate_data(self, X, y, dtype=np.float64)
+            check_classification_targets(y)
         self.classes_, encoded = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
-            raise ValueError("KirchhoffClassifier needs at least two classes")
-        return self._fit(X, encoded.astype(np.int64), len(self.classes_), len(self.classes_))
+            raise InputError(f"KirchhoffClassifier needs at least two classes; y has 1 class "
+                             f"({self.classes_[0]!r})")
+        n_classes = len(self.classes_)
+        return self._fit(config, X, encoded.astype(np.int64), n_classes, n_classes)
 
     def decision_function(self, X):
-        """Read-out voltages at ``T`` (the logits), ``(n_samples, n_classes)``."""
-        return self._readout(X)
+        """Class scores: the read-out voltages at ``T`` (the logits).
+
+        Parameters
+        ----------
+        X : array-like, shape (n_samples, n_features_in_)
+
+        Returns
+        -------
+        scores : ndarray, shape (n_samples,) for two classes, else (n_samples, n_classes)
+            For two classes, scikit-learn's binary convention: the score of
+            ``classes_[1]``, its logit minus that of ``classes_[0]`` (the log-odds;
+            positive means ``classes_[1]``), so that ``roc_auc`` scoring works.
+        """
+        logits = self._readout(X)
+        return logits[:, 1] - logits[:, 0] if len(self.classes_) == 2 else logits
 
     def predict_proba(self, X):
+        """Softmax of the logits: ``(n_samples, n_classes)``, rows summing to 1."""
         return softmax(self._readout(X), axis=1)
 
+    def predict_log_proba(self, X):
+        """Log of :meth:`predict_proba`, computed stably: ``(n_samples, n_classes)``."""
+        return log_softmax(self._readout(X), axis=1)
+
     def predict(self, X):
-        scores = self._readout(X)        # checks fitting before classes_ is touched
-        return self.classes_[scores.argmax(axis=1)]
+        """The label of the largest logit, ``(n_samples,)``, drawn from ``classes_``."""
+        logits = self._readout(X)        # checks fitting before classes_ is touched
+        return self.classes_[logits.argmax(axis=1)]
 
 
-class KirchhoffRegressor(RegressorMixin, _KirchhoffEstimator):
-    """A KirchhoffNet regressor: the read-out voltages are the prediction (MSE loss)."""
+class KirchhoffRegressor(MultiOutputMixin, RegressorMixin, _KirchhoffEstimator):
+    """A KirchhoffNet regressor: the read-out voltages are the prediction (MSE loss).
+
+    One read-out node per target column; parameters as :class:`KirchhoffClassifier`.
+
+    Attributes
+    ----------
+    n_outputs_ : int
+        Number of targets.
+    net_, history_, solver_spec_, n_features_in_, feature_names_in_
+        As :class:`KirchhoffClassifier`.
+    """
 
     _loss = "mse"
 
     def fit(self, X, y):
-        X, y = check_X_y(X, y, dtype=np.float64, multi_output=True, y_numeric=True)
+        """Train a net with one read-out node per target.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_samples, n_features)
+            Real features; float32 or integer values are cast to float64.
+        y : array-like, shape (n_samples,) or (n_samples, n_outputs)
+            Real targets.
+
+        Returns
+        -------
+        self : KirchhoffRegressor
+
+        Raises
+        ------
+        InputError
+            A bad hyper-parameter (named) or bad data.
+        TrainingDivergedError
+            The loss or its gradient stopped being finite.
+        """
+        config = self._train_config()
+        with _refusals_as_input_errors():
+            X, y = validate_data(self, X, y, dtype=np.float64, multi_output=True, y_numeric=True)
         self._single_output = y.ndim == 1
         Y = y.reshape(len(y), -1).astype(np.float64)
-        return self._fit(X, Y, Y.shape[1], None)
+        self.n_outputs_ = Y.shape[1]
+        return self._fit(config, X, Y, self.n_outputs_, None)
 
     def predict(self, X):
+        """Read-out voltages at ``T``: ``(n_samples,)`` if ``y`` was 1-D in ``fit``, else
+        ``(n_samples, n_outputs_)``."""
         out = self._readout(X)
         return out[:, 0] if self._single_output else out
