@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 import kirchhoff_sim as ks
+from kirchhoff_sim.fileio import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -80,11 +81,18 @@ def full_input(net, x) -> np.ndarray:
     return net.initial_state(x)[1:].T.copy()
 
 
+def machine_load() -> dict:
+    """The 1, 5 and 15-minute load averages (runnable processes; 2 cores here)."""
+    one, five, fifteen = os.getloadavg()
+    return {"load_1min": one, "load_5min": five, "load_15min": fifteen}
+
+
 def write_results(name: str, payload: dict) -> Path:
-    RESULTS.mkdir(exist_ok=True)
+    """Write ``benchmarks/results/<name>.json`` atomically, with the machine and its load
+    at the end of the run."""
     payload = {"benchmark": name, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                              "numpy": np.__version__}, **payload}
+                                              "numpy": np.__version__, **machine_load()}, **payload}
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    atomic_write_text(path, json.dumps(payload, indent=2, default=float) + "\n")
     print(f"wrote {path}")
     return path
