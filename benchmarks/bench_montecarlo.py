@@ -9,7 +9,7 @@ every gain, then the trainer's dopri5 (rtol 1e-4, atol 1e-6) on all 450 samples.
 Both are measured in this script on the same trials (seed 0), alternating for a few
 rounds so that a change in the machine's load hits both alike; medians are reported:
 
-* baseline — :class:`~kirchhoff_sim.hardware.robustness.SerialRunner` in this process;
+* baseline — :class:`~kirchhoff_sim.hardware.executors.SerialRunner` in this process;
 * Dask — :class:`~kirchhoff_sim.hardware.distributed.DaskRunner`, a ``LocalCluster`` of 2
   worker processes × 1 thread. Its start-up and a warm-up map (the workers import the
   package) are timed separately and not counted in the throughput.

@@ -28,7 +28,8 @@ from kirchhoff_sim.hardware.feasibility import KTC_SNR_WARNING_DB
 from kirchhoff_sim.hardware.timing import timing_report
 from kirchhoff_sim.modelfile import read_model_file
 from kirchhoff_sim.network import EdgeGroup, KirchhoffNet, Layer
-from kirchhoff_sim.spice import PhysicalScale, SpiceOptions, run_netlist, to_netlist
+from kirchhoff_sim.spice import PhysicalScale, SpiceOptions, to_netlist
+from kirchhoff_sim.spice.roundtrip import run_compiled
 from kirchhoff_sim.training.datasets import dataset_of_model
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -55,9 +56,9 @@ def run_energy(net, X, profile=None, **kwargs):
 # ------------------------------------------------------------------ profile
 def test_default_profile_documents_every_value():
     profile = default_profile()
-    assert profile.scale() == PhysicalScale(V0=0.1, C0=100e-15, G0=1e-6)
-    assert profile.time_unit_s == pytest.approx(100e-9)
-    assert profile.energy_unit_j == pytest.approx(1e-15)
+    assert profile.scale == PhysicalScale(V0=0.1, C0=100e-15, G0=1e-6)
+    assert profile.scale.time_unit == pytest.approx(100e-9)
+    assert profile.scale.energy_unit == pytest.approx(1e-15)
     assert profile.precision_floor_s == pytest.approx(100e-6 / 256)
     assert profile.rail_low_v < 0 < profile.rail_high_v
     data = profile.to_dict()
@@ -83,8 +84,8 @@ def test_profile_overrides_a_subset(tmp_path):
                                 "temperature_k": 350}))
     profile = load_profile(path)
     base = default_profile()
-    assert profile.capacitance_unit_f == 2e-13 and profile.rail_high_v == 1.2 and profile.temperature_k == 350
-    assert profile.conductance_unit_s == base.conductance_unit_s
+    assert profile.scale.C0 == 2e-13 and profile.rail_high_v == 1.2 and profile.temperature_k == 350
+    assert profile.scale.G0 == base.scale.G0
     assert profile.sources["rail_high_v"] == "our process"
     assert str(path) in profile.sources["capacitance_unit_f"]
     assert profile.sources["voltage_unit_v"] == base.sources["voltage_unit_v"]
@@ -94,8 +95,8 @@ def test_profile_overrides_a_subset(tmp_path):
     ("{not json", "not valid JSON"),
     ('{"parameters": {"capacitance": 1e-13}}', "unknown parameter"),
     ('{"colour": "blue"}', "unknown key"),
-    ('{"parameters": {"capacitance_unit_f": -1e-13}}', "capacitance_unit_f must be > 0"),
-    ('{"parameters": {"capacitance_unit_f": 0}}', "capacitance_unit_f must be > 0"),
+    ('{"parameters": {"capacitance_unit_f": -1e-13}}', "capacitance_unit_f must be finite and > 0"),
+    ('{"parameters": {"capacitance_unit_f": 0}}', "capacitance_unit_f must be finite and > 0"),
     ('{"parameters": {"rail_low_v": 0.5}}', "rail_low_v must be < 0"),
     ('{"parameters": {"power_budget_w": "1 mW"}}', "power_budget_w must be a number"),
     ('{"parameters": {"power_budget_w": true}}', "power_budget_w must be a number"),
@@ -140,7 +141,7 @@ def test_rc_latency_and_settling():
     assert settle.decision_time[0] == 0.0           # one read-out node: decided from the start
     timing = timing_report(net, profile, settle, wallclock_solver_batch_s=1e-3, samples=1)
     assert timing.latency_s == pytest.approx(T * 100e-15 / 1e-6)
-    assert timing.settle_median_s == pytest.approx(expected * profile.time_unit_s, rel=SETTLE_RTOL)
+    assert timing.settle_median_s == pytest.approx(expected * profile.scale.time_unit, rel=SETTLE_RTOL)
     assert timing.settle_max_fraction == pytest.approx(expected / T, rel=SETTLE_RTOL)
 
 
@@ -149,9 +150,9 @@ def test_rc_energy_matches_hand_computed_values():
     v0 = np.array([3.0, -2.0])
     net, profile = rc_net(g, C, T), default_profile()
     _, _, _, energy = run_energy(net, v0[:, None], profile)
-    c_f, v_v = C * profile.capacitance_unit_f, v0 * profile.voltage_unit_v   # physical C and V0·v0
-    tau_s = c_f / (g * profile.conductance_unit_s)
-    T_s = T * profile.time_unit_s
+    c_f, v_v = C * profile.scale.C0, v0 * profile.scale.V0   # physical C and V0·v0
+    tau_s = c_f / (g * profile.scale.G0)
+    T_s = T * profile.scale.time_unit
     stored = 0.5 * c_f * v_v ** 2
     np.testing.assert_allclose(energy.input_stored_j, stored, rtol=1e-12)
     np.testing.assert_allclose(energy.input_drawn_j, 2 * stored, rtol=1e-12)
@@ -162,7 +163,7 @@ def test_rc_energy_matches_hand_computed_values():
     np.testing.assert_allclose(energy.device_net_j, energy.dissipated_passive_j, rtol=1e-12)
     assert np.all(energy.dissipated_active_j == 0) and np.all(energy.supply_active_j == 0)
     # peak power at t = 0: V²/R; average: the drawn C·V² over the latency
-    np.testing.assert_allclose(energy.peak_dissipation_w, v_v ** 2 * g * profile.conductance_unit_s, rtol=1e-12)
+    np.testing.assert_allclose(energy.peak_dissipation_w, v_v ** 2 * g * profile.scale.G0, rtol=1e-12)
     np.testing.assert_allclose(energy.average_power_w, 2 * stored / T_s, rtol=1e-12)
     np.testing.assert_allclose(energy.total_drawn_j, 2 * stored, rtol=1e-12)
     assert energy.balance_rel_error < RC_ENERGY_RTOL and energy.quadrature_rel_error < RC_ENERGY_RTOL
@@ -171,7 +172,7 @@ def test_rc_energy_matches_hand_computed_values():
 def test_trapezoidal_energy_converges_at_second_order():
     g, C, T, v0 = 5.0, 1.0, 1.0, 2.0
     net, profile = rc_net(g, C, T), default_profile()
-    exact = 0.5 * C * v0 ** 2 * (1 - math.exp(-2 * g * T / C)) * profile.energy_unit_j
+    exact = 0.5 * C * v0 ** 2 * (1 - math.exp(-2 * g * T / C)) * profile.scale.energy_unit
     steps, errors, estimates = [], [], []
     for n in (26, 51, 101, 201):
         _, _, _, energy = run_energy(net, [[v0]], profile, n_points=n, refine=False)
@@ -192,7 +193,7 @@ def test_two_layer_energy_is_layer_by_layer():
     _, _, _, energy = run_energy(net, [[v0]], profile)
     v1 = v0 * math.exp(-g1 * T1 / C)
     exact = 0.5 * C * (v0 ** 2 * (1 - math.exp(-2 * g1 * T1 / C)) + v1 ** 2 * (1 - math.exp(-2 * g2 * T2 / C)))
-    assert summary(energy.dissipated_passive_j) == pytest.approx(exact * profile.energy_unit_j, rel=RC_ENERGY_RTOL)
+    assert summary(energy.dissipated_passive_j) == pytest.approx(exact * profile.scale.energy_unit, rel=RC_ENERGY_RTOL)
 
 
 def test_current_source_supply_energy():
@@ -202,13 +203,13 @@ def test_current_source_supply_energy():
     profile = default_profile()
     _, _, table, energy = run_energy(net, [[v0]], profile)
     assert table.active.all()
-    charge_c = b * T * profile.current_unit_a * profile.time_unit_s
+    charge_c = b * T * profile.scale.current_unit * profile.scale.time_unit
     assert summary(energy.supply_active_j) == pytest.approx(profile.supply_voltage_v * charge_c, rel=1e-9)
-    absorbed = b * (v0 * T - b * T ** 2 / (2 * C)) * profile.energy_unit_j       # ∫ b·v(t) dt
+    absorbed = b * (v0 * T - b * T ** 2 / (2 * C)) * profile.scale.energy_unit       # ∫ b·v(t) dt
     assert summary(energy.dissipated_active_j) == pytest.approx(absorbed, rel=1e-9)
     assert summary(energy.total_drawn_j) == pytest.approx(
         profile.supply_voltage_v * charge_c + summary(energy.input_drawn_j), rel=1e-9)
-    assert summary(energy.peak_supply_w) == pytest.approx(profile.supply_voltage_v * b * profile.current_unit_a)
+    assert summary(energy.peak_supply_w) == pytest.approx(profile.supply_voltage_v * b * profile.scale.current_unit)
 
 
 # ------------------------------------------------------------------ ngspice
@@ -232,11 +233,11 @@ def test_solver_energy_matches_ngspice_branch_currents():
     net, profile = mixed_net(), default_profile()
     X = np.array([[1.5, -0.8, 0.6]])
     _, _, table, energy = run_energy(net, X, profile)
-    netlist = to_netlist(net, X[0], scale=profile.scale(), options=SpiceOptions(save_branch_currents=True))
-    saved = spice_device_energy(net, netlist, run_netlist(netlist.text), profile, table)
-    plain = to_netlist(net, X[0], scale=profile.scale())
+    netlist = to_netlist(net, X[0], scale=profile.scale, options=SpiceOptions(save_branch_currents=True))
+    saved = spice_device_energy(net, run_compiled(netlist), profile, table)
+    plain = to_netlist(net, X[0], scale=profile.scale)
     assert ".save" not in plain.text and netlist.text.count("[i]") == net.num_edges
-    recomputed = spice_device_energy(net, plain, run_netlist(plain.text), profile, table)
+    recomputed = spice_device_energy(net, run_compiled(plain), profile, table)
     assert saved.method == "branch currents" and recomputed.method == "recomputed"
     ours_dissipated = summary(energy.dissipated_j)
     ours_net = summary(energy.device_net_j)
@@ -454,7 +455,7 @@ def test_cli_report_bad_profile(trained_model, tmp_path, capsys):
     bad.write_text('{"parameters": {"temperature_k": -3}}')
     status = cli.main(["report", str(trained_model), "--profile", str(bad), "--no-spice"])
     err = capsys.readouterr().err
-    assert status == 2 and "temperature_k must be > 0" in err and str(bad) in err
+    assert status == 2 and "temperature_k must be finite and > 0" in err and str(bad) in err
 
 
 def test_diodes_of_several_groups_make_one_ideality_finding():

@@ -1,9 +1,10 @@
-"""Run robustness jobs (Monte Carlo trials, sweeps) on a Dask cluster.
+"""The Dask executor: :class:`DaskRunner` runs hardware jobs (Monte Carlo trials, sweep
+points) on a local Dask cluster or an existing scheduler.
 
-:class:`DaskRunner` is a :class:`~kirchhoff_sim.hardware.robustness.Runner`: hand it to
-:func:`~kirchhoff_sim.hardware.robustness.monte_carlo`,
-:func:`~kirchhoff_sim.hardware.robustness.mismatch_sweep` or
-:func:`~kirchhoff_sim.hardware.robustness.quantisation_sweep` as ``executor=``::
+:class:`DaskRunner` is a :class:`~kirchhoff_sim.hardware.executors.Runner`: hand it to
+:func:`~kirchhoff_sim.hardware.montecarlo.monte_carlo`,
+:func:`~kirchhoff_sim.hardware.montecarlo.mismatch_sweep` or
+:func:`~kirchhoff_sim.hardware.montecarlo.quantisation_sweep` as ``executor=``::
 
     with DaskRunner(n_workers=2) as runner:              # a LocalCluster of processes
         result = monte_carlo(net, X, y, MonteCarloSpec(sigma_g=0.05, trials=200),
@@ -11,8 +12,9 @@
     with DaskRunner("tcp://10.0.0.5:8786") as runner:    # an existing scheduler
         ...
 
-What travels: the net as its model file's bytes (plain arrays and JSON, rebuilt on the
-worker by :func:`~kirchhoff_sim.hardware.robustness.net_from_bytes`), the inputs and the
+What travels: the net as its model file's bytes (plain arrays and JSON,
+:func:`~kirchhoff_sim.modelfile.net_to_bytes`; rebuilt once per worker process by
+:func:`~kirchhoff_sim.hardware.trials.received_net`), the inputs and the
 labels — each scattered to the workers once per map — and per task a spec dict and a
 list of trial indices. Dask pickles the task itself (a reference to a module-level
 function and those plain arguments), which is its in-cluster transport.
@@ -31,9 +33,11 @@ import logging
 import numpy as np
 from distributed import Client, LocalCluster
 
+from ..checks import as_int, as_positive
 from ..errors import InputError, SchedulerConnectionError
+from ..modelfile import net_to_bytes
 from ..network import KirchhoffNet
-from .robustness import Runner, net_to_bytes
+from .executors import Runner
 
 __all__ = ["DaskRunner", "DEFAULT_CONNECT_TIMEOUT_SECONDS"]
 
@@ -81,18 +85,15 @@ class DaskRunner(Runner):
                  threads_per_worker: int = DEFAULT_THREADS_PER_WORKER, *,
                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS,
                  log_level: int = logging.ERROR):
-        for name, value in (("n_workers", n_workers), ("threads_per_worker", threads_per_worker)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise InputError(f"DaskRunner {name} must be an integer >= 1, got {value!r}")
+        n_workers = as_int(n_workers, "DaskRunner n_workers", minimum=1)
+        threads_per_worker = as_int(threads_per_worker, "DaskRunner threads_per_worker", minimum=1)
         if scheduler is not None and not (isinstance(scheduler, str) and scheduler.strip()):
             raise InputError(f"DaskRunner scheduler must be an address string like "
                              f"'tcp://host:8786', got {scheduler!r}")
-        if not (isinstance(connect_timeout, (int, float)) and 0 < connect_timeout < float("inf")):
-            raise InputError(f"connect_timeout must be a positive number of seconds, got {connect_timeout!r}")
         self.scheduler = scheduler
-        self.n_workers = int(n_workers)
-        self.threads_per_worker = int(threads_per_worker)
-        self.connect_timeout = float(connect_timeout)
+        self.n_workers = n_workers
+        self.threads_per_worker = threads_per_worker
+        self.connect_timeout = as_positive(connect_timeout, "DaskRunner connect_timeout (seconds)")
         self.log_level = log_level
         self.cluster = None
         self.client = None

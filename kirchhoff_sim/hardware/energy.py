@@ -37,7 +37,8 @@ so the jump at a layer boundary is not smeared). The quadrature error is estimat
 comparing with the rule on every other point (Richardson: ``(E_h − E_2h)/3``).
 
 ngspice check (:func:`spice_device_energy`): the same integral from an ngspice run of the
-same net. If the netlist saved the B sources' branch currents
+same net (:class:`~kirchhoff_sim.spice.roundtrip.NgspiceRun`, the one round trip, which
+also checks that ngspice reached ``T``). If the netlist saved the B sources' branch currents
 (``SpiceOptions(save_branch_currents=True)`` writes ``.save @b<k>[i]``, as the chip
 report does; the compiler numbers ``B<k>`` in edge order from 1) those are used with ngspice's node
 voltages; otherwise the B-source currents are recomputed from ngspice's node voltages
@@ -53,8 +54,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import InputError, SpiceError
-from .profile import format_si as _eng
+from ..devices import Conductance
+from ..errors import InputError
+from ..spice.roundtrip import END_TIME_RTOL, NgspiceRun
+from .formatting import format_si
 
 __all__ = ["EdgeTable", "EdgeSweep", "EnergyReport", "SpiceEnergy", "edge_table", "sweep_edges",
            "energy_report", "spice_device_energy", "trapezoid_weights", "ZERO_BIAS_ATOL",
@@ -64,7 +67,6 @@ ZERO_BIAS_ATOL = 1e-12            # |i(0,0)| above this (normalised current) is 
 BRANCH_RTOL = 1e-12               # w_src = −w_dst within this: a function of vs − vd only
 ENERGY_AGREEMENT_RTOL = 1e-3      # solver vs ngspice device energy, relative
 RICHARDSON_TRAPEZOID = 3.0        # (E_h − E_2h)/3 estimates the error of E_h (error ∝ h²)
-SPICE_TIME_RTOL = 1e-9            # ngspice's time points vs layer boundaries
 _BRANCH_CURRENT = "@b{k}[i]"      # ngspice's name of B source k's current
 SPICE_CHUNK_ELEMENTS = 1 << 22    # edges × time points per step of the ngspice integral
 
@@ -123,8 +125,6 @@ class EdgeTable:
 
 def edge_table(net) -> EdgeTable:
     """Classify every edge of ``net`` (vectorised per edge group)."""
-    from ..devices import Conductance
-
     columns = {k: [] for k in ("layer", "group", "src", "dst", "bias", "branch", "passive", "negative")}
     slices, start, g_index = [], 0, 0
     for k, layer in enumerate(net.layers):
@@ -394,7 +394,7 @@ class EnergyReport:
     def __str__(self) -> str:
         def pair(name, unit="J"):
             a = getattr(self, name)
-            return f"{_eng(float(a.mean()), unit)} (max {_eng(float(a.max()), unit)})"
+            return f"{format_si(float(a.mean()), unit)} (max {format_si(float(a.max()), unit)})"
 
         c = self.counts
         lines = [
@@ -420,10 +420,9 @@ def _stored(capacitance: np.ndarray, state: np.ndarray) -> np.ndarray:
 
 def energy_report(net, profile, waveforms, sweep: EdgeSweep, table: EdgeTable) -> EnergyReport:
     """Physical energies and powers from an :class:`EdgeSweep` (see the module docstring)."""
-    unit_j = profile.energy_unit_j
-    unit_w = profile.conductance_unit_s * profile.voltage_unit_v ** 2
-    charge_c = profile.capacitance_unit_f * profile.voltage_unit_v
-    latency = net.T * profile.time_unit_s
+    scale = profile.scale
+    unit_j, unit_w, charge_c = scale.energy_unit, scale.power_unit, scale.charge_unit
+    latency = net.T * scale.time_unit
     initial = waveforms.initial_state[1:]                        # (N, B)
     final = waveforms.node_voltages[-1].T                        # (N, B)
     cap = net.capacitance
@@ -432,7 +431,7 @@ def energy_report(net, profile, waveforms, sweep: EdgeSweep, table: EdgeTable) -
     supply_j = profile.supply_voltage_v * charge_c * e["supply_charge"]
     drawn_input = 2.0 * stored0 * unit_j
     dissipation_trace = sweep.dissipation_passive + sweep.dissipation_active
-    supply_trace = profile.supply_voltage_v * profile.current_unit_a * sweep.supply_current
+    supply_trace = profile.supply_voltage_v * scale.current_unit * sweep.supply_current
     peak_diss = dissipation_trace.max(axis=0) * unit_w
     peak_supply = supply_trace.max(axis=0)
     total = drawn_input + supply_j
@@ -467,7 +466,7 @@ def energy_report(net, profile, waveforms, sweep: EdgeSweep, table: EdgeTable) -
         total_drawn_j=total, peak_dissipation_w=peak_diss, peak_supply_w=peak_supply,
         peak_power_w=np.maximum(peak_diss, peak_supply), average_power_w=total / latency,
         latency_s=latency, balance_rel_error=balance, quadrature_rel_error=quadrature,
-        trace_time_s=sweep.trace_ts * profile.time_unit_s, dissipation_w=dissipation_trace * unit_w,
+        trace_time_s=sweep.trace_ts * scale.time_unit, dissipation_w=dissipation_trace * unit_w,
         supply_w=supply_trace, counts=counts, model=model)
 
 
@@ -499,36 +498,22 @@ class SpiceEnergy:
     points: int
 
 
-def _spice_states(netlist, result, num_nodes):
-    """``(time, V)``: ngspice's times with ``t = 0`` from the IC prepended, V ``(N+1, n_t)`` in volts."""
-    time = np.asarray(result.time, dtype=float)
-    values = np.stack([result.voltage(netlist.node_name(n)) for n in range(1, num_nodes + 1)])
-    if time.size == 0 or time[0] > 0:
-        time = np.concatenate([[0.0], time])
-        values = np.concatenate([netlist.initial_voltages[:, None], values], axis=1)
-    if not np.isclose(time[-1], netlist.tstop, rtol=SPICE_TIME_RTOL, atol=0.0):
-        raise SpiceError(f"ngspice stopped at {time[-1]:.6g} s, before T = {netlist.tstop:.6g} s")
-    keep = np.concatenate([[True], np.diff(time) > 0])
-    return time[keep], np.concatenate([np.zeros((1, keep.sum())), values[:, keep]])
-
-
 def _time_chunks(n_times: int, n_edges: int):
     """Slices of ``range(n_times)`` that keep ``(n_edges, chunk)`` temporaries near 32 MiB."""
     size = max(1, SPICE_CHUNK_ELEMENTS // max(n_edges, 1))
     return [slice(a, min(a + size, n_times)) for a in range(0, n_times, size)]
 
 
-def spice_device_energy(net, netlist, result, profile, table: EdgeTable | None = None) -> SpiceEnergy:
+def spice_device_energy(net, run: NgspiceRun, profile, table: EdgeTable | None = None) -> SpiceEnergy:
     """Device energy of one ngspice run of ``net`` (a behavioural netlist of one sample).
 
     Parameters
     ----------
     net : KirchhoffNet
-    netlist : Netlist
-        What :func:`~kirchhoff_sim.spice.netlist.to_netlist` compiled (behavioural mode,
-        the profile's scale).
-    result : SpiceResult
-        ngspice's run of ``netlist.text`` (or of that text with ``.save`` lines added).
+    run : NgspiceRun
+        The round trip of the netlist (:func:`~kirchhoff_sim.spice.roundtrip.run_compiled`
+        or :func:`~kirchhoff_sim.spice.roundtrip.simulate_in_ngspice`), compiled in
+        behavioural mode at the profile's scale; it reached ``T``.
     profile : TechnologyProfile
     table : EdgeTable, optional
 
@@ -541,47 +526,50 @@ def spice_device_energy(net, netlist, result, profile, table: EdgeTable | None =
     ------
     InputError
         A primitive-mode netlist or one compiled at another scale.
-    SpiceError
-        ngspice stopped before ``T``.
     """
+    netlist, scale = run.netlist, profile.scale
     if netlist.mode != "behavioral":
         raise InputError("the ngspice energy check needs a behavioural netlist (one B source per edge)")
-    if netlist.scale != profile.scale():
-        raise InputError(f"the netlist was compiled at {netlist.scale} but the profile's scale is {profile.scale()}")
+    if netlist.scale != scale:
+        raise InputError(f"the netlist was compiled at {netlist.scale} but the profile's scale is {scale}")
     table = edge_table(net) if table is None else table
-    time, V = _spice_states(netlist, result, net.num_nodes)
-    unit_w = profile.conductance_unit_s * profile.voltage_unit_v ** 2
+    raw = run.result
     names = [_BRANCH_CURRENT.format(k=e + 1) for e in range(table.num_edges)]
     dissipated = device_net = 0.0
-    if all(name in result.vectors for name in names):
-        # ngspice's own B-source currents (gated by the layer clocks already), from its
-        # first time point on: the interval before it (1e-5 of a step) is left out
-        t_run = np.asarray(result.time, dtype=float)
-        v_run = np.stack([result.voltage(netlist.node_name(n)) for n in range(1, net.num_nodes + 1)])
-        v_run = np.concatenate([np.zeros((1, len(t_run))), v_run])
+    if all(name in raw.vectors for name in names):
+        # ngspice's own B-source currents (gated by the layer clocks already) with its node
+        # voltages, in amperes, volts and seconds from its first time point on: the
+        # interval before it (1e-5 of a step) is left out
+        t_run = np.asarray(raw.time, dtype=float)
+        v_run = np.stack([np.zeros(len(t_run))] + [raw.voltage(netlist.node_name(n))
+                                                   for n in range(1, net.num_nodes + 1)])
         w = trapezoid_weights(t_run)
         for cols in _time_chunks(len(t_run), table.num_edges):
-            current = np.stack([result.vectors[name][cols] for name in names])     # (E, n), A
+            current = np.stack([raw.vectors[name][cols] for name in names])     # (E, n), A
             power = current * (v_run[table.src][:, cols] - v_run[table.dst][:, cols])
             dissipated += float(np.maximum(power, 0.0).sum(axis=0) @ w[cols])
             device_net += float(power.sum(axis=0) @ w[cols])
         method, points = "branch currents", len(t_run)
     else:
-        slack = SPICE_TIME_RTOL * netlist.tstop
-        v_norm = V / profile.voltage_unit_v
-        for assembly, a, b in zip(net.assemblies(), netlist.layer_boundaries[:-1], netlist.layer_boundaries[1:]):
+        # the round trip's normalised waveform (t = 0 from the initial condition) through
+        # our device expressions, layer by layer on ngspice's points inside each window
+        time = run.time
+        states = np.concatenate([np.zeros((1, len(time))), run.node_voltages.T])   # (N+1, n_t), ground in row 0
+        slack = END_TIME_RTOL * run.T
+        bounds = net.layer_boundaries
+        for assembly, a, b in zip(net.assemblies(), bounds[:-1], bounds[1:]):
             inside = np.flatnonzero((time >= a - slack) & (time <= b + slack))
             if len(inside) < 2:
                 continue
             w = trapezoid_weights(time[inside])
             for cols in _time_chunks(len(inside), assembly.num_edges):
-                Vk = v_norm[:, inside[cols]]               # ngspice's time points as the batch
+                Vk = states[:, inside[cols]]                 # ngspice's time points as the batch
                 vs, vd = assembly.gather(Vk)
-                power = assembly.edge_currents(Vk) * (vs - vd) * unit_w
-                dissipated += float(np.maximum(power, 0.0).sum(axis=0) @ w[cols])
-                device_net += float(power.sum(axis=0) @ w[cols])
+                power = assembly.edge_currents(Vk) * (vs - vd)
+                dissipated += float(np.maximum(power, 0.0).sum(axis=0) @ w[cols]) * scale.energy_unit
+                device_net += float(power.sum(axis=0) @ w[cols]) * scale.energy_unit
         method, points = "recomputed", len(time)
-    cap = profile.capacitance_unit_f * net.capacitance
-    balance = float(0.5 * cap @ (V[1:, 0] ** 2 - V[1:, -1] ** 2))
+    start, end = run.node_voltages[0], run.node_voltages[-1]
+    balance = float(0.5 * net.capacitance @ (start ** 2 - end ** 2)) * scale.energy_unit
     return SpiceEnergy(dissipated_j=dissipated, device_net_j=device_net, balance_j=balance,
                        method=method, points=points)

@@ -10,7 +10,7 @@ check                            severity  triggered by
 ===============================  ========  ==================================================
 ``voltage_rails``                error     a node voltage ``V0·v`` outside the rails (waveforms)
 ``current_limit``                error     a device current ``G0·V0·|i|`` above the limit
-``conductance_range``            warn/err  a conductance-like parameter (``PARAMETER_ROLES``)
+``conductance_range``            warn/err  a conductance-like parameter (its device's role)
                                            with ``|g|·G0`` outside ``[g_min, g_max]`` (error if
                                            above ``g_max``); exact zeros mean "no device"
 ``precision_floor``              warning   a non-zero ``|g|·G0`` below ``g_max / 2**bits``
@@ -43,12 +43,11 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from .. import devices as _devices
+from ..devices import CONDUCTANCE, Diode, rows_with_role
 from ..errors import InputError
-from ..spice.netlist import CELSIUS_TO_KELVIN, diode_emission_coefficient
+from ..units import CELSIUS_TO_KELVIN, diode_emission_coefficient, ktc_noise_sigma
 from .energy import EdgeSweep, EdgeTable, EnergyReport
-from .profile import format_si as _eng
-from .robustness import BOLTZMANN, conductance_rows
+from .formatting import format_si
 
 __all__ = ["Finding", "SEVERITIES", "CHECKS", "check_feasibility", "check_rails", "check_current_limit",
            "check_conductance_range", "check_precision_floor", "check_active_devices",
@@ -143,7 +142,7 @@ def _group_offsets(net) -> np.ndarray:
 # ---------------------------------------------------------------- waveform checks
 def check_rails(net, profile, waveforms) -> list:
     """Node voltages (every node, sample and grid time) outside the supply rails."""
-    V = profile.voltage_unit_v * waveforms.node_voltages                  # (n_t, B, N), volts
+    V = profile.scale.V0 * waveforms.node_voltages                  # (n_t, B, N), volts
     high, low = V.max(axis=(0, 1)), V.min(axis=(0, 1))                    # (N,)
     over = np.maximum(high - profile.rail_high_v, profile.rail_low_v - low)
     bad = np.flatnonzero(over > 0)
@@ -155,14 +154,14 @@ def check_rails(net, profile, waveforms) -> list:
     return [Finding(
         "voltage_rails", "error",
         f"{bad.size} node(s) leave the rails [{profile.rail_low_v:g}, {profile.rail_high_v:g}] V: "
-        f"node {worst + 1} reaches {extreme:.4g} V (sample {b}, t = {waveforms.ts[t] * profile.time_unit_s * 1e9:.4g} ns); "
+        f"node {worst + 1} reaches {extreme:.4g} V (sample {b}, t = {waveforms.ts[t] * profile.scale.time_unit * 1e9:.4g} ns); "
         f"nodes {_examples(str(n + 1) for n in bad)}. Lower V0 or the inputs, or widen the rails",
         nodes=bad + 1, value=float(extreme), counts={"nodes": int(bad.size)})]
 
 
 def check_current_limit(net, profile, sweep: EdgeSweep, table: EdgeTable) -> list:
     """Device currents (over the waveform) above the per-device limit."""
-    current = profile.current_unit_a * sweep.max_abs_current
+    current = profile.scale.current_unit * sweep.max_abs_current
     bad = np.flatnonzero(current > profile.current_limit_a)
     if bad.size == 0:
         return []
@@ -170,8 +169,8 @@ def check_current_limit(net, profile, sweep: EdgeSweep, table: EdgeTable) -> lis
     worst = int(order[0])
     return [Finding(
         "current_limit", "error",
-        f"{bad.size} device(s) carry more than {_eng(profile.current_limit_a, 'A')}: "
-        f"{_describe_edge(net, table, worst)} carries {_eng(float(current[worst]), 'A')} "
+        f"{bad.size} device(s) carry more than {format_si(profile.current_limit_a, 'A')}: "
+        f"{_describe_edge(net, table, worst)} carries {format_si(float(current[worst]), 'A')} "
         f"(sample {int(sweep.max_current_sample[worst])}); "
         f"edges {_examples(str(e) for e in order)}",
         edges=order, value=float(current[worst]), counts={"edges": int(bad.size)})]
@@ -182,13 +181,13 @@ def check_negative_differential_conductance(net, profile, sweep: EdgeSweep, tabl
     bad = np.flatnonzero(table.branch & (sweep.min_branch_slope < -NDC_ATOL))
     if bad.size == 0:
         return []
-    slope_s = profile.conductance_unit_s * sweep.min_branch_slope[bad]
+    slope_s = profile.scale.G0 * sweep.min_branch_slope[bad]
     worst = int(bad[np.argmin(slope_s)])
     families = _family_counts(net, table, bad)
     return [Finding(
         "negative_differential_conductance", "warning",
         f"{bad.size} two-terminal device(s) have a negative differential conductance on the simulated "
-        f"trajectory ({families}); most negative {_eng(float(slope_s.min()), 'S')} at "
+        f"trajectory ({families}); most negative {format_si(float(slope_s.min()), 'S')} at "
         f"{_describe_edge(net, table, worst)}. A negative slope needs an active cell (a passive "
         f"two-terminal's slope is ≥ 0) and can make the circuit unstable",
         edges=bad, value=float(slope_s.min()), counts={"edges": int(bad.size)})]
@@ -206,9 +205,9 @@ def _conductances(net, profile):
     offsets = _group_offsets(net)
     edges, values = [], []
     for g, group in enumerate(net.groups):
-        rows = conductance_rows(group.device)
+        rows = rows_with_role(group.device, CONDUCTANCE)
         if rows:
-            v = np.abs(group.params[rows]) * profile.conductance_unit_s                 # (R, E_g)
+            v = np.abs(group.params[rows]) * profile.scale.G0                 # (R, E_g)
             edges.append(np.broadcast_to(offsets[g] + np.arange(group.num_edges), v.shape).ravel())
             values.append(v.ravel())
     if not edges:
@@ -227,18 +226,18 @@ def check_conductance_range(net, profile, table: EdgeTable) -> list:
         return []
     parts = []
     if below.any():
-        parts.append(f"{int(below.sum())} below {_eng(profile.conductance_min_s, 'S')} "
-                     f"(smallest {_eng(float(g[below].min()), 'S')})")
+        parts.append(f"{int(below.sum())} below {format_si(profile.conductance_min_s, 'S')} "
+                     f"(smallest {format_si(float(g[below].min()), 'S')})")
     if above.any():
-        parts.append(f"{int(above.sum())} above {_eng(profile.conductance_max_s, 'S')} "
-                     f"(largest {_eng(float(g[above].max()), 'S')}: no device reaches it; a larger "
+        parts.append(f"{int(above.sum())} above {format_si(profile.conductance_max_s, 'S')} "
+                     f"(largest {format_si(float(g[above].max()), 'S')}: no device reaches it; a larger "
                      f"G0 scales every conductance together)")
     nonzero = g[~zero]
     spread = float(nonzero.max() / nonzero.min()) if nonzero.size else 1.0
     return [Finding(
         "conductance_range", "error" if above.any() else "warning",
-        f"{int(bad.sum())} of {g.size} conductance-like parameters (PARAMETER_ROLES) lie outside the "
-        f"realisable [{_eng(profile.conductance_min_s, 'S')}, {_eng(profile.conductance_max_s, 'S')}]: "
+        f"{int(bad.sum())} of {g.size} conductance-like parameters lie outside the "
+        f"realisable [{format_si(profile.conductance_min_s, 'S')}, {format_si(profile.conductance_max_s, 'S')}]: "
         f"{'; '.join(parts)}. The non-zero |g| span a ratio of {spread:.3g} against the window's "
         f"{profile.conductance_max_s / profile.conductance_min_s:.3g}; "
         f"{int(zero.sum())} are exactly 0 (no device needed)",
@@ -257,7 +256,7 @@ def check_precision_floor(net, profile, table: EdgeTable) -> list:
     return [Finding(
         "precision_floor", "warning",
         f"{int(bad.sum())} of {g.size} conductance-like parameters are below the {profile.precision_bits}-bit "
-        f"precision floor g_max/2^bits = {_eng(floor, 'S')} (smallest {_eng(float(g[bad].min()), 'S')}): "
+        f"precision floor g_max/2^bits = {format_si(floor, 'S')} (smallest {format_si(float(g[bad].min()), 'S')}): "
         f"programming rounds them to 0 or to the floor",
         edges=np.unique(edges[bad]), value=float(bad.mean()),
         counts={"below_floor": int(bad.sum()), "parameters": int(g.size)})]
@@ -307,28 +306,28 @@ def check_active_devices(net, profile, table: EdgeTable, sweep: EdgeSweep | None
             f"{_family_counts(net, table, active)} — a relu/tanh/softplus branch or an affine input is "
             f"a transconductor cell, not a passive device",
             edges=active, value=float(active.size / max(table.num_edges, 1)), counts=counts))
-    def largest_bias_current(e) -> float:
-        return float(np.abs(table.zero_bias_current[e]).max() * profile.current_unit_a)
-
     if source.any():
-        e = np.flatnonzero(source)
-        largest = largest_bias_current(e)
-        findings.append(Finding(
-            "current_sources", "warning",
-            f"{e.size} edge(s) to ground carry a current at zero bias: they are current sources "
-            f"(largest {_eng(largest, 'A')}); {_examples(_describe_edge(net, table, int(k)) for k in e)}",
-            edges=e, value=largest, counts={"edges": int(e.size)}))
+        findings.append(_zero_bias_finding(
+            net, profile, table, "current_sources", source,
+            "{n} edge(s) to ground carry a current at zero bias: they are current sources (largest {largest})"))
     offset = bias & ~table.to_ground
     if offset.any():
-        e = np.flatnonzero(offset)
-        largest = largest_bias_current(e)
-        findings.append(Finding(
-            "zero_bias_current", "warning",
-            f"{e.size} edge(s) between two nodes carry a current at zero bias, i(0,0) ≠ 0 (largest "
-            f"{_eng(largest, 'A')}): a built-in offset current that only an active cell can supply; "
-            f"{_examples(_describe_edge(net, table, int(k)) for k in e)}",
-            edges=e, value=largest, counts={"edges": int(e.size)}))
+        findings.append(_zero_bias_finding(
+            net, profile, table, "zero_bias_current", offset,
+            "{n} edge(s) between two nodes carry a current at zero bias, i(0,0) ≠ 0 (largest {largest}): "
+            "a built-in offset current that only an active cell can supply"))
     return findings
+
+
+def _zero_bias_finding(net, profile, table: EdgeTable, check: str, mask, text: str) -> Finding:
+    """A warning about the edges of ``mask`` that carry a current at zero bias; ``text``
+    names their count ``{n}`` and their largest such current ``{largest}``."""
+    e = np.flatnonzero(mask)
+    largest = float(np.abs(table.zero_bias_current[e]).max() * profile.scale.current_unit)
+    return Finding(check, "warning",
+                   text.format(n=e.size, largest=format_si(largest, "A"))
+                   + f"; {_examples(_describe_edge(net, table, int(k)) for k in e)}",
+                   edges=e, value=largest, counts={"edges": int(e.size)})
 
 
 # ---------------------------------------------------------------- structure
@@ -412,10 +411,10 @@ def check_ktc_noise(net, profile, waveforms) -> list:
     ``KTC_RISK_SIGMAS·√2·σ`` (the difference of two noisy nodes) are *at risk*. Noise on
     the initial state and its propagation are in the Monte Carlo (``ktc=True``).
     """
-    cap = profile.capacitance_unit_f * net.capacitance[net.readout - 1]
-    sigma_v = np.sqrt(BOLTZMANN * profile.temperature_k / cap)            # (R,), volts
-    sigma = float(np.median(sigma_v))
-    final = profile.voltage_unit_v * waveforms.node_voltages[-1][:, net.readout - 1]   # (B, R)
+    volts = profile.scale.V0
+    sigma_v = volts * ktc_noise_sigma(net.capacitance[net.readout - 1], profile.temperature_k, profile.scale)
+    sigma = float(np.median(sigma_v))                                      # volts
+    final = volts * waveforms.node_voltages[-1][:, net.readout - 1]        # (B, R)
     if final.shape[1] >= 2:
         top = np.sort(final, axis=1)
         gap = top[:, -1] - top[:, -2]
@@ -429,8 +428,8 @@ def check_ktc_noise(net, profile, waveforms) -> list:
     severity = "warning" if snr_db < KTC_SNR_WARNING_DB else "info"
     return [Finding(
         "ktc_noise", severity,
-        f"kT/C noise at {profile.temperature_k:g} K on the read-out capacitors: σ = {_eng(sigma, 'V')} "
-        f"rms; {signal_name} {_eng(signal, 'V')} → SNR {snr_db:.1f} dB "
+        f"kT/C noise at {profile.temperature_k:g} K on the read-out capacitors: σ = {format_si(sigma, 'V')} "
+        f"rms; {signal_name} {format_si(signal, 'V')} → SNR {snr_db:.1f} dB "
         f"({'below' if severity == 'warning' else 'above'} {KTC_SNR_WARNING_DB:g} dB); "
         f"{at_risk:.1%} of samples have a gap under {KTC_RISK_SIGMAS:g}·√2·σ",
         nodes=net.readout, value=snr_db,
@@ -446,8 +445,8 @@ def check_power_budget(net, profile, energy: EnergyReport) -> list:
     severity = "error" if average > budget else "warning"
     return [Finding(
         "power_budget", severity,
-        f"power above the {_eng(budget, 'W')} budget: average (energy drawn per inference / latency, "
-        f"worst sample) {_eng(average, 'W')}, peak {_eng(peak, 'W')}"
+        f"power above the {format_si(budget, 'W')} budget: average (energy drawn per inference / latency, "
+        f"worst sample) {format_si(average, 'W')}, peak {format_si(peak, 'W')}"
         + ("" if average > budget else " (the average fits; only the peak exceeds it)"),
         value=average if average > budget else peak,
         counts={"average_power_w": average, "peak_power_w": peak})]
@@ -466,15 +465,15 @@ def check_diode_ideality(net, profile, table: EdgeTable) -> list:
     low, high = DIODE_N_RANGE
     edges, parts, worst = [], [], None
     for g, group in enumerate(net.groups):
-        if not isinstance(group.device, _devices.Diode):
+        if not isinstance(group.device, Diode):
             continue
         nvt = group.device.thermal_voltage
-        n = diode_emission_coefficient(nvt, profile.scale(), temperature_c)
+        n = diode_emission_coefficient(nvt, profile.scale, temperature_c)
         if low <= n <= high:
             continue
         edges.append(np.arange(offsets[g], offsets[g + 1]))
         parts.append(f"{group.num_edges} in layer {int(table.layer[offsets[g]])} with n·Vt = {nvt:g} V0 = "
-                     f"{_eng(nvt * profile.voltage_unit_v, 'V')}: N = {n:.3g} (a real junction needs "
+                     f"{format_si(nvt * profile.scale.V0, 'V')}: N = {n:.3g} (a real junction needs "
                      f"thermal_voltage in [{low / n * nvt:.3g}, {high / n * nvt:.3g}])")
         worst = n if worst is None or abs(np.log(n)) > abs(np.log(worst)) else worst
     if not parts:

@@ -34,10 +34,10 @@ def _figure(width, height) -> Figure:
 def plot_readout_waveforms(report, samples: int = PLOTTED_SAMPLES) -> Figure:
     """Read-out voltages (V) over time (ns) of the first ``samples`` samples, each node's
     settle point (dot), the sample's settle time (dashed) and decision time (dotted)."""
-    unit = report.profile.time_unit_s * NANOSECONDS
+    unit = report.profile.scale.time_unit * NANOSECONDS
     ts = report.waveforms.ts * unit
     nodes = report.readout_nodes
-    readout = report.profile.voltage_unit_v * report.waveforms.node_voltages[:, :, nodes - 1]
+    readout = report.profile.scale.V0 * report.waveforms.node_voltages[:, :, nodes - 1]
     settle = report.settle
     shown = min(samples, readout.shape[1])
     fig = _figure(9, 2.6 * shown)

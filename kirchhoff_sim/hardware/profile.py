@@ -1,16 +1,19 @@
-"""Technology profile: the numbers that map a normalised net onto a chip.
+"""Technology profile: the physical scale and the limits of the chip a net is mapped onto.
 
-A :class:`TechnologyProfile` holds the physical scale of DESIGN.md §5 (``V0``, ``C0``,
-``G0``) and the limits the feasibility checks hold a circuit to: supply rails, the
-realisable conductance window and precision, the per-device current limit, the power
-budget, the temperature for kT/C noise and the largest fan-in of one node.
+A :class:`TechnologyProfile` holds the physical scale of DESIGN.md §5 as a
+:class:`~kirchhoff_sim.units.PhysicalScale` (``profile.scale``: ``V0``, ``C0``, ``G0``
+and the time, current, energy and power units they imply) and the limits the
+feasibility checks hold a circuit to: supply rails, the realisable conductance window and
+precision, the per-device current limit, the power budget, the temperature for kT/C
+noise and the largest fan-in of one node.
 
 The defaults live in one place, ``default_profile.json`` beside this module (shipped as
 package data), where every value carries its unit and a ``source`` that says where it
 comes from. They are *representative* of analog in-memory computing with RRAM/PCM
 crossbars and switched-capacitor front ends, not the figures of one process.
 
-A user profile overrides any subset::
+In the file the scale is three parameters, ``voltage_unit_v``, ``capacitance_unit_f``
+and ``conductance_unit_s``, beside the limits. A user profile overrides any subset::
 
     {"parameters": {"capacitance_unit_f": 2e-13,
                     "rail_high_v": {"value": 1.2, "source": "our 2.4 V process"}}}
@@ -25,29 +28,30 @@ that names the file and the field.
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass, field, fields
+import warnings
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
-
+from ..checks import as_int, as_positive, as_real
 from ..errors import InputError
-from ..modelfile import atomic_write
-from ..spice.scale import PhysicalScale
+from ..fileio import atomic_write_text
+from ..units import PhysicalScale
+from .formatting import format_si
+from .perturbation import MAX_BITS
 
 __all__ = ["TechnologyProfile", "default_profile", "load_profile", "format_si", "PROFILE_FORMAT",
-           "PROFILE_VERSION", "DEFAULT_PROFILE_FILE"]
+           "PROFILE_VERSION", "DEFAULT_PROFILE_FILE", "SCALE_PARAMETERS"]
 
 PROFILE_FORMAT = "kirchhoff_sim.technology_profile"
 PROFILE_VERSION = 1
 DEFAULT_PROFILE_FILE = "default_profile.json"
-MAX_PRECISION_BITS = 52        # float64's mantissa; as robustness.MAX_BITS
 _HEADER_KEYS = ("format", "version", "name", "notes", "parameters")
 _USER_SOURCE = "set by {where}"
+_CODE_SOURCE = "set in code"
 
-#: field → (unit, kind): "positive" (finite > 0), "negative" (finite < 0), "count" (int >= 1),
-#: "bits" (int in 1..MAX_PRECISION_BITS)
+#: parameter of the profile file → (unit, kind): "positive" (finite > 0), "negative"
+#: (finite < 0), "count" (int >= 1), "bits" (int in 1..MAX_BITS)
 _FIELD_SPECS = {
     "capacitance_unit_f": ("F", "positive"),
     "conductance_unit_s": ("S", "positive"),
@@ -63,6 +67,12 @@ _FIELD_SPECS = {
     "temperature_k": ("K", "positive"),
     "max_node_degree": ("devices", "count"),
 }
+#: the three file parameters that make up :attr:`TechnologyProfile.scale`, and its unit of each
+SCALE_PARAMETERS = {"voltage_unit_v": "V0", "capacitance_unit_f": "C0", "conductance_unit_s": "G0"}
+_LIMITS = tuple(name for name in _FIELD_SPECS if name not in SCALE_PARAMETERS)
+#: attributes of earlier releases, and where their values are now (read-only aliases, one release)
+_MOVED = {"voltage_unit_v": "V0", "capacitance_unit_f": "C0", "conductance_unit_s": "G0",
+          "time_unit_s": "time_unit", "current_unit_a": "current_unit", "energy_unit_j": "energy_unit"}
 
 
 @dataclass(frozen=True)
@@ -74,14 +84,13 @@ class TechnologyProfile:
 
     Attributes
     ----------
-    capacitance_unit_f : float
-        ``C0``, farads per unit of normalised capacitance (node capacitor ``C0·C_n``).
-    conductance_unit_s : float
-        ``G0``, siemens per unit of normalised conductance.
+    scale : PhysicalScale
+        ``V0`` (volts per normalised volt), ``C0`` (farads per unit of normalised
+        capacitance) and ``G0`` (siemens per unit of normalised conductance); its
+        ``time_unit``, ``current_unit``, ``energy_unit``, ``power_unit`` follow. The file
+        parameters ``voltage_unit_v``, ``capacitance_unit_f``, ``conductance_unit_s``.
     conductance_min_s, conductance_max_s : float
         Realisable window of a programmed conductance ``|g|·G0`` (siemens).
-    voltage_unit_v : float
-        ``V0``, volts per normalised volt.
     rail_low_v, rail_high_v : float
         Supply rails (volts) around the 0 V circuit ground; ``rail_low_v < 0 < rail_high_v``.
     supply_voltage_v : float
@@ -101,14 +110,12 @@ class TechnologyProfile:
     notes : str
         Free text: where the values come from as a whole.
     sources : dict of str to str
-        Per field, where its value comes from.
+        Per file parameter, where its value comes from.
     """
 
-    capacitance_unit_f: float
-    conductance_unit_s: float
+    scale: PhysicalScale
     conductance_min_s: float
     conductance_max_s: float
-    voltage_unit_v: float
     rail_low_v: float
     rail_high_v: float
     supply_voltage_v: float
@@ -122,8 +129,10 @@ class TechnologyProfile:
     sources: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
-        for name, (_, kind) in _FIELD_SPECS.items():
-            object.__setattr__(self, name, _checked(getattr(self, name), name, kind, "TechnologyProfile"))
+        if not isinstance(self.scale, PhysicalScale):
+            raise InputError(f"TechnologyProfile.scale must be a PhysicalScale, got {type(self.scale).__name__}")
+        for name in _LIMITS:
+            object.__setattr__(self, name, _checked(getattr(self, name), name, "TechnologyProfile"))
         if not self.conductance_min_s < self.conductance_max_s:
             raise InputError(f"TechnologyProfile: conductance_min_s ({self.conductance_min_s:g} S) must be "
                              f"below conductance_max_s ({self.conductance_max_s:g} S)")
@@ -136,32 +145,39 @@ class TechnologyProfile:
             raise InputError(f"TechnologyProfile.sources names unknown fields {sorted(unknown)}")
         object.__setattr__(self, "sources", {k: str(sources.get(k, "")) for k in _FIELD_SPECS})
 
+    def __getattr__(self, name):
+        # only reached when normal lookup fails: the attributes of earlier releases
+        if name in _MOVED:
+            warnings.warn(f"TechnologyProfile.{name} is deprecated; use profile.scale.{_MOVED[name]}",
+                          DeprecationWarning, stacklevel=2)
+            return getattr(self.scale, _MOVED[name])
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     # ------------------------------------------------------------------ derived
-    def scale(self) -> PhysicalScale:
-        """The physical scale ``(V0, C0, G0)`` of DESIGN.md §5."""
-        return PhysicalScale(V0=self.voltage_unit_v, C0=self.capacitance_unit_f, G0=self.conductance_unit_s)
-
-    @property
-    def time_unit_s(self) -> float:
-        """Seconds per unit of normalised time, ``C0/G0``."""
-        return self.capacitance_unit_f / self.conductance_unit_s
-
-    @property
-    def current_unit_a(self) -> float:
-        """Amperes per unit of normalised current, ``G0·V0``."""
-        return self.conductance_unit_s * self.voltage_unit_v
-
-    @property
-    def energy_unit_j(self) -> float:
-        """Joules per unit of normalised energy, ``C0·V0²`` (power × time: ``G0·V0²·C0/G0``)."""
-        return self.capacitance_unit_f * self.voltage_unit_v ** 2
-
     @property
     def precision_floor_s(self) -> float:
         """Smallest conductance step the programming resolves, ``g_max / 2**bits`` (siemens)."""
         return self.conductance_max_s / 2.0 ** self.precision_bits
 
+    def parameters(self) -> dict:
+        """``{file parameter: value}``, the scale's three included, in the file's order."""
+        scale = {name: getattr(self.scale, unit) for name, unit in SCALE_PARAMETERS.items()}
+        return {name: scale[name] if name in scale else getattr(self, name) for name in _FIELD_SPECS}
+
     # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_parameters(cls, values: dict, *, name: str = "custom", notes: str = "",
+                        sources: dict | None = None) -> "TechnologyProfile":
+        """A profile from every file parameter (``{"voltage_unit_v": …, "rail_low_v": …}``)."""
+        missing = [k for k in _FIELD_SPECS if k not in values]
+        unknown = [k for k in values if k not in _FIELD_SPECS]
+        if missing or unknown:
+            raise InputError(f"TechnologyProfile parameters: missing {missing}, unknown {unknown}")
+        scale = PhysicalScale(**{unit: _checked(values[key], key, "TechnologyProfile")
+                                 for key, unit in SCALE_PARAMETERS.items()})
+        return cls(scale=scale, **{k: values[k] for k in _LIMITS}, name=name, notes=notes,
+                   sources={} if sources is None else sources)
+
     @classmethod
     def from_dict(cls, data: dict, *, base: "TechnologyProfile | None" = None,
                   where: str = "profile") -> "TechnologyProfile":
@@ -213,8 +229,9 @@ class TechnologyProfile:
         for name, entry in given.items():
             values[name], source = _entry(entry, name, where)
             sources[name] = source if source is not None else _USER_SOURCE.format(where=where)
-        for name in missing:
-            values[name] = getattr(base, name)
+        if missing:
+            inherited = base.parameters()
+            values.update({name: inherited[name] for name in missing})
         texts = {}
         for text in ("name", "notes"):
             value = data.get(text, getattr(base, text) if base is not None else ("custom" if text == "name" else ""))
@@ -222,80 +239,79 @@ class TechnologyProfile:
                 raise InputError(f"{where}: '{text}' must be a string, got {value!r}")
             texts[text] = value
         try:
-            return cls(**values, **texts, sources=sources)
+            return cls.from_parameters(values, **texts, sources=sources)
         except InputError as exc:
             raise InputError(f"{where}: {exc}") from None
 
     def replace(self, **changes) -> "TechnologyProfile":
-        """A validated copy with some fields changed (their source becomes "set in code")."""
+        """A validated copy with some parameters changed (their source becomes "set in code").
+
+        Keywords are file parameters (``capacitance_unit_f=2e-13``), ``scale`` (a
+        :class:`~kirchhoff_sim.units.PhysicalScale`, for all three units at once),
+        ``name`` and ``notes``.
+        """
+        scale = changes.pop("scale", None)
         unknown = set(changes) - set(_FIELD_SPECS) - {"name", "notes"}
         if unknown:
             raise InputError(f"TechnologyProfile has no field(s) {sorted(unknown)}")
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        sources = dict(self.sources)
-        sources.update({k: "set in code" for k in changes if k in _FIELD_SPECS})
-        values.update(changes, sources=sources)
-        return TechnologyProfile(**values)
+        values = self.parameters()
+        changed = [k for k in changes if k in _FIELD_SPECS]
+        if scale is not None:
+            if not isinstance(scale, PhysicalScale):
+                raise InputError(f"TechnologyProfile.replace: scale must be a PhysicalScale, got "
+                                 f"{type(scale).__name__}")
+            both = sorted(set(changed) & set(SCALE_PARAMETERS))
+            if both:
+                raise InputError(f"TechnologyProfile.replace: {both} given beside scale")
+            values.update({name: getattr(scale, unit) for name, unit in SCALE_PARAMETERS.items()})
+            changed += list(SCALE_PARAMETERS)
+        values.update({k: v for k, v in changes.items() if k in _FIELD_SPECS})
+        sources = {**self.sources, **{k: _CODE_SOURCE for k in changed}}
+        return TechnologyProfile.from_parameters(values, name=changes.get("name", self.name),
+                                                 notes=changes.get("notes", self.notes), sources=sources)
 
     def to_dict(self) -> dict:
         """JSON form (what :meth:`save` writes and :meth:`from_dict` reads)."""
         return {
             "format": PROFILE_FORMAT, "version": PROFILE_VERSION, "name": self.name, "notes": self.notes,
-            "parameters": {name: {"value": getattr(self, name), "unit": unit, "source": self.sources[name]}
-                           for name, (unit, _) in _FIELD_SPECS.items()},
+            "parameters": {name: {"value": value, "unit": _FIELD_SPECS[name][0], "source": self.sources[name]}
+                           for name, value in self.parameters().items()},
         }
 
     def save(self, path) -> Path:
         """Write the profile as JSON, atomically (temporary file, then rename)."""
-        text = json.dumps(self.to_dict(), indent=2) + "\n"
-        return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     def describe(self) -> str:
         """A readable table of every value with its unit and source."""
         lines = [f"technology profile: {self.name}"]
         if self.notes:
             lines.append(f"  {self.notes}")
-        for name, (unit, _) in _FIELD_SPECS.items():
-            value = getattr(self, name)
+        for name, value in self.parameters().items():
             shown = f"{value:d}" if isinstance(value, int) else f"{value:.4g}"
-            lines.append(f"  {name:<20} {shown:>10} {unit:<7}  {self.sources[name]}")
+            lines.append(f"  {name:<20} {shown:>10} {_FIELD_SPECS[name][0]:<7}  {self.sources[name]}")
         return "\n".join(lines)
 
 
-def format_si(value: float, unit: str) -> str:
-    """``value`` with an SI prefix and three significant digits: ``1.23 fJ``, ``45.6 µW``."""
-    if value == 0 or not np.isfinite(value):
-        return f"{value:.3g} {unit}"
-    prefixes = {-18: "a", -15: "f", -12: "p", -9: "n", -6: "µ", -3: "m", 0: "", 3: "k"}
-    exponent = int(np.clip(3 * np.floor(np.log10(abs(value)) / 3), -18, 3))
-    return f"{value / 10.0 ** exponent:.3g} {prefixes[exponent]}{unit}"
-
-
-def _checked(value, name, kind, where):
-    """``value`` as the field's type, or an InputError that says why not."""
-    if isinstance(value, (bool, str, bytes)) or not hasattr(value, "__float__"):
-        raise InputError(f"{where}: {name} must be a number, got {value!r}")
-    if kind in ("count", "bits"):
-        if not float(value).is_integer():
-            raise InputError(f"{where}: {name} must be an integer, got {value!r}")
-        number = int(value)
-        top = MAX_PRECISION_BITS if kind == "bits" else math.inf
-        if not 1 <= number <= top:
-            raise InputError(f"{where}: {name} must be an integer in 1..{top}, got {value!r}")
-        return number
-    number = float(value)
-    if not math.isfinite(number):
-        raise InputError(f"{where}: {name} must be finite, got {value!r}")
-    if kind == "positive" and not number > 0:
-        raise InputError(f"{where}: {name} must be > 0, got {value!r}")
-    if kind == "negative" and not number < 0:
-        raise InputError(f"{where}: {name} must be < 0 (the rail below the 0 V ground), got {value!r}")
+def _checked(value, name, where):
+    """``value`` as the type of the file parameter ``name``, or an InputError that says why not."""
+    label = f"{where}: {name}"
+    kind = _FIELD_SPECS[name][1]
+    if kind == "count":
+        return as_int(value, label, minimum=1)
+    if kind == "bits":
+        return as_int(value, label, minimum=1, maximum=MAX_BITS)
+    if kind == "positive":
+        return as_positive(value, label)
+    number = as_real(value, label)
+    if not number < 0:
+        raise InputError(f"{label} must be < 0 (the rail below the 0 V ground), got {value!r}")
     return number
 
 
 def _entry(entry, name, where):
     """``(value, source or None)`` of one parameter entry: a number or a value object."""
-    unit, kind = _FIELD_SPECS[name]
+    unit = _FIELD_SPECS[name][0]
     source = None
     if isinstance(entry, dict):
         extra = set(entry) - {"value", "unit", "source"}
@@ -310,7 +326,7 @@ def _entry(entry, name, where):
         if source is not None and not isinstance(source, str):
             raise InputError(f"{where}: the 'source' of {name!r} must be a string")
         entry = entry["value"]
-    return _checked(entry, name, kind, where), source
+    return _checked(entry, name, where), source
 
 
 def _read_json(text: str, where: str) -> dict:

@@ -10,7 +10,7 @@ the questions of issue 5 in one object:
 3. **energy and power** (:mod:`.energy`) — per inference, from a dense waveform, and the
    device energy of one sample checked against an ngspice run of the same netlist;
 4. **findings** (:mod:`.feasibility`) — what would break or needs active cells;
-5. **robustness** (:mod:`.robustness`) — the accuracy at a device mismatch σ (log-normal,
+5. **robustness** (:mod:`.montecarlo`) — the accuracy at a device mismatch σ (log-normal,
    Monte Carlo) and at ``bits``-bit parameters, with sweeps over σ and bits for the plots.
 
 :class:`ChipReport` prints as text, converts to JSON (:meth:`ChipReport.to_dict`) and
@@ -21,16 +21,18 @@ change to the global backend).
 from __future__ import annotations
 
 import dataclasses
-
 import textwrap
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..network import as_batch
+from ..checks import as_int
 from ..errors import InputError
-from ..solvers import make_solver
+from ..network import as_batch
+from ..solvers import default_solver_spec, make_solver
+from ..spice import SpiceOptions, to_netlist
+from ..spice.roundtrip import run_compiled
 from .energy import (
     ENERGY_AGREEMENT_RTOL,
     EnergyReport,
@@ -40,9 +42,9 @@ from .energy import (
     sweep_edges,
 )
 from .feasibility import SEVERITIES, check_feasibility
+from .formatting import format_si, format_signed
+from .montecarlo import MonteCarloSpec, mismatch_sweep, quantisation_sweep
 from .profile import TechnologyProfile, default_profile
-from .profile import format_si as _eng
-from .robustness import DEFAULT_SOLVER, MonteCarloSpec, mismatch_sweep, quantisation_sweep
 from .timing import (
     DEFAULT_SETTLE_FRACTION,
     DEFAULT_WAVEFORM_POINTS,
@@ -63,7 +65,6 @@ DEFAULT_MC_TRIALS = 20
 DEFAULT_REPORT_BITS = 6
 SWEEP_SIGMAS = (0.0, 0.02, 0.05, 0.1, 0.2)
 SWEEP_BITS = (2, 3, 4, 5, 6, 8, 10)
-SPICE_TIMEOUT_SECONDS = 600.0
 MESSAGE_WIDTH = 96               # text wrap of a finding's message
 
 
@@ -123,8 +124,8 @@ class SpiceCheck:
     def __str__(self) -> str:
         how = ("ngspice's saved B-source branch currents" if self.method == "branch currents" else
                "ngspice's node voltages, B-source currents recomputed from them through the device expressions")
-        rows = [f"sample {s}: dissipated {_eng(a, 'J')} (solver) vs {_eng(b, 'J')} (ngspice); net {_eng(c, 'J')} vs "
-                f"{_eng(d, 'J')}; capacitor balance in ngspice {_eng(e, 'J')}"
+        rows = [f"sample {s}: dissipated {format_si(a, 'J')} (solver) vs {format_si(b, 'J')} (ngspice); net {format_si(c, 'J')} vs "
+                f"{format_si(d, 'J')}; capacitor balance in ngspice {format_si(e, 'J')}"
                 for s, a, b, c, d, e in zip(self.samples, self.solver_dissipated_j, self.spice_dissipated_j,
                                             self.solver_net_j, self.spice_net_j, self.spice_balance_j)]
         verdict = "agree" if self.agrees else "DO NOT agree"
@@ -144,27 +145,24 @@ def _relative(a, b, scale=None) -> float:
 def run_spice_check(net, X, profile, energy: EnergyReport, samples, options=None,
                     backend: str = "subprocess", table=None) -> SpiceCheck:
     """Run ``samples`` (rows of ``X``) in ngspice and compare their device energy with ``energy``."""
-    from ..spice.netlist import SpiceOptions, to_netlist
-    from ..spice.runner import run_netlist
-
     table = edge_table(net) if table is None else table
     # the device energy comes from ngspice's own B-source currents, not from ours
     options = dataclasses.replace(SpiceOptions() if options is None else options, save_branch_currents=True)
-    scale = profile.scale()
     fields = {k: [] for k in ("spice_dissipated_j", "spice_net_j", "spice_balance_j", "spice_seconds",
                               "compile_seconds", "spice_points")}
     method = ""
     for b in samples:
         start = time.perf_counter()
-        netlist = to_netlist(net, X[b], scale=scale, options=options,
+        netlist = to_netlist(net, X[b], scale=profile.scale, options=options,
                              title=f"kirchhoff_sim chip report, sample {b}")
+        netlist.sample_index = int(b)
         fields["compile_seconds"].append(time.perf_counter() - start)
-        result = run_netlist(netlist.text, backend=backend, timeout=SPICE_TIMEOUT_SECONDS)
-        spice = spice_device_energy(net, netlist, result, profile, table)
+        run = run_compiled(netlist, backend=backend)
+        spice = spice_device_energy(net, run, profile, table)
         fields["spice_dissipated_j"].append(spice.dissipated_j)
         fields["spice_net_j"].append(spice.device_net_j)
         fields["spice_balance_j"].append(spice.balance_j)
-        fields["spice_seconds"].append(float(result.elapsed))
+        fields["spice_seconds"].append(run.elapsed)
         fields["spice_points"].append(int(spice.points))
         method = spice.method
     samples = [int(b) for b in samples]
@@ -224,13 +222,13 @@ class ChipReport:
 
     def to_dict(self) -> dict:
         """Everything as JSON-able Python values (no arrays)."""
-        scale = self.profile.scale()
+        scale = self.profile.scale
         return {
             "net": dict(self.net_summary),
             "samples": int(self.samples),
             "profile": self.profile.to_dict(),
             "scale": {**scale.to_dict(), "time_unit_s": scale.time_unit, "current_unit_a": scale.current_unit,
-                      "energy_unit_j": self.profile.energy_unit_j},
+                      "energy_unit_j": scale.energy_unit},
             "timing": self.timing.to_dict(),
             "energy": self.energy.to_dict(),
             "spice_check": None if self.spice is None else self.spice.to_dict(),
@@ -244,16 +242,16 @@ class ChipReport:
     # ------------------------------------------------------------------ text
     def __str__(self) -> str:
         n = self.net_summary
-        p = self.profile
+        p, scale = self.profile, self.profile.scale
         out = [f"KirchhoffNet chip report — {n['nodes']} nodes, {n['edges']} devices in {n['layers']} layer(s), "
                f"{n['parameters']} parameters, T = {n['T']:g}; {self.samples} samples"]
         out += _section("scale and profile", [
-            f"{p.name}: V0 = {p.voltage_unit_v:g} V, C0 = {_eng(p.capacitance_unit_f, 'F')}, G0 = "
-            f"{_eng(p.conductance_unit_s, 'S')} → time unit C0/G0 = {_eng(p.time_unit_s, 's')}, current unit "
-            f"{_eng(p.current_unit_a, 'A')}, energy unit C0·V0² = {_eng(p.energy_unit_j, 'J')}",
-            f"rails [{p.rail_low_v:g}, {p.rail_high_v:g}] V, conductances {_eng(p.conductance_min_s, 'S')}–"
-            f"{_eng(p.conductance_max_s, 'S')} at {p.precision_bits} bits, ≤ {_eng(p.current_limit_a, 'A')} per "
-            f"device, ≤ {p.max_node_degree} devices per node, budget {_eng(p.power_budget_w, 'W')}, "
+            f"{p.name}: V0 = {scale.V0:g} V, C0 = {format_si(scale.C0, 'F')}, G0 = "
+            f"{format_si(scale.G0, 'S')} → time unit C0/G0 = {format_si(scale.time_unit, 's')}, current unit "
+            f"{format_si(scale.current_unit, 'A')}, energy unit C0·V0² = {format_si(scale.energy_unit, 'J')}",
+            f"rails [{p.rail_low_v:g}, {p.rail_high_v:g}] V, conductances {format_si(p.conductance_min_s, 'S')}–"
+            f"{format_si(p.conductance_max_s, 'S')} at {p.precision_bits} bits, ≤ {format_si(p.current_limit_a, 'A')} per "
+            f"device, ≤ {p.max_node_degree} devices per node, budget {format_si(p.power_budget_w, 'W')}, "
             f"active-cell supply {p.supply_voltage_v:g} V, {p.temperature_k:g} K",
             _overrides(p),
         ])
@@ -284,7 +282,7 @@ class ChipReport:
                 f"nominal accuracy {r['nominal_accuracy']:.4f} on {self.samples} samples",
                 f"device mismatch σ = {r['sigma']:.0%} (log-normal on conductance-like parameters, "
                 f"{a['trials']} trials): accuracy {a['mean']:.4f} ± {a['std']:.4f} (p5 {a['p5']:.4f}, "
-                f"p95 {a['p95']:.4f}), drop {_signed(a['drop'])}",
+                f"p95 {a['p95']:.4f}), drop {format_signed(a['drop'])}",
                 f"{r['bits']}-bit parameters (symmetric per-group quantisation): accuracy {q['accuracy']:.4f}",
                 "accuracy vs σ: " + ", ".join(f"{row['sigma']:.0%} {row['mean']:.3f}" for row in r["mismatch_sweep"]),
                 "accuracy vs bits: " + ", ".join(f"{row['bits']} {row['accuracy']:.3f}"
@@ -309,18 +307,13 @@ class ChipReport:
 def _overrides(profile: TechnologyProfile) -> str:
     """Which values differ from the shipped defaults, or a pointer to how to change them."""
     defaults = default_profile()
-    changed = [name for name in profile.sources
-               if getattr(profile, name) != getattr(defaults, name) or profile.sources[name] != defaults.sources[name]]
+    values, default_values = profile.parameters(), defaults.parameters()
+    changed = [name for name in values
+               if values[name] != default_values[name] or profile.sources[name] != defaults.sources[name]]
     if not changed:
         return "(the shipped representative values; 'kirchhoff-sim report --profile FILE' overrides any of them)"
-    return "changed from the shipped defaults: " + "; ".join(f"{name} = {getattr(profile, name):g} ({profile.sources[name]})"
+    return "changed from the shipped defaults: " + "; ".join(f"{name} = {values[name]:g} ({profile.sources[name]})"
                                                               for name in changed)
-
-
-def _signed(value: float) -> str:
-    """``+0.0123``; a rounding-size negative prints as +0.0000, not -0.0000."""
-    text = f"{value:+.4f}"
-    return "+0.0000" if text == "-0.0000" else text
 
 
 def _section(title: str, lines) -> list:
@@ -336,9 +329,7 @@ def _net_summary(net) -> dict:
 def _check_batch(net, X, y, samples):
     X = as_batch(X)
     if samples is not None:
-        if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
-            raise InputError(f"samples must be a positive integer or None, got {samples!r}")
-        X = X[:samples]
+        X = X[:as_int(samples, "samples", minimum=1)]
     if y is not None:
         y = np.asarray(y)
         if len(y) < len(X):
@@ -395,7 +386,7 @@ def chip_report(net, X, y=None, profile: TechnologyProfile | None = None, *, spi
     seed : int
         Monte Carlo seed.
     executor : Runner, optional
-        Where the robustness trials run (:class:`~.robustness.SerialRunner` by default, or a
+        Where the robustness trials run (:class:`~.executors.SerialRunner` by default, or a
         :class:`~.distributed.DaskRunner`).
     spice_options : SpiceOptions, optional
     spice_backend : {"subprocess", "shared"}
@@ -409,7 +400,7 @@ def chip_report(net, X, y=None, profile: TechnologyProfile | None = None, *, spi
     if not isinstance(profile, TechnologyProfile):
         raise InputError(f"profile must be a TechnologyProfile, got {type(profile).__name__}")
     X, y = _check_batch(net, X, y, samples)
-    solver = dict(DEFAULT_SOLVER if solver is None else solver)
+    solver = default_solver_spec() if solver is None else dict(solver)
     solver_object = make_solver(**solver)
     notes = []
 
@@ -440,8 +431,7 @@ def chip_report(net, X, y=None, profile: TechnologyProfile | None = None, *, spi
         notes.append("robustness: skipped, no labels were given")
     elif robustness:
         spec = MonteCarloSpec(trials=mc_trials, seed=seed, solver=solver, temperature=profile.temperature_k,
-                              capacitance_unit=profile.capacitance_unit_f, voltage_unit=profile.voltage_unit_v,
-                              conductance_unit=profile.conductance_unit_s)
+                              scale=profile.scale)
         sigmas = sorted({float(s) for s in sweep_sigmas} | {float(mc_sigma)})
         bit_list = sorted({int(b) for b in sweep_bits} | {int(bits), int(profile.precision_bits)})
         mismatch = mismatch_sweep(net, X, y, sigmas, trials=mc_trials, spec=spec, executor=executor)

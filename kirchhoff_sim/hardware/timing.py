@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..solvers import Dopri5, simulate
-from .profile import format_si
+from .formatting import format_si
 
 __all__ = ["Waveforms", "Settling", "TimingReport", "dense_waveforms", "settling",
            "timing_report", "measure_solver_seconds", "DEFAULT_WAVEFORM_POINTS",
@@ -337,7 +337,7 @@ def timing_report(net, profile, settle: Settling, *, wallclock_solver_batch_s: f
     solver : str
         Description of the timed solver.
     """
-    unit = profile.time_unit_s
+    unit = profile.scale.time_unit
     T = net.T
     slowest = settle.sample_settle_time
     return TimingReport(
