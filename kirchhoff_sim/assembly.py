@@ -221,12 +221,16 @@ class _Chunk:
         p = self.group.params[:, self.local, None]
         w_src, w_dst, bias = self.group.device.input_weights(p)
         n = self.W.shape[0]
-        self.W.data[0::2] = np.broadcast_to(w_src, (n, 1))[:, 0]
-        self.W.data[1::2] = np.broadcast_to(w_dst, (n, 1))[:, 0]
-        Z = self.W @ V
+        # fresh values on the cached sparsity structure: the cached matrix is never written,
+        # so a net shared by threads, or loaded read-only (memory-mapped), stays correct
+        data = np.empty(2 * n)
+        data[0::2] = np.broadcast_to(w_src, (n, 1))[:, 0]
+        data[1::2] = np.broadcast_to(w_dst, (n, 1))[:, 0]
+        W = sp.csr_matrix((data, self.W.indices, self.W.indptr), shape=self.W.shape)
+        Z = W @ V
         if np.any(bias):
             Z += bias
-        return self.W, Z, p
+        return W, Z, p
 
     def currents(self, V):
         """Edge currents of the chunk, ``(E_c, B)``."""
