@@ -65,7 +65,7 @@ def test_every_hardware_module_opens_with_one_line_on_what_it_owns():
         doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
         assert doc, f"{path.name} has no docstring"
         summary = doc.split("\n\n")[0]
-        assert summary.rstrip().endswith("."), f"{path.name}: the summary is not a sentence: {summary!r}"
+        assert "\n" not in summary and summary.endswith("."), f"{path.name}: {summary!r} is not one line"
 
 
 # ------------------------------------------------------------------ one scale

@@ -1,5 +1,4 @@
-"""The Dask executor: :class:`DaskRunner` runs hardware jobs (Monte Carlo trials, sweep
-points) on a local Dask cluster or an existing scheduler.
+"""The Dask executor: hardware jobs on a local Dask cluster or an existing scheduler.
 
 :class:`DaskRunner` is a :class:`~kirchhoff_sim.hardware.executors.Runner`: hand it to
 :func:`~kirchhoff_sim.hardware.montecarlo.monte_carlo`,

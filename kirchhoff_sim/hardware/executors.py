@@ -1,5 +1,4 @@
-"""Executors: where the hardware jobs (Monte Carlo trials, sweep points) run — the
-:class:`Runner` interface and :class:`SerialRunner`, which runs them in this process.
+"""Executors: where hardware jobs run — the Runner interface and the serial runner.
 
 A runner maps a job function of :mod:`~kirchhoff_sim.hardware.trials` over a list of
 calls, ``[fn(net, X, y, **call) for call in calls]``, and returns the results in the

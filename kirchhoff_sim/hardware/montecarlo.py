@@ -1,10 +1,11 @@
-"""Monte Carlo runs: the accuracy that survives mismatch and noise over many seeded trials
-(:func:`monte_carlo`), its distribution (:class:`MonteCarloResult`), and the sweeps over
-mismatch σ and quantisation bits.
+"""Monte Carlo runs: accuracy under mismatch and noise over seeded trials, and the sweeps.
 
-Each run sends its trials as one batch of jobs to a runner (:mod:`.executors`: serial by
-default, or a :class:`~kirchhoff_sim.hardware.distributed.DaskRunner`); what a trial
-does and why a trial gives the same numbers wherever it runs is in :mod:`.trials`.
+:func:`monte_carlo` gives the accuracy distribution (:class:`MonteCarloResult`),
+:func:`mismatch_sweep` and :func:`quantisation_sweep` the accuracy against mismatch σ and
+quantisation bits. Each run sends its trials as one batch of jobs to a runner
+(:mod:`.executors`: serial by default, or a
+:class:`~kirchhoff_sim.hardware.distributed.DaskRunner`); what a trial does and why it
+gives the same numbers wherever it runs is in :mod:`.trials`.
 Every point of :func:`mismatch_sweep` uses the same trial seeds, so its points differ
 by σ, not by luck (common random numbers).
 """

@@ -1,5 +1,4 @@
-"""Perturbation: what building a circuit does to a trained net — quantised parameters,
-device and capacitor mismatch, kT/C noise on the initial state and noise on the read-out.
+"""Perturbation: quantisation, mismatch and noise — what building the circuit does to a net.
 
 Each function returns a new net (or new voltages) and leaves its input alone:
 

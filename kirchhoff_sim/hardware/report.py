@@ -417,7 +417,7 @@ def chip_report(net, X, y=None, profile: TechnologyProfile | None = None, *, spi
     single_s = measure_solver_seconds(net, X[:1], solver_object)
     spice = None
     if spice_check:
-        count = min(int(spice_samples), len(X))
+        count = min(as_int(spice_samples, "spice_samples", minimum=1), len(X))
         spice = run_spice_check(net, X, profile, energy, range(count), spice_options, spice_backend, table)
     solver_text = ", ".join(f"{k}={v}" for k, v in solver.items())
     timing = timing_report(

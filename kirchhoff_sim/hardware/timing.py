@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..checks import as_int, as_real
 from ..errors import InputError
 from ..solvers import Dopri5, simulate
 from .formatting import format_si
@@ -90,10 +91,9 @@ def time_grid(net, n_points: int = DEFAULT_WAVEFORM_POINTS, extra_times=None) ->
     layer_windows : list of ndarray of int
         See :attr:`Waveforms.layer_windows`.
     """
-    if isinstance(n_points, bool) or not isinstance(n_points, (int, np.integer)) or n_points < 3:
-        raise InputError(f"n_points must be an integer >= 3, got {n_points!r}")
+    n_points = as_int(n_points, "n_points", minimum=3)
     bounds = net.layer_boundaries
-    ts = np.linspace(0.0, net.T, int(n_points))
+    ts = np.linspace(0.0, net.T, n_points)
     near = np.abs(ts[:, None] - bounds[None, :]) <= BOUNDARY_MERGE_RTOL * net.T
     ts = np.where(near.any(axis=1), bounds[near.argmax(axis=1)], ts)
     extra = np.zeros(0) if extra_times is None else np.asarray(extra_times, dtype=float).ravel()
@@ -189,8 +189,9 @@ def settling(net, waveforms: Waveforms, fraction: float = DEFAULT_SETTLE_FRACTIO
     -------
     Settling
     """
-    if not (isinstance(fraction, (int, float)) and 0 < fraction < 1):
-        raise InputError(f"the settle fraction must be a number in (0, 1), got {fraction!r}")
+    fraction = as_real(fraction, "the settle fraction", minimum=0.0, exclusive_minimum=True, maximum=1.0)
+    if fraction == 1.0:
+        raise InputError("the settle fraction must be below 1 (a band as wide as the swing says nothing)")
     ts = waveforms.ts
     readout = waveforms.node_voltages[:, :, net.readout - 1]          # (n_t, B, R)
     final = readout[-1]                                                # (B, R)
@@ -213,7 +214,7 @@ def settling(net, waveforms: Waveforms, fraction: float = DEFAULT_SETTLE_FRACTIO
     last_change = np.where(changed.any(axis=0), n_t - 1 - np.argmax(changed[::-1], axis=0), -1)
     decision = np.where(last_change >= 0, ts[np.minimum(last_change + 1, n_t - 1)], 0.0)
     return Settling(settle_time=settle, decision_time=decision, epsilon=epsilon, swing=swing,
-                    fraction=float(fraction))
+                    fraction=fraction)
 
 
 # ---------------------------------------------------------------- wall clock

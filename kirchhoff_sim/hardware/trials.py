@@ -1,8 +1,9 @@
-"""Monte Carlo trials: the spec of a run and the jobs a worker executes (one trial, a
-chunk of trials, one quantisation point), from plain data in to plain data out.
+"""Monte Carlo trials: the spec of a run and the jobs a worker executes, plain data in and out.
 
-Trial ``i`` draws all its randomness from ``np.random.default_rng([seed, i])``, split into
-one child stream per noise source (:meth:`numpy.random.Generator.spawn`), so
+The jobs are one trial (:func:`run_trial`), a chunk of trials (:func:`run_trials`) and
+one quantisation point (:func:`run_quantised`). Trial ``i`` draws all its randomness from
+``np.random.default_rng([seed, i])``, split into one child stream per noise source
+(:meth:`numpy.random.Generator.spawn`), so
 
 * any trial can run anywhere — in this process or on any Dask worker — and gives the
   same numbers, whatever other trials run beside it;
