@@ -13,6 +13,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..fileio import atomic_write
+
 __all__ = ["plot_readout_waveforms", "plot_power", "plot_energy_breakdown", "plot_accuracy_vs_sigma",
            "plot_accuracy_vs_bits", "write_plots"]
 
@@ -119,7 +121,7 @@ def plot_accuracy_vs_bits(report) -> Figure:
 
 
 def write_plots(report, directory) -> list:
-    """Save the report's figures into ``directory`` (created if needed).
+    """Save the report's figures into ``directory`` (created if needed), each atomically.
 
     Files: ``readout_waveforms.png``, ``power.png``, ``energy_breakdown.png`` and, when
     the report has a robustness section, ``accuracy_vs_sigma.png`` and
@@ -140,7 +142,6 @@ def write_plots(report, directory) -> list:
     for name, draw in figures:
         fig = draw(report)
         fig.tight_layout()
-        path = directory / name
-        fig.savefig(path, dpi=PLOT_DPI)
-        written.append(path)
+        written.append(atomic_write(directory / name,
+                                    lambda handle, fig=fig: fig.savefig(handle, dpi=PLOT_DPI, format="png")))
     return written
