@@ -191,7 +191,7 @@ def cmd_evaluate(args):
 
 
 def cmd_montecarlo(args):
-    from .hardware.robustness import MonteCarloSpec, monte_carlo
+    from .hardware.montecarlo import MonteCarloSpec, monte_carlo
 
     if args.workers is not None and (args.scheduler or args.serial):
         raise InputError("--workers sizes the local Dask cluster; it cannot go with --scheduler or --serial")
@@ -280,7 +280,7 @@ def _spice_options(args):
 
 
 def cmd_report(args):
-    from .hardware.profile import load_profile
+    from .technology import load_profile
     from .hardware.report import chip_report
 
     if args.plots:

@@ -41,8 +41,11 @@ from .errors import InputError
 __all__ = [
     "PhysicalScale", "BOLTZMANN", "ELEMENTARY_CHARGE", "CELSIUS_TO_KELVIN",
     "NGSPICE_BOLTZMANN", "NGSPICE_CHARGE", "ROOM_TEMPERATURE_K", "SPICE_NOMINAL_TEMPERATURE_C",
-    "ktc_noise_sigma", "thermal_voltage", "diode_emission_coefficient",
+    "ktc_noise_sigma", "thermal_voltage", "diode_emission_coefficient", "format_si",
+    "SCALE_PARAMETERS", "MAX_PRECISION_BITS",
 ]
+
+_SI_PREFIXES = {-18: "a", -15: "f", -12: "p", -9: "n", -6: "µ", -3: "m", 0: "", 3: "k"}
 
 # ---------------------------------------------------------------- constants
 BOLTZMANN = 1.380649e-23            # J/K, exact since the 2019 SI redefinition
@@ -56,8 +59,11 @@ NGSPICE_BOLTZMANN = 1.38064852e-23   # J/K
 NGSPICE_CHARGE = 1.6021766208e-19    # C
 
 #: the shipped default technology profile, the one source of the default scale
-DEFAULT_PROFILE_PATH = ("hardware", "default_profile.json")   # inside the kirchhoff_sim package
-_SCALE_FIELDS = {"V0": "voltage_unit_v", "C0": "capacitance_unit_f", "G0": "conductance_unit_s"}
+DEFAULT_PROFILE_PATH = ("default_profile.json",)   # inside the kirchhoff_sim package
+#: the technology-profile file's keys of the three units (DESIGN.md §5)
+SCALE_PARAMETERS = {"voltage_unit_v": "V0", "capacitance_unit_f": "C0", "conductance_unit_s": "G0"}
+#: float64's mantissa: a parameter quantised to more bits than this is not representable
+MAX_PRECISION_BITS = 52
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,7 @@ class PhysicalScale:
 
     @classmethod
     def default(cls) -> "PhysicalScale":
-        """The default technology profile's scale (``hardware/default_profile.json``:
+        """The default technology profile's scale (``kirchhoff_sim/default_profile.json``:
         V0 = 0.1 V, C0 = 100 fF, G0 = 1 µS)."""
         return cls(**_default_scale_values())
 
@@ -157,14 +163,14 @@ class PhysicalScale:
 def _default_scale_values() -> dict:
     """``{"V0", "C0", "G0"}`` read from the shipped default profile (package data).
 
-    Only the three scale entries are read here; :mod:`kirchhoff_sim.hardware.profile`
-    reads and validates the whole file, from the same place.
+    Only the three scale entries are read here; :mod:`kirchhoff_sim.technology` reads and
+    validates the whole file, from the same place.
     """
     # resources of the top-level package: importing kirchhoff_sim.hardware from here
     # would import the layers above this module
     text = resources.files("kirchhoff_sim").joinpath(*DEFAULT_PROFILE_PATH).read_text("utf-8")
     parameters = json.loads(text)["parameters"]
-    return {unit: float(parameters[key]["value"]) for unit, key in _SCALE_FIELDS.items()}
+    return {unit: float(parameters[key]["value"]) for key, unit in SCALE_PARAMETERS.items()}
 
 
 # ---------------------------------------------------------------- shared physics
@@ -211,3 +217,11 @@ def diode_emission_coefficient(thermal_voltage_normalised: float, scale: Physica
     ``N`` between 1 and 2; the feasibility report flags diodes outside that range.
     """
     return thermal_voltage_normalised * scale.V0 / thermal_voltage(temperature_c)
+
+
+def format_si(value: float, unit: str) -> str:
+    """``value`` with an SI prefix and three significant digits: ``1.23 fJ``, ``45.6 µW``."""
+    if value == 0 or not np.isfinite(value):
+        return f"{value:.3g} {unit}"
+    exponent = int(np.clip(3 * np.floor(np.log10(abs(value)) / 3), min(_SI_PREFIXES), max(_SI_PREFIXES)))
+    return f"{value / 10.0 ** exponent:.3g} {_SI_PREFIXES[exponent]}{unit}"

@@ -21,7 +21,7 @@ from .perturbation import perturb, quantise
 from .trials import MonteCarloSpec, run_trial
 from .executors import SerialRunner
 from .montecarlo import MonteCarloResult, mismatch_sweep, monte_carlo, quantisation_sweep
-from .profile import TechnologyProfile, default_profile, load_profile
+from ..technology import TechnologyProfile, default_profile, load_profile
 from .timing import Settling, TimingReport, Waveforms, dense_waveforms, settling
 from .energy import EdgeTable, EnergyReport, edge_table, energy_report, spice_device_energy, sweep_edges
 from .feasibility import Finding, check_feasibility

@@ -25,12 +25,12 @@ from ..checks import as_choice, as_int, as_real
 from ..devices import CONDUCTANCE, PROGRAMMABLE_ROLES, rows_with_role
 from ..errors import InputError
 from ..network import KirchhoffNet
-from ..units import ROOM_TEMPERATURE_K, PhysicalScale, ktc_noise_sigma
+from ..units import MAX_PRECISION_BITS, ROOM_TEMPERATURE_K, PhysicalScale, ktc_noise_sigma
 
 __all__ = ["quantise", "perturb", "with_ktc_noise", "with_readout_noise", "check_sigma",
            "MAX_BITS", "QUANTISATION_MODES"]
 
-MAX_BITS = int(np.finfo(np.float64).nmant)   # 52: finer levels than float64's mantissa are not representable
+MAX_BITS = MAX_PRECISION_BITS   # finer levels than float64's mantissa are not representable
 QUANTISATION_MODES = ("per_group", "per_net")
 
 

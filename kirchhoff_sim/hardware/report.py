@@ -44,7 +44,7 @@ from .energy import (
 from .feasibility import SEVERITIES, check_feasibility
 from .formatting import format_si, format_signed
 from .montecarlo import MonteCarloSpec, mismatch_sweep, quantisation_sweep
-from .profile import TechnologyProfile, default_profile
+from ..technology import TechnologyProfile, default_profile
 from .timing import (
     DEFAULT_SETTLE_FRACTION,
     DEFAULT_WAVEFORM_POINTS,
