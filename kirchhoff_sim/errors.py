@@ -102,6 +102,14 @@ class SpiceStoppedEarlyError(SpiceError):
     """ngspice's transient ended before the net's read-out time T without an error."""
 
 
+class NgspiceCrashedError(SpiceError):
+    """The ngspice process died from a signal (a crash such as SIGSEGV, or a kill)."""
+
+
+class UnsafeInitFileError(SpiceError):
+    """ngspice would source a user init file (``.spiceinit``), which can run commands."""
+
+
 class UnsafeNameError(SpiceError, ValueError):
     """A user-supplied name or label cannot be written into a netlist safely."""
 

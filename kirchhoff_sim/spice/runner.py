@@ -19,22 +19,38 @@ voltage source or inductor, ``@dev[param]`` for a saved device quantity. Time is
 apart in :attr:`SpiceResult.time`.
 
 Safety (DESIGN.md section 6): every netlist is checked by
-:func:`~kirchhoff_sim.spice.safety.check_netlist_safe` before ngspice sees it. The
-subprocess back end also runs ngspice with the temporary directory as working directory,
-so a stray ``.spiceinit`` in the caller's directory is not sourced; libngspice (shared
-back end) sources ``.spiceinit`` from the Python process's working directory when it
-starts, which this module cannot prevent.
+:func:`~kirchhoff_sim.spice.safety.check_netlist_safe` (a whitelist) before ngspice sees
+it, and ngspice is started so that it reads no init file, which could hold any command:
+
+* subprocess: ``ngspice -n`` (no ``.spiceinit``/``spice.rc`` from the working or home
+  folder), ``SPICE_SCRIPTS`` pointing at an empty folder (no system ``spinit``, so no
+  XSPICE code models or OSDI libraries are loaded either), in a fresh temporary working
+  directory;
+* shared: libngspice 39 always reads ``spinit`` (the distribution's, from ``SPICE_SCRIPTS``
+  or its install folder: it loads the code models) and then a ``.spiceinit`` from the
+  working folder, else from the home folder; its API has no switch against either
+  (``ngSpice_nospinit``/``ngSpice_nospiceinit`` came later). So the shared back end
+  refuses to start while such a ``.spiceinit`` exists
+  (:class:`~kirchhoff_sim.errors.UnsafeInitFileError`), and cannot keep out a ``spinit``
+  that ``SPICE_SCRIPTS`` points at.
 
 Failures raise typed errors (all :class:`~kirchhoff_sim.errors.SpiceError`) that quote
 the relevant lines of ngspice's log, not the whole log:
 
-* :class:`~kirchhoff_sim.errors.NgspiceNotFoundError` -- no binary / shared library;
+* :class:`~kirchhoff_sim.errors.NgspiceNotFoundError` -- no binary / shared library, or
+  a binary that cannot start (exit status 127: a shared library of its own is missing);
+* :class:`~kirchhoff_sim.errors.NgspiceCrashedError` -- the ngspice process died from a
+  signal (SIGSEGV, SIGKILL ...);
 * :class:`~kirchhoff_sim.errors.NetlistRejectedError` -- parse errors, unknown models,
-  a singular circuit matrix at the operating point, no transient output;
-* :class:`~kirchhoff_sim.errors.SpiceConvergenceError` -- "Timestep too small" and
-  other aborted transients;
+  a structurally singular circuit matrix, no transient output;
+* :class:`~kirchhoff_sim.errors.SpiceConvergenceError` -- "Timestep too small", an
+  expression outside its domain, a numerically singular matrix at t = 0 (a node with a
+  capacitor to ground, so not structural) and other aborted transients;
 * :class:`~kirchhoff_sim.errors.SpiceTimeoutError` -- the run exceeded ``timeout``;
-* :class:`~kirchhoff_sim.errors.UnsafeNameError` -- the netlist could run commands.
+* :class:`~kirchhoff_sim.errors.UnsafeNameError` -- the netlist could run commands or
+  read files;
+* :class:`~kirchhoff_sim.errors.UnsafeInitFileError` -- the shared back end would source
+  a ``.spiceinit``.
 
 A run that succeeds may still have ngspice warnings (gmin stepping, "singular matrix"
 on the way to a solution, "unrecognized variable" for a bad ``.save``); they are kept in
@@ -48,6 +64,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time as wallclock
@@ -59,6 +76,7 @@ from ..checks import as_choice, as_positive
 from ..errors import (
     InputError,
     NetlistRejectedError,
+    NgspiceCrashedError,
     NgspiceNotFoundError,
     SpiceConvergenceError,
     SpiceError,
@@ -211,9 +229,15 @@ def run_netlist(
     Raises
     ------
     UnsafeNameError
-        The netlist could run commands (``.control``, ``shell``, ``.include`` ...).
+        The netlist could run commands or read files (``.control``, ``*#`` comments,
+        ``.include``, XSPICE ``A`` elements ...; see :func:`check_netlist_safe`).
+    UnsafeInitFileError
+        Shared back end: libngspice would source a ``.spiceinit``.
     NgspiceNotFoundError
-        ngspice or libngspice is not installed (the message has the install command).
+        ngspice or libngspice is not installed, or the binary cannot start (exit status
+        127); the message has the install command.
+    NgspiceCrashedError
+        The ngspice process died from a signal.
     NetlistRejectedError
         ngspice refused the netlist or produced no transient output.
     SpiceConvergenceError
@@ -319,9 +343,16 @@ _CONVERGENCE_LINE = re.compile(
 )
 _NO_ANALYSIS_LINE = re.compile(r"no job \(tran", re.IGNORECASE)
 _SINGULAR_LINE = re.compile(r"singular matrix", re.IGNORECASE)
+# "Warning: singular matrix:  check node n1" (or "check nodes a and b")
+_SINGULAR_NODES = re.compile(r"singular matrix:\s*check nodes?\s+(\S+)(?:\s+and\s+(\S+))?", re.IGNORECASE)
 # "Timestep too small; time = 0.999663, ..." names a time after the start; a failure at
-# the "initial timepoint" is the operating point, where a singular matrix is structural.
-_FAILED_DURING_TRANSIENT = re.compile(r"timestep too small;\s*time\s*=", re.IGNORECASE)
+# the "initial timepoint" is the operating point (or, with uic, the first step).
+_FAILED_AT = re.compile(r"timestep too small;\s*time\s*=\s*([^\s,]+)", re.IGNORECASE)
+_INITIAL_TIMEPOINT = re.compile(r"initial timepoint", re.IGNORECASE)
+# "Error: -1 out of range for ln" then "    in line b1": an expression outside its domain
+_DOMAIN_ERROR = re.compile(r"(\S+) out of range for (\w+)", re.IGNORECASE)
+_DOMAIN_ELEMENT = re.compile(r"^\s*in line (\S+)", re.IGNORECASE | re.MULTILINE)
+_GROUND_NODES = frozenset({"0", "gnd"})
 _NOTEWORTHY_LINE = re.compile(
     r"error|warning|fatal|fail|abort|too small|singular|could not|can't|cannot|unknown"
     r"|invalid|not found|no circuit|not started|interrupted|trouble|unrecognized",
@@ -360,20 +391,78 @@ def _quoted_log_lines(log: str, limit: int = MAX_QUOTED_LOG_LINES) -> str:
     return "\n".join(f"    {line}" for line in unique) or "    (ngspice printed no error lines)"
 
 
-def _failure(log: str, context: str) -> SpiceError:
-    """The typed error for a failed run, quoting the relevant ngspice lines."""
+def _failure(log: str, context: str, netlist: str) -> SpiceError:
+    """The typed error for a failed run, from what ngspice's log says.
+
+    * no analysis: :class:`NetlistRejectedError` (the netlist needs a ``.tran``);
+    * an expression evaluated outside its domain (``ln`` of a negative number, ...):
+      :class:`SpiceConvergenceError` — a numerical failure while solving, not a bad netlist;
+    * "singular matrix" before the transient got going: structural
+      (:class:`NetlistRejectedError`: a node with no DC path to ground, a loop of voltage
+      sources) unless every node ngspice names has a capacitor to ground in a
+      ``.tran … uic`` run — then ``C/h`` keeps the matrix regular and it is only
+      *numerically* singular: some device's current or conductance there is far beyond
+      the rest (a diode driven deep into forward bias, whose ``exp`` ngspice caps near
+      ``e^228``), which is :class:`SpiceConvergenceError`;
+    * "Timestep too small", an iteration limit or an aborted transient:
+      :class:`SpiceConvergenceError`, naming the time ngspice stopped at;
+    * anything else: :class:`NetlistRejectedError`.
+    """
     if _NO_ANALYSIS_LINE.search(log):
         return _no_transient(log)
     quoted = _quoted_log_lines(log)
-    singular = _SINGULAR_LINE.search(log) and not _FAILED_DURING_TRANSIENT.search(log)
-    if singular:
+    domain = _DOMAIN_ERROR.search(log)
+    if domain:
+        element = _DOMAIN_ELEMENT.search(log[domain.end():])
+        where = f" in element {element.group(1)}" if element else ""
+        return SpiceConvergenceError(
+            f"ngspice {context}: the transient did not converge: a behavioural expression was "
+            f"evaluated outside its domain ({domain.group(2)} of {domain.group(1)}{where}) while "
+            f"ngspice searched for a solution:\n{quoted}"
+        )
+    stopped_at = _FAILED_AT.search(log)
+    if _SINGULAR_LINE.search(log) and not stopped_at:
+        nodes = sorted({node.lower() for pair in _SINGULAR_NODES.findall(log) for node in pair if node})
+        grounded = _capacitor_grounded_nodes(netlist)
+        named = ", ".join(nodes) or "unnamed"
+        if nodes and all(node in grounded for node in nodes):
+            return SpiceConvergenceError(
+                f"ngspice {context}: the transient did not converge at its first time point: "
+                f"ngspice reports a singular matrix at node {named}, but every such node has a "
+                f"capacitor to ground in this '.tran ... uic' run, so the matrix is not "
+                f"structurally singular: a device's current or conductance there is far beyond "
+                f"the rest of the circuit's (e.g. a diode driven deep into forward bias by the "
+                f"initial voltages):\n{quoted}"
+            )
         return NetlistRejectedError(
-            f"ngspice {context}: the circuit matrix is singular (a node with no DC path to "
-            f"ground, or a loop of voltage sources):\n{quoted}"
+            f"ngspice {context}: the circuit matrix is singular at node {named} (a node with no "
+            f"DC path to ground, or a loop of voltage sources):\n{quoted}"
         )
     if _CONVERGENCE_LINE.search(log):
-        return SpiceConvergenceError(f"ngspice {context}: the transient did not converge:\n{quoted}")
+        when = (f" (it stopped at t = {stopped_at.group(1)} s)" if stopped_at
+                else " at its first time point" if _INITIAL_TIMEPOINT.search(log) else "")
+        return SpiceConvergenceError(f"ngspice {context}: the transient did not converge{when}:\n{quoted}")
     return NetlistRejectedError(f"ngspice {context}: it rejected the netlist:\n{quoted}")
+
+
+def _capacitor_grounded_nodes(netlist: str) -> frozenset:
+    """Top-level nodes with a capacitor to ground, if the transient is ``uic`` (lower case).
+
+    Without ``uic`` ngspice first solves the DC operating point, where a capacitor is an
+    open circuit, so then no node counts.
+    """
+    lines = [line.split() for line in netlist.lower().splitlines()[1:]]
+    if not any(words and words[0] == ".tran" and "uic" in words for words in lines):
+        return frozenset()
+    nodes = set()
+    for words in lines:
+        if len(words) >= 3 and words[0].startswith("c"):
+            plus, minus = words[1], words[2]
+            if minus in _GROUND_NODES:
+                nodes.add(plus)
+            elif plus in _GROUND_NODES:
+                nodes.add(minus)
+    return frozenset(nodes)
 
 
 def _no_transient(log: str) -> NetlistRejectedError:
@@ -387,6 +476,10 @@ def _no_transient(log: str) -> NetlistRejectedError:
 _NETLIST_FILE = "circuit.cir"
 _RAW_FILE = "circuit.raw"
 _TRANSIENT_PLOT_PREFIX = "transient"  # raw file "Plotname: Transient Analysis"
+_NO_INIT_DIR = "no_init"  # empty SPICE_SCRIPTS folder: no spinit to read
+# what ngspice says on stderr when it finds no spinit (wanted here, so not logged)
+_NO_SPINIT_NOTE = re.compile(r"^Note: can't find the initialization file spinit\.\r?\n?", re.MULTILINE)
+_EXIT_CANNOT_START = 127
 
 
 def _find_ngspice(ngspice_path: str | None) -> str:
@@ -402,31 +495,71 @@ def _find_ngspice(ngspice_path: str | None) -> str:
     return candidate
 
 
-def _child_environment() -> dict:
+def _child_environment(no_init_dir: str) -> dict:
     env = dict(os.environ)
     # the parser reads binary raw files; this variable would switch ngspice to ASCII
     env.pop("SPICE_ASCIIRAWFILE", None)
+    # ngspice reads its system init file (spinit, which loads the XSPICE code models and
+    # can hold any command) from SPICE_SCRIPTS: an empty folder means none is read
+    env["SPICE_SCRIPTS"] = no_init_dir
     return env
+
+
+def _exit_failure(returncode: int, log: str, ngspice: str) -> SpiceError | None:
+    """The error for an ngspice process that did not end by itself, or None.
+
+    A negative status is the signal that killed the process (``subprocess`` convention);
+    127 is the dynamic loader's (or a shell's) "could not start": a missing shared
+    library of the binary, not anything about the netlist.
+    """
+    if returncode < 0:
+        number = -returncode
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        why = {"SIGSEGV": "it crashed (segmentation fault)", "SIGABRT": "it aborted",
+               "SIGKILL": "it was killed (often by the out-of-memory killer)",
+               "SIGBUS": "it crashed (bus error)", "SIGFPE": "it crashed (arithmetic exception)"}
+        return NgspiceCrashedError(
+            f"ngspice {ngspice!r} died from {name} ({number}): {why.get(name, 'it was killed')}; "
+            f"the netlist may be fine. Its last output:\n{_last_log_lines(log)}"
+        )
+    if returncode == _EXIT_CANNOT_START:
+        return NgspiceNotFoundError(
+            f"ngspice {ngspice!r} could not start (exit status 127: a shared library it needs, "
+            f"or its interpreter, is missing):\n{_last_log_lines(log)}\n"
+            f"reinstall ngspice with: {INSTALL_COMMAND}"
+        )
+    return None
+
+
+def _last_log_lines(log: str, limit: int = MAX_QUOTED_LOG_LINES) -> str:
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    return "\n".join(f"    {line}" for line in lines[-limit:]) or "    (nothing)"
 
 
 def _run_subprocess(netlist: str, timeout: float, ngspice: str) -> SpiceResult:
     with tempfile.TemporaryDirectory(prefix="kirchhoff_spice_") as workdir:
         netlist_path = os.path.join(workdir, _NETLIST_FILE)
         raw_path = os.path.join(workdir, _RAW_FILE)
+        no_init_dir = os.path.join(workdir, _NO_INIT_DIR)
+        os.mkdir(no_init_dir)
         with open(netlist_path, "w", encoding="utf-8") as handle:
             handle.write(netlist)
         started = wallclock.perf_counter()
         try:
             completed = subprocess.run(
-                [ngspice, "-b", "-r", raw_path, netlist_path],
+                # -n: no user init file (.spiceinit / spice.rc in the working or home folder)
+                [ngspice, "-n", "-b", "-r", raw_path, netlist_path],
                 timeout=timeout,
                 capture_output=True,
                 text=True,
                 encoding="utf-8",
                 errors="replace",
                 stdin=subprocess.DEVNULL,
-                cwd=workdir,  # keeps a .spiceinit in the caller's directory out
-                env=_child_environment(),
+                cwd=workdir,
+                env=_child_environment(no_init_dir),
             )
         except subprocess.TimeoutExpired:
             # subprocess.run has killed and reaped ngspice before re-raising
@@ -438,9 +571,12 @@ def _run_subprocess(netlist: str, timeout: float, ngspice: str) -> SpiceResult:
                 f"could not start ngspice {ngspice!r} ({exc}); install it with: {INSTALL_COMMAND}"
             ) from exc
         elapsed = wallclock.perf_counter() - started
-        log = completed.stdout + completed.stderr
+        log = completed.stdout + _NO_SPINIT_NOTE.sub("", completed.stderr)
+        crashed = _exit_failure(completed.returncode, log, ngspice)
+        if crashed is not None:
+            raise crashed
         if completed.returncode != 0 or _is_failed(log):
-            raise _failure(log, f"exited with status {completed.returncode}")
+            raise _failure(log, f"exited with status {completed.returncode}", netlist)
         if not os.path.exists(raw_path):
             raise _no_transient(log)
         with open(raw_path, "rb") as handle:
@@ -460,12 +596,12 @@ def _run_shared(netlist: str, timeout: float) -> SpiceResult:
         started = wallclock.perf_counter()
         ngspice.load(netlist)
         if _is_failed(ngspice.log()):
-            raise _failure(ngspice.log(), "could not load the netlist")
+            raise _failure(ngspice.log(), "could not load the netlist", netlist)
         ngspice.run(timeout - (wallclock.perf_counter() - started), timeout)
         elapsed = wallclock.perf_counter() - started
         log = ngspice.log()
         if _is_failed(log):
-            raise _failure(log, "stopped")
+            raise _failure(log, "stopped", netlist)
         pairs = ngspice.transient_vectors()
         if pairs is None:
             raise _no_transient(log)

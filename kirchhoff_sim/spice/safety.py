@@ -4,11 +4,33 @@ Imported by both the compiler (:mod:`~kirchhoff_sim.spice.netlist`, which checks
 output) and the runner (:mod:`~kirchhoff_sim.spice.runner`, which checks whatever it is
 handed), so that neither imports the other.
 
-ngspice can run commands from a netlist: ``.control`` blocks, the ``shell`` command, a
-file whose first line is ``*ng_script``, and anything in a file pulled in by
-``.include``/``.lib`` (checked by running ngspice 39 by hand: all four execute
-``shell touch ...``). :func:`check_netlist_safe` refuses all of these before ngspice
-sees the text (DESIGN.md §6).
+ngspice can run commands and read files from a netlist (DESIGN.md §6). Measured with
+ngspice 39 (each runs ``shell touch FILE``, or reads a file into the result vectors),
+and named in the ngspice manual:
+
+* ``.control`` … ``.endc`` blocks — anywhere, also after ``.end`` (manual §16.4.3);
+  ``pre_<command>`` and ``codemodel``/``osdi`` only exist inside them (§17.5.49);
+* control lines in comments: a line starting with ``*#`` — indented too, and ``$#``,
+  ``;#`` since ngspice turns ``$``/``;`` lines into ``*`` comments — is run as a command
+  (manual §17.5.75, ``source``: "any line starting with the string ``*#`` is considered
+  as a control line");
+* a file whose first line is ``*ng_script`` is a command script (§16.4.3);
+* ``.include``/``.inc``/``.lib`` pull in another file, which may hold any of these
+  (§2.6, §2.7) — processed even on the title line;
+* ``.osdi`` loads compiled model code (§2.10);
+* XSPICE code models (``A`` elements) read files: ``filesource`` (``file=``),
+  ``d_source`` (``input_file=``), ``d_state`` (``state_file=``), ``table2D``/``table3D``
+  (§12.2.8, §12.4.21, §12.4.22 …); a filesource's numbers come back in the vectors;
+* ``.csparam`` copies parameters into the control language (§2.13); the control-mode
+  commands ``shell``, ``source``, ``wrdata``, ``write``, ``echo … >`` and friends only run
+  from the places above;
+* user init files (``.spiceinit``, ``spice.rc``, ``spinit``): not netlist syntax; the
+  runner starts ngspice so that it reads none (see :mod:`~kirchhoff_sim.spice.runner`).
+
+A blacklist of these would miss the next one, so :func:`check_netlist_safe` is a
+**whitelist**: every line must be blank, a comment, a continuation, an element of an
+allowed kind or an allowed dot card, with the content rules below. The compiler's own
+output uses a small subset of it.
 """
 
 from __future__ import annotations
@@ -18,6 +40,10 @@ import re
 from ..errors import InputError, UnsafeNameError
 
 __all__ = [
+    "ALLOWED_DOT_CARDS",
+    "ALLOWED_ELEMENTS",
+    "ALLOWED_MODEL_TYPES",
+    "ALLOWED_OPTIONS",
     "DEFAULT_TITLE",
     "GROUND_ALIASES",
     "MAX_TITLE_LENGTH",
@@ -33,25 +59,71 @@ GROUND_ALIASES = frozenset({"gnd", "0"})
 MAX_TITLE_LENGTH = 120
 DEFAULT_TITLE = "KirchhoffNet"
 
-# Patterns match at the start of a line, after leading whitespace, case-insensitively.
-# ngspice recognises these by prefix (".controlx" still opens a control block), so no
-# word boundary is required after them.
-_UNSAFE_LINE_PATTERNS = (
-    (re.compile(r"\s*\.control", re.IGNORECASE), "a .control block"),
-    (re.compile(r"\s*\.?shell(\s|$)", re.IGNORECASE), "a shell command"),
-    (re.compile(r"\s*\*\s*ng_script", re.IGNORECASE), "an *ng_script header (runs as a script)"),
-    (re.compile(r"\s*\.(inc|lib)", re.IGNORECASE), "a file inclusion (.include/.lib)"),
-    (re.compile(r"\s*\.osdi", re.IGNORECASE), "loading of a compiled model (.osdi)"),
-)
+#: element kinds (first letter) that read no file and run nothing: passives, sources,
+#: controlled sources, switches, semiconductors with built-in models, lines, subcircuit
+#: instances. Not ``A`` (XSPICE code models, which read files), ``N`` (OSDI/Verilog-A
+#: devices), nor the rarer O, P, U, Y, Z.
+ALLOWED_ELEMENTS = frozenset("BCDEFGHIJKLMQRSTVWX")
+#: dot cards, compared whole (ngspice matches by prefix, so ``.endc`` would pass a
+#: ``.end`` prefix test): circuit structure, models, parameters, initial conditions,
+#: options and the analyses and outputs a transient needs. Not ``.control``/``.endc``,
+#: ``.include``/``.inc``/``.lib``/``.endl``, ``.osdi``, ``.csparam``, ``.exec``, ``.cmd``,
+#: ``.if`` …, nor anything ngspice adds later.
+ALLOWED_DOT_CARDS = frozenset({
+    ".end", ".subckt", ".ends", ".model", ".param", ".func", ".global", ".ic", ".nodeset",
+    ".options", ".option", ".opt", ".temp", ".tran", ".op", ".save", ".print", ".meas",
+    ".measure",
+})
+#: ``.model`` types of built-in devices (none reads a file; XSPICE and CIDER types do)
+ALLOWED_MODEL_TYPES = frozenset({
+    "d", "sw", "csw", "r", "c", "l", "npn", "pnp", "njf", "pjf", "nmos", "pmos",
+})
+#: ``.options`` names: numerical tolerances, integration method, temperatures, gmin and
+#: iteration limits (manual §11.1). Other options set front-end variables (``filetype``,
+#: ``noinit`` …) and are refused.
+ALLOWED_OPTIONS = frozenset({
+    "method", "maxord", "reltol", "abstol", "vntol", "chgtol", "trtol", "temp", "tnom",
+    "gmin", "gminsteps", "srcsteps", "itl1", "itl2", "itl3", "itl4", "itl5", "itl6",
+    "pivrel", "pivtol", "rshunt", "cshunt", "xmu", "noopiter", "gshunt", "maxevtiter",
+    "maxopalter",
+})
+_METHOD_VALUES = frozenset({"trap", "trapezoidal", "gear"})
+# a SPICE number: mantissa, exponent, optional scale suffix (1k, 2.5meg, 1e-6)
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?[A-Za-z]*")
+_OPTION = re.compile(r"\s*([A-Za-z_]\w*)\s*(?:=\s*([^\s=]+))?")
+# comment markers at a line start: '*', and '$', ';', '//', which ngspice 39 turns into
+# '*' comments ("$# shell ..." runs like "*# shell ...")
+_COMMENT = re.compile(r"\s*(\*|\$|;|//)")
+_CARD_WORD = re.compile(r"\s*(\S+)")
+# in a comment: '#' first is a control line; 'ng_script' makes the file a script
+_COMMAND_COMMENT = re.compile(r"\s*#|\s*ng_script", re.IGNORECASE)
+# a parameter that names a file to read: file=, input_file=, state_file= (not profile=)
+_FILE_PARAMETER = re.compile(r"\b(\w+_)?file\s*=", re.IGNORECASE)
+# the one control-language command people type on a netlist line
+_SHELL = re.compile(r"\s*\.?shell(\s|$)", re.IGNORECASE)
+# quoted strings (file names of XSPICE and numparam) and backquotes (command substitution)
+_FORBIDDEN_CHARACTERS = frozenset('"`')
 
 
 def check_netlist_safe(netlist: str) -> None:
     """Refuse netlist text that could make ngspice run commands or read other files.
 
-    Refused: ``.control`` blocks, ``shell``/``.shell`` lines, ``*ng_script`` script
-    headers, ``.include``/``.inc``/``.lib`` (an included file is not checked and may hold
-    a control block; inline its text instead) and ``.osdi``. ``.tran``, ``.options``,
-    ``.ic``, ``.save``, ``.model``, ``.param``, ``.subckt`` etc. are fine.
+    A whitelist (see the module docstring for what it keeps out and the manual's
+    sections): line 1 is the title and must not start with ``.`` (ngspice processes a
+    ``.include`` there) nor be a command comment. Every other line, after joining
+    ``+`` continuations to the line before, must be
+
+    * blank;
+    * a comment (``*``, ``$``, ``;`` or ``//`` first) whose text does not start with
+      ``#`` (a control line ngspice runs) or ``ng_script``;
+    * an element whose letter is in :data:`ALLOWED_ELEMENTS` (not ``A``: XSPICE code
+      models read files; not ``N``: compiled OSDI models), not a ``shell`` line;
+    * a dot card in :data:`ALLOWED_DOT_CARDS`, compared whole; a ``.model`` of a type in
+      :data:`ALLOWED_MODEL_TYPES`; ``.options`` whose names are in
+      :data:`ALLOWED_OPTIONS`, with numeric values (or ``trap``/``gear``).
+
+    and no element or card may contain a quote, a backquote, a ``file=`` parameter or a
+    control character other than tab. Comments may hold any printable text.
 
     Lines are split with :meth:`str.splitlines`, which splits on more characters than
     ngspice does (``\\r``, form feed, ...), so nothing ngspice reads as a line start can
@@ -59,16 +131,134 @@ def check_netlist_safe(netlist: str) -> None:
 
     Raises
     ------
+    InputError
+        ``netlist`` is not a string.
     UnsafeNameError
-        Naming the first offending line (1-based) and what it would do.
+        Naming the first offending line (1-based), what it is and why it is refused.
     """
-    for number, line in enumerate(netlist.splitlines(), start=1):
-        for pattern, what in _UNSAFE_LINE_PATTERNS:
-            if pattern.match(line):
-                raise UnsafeNameError(
-                    f"netlist line {number} is refused: it is {what}, which ngspice could "
-                    f"use to run commands ({line.strip()[:60]!r})"
-                )
+    if not isinstance(netlist, str):
+        raise InputError(f"netlist must be str, got {type(netlist).__name__}")
+    lines = netlist.splitlines()
+    if lines:
+        _check_title(lines[0])
+    for number, card in _logical_cards(lines):
+        problem = _card_problem(card)
+        if problem is not None:
+            raise UnsafeNameError(
+                f"netlist line {number} is refused: {problem} ({card.strip()[:60]!r})"
+            )
+
+
+def _check_title(title: str) -> None:
+    problem = None
+    if title.lstrip().startswith("."):
+        problem = "the title line starts with '.', which ngspice may read as a dot command (it does process .include there)"
+    elif _COMMENT.match(title) and _COMMAND_COMMENT.match(title[_COMMENT.match(title).end():]):
+        problem = _command_comment_problem()
+    elif _has_control_character(title):
+        problem = "the title line holds a control character"
+    if problem:
+        raise UnsafeNameError(f"netlist line 1 is refused: {problem} ({title.strip()[:60]!r})")
+
+
+def _logical_cards(lines):
+    """(first line number, card) for lines 2.., with each ``+`` continuation joined to
+    the last card before it that is neither blank nor a comment — ngspice drops comments
+    before it joins, so a comment in between must not hide a continuation's text from
+    the card it extends. A continuation with no card before it stays a card of its own
+    (and is refused)."""
+    cards = []
+    extended = None      # index of the card a continuation would extend
+    for number, line in enumerate(lines[1:], start=2):
+        stripped = line.lstrip()
+        if stripped.startswith("+") and extended is not None:
+            start, text = cards[extended]
+            cards[extended] = (start, f"{text} {stripped[1:]}")
+            continue
+        cards.append((number, line))
+        if stripped and not stripped.startswith("+") and not _COMMENT.match(line):
+            extended = len(cards) - 1
+    return cards
+
+
+def _command_comment_problem() -> str:
+    return ("it is a control line in a comment ('*#' / '$#' / ';#' or '*ng_script'), which "
+            "ngspice runs as a command")
+
+
+def _has_control_character(text: str) -> bool:
+    return any((c < " " and c != "\t") or c == "\x7f" for c in text)
+
+
+def _card_problem(card: str) -> str | None:
+    """Why one logical card (a line with its continuations) is refused, or None."""
+    if not card.strip():
+        return None
+    if _has_control_character(card):
+        return "it holds a control character"
+    comment = _COMMENT.match(card)
+    if comment:
+        return _command_comment_problem() if _COMMAND_COMMENT.match(card[comment.end():]) else None
+    stripped = card.strip()
+    if stripped.startswith("+"):
+        return "it is a '+' continuation with no element or card before it"
+    if any(c in _FORBIDDEN_CHARACTERS for c in stripped):
+        return "it holds a quote or backquote (file names and command substitution are not allowed)"
+    if not stripped.isascii():
+        return "it holds non-ASCII characters outside a comment"
+    if _FILE_PARAMETER.search(stripped):
+        return "it names a file to read (a file= parameter)"
+    if _SHELL.match(stripped):
+        return "it is a shell command"
+    word = _CARD_WORD.match(stripped).group(1)
+    if stripped.startswith("."):
+        return _dot_card_problem(stripped, word)
+    letter = word[0].upper()
+    if not letter.isalpha():
+        return "it is neither a comment, an element nor a dot card"
+    if letter not in ALLOWED_ELEMENTS:
+        what = {"A": "an XSPICE code-model instance (A), which can read files",
+                "N": "a compiled (OSDI/Verilog-A) device instance (N)"}.get(letter, f"an element of kind {letter}")
+        return f"it is {what}; allowed kinds are {''.join(sorted(ALLOWED_ELEMENTS))}"
+    return None
+
+
+def _dot_card_problem(card: str, word: str) -> str | None:
+    name = re.match(r"\.[A-Za-z_]*", word).group(0).lower()
+    if name not in ALLOWED_DOT_CARDS:
+        known = {".control": "a .control block", ".endc": "the end of a .control block",
+                 ".include": "a file inclusion", ".inc": "a file inclusion", ".lib": "a library inclusion",
+                 ".osdi": "the loading of a compiled model (.osdi)"}
+        what = known.get(name, f"the dot card {word.split('(')[0]!r}")
+        return f"it is {what}, which is not on the list of allowed dot cards"
+    rest = card[len(name):]
+    if name == ".model":
+        fields = re.split(r"[\s(]+", rest.strip(), maxsplit=2)
+        kind = fields[1].lower() if len(fields) > 1 else ""
+        if kind not in ALLOWED_MODEL_TYPES:
+            return (f"it is a .model of type {kind!r}; allowed types are "
+                    f"{', '.join(sorted(ALLOWED_MODEL_TYPES))} (XSPICE and CIDER models can read files)")
+    elif name in (".options", ".option", ".opt"):
+        return _options_problem(rest)
+    return None
+
+
+def _options_problem(text: str) -> str | None:
+    position = 0
+    while position < len(text):
+        match = _OPTION.match(text, position)
+        if match is None:
+            return "it is a .options line that cannot be read as name=value pairs"
+        name, value = match.group(1).lower(), match.group(2)
+        if name not in ALLOWED_OPTIONS:
+            return (f"option {match.group(1)!r} is not one of the numerical options allowed "
+                    f"({', '.join(sorted(ALLOWED_OPTIONS))})")
+        if value is not None and not (_NUMBER.fullmatch(value) or value.lower() in _METHOD_VALUES):
+            return f"option {match.group(1)} has the value {value!r}, which is not a number"
+        position = match.end()
+        if text[position:].strip() == "":
+            break
+    return None
 
 
 def sanitise_title(title) -> str:
@@ -77,7 +267,8 @@ def sanitise_title(title) -> str:
     Every character outside printable ASCII (newlines, tabs, control characters,
     non-ASCII) becomes a space, runs of spaces collapse, leading ``.``, ``*`` and
     spaces are dropped, and the result is cut to :data:`MAX_TITLE_LENGTH`. A title that
-    would still read as a command at the start of a line (``shell ...``) is prefixed.
+    would still read as a command at the start of a line (``shell ...``, ``$# ...``) is
+    prefixed with ``title:``.
 
     Raises
     ------
@@ -92,11 +283,18 @@ def sanitise_title(title) -> str:
     line = " ".join(printable.split()).lstrip(".* ")[:MAX_TITLE_LENGTH].rstrip()
     if not line:
         return DEFAULT_TITLE
-    try:
-        check_netlist_safe(line)
-    except UnsafeNameError:
+    if _reads_as_a_command(line):
         line = f"title: {line}"[:MAX_TITLE_LENGTH]
     return line
+
+
+def _reads_as_a_command(line: str) -> bool:
+    """Whether ``line`` (which starts with neither ``.`` nor ``*``) would run a command
+    were it not the title line: ``shell ...``, or a ``$#``/``;#``/``//#`` control comment."""
+    comment = _COMMENT.match(line)
+    if comment:
+        return bool(_COMMAND_COMMENT.match(line[comment.end():]))
+    return bool(_SHELL.match(line))
 
 
 def check_node_names(names, num_nodes: int) -> list[str]:

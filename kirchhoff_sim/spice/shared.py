@@ -13,6 +13,14 @@ not interruptible.
 
 PySpice would echo every ngspice stderr line at ERROR level, and warn "Unsupported Ngspice
 version" (PySpice 1.5 knows ngspice up to 34): both are muted, nothing else PySpice logs is.
+
+What this back end cannot do, being ngspice inside this process: stop a crash (a
+segmentation fault in libngspice ends the Python process; the subprocess back end reports
+it as :class:`~kirchhoff_sim.errors.NgspiceCrashedError`), or keep libngspice 39 from
+reading its init files when it starts — it reads the distribution's ``spinit`` and a
+``.spiceinit`` (working folder, else home), with no API switch against either. A
+``.spiceinit`` makes :func:`session` refuse to start libngspice
+(:class:`~kirchhoff_sim.errors.UnsafeInitFileError`); ``spinit`` is read.
 """
 
 from __future__ import annotations
@@ -26,10 +34,10 @@ import threading
 
 import numpy as np
 
-from ..errors import NgspiceNotFoundError, SpiceError, SpiceTimeoutError
+from ..errors import NgspiceNotFoundError, SpiceError, SpiceTimeoutError, UnsafeInitFileError
 from .rawfile import RAW_FLOAT
 
-__all__ = ["INSTALL_COMMAND", "SharedSession", "session", "shared_library_available"]
+__all__ = ["INSTALL_COMMAND", "SharedSession", "session", "shared_library_available", "user_init_files"]
 
 INSTALL_COMMAND = "sudo apt-get install -y ngspice libngspice0-dev"
 
@@ -48,6 +56,7 @@ _PYSPICE_ECHO_FUNCTIONS = frozenset({"_send_char", "load_circuit"})
 _TRANSIENT_PLOT_PREFIX = "tran"  # libngspice plot names: tran1, tran2, ...
 _PROGRESS_MESSAGE = re.compile(r"^\s*Reference value")  # "% done" updates, not log text
 _HALT_GRACE_SECONDS = 2.0  # ngspice's bg_halt itself waits up to 1 s for the thread
+_USER_INIT_FILE = ".spiceinit"
 
 
 def shared_library_available() -> bool:
@@ -197,16 +206,42 @@ class SharedSession:
         return pairs
 
 
+def user_init_files() -> list[str]:
+    """The ``.spiceinit`` files libngspice 39 would source when it starts.
+
+    ``ngSpice_Init`` reads ``./.spiceinit``, else ``$HOME/.spiceinit`` (measured: a
+    ``shell touch`` in either runs; ``spice.rc`` is not read by the library).
+    """
+    local = os.path.abspath(_USER_INIT_FILE)
+    if os.path.exists(local):
+        return [local]
+    home = os.environ.get("HOME")
+    candidate = os.path.join(home, _USER_INIT_FILE) if home else None
+    return [candidate] if candidate and os.path.exists(candidate) else []
+
+
 def _shared_ngspice():
     """The process-wide collecting NgSpiceShared instance (created on first use).
 
     Must be called with ``_LOCK`` held and ``_run_active`` set.
+
+    Raises
+    ------
+    UnsafeInitFileError
+        libngspice would source a ``.spiceinit`` (it cannot be told not to).
     """
     global _instance, _load_error
     if _instance is not None:
         return _instance
     if _load_error is not None:
         raise NgspiceNotFoundError(_load_error)
+    init_files = user_init_files()
+    if init_files:
+        raise UnsafeInitFileError(
+            f"the shared back end would source {init_files[0]!r} when libngspice starts: an "
+            f"init file can run any command, and libngspice 39 cannot be told to skip it. "
+            f"Move it away, or use backend='subprocess' (which runs ngspice -n)"
+        )
     try:
         from PySpice.Spice.NgSpice import Shared as pyspice_shared
     except ImportError as exc:
