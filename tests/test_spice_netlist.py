@@ -22,6 +22,7 @@ from kirchhoff_sim.spice import (
 from kirchhoff_sim.spice.netlist import (
     NGSPICE_BOLTZMANN, NGSPICE_CHARGE, diode_emission_coefficient, sanitise_title,
 )
+from kirchhoff_sim.spice.rawfile import parse_raw
 
 EDGES = topology.fully_connected(4, repeat=(1, 1))      # nodes 0..3, ground edges included
 SIGN_RTOL = 1e-6
@@ -398,11 +399,11 @@ def test_mnist_sized_net_compiles_to_one_line_per_node_and_edge():
     netlist = to_netlist(net, x)
     counts = netlist.element_counts
     assert counts["B"] == 2 * MNIST_EDGES_PER_LAYER and counts["capacitors"] == MNIST_NODES
-    assert counts["clocks"] == 2
+    assert counts["clocks"] == 2 and counts["measurements"] == 10
     # title, 2 header comments, .options, capacitor comment, clock comment, one comment
-    # per layer, .tran, .end
-    fixed = 1 + 2 + 1 + 1 + 1 + 2 + 2
-    assert netlist.num_lines == counts["lines"] == MNIST_NODES + 2 * MNIST_EDGES_PER_LAYER + 2 + fixed
+    # per layer, .tran, read-out comment, .end; then a .meas per read-out node
+    fixed = 1 + 2 + 1 + 1 + 1 + 2 + 1 + 1 + 1
+    assert netlist.num_lines == counts["lines"] == MNIST_NODES + 2 * MNIST_EDGES_PER_LAYER + 2 + fixed + 10
     assert netlist.text.count("\nB") == 2 * MNIST_EDGES_PER_LAYER
     assert netlist.text.count("I=V(clk1)*") == MNIST_EDGES_PER_LAYER
 
@@ -420,3 +421,36 @@ def test_save_branch_currents_saves_exactly_the_b_sources():
     all_b = to_netlist(net, [0.1, 0.2], options=options).text
     assert sum(line.count("[i]") for line in all_b.splitlines() if line.startswith(".save")) == len(EDGES)
     run_netlist(text)       # ngspice accepts the .save lines
+
+
+# ------------------------------------------------------------------ plain ngspice habits
+def test_an_exported_netlist_runs_in_plain_ngspice_both_ways(tmp_path):
+    # 'ngspice -b NET.cir' simulates only when the netlist asks for output: the .meas lines
+    # print the read-out at T. 'ngspice -b -r' writes the raw file the runner parses.
+    net = KirchhoffNet([Layer(EDGES, D.ShiftedReLU(), d, params=None) for d in (1.0, 0.5)],
+                       seed=4, readout=2)
+    netlist = to_netlist(net, [0.6, -0.3])
+    path = tmp_path / "net.cir"
+    netlist.save(path)
+    reference = run_netlist(netlist.text)
+    readout = {netlist.node_name(n): reference.voltage(netlist.node_name(n))[-1] for n in net.readout}
+    assert len(readout) == 2
+
+    batch = subprocess.run(["ngspice", "-b", str(path)], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=120)
+    assert batch.returncode == 0, batch.stdout + batch.stderr
+    assert "no simulations run" not in batch.stdout + batch.stderr
+    printed = dict(re.findall(r"^readout_(\w+)\s*=\s*(\S+)", batch.stdout, re.MULTILINE))
+    assert set(printed) == set(readout)
+    for name, value in readout.items():     # printed with 7 significant digits
+        assert float(printed[name]) == pytest.approx(value, rel=1e-6, abs=1e-12)
+
+    raw = tmp_path / "net.raw"
+    with_raw = subprocess.run(["ngspice", "-b", "-r", str(raw), str(path)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+    assert with_raw.returncode == 0 and "readout_" not in with_raw.stdout   # .meas not run here
+    (plot,) = [p for p in parse_raw(raw.read_bytes()) if p.name.startswith("Transient")]
+    names = [name for name, _ in plot.variables]
+    assert plot.values[0, -1] == reference.time[-1]
+    for name, value in readout.items():     # the same engine and file format: identical
+        assert plot.values[names.index(f"v({name})"), -1] == value

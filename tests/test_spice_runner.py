@@ -15,6 +15,7 @@ import pytest
 from kirchhoff_sim.errors import (
     InputError,
     NetlistRejectedError,
+    NgspiceCrashedError,
     NgspiceNotFoundError,
     SpiceConvergenceError,
     SpiceTimeoutError,
@@ -331,6 +332,77 @@ def test_timeout_stops_the_run(backend):
     # the back end is usable again afterwards
     result = run_netlist(rc_discharge(), backend=backend)
     np.testing.assert_allclose(result.voltage("n1"), np.exp(-result.time / 1e-3), atol=DECAY_RTOL)
+
+
+# what to_netlist wrote for the example of issue #13 A (nodes 1, 2; a Diode 1->2 with
+# i_s 1e-9, n*Vt 0.025852, r_s 0; a Conductance 2->0 of 1; C = 1; 5 V on node 1; T = 1;
+# normalised scale), kept as text so that it stays a failing netlist whatever the device
+# library's diode expression becomes
+STIFF_DIODE = textwrap.dedent(
+    """\
+    KirchhoffNet
+    .options method=trap maxord=2 reltol=1e-06 abstol=1e-12 vntol=1e-09 chgtol=1e-15 trtol=1.0 temp=27.0 tnom=27.0
+    C1 n1 0 1.0 IC=5.0
+    C2 n2 0 1.0 IC=0.0
+    B1 n1 n2 I=(1e-09*(exp((V(n1)-V(n2))/0.025852)-1))
+    B2 n2 0 I=(1.0*(V(n2)-0))
+    .tran 1e-06 1.0 0 0.001 uic
+    .end
+    """
+)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_stiff_diode_at_t0_is_a_convergence_failure_not_a_singular_circuit(backend):
+    # ngspice says "singular matrix: check node n1" and "Timestep too small" at the start,
+    # but n1 has a capacitor to ground: the matrix is numerically, not structurally, singular
+    with pytest.raises(SpiceConvergenceError) as caught:
+        run_netlist(STIFF_DIODE, backend=backend)
+    message = str(caught.value)
+    assert "did not converge" in message and "n1" in message
+    assert "no DC path" not in message
+
+
+def test_a_floating_resistor_is_still_a_singular_circuit():
+    # the same log as the stiff diode's, at a node without a capacitor: structural
+    netlist = "floating\nC1 a 0 1 IC=1\nR1 a 0 1\nR2 b c 1\n.tran 1m 1 uic\n.end\n"
+    with pytest.raises(NetlistRejectedError, match="singular at node c .*no DC path"):
+        run_netlist(netlist)
+
+
+def test_an_expression_outside_its_domain_is_a_convergence_failure():
+    netlist = "log of a negative\nC1 a 0 1 IC=1\nB1 a 0 I=ln(V(a)-1)\n.tran 1m 1 uic\n.end\n"
+    with pytest.raises(SpiceConvergenceError, match=r"outside its domain \(ln of -1 in element b1\)"):
+        run_netlist(netlist)
+
+
+def fake_ngspice(tmp_path, body):
+    """A stand-in for a broken ngspice *binary* (not for ngspice's behaviour)."""
+    path = tmp_path / "ngspice"
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_a_binary_missing_its_shared_library_says_so(tmp_path):
+    loader = ("ngspice: error while loading shared libraries: libngspice-missing.so.0: "
+              "cannot open shared object file: No such file or directory")
+    ngspice = fake_ngspice(tmp_path, f"echo '{loader}' >&2\nexit 127")
+    with pytest.raises(NgspiceNotFoundError) as caught:
+        run_netlist(rc_discharge(), ngspice_path=ngspice)
+    message = str(caught.value)
+    assert "exit status 127" in message and "shared library" in message
+    assert "libngspice-missing.so.0" in message and INSTALL_COMMAND in message
+    assert "rejected" not in message
+
+
+def test_a_crashed_binary_names_its_signal(tmp_path):
+    ngspice = fake_ngspice(tmp_path, "echo 'Circuit: rc discharge'\nkill -SEGV $$")
+    with pytest.raises(NgspiceCrashedError) as caught:
+        run_netlist(rc_discharge(), ngspice_path=ngspice)
+    message = str(caught.value)
+    assert "SIGSEGV" in message and "crashed" in message and "Circuit: rc discharge" in message
+    assert "rejected" not in message
 
 
 def test_missing_binary_names_the_install_command(tmp_path):

@@ -45,6 +45,11 @@ Numbers are written with ``repr(float)``, the shortest decimal that reads back a
 double (ngspice 39's own number parser is not correctly rounded: it reads about a third
 of such numbers one unit in the last place off — measured, and far below any tolerance).
 
+The netlist ends with one ``.meas tran readout_<node> find v(<node>) at=<T>`` per read-out
+node: ``ngspice -b NET.cir`` (batch mode without a raw file) simulates only when the
+netlist asks for some output, and then prints the read-out at T; ``ngspice -b -r`` (the
+runner's subprocess back end) ignores them and writes every node to the raw file.
+
 ``.options`` are explicit and scaled to the circuit's units (:class:`SpiceOptions`):
 ``method=trap``, ``reltol=1e-6`` and absolute tolerances 1e-12 (current), 1e-9
 (voltage), 1e-15 (charge) of the normalised units, ``trtol=1``, a maximum step of 1/1000
@@ -157,7 +162,7 @@ class Netlist:
         ngspice's state at t = 0, which a ``uic`` run does not output.
     element_counts : dict of str to int
         How many lines of each kind were written (capacitors, clocks, B, R, D, G, I, S,
-        models, comments, ...).
+        models, measurements, lines).
     sample_index : int or None
         Which sample of a batch this netlist holds (:func:`to_netlists`), else None.
     """
@@ -619,6 +624,9 @@ def _assumptions(net, scale, options, mode, n_layers, d) -> list[str]:
         f"reltol={options.reltol:g}, abstol={options.abstol:g}·G0·V0, vntol={options.vntol:g}·V0, "
         f"chgtol={options.chgtol:g}·C0·V0, trtol={options.trtol:g}"
     )
+    out.append("read-out: one '.meas tran readout_<node> find v(<node>) at=T' per read-out node, "
+               "printed when the netlist runs as 'ngspice -b NET.cir'; 'ngspice -b -r' ignores them "
+               "and writes every node voltage to the raw file")
     if mode == "primitive":
         out.append("primitive mode: R for g > 0 conductances, D (with .model) for diodes, G + DC I "
                    "for identity transconductances; everything else is a B source listed in "
@@ -659,7 +667,15 @@ def _assemble(net, initial, names, scale, options, writer, title, boundaries_phy
     first_step = (options.first_step if options.first_step is not None
                   else options.first_step_fraction * max_step)
     tstep = min(first_step * scale.time_unit, tmax)
-    footer = [f".tran {tstep!r} {tstop!r} 0 {tmax!r} uic", ".end"]
+    # the read-out at T for 'ngspice -b NET.cir', which needs a .meas/.print to simulate at
+    # all; 'ngspice -b -r' and libngspice's raw vectors are unaffected. 'at' is written as
+    # the very text of .tran's tstop, so ngspice parses both to the same double and its
+    # last time point is exactly there (one ulp beyond it is "out of interval").
+    readout_names = [names[n] for n in np.asarray(net.readout).tolist()]
+    measurements = [f".meas tran readout_{name} find v({name}) at={tstop!r}" for name in readout_names]
+    footer = [f".tran {tstep!r} {tstop!r} 0 {tmax!r} uic",
+              "* read-out at T, printed by 'ngspice -b' (with -b -r the raw file holds every node)",
+              *measurements, ".end"]
     if options.save_branch_currents and writer.b_numbers:
         numbers = np.sort(np.concatenate(writer.b_numbers)).tolist()
         footer[:0] = [".save all"] + [" ".join([".save"] + [f"@b{k}[i]" for k in numbers[i:i + SAVES_PER_LINE]])
@@ -673,7 +689,7 @@ def _assemble(net, initial, names, scale, options, writer, title, boundaries_phy
     text = "\n".join(line for section in sections for line in section) + "\n"
     counts = dict(writer.counts)
     counts.update(capacitors=len(cap_lines), clocks=len(clock_lines), models=len(models),
-                  lines=text.count("\n"))
+                  measurements=len(measurements), lines=text.count("\n"))
     return text, counts
 
 
