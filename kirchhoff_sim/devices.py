@@ -72,6 +72,11 @@ class Activation:
     def spice(self, z: str) -> str:
         return _ACT_SPICE[self.name].format(z=z)
 
+    @property
+    def positively_homogeneous(self) -> bool:
+        """``act(αz) = α·act(z)`` for ``α > 0``: identity, relu, leaky relu."""
+        return self.name in ("identity", "relu", "leaky_relu")
+
 
 def _softplus(z):
     # log(1 + e^z) without overflow for large z; e^z underflowing to 0 is exact enough
@@ -204,6 +209,17 @@ class Device:
     param_names: tuple[str, ...] = ()
     #: role of each parameter (:data:`CONDUCTANCE`, :data:`BIAS` or :data:`PHYSICAL`)
     parameter_roles: dict = {}
+
+    @property
+    def positively_homogeneous(self) -> bool:
+        """True when scaling every voltage and every :data:`BIAS` parameter by ``α > 0``
+        scales the current by ``α``: ``i(αvs, αvd; αb) = α·i(vs, vd; b)``.
+
+        A net of such devices behaves the same at any voltage unit ``V0`` (its waveform
+        just scales), so ``V0`` can be chosen to fit the rails after training. Linear and
+        piecewise-linear families are; tanh, softplus and the diode's exponential are not.
+        """
+        return False
     #: True when the device can only absorb power (a resistor, a diode); False for
     #: transconductor cells and current sources, which need a supply.
     passive: bool = False
@@ -323,6 +339,7 @@ class Conductance(Device):
 
     param_names = ("g",)
     parameter_roles = {"g": CONDUCTANCE}
+    positively_homogeneous = True
     passive = True
 
     def response(self, z, p):
@@ -340,6 +357,7 @@ class _ShiftedRectifier(Device):
 
     param_names = ("shift", "gain")
     parameter_roles = {"shift": BIAS, "gain": CONDUCTANCE}
+    positively_homogeneous = True     # relu and leaky relu are: act(αz) = α·act(z)
     _act: Activation
 
     def response(self, z, p):
@@ -376,6 +394,10 @@ class DifferenceActivation(Device):
     def __init__(self, activation_name: str = "tanh"):
         self.activation = activation(activation_name)
 
+    @property
+    def positively_homogeneous(self) -> bool:
+        return self.activation.positively_homogeneous
+
     def spec(self):
         return {"family": type(self).__name__, "activation": self.activation.name}
 
@@ -402,6 +424,10 @@ class AffineActivation(Device):
 
     def __init__(self, activation_name: str = "tanh"):
         self.activation = activation(activation_name)
+
+    @property
+    def positively_homogeneous(self) -> bool:
+        return self.activation.positively_homogeneous
 
     def spec(self):
         return {"family": type(self).__name__, "activation": self.activation.name}
@@ -527,6 +553,13 @@ _FAMILIES = {
                 AffineActivation, Diode)
 }
 FAMILIES = tuple(_FAMILIES)
+
+
+def family_class(name: str) -> type:
+    """The device class of the family ``name`` (one of :data:`FAMILIES`)."""
+    if name not in _FAMILIES:
+        raise DeviceError(f"unknown device family {name!r}; known: {', '.join(FAMILIES)}")
+    return _FAMILIES[name]
 
 
 def from_spec(spec: dict) -> Device:

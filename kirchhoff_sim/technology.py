@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from . import devices
 from .checks import as_int, as_positive, as_real
 from .errors import InputError
 from .fileio import atomic_write_text
@@ -65,6 +66,13 @@ _FIELD_SPECS = {
     "precision_bits": ("bits", "bits"),
     "temperature_k": ("K", "positive"),
     "max_node_degree": ("devices", "count"),
+    "device_families": ("families", "families"),
+}
+#: named sets of device families a profile may give instead of a list
+FAMILY_SETS = {
+    "all": devices.FAMILIES,
+    # passive two-terminals: i(0, 0) = 0 and a non-negative slope, no supply needed
+    "passive": tuple(name for name in devices.FAMILIES if devices.family_class(name).passive),
 }
 #: the three file parameters that make up :attr:`TechnologyProfile.scale`, and its unit of each
 _LIMITS = tuple(name for name in _FIELD_SPECS if name not in SCALE_PARAMETERS)
@@ -103,6 +111,10 @@ class TechnologyProfile:
         Temperature (kelvin) for kT/C noise.
     max_node_degree : int
         Most devices that may meet at one node (a crossbar line).
+    device_families : tuple of str
+        The device families the technology can build (file value: a list of family names,
+        or ``"all"`` or ``"passive"`` — Conductance and Diode, the two-terminals that need
+        no supply).
     name : str
         What the profile describes.
     notes : str
@@ -122,6 +134,7 @@ class TechnologyProfile:
     precision_bits: int
     temperature_k: float
     max_node_degree: int
+    device_families: tuple = devices.FAMILIES
     name: str = "custom"
     notes: str = ""
     sources: dict = field(default_factory=dict, compare=False)
@@ -152,6 +165,26 @@ class TechnologyProfile:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # ------------------------------------------------------------------ derived
+    def check_families(self, net) -> None:
+        """Raise unless every device of ``net`` is of a family this technology can build.
+
+        Raises
+        ------
+        InputError
+            Naming the families that are not realisable, their edges (layer, group and
+            count) and the families that are.
+        """
+        bad = {}
+        for k, layer in enumerate(net.layers):
+            for g, group in enumerate(layer.groups):
+                family = type(group.device).__name__
+                if family not in self.device_families:
+                    bad.setdefault(family, []).append(f"layer {k} group {g} ({group.num_edges} edges)")
+        if bad:
+            listed = "; ".join(f"{family}: {', '.join(where)}" for family, where in bad.items())
+            raise InputError(f"profile {self.name!r} cannot build the device families {sorted(bad)} "
+                             f"({listed}); it realises {list(self.device_families)}")
+
     @property
     def precision_floor_s(self) -> float:
         """Smallest conductance step the programming resolves, ``g_max / 2**bits`` (siemens)."""
@@ -272,7 +305,8 @@ class TechnologyProfile:
         """JSON form (what :meth:`save` writes and :meth:`from_dict` reads)."""
         return {
             "format": PROFILE_FORMAT, "version": PROFILE_VERSION, "name": self.name, "notes": self.notes,
-            "parameters": {name: {"value": value, "unit": _FIELD_SPECS[name][0], "source": self.sources[name]}
+            "parameters": {name: {"value": list(value) if isinstance(value, tuple) else value,
+                              "unit": _FIELD_SPECS[name][0], "source": self.sources[name]}
                            for name, value in self.parameters().items()},
         }
 
@@ -286,7 +320,8 @@ class TechnologyProfile:
         if self.notes:
             lines.append(f"  {self.notes}")
         for name, value in self.parameters().items():
-            shown = f"{value:d}" if isinstance(value, int) else f"{value:.4g}"
+            shown = (", ".join(value) if isinstance(value, tuple) else
+                     f"{value:d}" if isinstance(value, int) else f"{value:.4g}")
             lines.append(f"  {name:<20} {shown:>10} {_FIELD_SPECS[name][0]:<7}  {self.sources[name]}")
         return "\n".join(lines)
 
@@ -301,10 +336,27 @@ def _checked(value, name, where):
         return as_int(value, label, minimum=1, maximum=MAX_BITS)
     if kind == "positive":
         return as_positive(value, label)
+    if kind == "families":
+        return _families(value, label)
     number = as_real(value, label)
     if not number < 0:
         raise InputError(f"{label} must be < 0 (the rail below the 0 V ground), got {value!r}")
     return number
+
+
+def _families(value, label) -> tuple:
+    """A family list, or the name of a :data:`FAMILY_SETS` set, as a tuple of family names."""
+    if isinstance(value, str):
+        if value not in FAMILY_SETS:
+            raise InputError(f"{label} must be a list of device families or one of {list(FAMILY_SETS)}, "
+                             f"got {value!r}")
+        return tuple(FAMILY_SETS[value])
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
+        raise InputError(f"{label} must be a non-empty list of device family names, got {value!r}")
+    unknown = sorted(set(value) - set(devices.FAMILIES))
+    if unknown:
+        raise InputError(f"{label} names unknown device families {unknown}; known: {list(devices.FAMILIES)}")
+    return tuple(dict.fromkeys(value))
 
 
 def _entry(entry, name, where):
