@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import problems as P   # tests/ is on sys.path
-from kirchhoff_sim.errors import InputError, SpiceStoppedEarlyError
+from kirchhoff_sim import Conductance, KirchhoffNet, Layer
+from kirchhoff_sim.errors import InputError, SpiceConvergenceError, SpiceStoppedEarlyError
 from kirchhoff_sim.spice import PhysicalScale, run_netlist, to_netlist
 from kirchhoff_sim.spice.roundtrip import (
     END_TIME_RTOL, NgspiceRun, simulate_batch_in_ngspice, simulate_in_ngspice,
@@ -96,6 +97,13 @@ def test_a_transient_that_stops_before_T_is_refused(linear):
     assert result.time[-1] == pytest.approx(half, rel=END_TIME_RTOL)
     with pytest.raises(SpiceStoppedEarlyError, match="stopped at .* not at T"):
         NgspiceRun.from_result(netlist, result)
+
+
+def test_a_failing_sample_of_a_batch_is_named():
+    # v' = 800 v: from 0 V it stays there, from 1 V it overflows a double before T
+    net = KirchhoffNet(Layer([[1, 0]], Conductance(), 1.0, params=[[-800.0]]))
+    with pytest.raises(SpiceConvergenceError, match="^sample 1: .*overflowed"):
+        simulate_batch_in_ngspice(net, [[0.0], [1.0]], scale=PhysicalScale.normalised(), workers=2)
 
 
 def test_bad_arguments_are_refused(linear):

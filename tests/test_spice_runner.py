@@ -376,6 +376,13 @@ def test_an_expression_outside_its_domain_is_a_convergence_failure():
         run_netlist(netlist)
 
 
+def test_an_overflow_is_a_convergence_failure_that_says_so():
+    # v' = 800 v from 1 V: e^800 overflows a double before T = 1
+    netlist = "runaway\nC1 a 0 1 IC=1\nB1 a 0 I=(-800.0*(V(a)-0))\n.tran 1m 1 uic\n.end\n"
+    with pytest.raises(SpiceConvergenceError, match=r"stopped at t = 0\.8\d* s\): a behavioural expression overflowed"):
+        run_netlist(netlist)
+
+
 def fake_ngspice(tmp_path, body):
     """A stand-in for a broken ngspice *binary* (not for ngspice's behaviour)."""
     path = tmp_path / "ngspice"

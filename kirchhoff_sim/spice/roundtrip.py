@@ -36,11 +36,11 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 
 from ..checks import as_choice, as_int, as_real_array
-from ..errors import InputError, SpiceStoppedEarlyError
+from ..errors import InputError, SpiceError, SpiceStoppedEarlyError
 from ..network import as_batch
 from ..units import PhysicalScale
 from .netlist import Netlist, to_netlist
-from .runner import BACKENDS, SpiceResult, run_netlist
+from .runner import BACKENDS, END_TIME_RTOL, SpiceResult, run_netlist
 
 __all__ = [
     "CUBIC_MIN_POINTS",
@@ -55,9 +55,8 @@ __all__ = [
     "simulate_in_ngspice",
 ]
 
-#: ngspice's last time point against T, and its points against the layer boundaries,
-#: relative to T (ngspice's last point can be a rounding error off ``tstop``)
-END_TIME_RTOL = 1e-9
+# END_TIME_RTOL (from the runner, the one spelling): ngspice's last time point against T,
+# and its points against the layer boundaries, relative to T
 DEFAULT_TIMEOUT_SECONDS = 600.0
 #: parallel ngspice processes of a batch by default (capped by the CPUs and the batch)
 DEFAULT_WORKERS = 4
@@ -113,9 +112,8 @@ class NgspiceRun:
         tstop = float(netlist.tstop)
         reached = float(seconds[-1]) if seconds.size else 0.0
         if not abs(reached - tstop) <= END_TIME_RTOL * tstop:
-            where = f"sample {netlist.sample_index}: " if netlist.sample_index is not None else ""
             raise SpiceStoppedEarlyError(
-                f"{where}ngspice's transient stopped at {reached:.6g} s, not at T = {tstop:.6g} s "
+                f"ngspice's transient stopped at {reached:.6g} s, not at T = {tstop:.6g} s "
                 f"(tolerance {END_TIME_RTOL:g} of T); nothing was read out"
             )
         if seconds.size == 0 or seconds[0] > 0:
@@ -262,7 +260,10 @@ def simulate_batch_in_ngspice(net, X, *, workers: int | None = None,
     def one(b) -> NgspiceRun:
         netlist = to_netlist(net, X[b], scale=scale, mode=mode, options=options)
         netlist.sample_index = b
-        return run_compiled(netlist, backend=backend, timeout=timeout)
+        try:
+            return run_compiled(netlist, backend=backend, timeout=timeout)
+        except SpiceError as exc:
+            raise type(exc)(f"sample {b}: {exc}") from exc
 
     return map_samples(one, len(X), workers=workers, backend=backend)
 

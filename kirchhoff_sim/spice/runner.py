@@ -72,7 +72,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..checks import as_choice, as_positive
+from ..checks import as_choice, as_positive, as_real_array
 from ..errors import (
     InputError,
     NetlistRejectedError,
@@ -102,8 +102,10 @@ __all__ = [
 BACKENDS = ("subprocess", "shared")
 MAX_QUOTED_LOG_LINES = 15
 MAX_LISTED_NAMES = 8  # vector names shown when a lookup fails
-# resample() accepts grid points this far (relative to the span) outside the run
-RESAMPLE_SPAN_TOLERANCE = 1e-9
+#: ngspice's last time point can be a rounding error off ``tstop``: times this close
+#: (relative) count as the end of the run, here in :meth:`SpiceResult.resample` and in the
+#: round trip's end-time check (:data:`kirchhoff_sim.spice.roundtrip.END_TIME_RTOL`)
+END_TIME_RTOL = 1e-9
 
 # ---------------------------------------------------------------- result
 @dataclass
@@ -179,13 +181,11 @@ class SpiceResult:
             If ``t_grid`` is not 1-D, not finite, decreasing or outside the simulated span
             (``np.interp`` would silently hold the end values there).
         """
-        grid = np.array(t_grid, dtype=np.float64)
-        if grid.ndim != 1 or not np.all(np.isfinite(grid)):
-            raise InputError(f"t_grid must be a 1-D array of finite times, got shape {grid.shape}")
+        grid = as_real_array(t_grid, "t_grid (seconds)", ndim=1).copy()
         if np.any(np.diff(grid) < 0):
             raise InputError("t_grid must be non-decreasing")
         start, stop = float(self.time[0]), float(self.time[-1])
-        slack = RESAMPLE_SPAN_TOLERANCE * max(stop - start, abs(stop), np.finfo(float).tiny)
+        slack = END_TIME_RTOL * max(stop - start, abs(stop), np.finfo(float).tiny)
         if grid.size and (grid[0] < start - slack or grid[-1] > stop + slack):
             raise InputError(
                 f"t_grid spans [{grid[0]:.6g}, {grid[-1]:.6g}] s but the simulation covers "
@@ -349,8 +349,10 @@ _SINGULAR_NODES = re.compile(r"singular matrix:\s*check nodes?\s+(\S+)(?:\s+and\
 # the "initial timepoint" is the operating point (or, with uic, the first step).
 _FAILED_AT = re.compile(r"timestep too small;\s*time\s*=\s*([^\s,]+)", re.IGNORECASE)
 _INITIAL_TIMEPOINT = re.compile(r"initial timepoint", re.IGNORECASE)
-# "Error: -1 out of range for ln" then "    in line b1": an expression outside its domain
-_DOMAIN_ERROR = re.compile(r"(\S+) out of range for (\w+)", re.IGNORECASE)
+# "Error: -1 out of range for ln" then "    in line b1": an expression outside its domain;
+# "Error: inf, 0 out of range for -": one that overflowed
+_OUT_OF_RANGE = re.compile(r"error:\s*(.+?)\s+out of range for\s+(\S+)", re.IGNORECASE)
+_NOT_FINITE = re.compile(r"\b(inf|nan)\b", re.IGNORECASE)
 _DOMAIN_ELEMENT = re.compile(r"^\s*in line (\S+)", re.IGNORECASE | re.MULTILINE)
 _GROUND_NODES = frozenset({"0", "gnd"})
 _NOTEWORTHY_LINE = re.compile(
@@ -395,8 +397,9 @@ def _failure(log: str, context: str, netlist: str) -> SpiceError:
     """The typed error for a failed run, from what ngspice's log says.
 
     * no analysis: :class:`NetlistRejectedError` (the netlist needs a ``.tran``);
-    * an expression evaluated outside its domain (``ln`` of a negative number, ...):
-      :class:`SpiceConvergenceError` — a numerical failure while solving, not a bad netlist;
+    * an expression that overflowed (``inf``) or was evaluated outside its domain (``ln``
+      of a negative number, ...): :class:`SpiceConvergenceError` — a numerical failure
+      while solving, not a bad netlist;
     * "singular matrix" before the transient got going: structural
       (:class:`NetlistRejectedError`: a node with no DC path to ground, a loop of voltage
       sources) unless every node ngspice names has a capacitor to ground in a
@@ -411,16 +414,22 @@ def _failure(log: str, context: str, netlist: str) -> SpiceError:
     if _NO_ANALYSIS_LINE.search(log):
         return _no_transient(log)
     quoted = _quoted_log_lines(log)
-    domain = _DOMAIN_ERROR.search(log)
-    if domain:
-        element = _DOMAIN_ELEMENT.search(log[domain.end():])
-        where = f" in element {element.group(1)}" if element else ""
-        return SpiceConvergenceError(
-            f"ngspice {context}: the transient did not converge: a behavioural expression was "
-            f"evaluated outside its domain ({domain.group(2)} of {domain.group(1)}{where}) while "
-            f"ngspice searched for a solution:\n{quoted}"
-        )
     stopped_at = _FAILED_AT.search(log)
+    when = f" (it stopped at t = {stopped_at.group(1)} s)" if stopped_at else \
+        " at its first time point" if _INITIAL_TIMEPOINT.search(log) else ""
+    out_of_range = _OUT_OF_RANGE.search(log)
+    if out_of_range:
+        arguments, operation = out_of_range.groups()
+        element = _DOMAIN_ELEMENT.search(log[out_of_range.end():])
+        where = f" in element {element.group(1)}" if element else ""
+        what = (f"overflowed ({operation!r} of {arguments}{where}): a node voltage or device "
+                f"current grew beyond the range of a double"
+                if _NOT_FINITE.search(arguments) else
+                f"was evaluated outside its domain ({operation} of {arguments}{where})")
+        return SpiceConvergenceError(
+            f"ngspice {context}: the transient did not converge{when}: a behavioural expression "
+            f"{what}:\n{quoted}"
+        )
     if _SINGULAR_LINE.search(log) and not stopped_at:
         nodes = sorted({node.lower() for pair in _SINGULAR_NODES.findall(log) for node in pair if node})
         grounded = _capacitor_grounded_nodes(netlist)
@@ -439,8 +448,6 @@ def _failure(log: str, context: str, netlist: str) -> SpiceError:
             f"DC path to ground, or a loop of voltage sources):\n{quoted}"
         )
     if _CONVERGENCE_LINE.search(log):
-        when = (f" (it stopped at t = {stopped_at.group(1)} s)" if stopped_at
-                else " at its first time point" if _INITIAL_TIMEPOINT.search(log) else "")
         return SpiceConvergenceError(f"ngspice {context}: the transient did not converge{when}:\n{quoted}")
     return NetlistRejectedError(f"ngspice {context}: it rejected the netlist:\n{quoted}")
 

@@ -92,6 +92,8 @@ def session():
     ------
     NgspiceNotFoundError
         PySpice or libngspice is missing (the message has the install command).
+    UnsafeInitFileError
+        libngspice is not started yet and would source a ``.spiceinit``.
     SpiceError
         An earlier run could not be halted, or other code in this process started
         PySpice's shared ngspice itself.
