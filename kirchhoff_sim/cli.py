@@ -152,6 +152,10 @@ def cmd_train(args):
             train_kw[key] = getattr(args, key)
     if args.method is not None or args.dt is not None or args.rtol is not None:
         train_kw["solver"] = solver_spec(make_solver(args.method or "dopri5", args.dt, args.rtol, args.atol))
+    profile = None
+    if args.profile is not None:
+        profile, constraints = _training_profile(args, preset if args.task else TASKS["moons"], net_kw, train_kw)
+        train_kw["constraints"] = constraints
     n_out = data.n_classes if data.n_classes is not None else data.y_train.shape[1]
     net = build_net(data.n_features, n_out, seed=args.seed, **net_kw)
     config = TrainConfig(seed=args.seed, loss="cross_entropy" if data.n_classes else "mse", **train_kw)
@@ -164,9 +168,53 @@ def cmd_train(args):
     test = evaluate(net, data.X_test, data.y_test, config.loss, make_solver(**config.solver))
     source = {"task": args.task, "data": None if args.task else str(Path(args.data).resolve()),
               "seed": args.seed, "dataset_options": preset.dataset if args.task else {}}
+    metadata = {"source": source, "test": test}
+    if profile is not None:
+        from .hardware.fit import feasibility_summary, fit_voltage_unit
+
+        fitted, note = fit_voltage_unit(net, data.X_train, profile)
+        feasibility = feasibility_summary(net, data.X_test, fitted)
+        metadata.update({"technology": {"profile": fitted.to_dict(), "voltage_unit": note},
+                         "feasibility": feasibility})
     save_checkpoint(net, result.optimizer, args.out, config, result.history, data.name,
-                    metadata={"source": source, "test": test})
+                    metadata=metadata, arrays=result.checkpoint_arrays)
     print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()) + f"; wrote {args.out}")
+    if profile is not None:
+        print(note)
+        print(_describe_feasibility(feasibility))
+
+
+def _training_profile(args, preset, net_kw, train_kw):
+    """``--profile``: the technology profile and the HardwareConstraints of the run; the
+    task's constrained preset fills what the command line does not set."""
+    from .technology import load_profile
+    from .training.constraints import HardwareConstraints
+
+    profile = load_profile(None if args.profile == "default" else args.profile)
+    for key, value in preset.constrained.get("net", {}).items():
+        if getattr(args, key, None) is None:
+            net_kw[key] = value
+    for key, value in preset.constrained.get("train", {}).items():
+        if getattr(args, key, None) is None:
+            train_kw[key] = value
+    options = dict(preset.constrained.get("constraints", {}))
+    given = {"mismatch_sigma": args.mismatch_sigma, "rail_weight": args.rail_weight,
+             "sparsity": args.sparsity}
+    options.update({k: v for k, v in given.items() if v is not None})
+    if args.ktc_noise:
+        options["ktc"] = True
+    if args.no_quantise:
+        options["quantise"] = False
+    return profile, HardwareConstraints(profile=profile, **options)
+
+
+def _describe_feasibility(summary: dict) -> str:
+    """The feasibility summary in a few lines: counts by severity, then one line a finding."""
+    counts = summary["counts"]
+    lines = [f"feasibility on {summary['profile']!r} (V0 = {summary['V0']:.4g} V): "
+             + ", ".join(f"{counts[s]} {s}" for s in ("error", "warning", "info"))]
+    lines += [f"  {f['severity'].upper():<8} {f['check']}" for f in summary["findings"]]
+    return "\n".join(lines)
 
 
 def _dataset_of(meta, data_override, seed_override):
@@ -184,10 +232,36 @@ def cmd_evaluate(args):
     solver = make_solver(**solver_spec_)
     result = {"model": str(args.model), "dataset": data.name, "test_samples": len(data.X_test),
               **{f"test_{k}": v for k, v in evaluate(net, data.X_test, data.y_test, loss, solver).items()}}
+    feasibility = None
+    if not args.no_feasibility:
+        from .hardware.fit import feasibility_summary
+
+        feasibility = feasibility_summary(net, data.X_test, _model_profile(meta, args.profile))
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps({**result, **({"feasibility": feasibility} if feasibility else {})}))
     else:
         print(", ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in result.items()))
+        if feasibility:
+            print(_describe_feasibility(feasibility))
+
+
+def _model_profile(meta: dict, path=None):
+    """The technology profile of a model: ``--profile FILE`` if given, else the one it was
+    trained against (with its fitted V0), else the default profile."""
+    from .errors import ModelFileError
+    from .technology import TechnologyProfile, load_profile
+
+    if path is not None:
+        return load_profile(path)
+    recorded = (meta.get("technology") or {}) if isinstance(meta, dict) else {}
+    if not isinstance(recorded, dict):
+        raise ModelFileError(f"the model's technology metadata is malformed: {recorded!r:.80}")
+    if "profile" not in recorded:
+        return load_profile(None)
+    try:
+        return TechnologyProfile.from_dict(recorded["profile"], where="the model's technology profile")
+    except InputError as exc:
+        raise ModelFileError(str(exc)) from None
 
 
 def cmd_montecarlo(args):
@@ -280,13 +354,12 @@ def _spice_options(args):
 
 
 def cmd_report(args):
-    from .technology import load_profile
     from .hardware.report import chip_report
 
     if args.plots:
         check_output_folder(args.plots, "--plots")
     net, meta, _ = read_model_file(args.model)
-    profile = load_profile(args.profile)
+    profile = _model_profile(meta, args.profile)
     data = _dataset_of(meta, args.data, None)
     labels = data.y_test if data.n_classes is not None else None
     solver_spec_, _ = training_settings(meta)
@@ -426,6 +499,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_NONNEGATIVE_INT, default=0, help="seed of the split, initialisation and shuffles")
     p.add_argument("--resume", action="store_true", help="continue from --out if it is a checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    hw = p.add_argument_group("training against a technology profile (a net that can be built)")
+    hw.add_argument("--profile", metavar="FILE|default",
+                    help="train within this technology profile: conductances 0 or in its window on its "
+                         "programming grid, offsets within its rails, mismatch-aware; prints the "
+                         "feasibility findings at the end")
+    hw.add_argument("--mismatch-sigma", type=_NONNEGATIVE, metavar="S",
+                    help="log-normal mismatch injected each step (default 0.1 with --profile)")
+    hw.add_argument("--ktc-noise", action="store_true", help="kT/C noise on every node's initial voltage")
+    hw.add_argument("--rail-weight", type=_NONNEGATIVE, metavar="W",
+                    help="weight of the running cost that holds the trajectory within the rails (default 0: "
+                         "positively homogeneous nets fit the rails by their V0 instead)")
+    hw.add_argument("--sparsity", type=_NONNEGATIVE, help="L1 weight that switches unneeded devices off")
+    hw.add_argument("--no-quantise", action="store_true",
+                    help="train on the bounded parameters without the projection onto realisable values")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="test accuracy and loss of a trained model")
@@ -433,6 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="evaluate on this data file's test split instead")
     p.add_argument("--seed", type=_NONNEGATIVE_INT, help="seed of the test split (default: the training seed)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--profile", metavar="FILE",
+                   help="feasibility on this technology profile (default: the model's own, else the default)")
+    p.add_argument("--no-feasibility", action="store_true", help="skip the feasibility findings")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("montecarlo", help="accuracy under device mismatch and noise (Monte Carlo on Dask)",
@@ -487,7 +577,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "ngspice), feasibility findings, and the accuracy under device mismatch and "
                                    "quantisation, on the model's test split.")
     p.add_argument("model", help="model file (.npz) written by 'train'")
-    p.add_argument("--profile", metavar="FILE", help="JSON technology profile overriding the defaults")
+    p.add_argument("--profile", metavar="FILE",
+                   help="JSON technology profile overriding the defaults (default: the profile the model "
+                        "was trained against, with its fitted V0, else the default profile)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plots", metavar="DIR", help="write the report's PNG figures into DIR")
     p.add_argument("--samples", type=_COUNT, default=100, metavar="N",

@@ -17,6 +17,17 @@ class Task:
     dataset: dict = field(default_factory=dict)     # load_dataset keywords
     net: dict = field(default_factory=dict)         # build_net keywords
     train: dict = field(default_factory=dict)       # TrainConfig keywords
+    #: what changes when the task is trained against a technology profile (``--profile``):
+    #: ``net`` and ``train`` overrides and HardwareConstraints keywords
+    constrained: dict = field(default_factory=dict)
+
+
+# Against a profile every conductance is 0 or within the window (≥ g_min = G0 for the
+# default profile, a time constant C/g ≤ 1), so layers are short (the net's g·Δt matches
+# the unconstrained nets') and the latent learning rate is smaller (θ = g_max·tanh(u)
+# moves g_max·Δu per step); mismatch-aware at 10 % for robustness.
+_CONSTRAINED = {"net": {"duration": 0.05}, "train": {"lr": 3e-3},
+                "constraints": {"mismatch_sigma": 0.1}}
 
 
 _ADAPTIVE = DEFAULT_SOLVER
@@ -26,16 +37,19 @@ TASKS = {
         dataset={"n_samples": 2000},
         net={"hidden": 6, "layers": 2, "duration": 1.0, "device": "ShiftedReLU"},
         train={"epochs": 15, "batch_size": 32, "lr": 3e-2, "solver": _ADAPTIVE},
+        constrained=_CONSTRAINED,
     ),
     "circles": Task(
         dataset={"n_samples": 2000},
         net={"hidden": 6, "layers": 2, "duration": 1.0, "device": "ShiftedReLU"},
         train={"epochs": 15, "batch_size": 32, "lr": 3e-2, "solver": _ADAPTIVE},
+        constrained=_CONSTRAINED,
     ),
     "digits": Task(
         net={"hidden": 20, "layers": 2, "duration": 1.0, "device": "ShiftedReLU",
              "topology": "neighbour_window", "image_shape": (8, 8), "window": 3},
         train={"epochs": 15, "batch_size": 64, "lr": 1e-2, "solver": _ADAPTIVE},
+        constrained=_CONSTRAINED,
     ),
 }
 

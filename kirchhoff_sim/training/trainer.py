@@ -25,11 +25,13 @@ from ..modelfile import read_model_file, save_net
 from ..sensitivity import gradient
 from ..solvers import default_solver_spec, make_solver, simulate
 from .datasets import Dataset, minibatches, train_validation_split
+from .constraints import HardwareConstraints
 from .losses import bind, cross_entropy, mean_squared_error
 from .optim import Adam, AdamW, ConstantSchedule, CosineSchedule, StepSchedule
 
 LOSSES = {"cross_entropy": cross_entropy, "mse": mean_squared_error}
 _OPTIMIZER_PREFIX = "optimizer/"   # checkpoint arrays holding the optimiser state
+_LATENT_PREFIX = "latent/"         # ... and the latents of a constrained run
 
 
 @dataclass
@@ -53,6 +55,8 @@ class TrainConfig:
     loss: str = "cross_entropy"
     checkpoint_every: int = 1
     solver: dict = field(default_factory=default_solver_spec)
+    #: :meth:`HardwareConstraints.to_dict` of a run trained against a technology profile
+    constraints: dict | None = None
 
     def __post_init__(self):
         as_choice(self.optimizer, "optimizer", ("adam", "adamw"))
@@ -75,6 +79,15 @@ class TrainConfig:
             make_solver(**self.solver)     # fail now, not at the first batch
         except TypeError as exc:
             raise InputError(f"TrainConfig.solver {self.solver!r} is not a solver spec: {exc}") from None
+        if isinstance(self.constraints, HardwareConstraints):
+            self.constraints = self.constraints.to_dict()
+        if self.constraints is not None:
+            # validates, and normalises to the stored form so that resume compares like with like
+            self.constraints = HardwareConstraints.from_dict(self.constraints).to_dict()
+
+    def hardware(self) -> "HardwareConstraints | None":
+        """The :class:`~kirchhoff_sim.training.constraints.HardwareConstraints`, if any."""
+        return None if self.constraints is None else HardwareConstraints.from_dict(self.constraints)
 
     def make_optimizer(self, params):
         schedule = {"constant": ConstantSchedule(),
@@ -106,6 +119,7 @@ class TrainResult:
     config: TrainConfig
     optimizer: object = None
     epochs_run: int = 0          # epochs trained by this call (0: a resumed run was complete)
+    checkpoint_arrays: dict = field(default_factory=dict)   # what else a checkpoint keeps (latents)
 
 
 def train(net, data: Dataset, config: TrainConfig | None = None, *, checkpoint=None,
@@ -138,10 +152,11 @@ def train(net, data: Dataset, config: TrainConfig | None = None, *, checkpoint=N
     if net.input_width is not None and data.n_features != net.input_width:
         raise InputError(f"data set {data.name!r} has {data.n_features} features but the net takes "
                          f"{net.input_width} inputs")
-    optimizer = config.make_optimizer(net.parameters)
+    stepper = _stepper(net, config, solver, loss_fn)
+    optimizer = config.make_optimizer(stepper.variables)
     history, start = [], 0
     if resume and checkpoint is not None and Path(checkpoint).exists():
-        start, history = _restore(net, optimizer, checkpoint, config)
+        start, history = _restore(net, optimizer, checkpoint, config, stepper)
         if log:
             log(f"run complete: {checkpoint} holds all {config.epochs} epochs; nothing to do"
                 if start >= config.epochs else f"resumed from {checkpoint} after epoch {start}")
@@ -154,12 +169,13 @@ def train(net, data: Dataset, config: TrainConfig | None = None, *, checkpoint=N
         bar = _progress(batches, epoch, config.epochs, progress)
         for b, idx in enumerate(bar):
             xb, yb = X_tr[idx], y_tr[idx]
-            g = _step_gradient(net, xb, yb, loss_fn, solver, epoch, b)
-            optimizer.step(g.params)
-            total += g.loss * len(idx)
+            loss, grads, readout = stepper.gradient(xb, yb, epoch, b)
+            optimizer.step(grads)
+            stepper.after_step()
+            total += loss * len(idx)
             seen += len(idx)
             if config.loss == "cross_entropy":
-                correct += int(np.sum(g.solution.readout(net).argmax(axis=1) == yb))
+                correct += int(np.sum(readout.argmax(axis=1) == yb))
             if progress:
                 bar.set_postfix(loss=f"{total / seen:.4f}")
         record = {"epoch": epoch + 1, "lr": optimizer.lr, "train_loss": total / seen}
@@ -178,8 +194,9 @@ def train(net, data: Dataset, config: TrainConfig | None = None, *, checkpoint=N
             log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
         last = epoch + 1 == config.epochs
         if checkpoint is not None and ((epoch + 1) % config.checkpoint_every == 0 or last):
-            save_checkpoint(net, optimizer, checkpoint, config, history, data.name)
-    return TrainResult(net, history, config, optimizer, epochs_run=max(config.epochs - start, 0))
+            save_checkpoint(net, optimizer, checkpoint, config, history, data.name, stepper=stepper)
+    return TrainResult(net, history, config, optimizer, epochs_run=max(config.epochs - start, 0),
+                       checkpoint_arrays=stepper.checkpoint_arrays())
 
 
 def _split(data, config):
@@ -189,11 +206,14 @@ def _split(data, config):
     return X, y, X[:0], y[:0]
 
 
-def _step_gradient(net, xb, yb, loss_fn, solver, epoch, batch):
+def _checked_gradient(net, x, loss, solver, epoch, batch, running_cost=None):
+    """The adjoint gradient of one training step, with a failed or non-finite step
+    reported as :class:`TrainingDivergedError` naming the epoch and batch."""
     try:
         # overflow anywhere in the step shows up as a non-finite loss or gradient below
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            g = gradient(net, xb, bind(loss_fn, yb), solver=solver)
+            extra = {} if running_cost is None else {"running_cost": running_cost}
+            g = gradient(net, x, loss, solver=solver, **extra)
     except SimulationError as exc:
         raise TrainingDivergedError(f"epoch {epoch + 1}, batch {batch}: the simulation failed: {exc}") from exc
     if not np.isfinite(g.loss) or not all(np.isfinite(p).all() for p in g.params):
@@ -201,6 +221,93 @@ def _step_gradient(net, xb, yb, loss_fn, solver, epoch, batch):
             f"epoch {epoch + 1}, batch {batch}: loss {g.loss} or its gradient is not finite; "
             f"lower the learning rate")
     return g
+
+
+class _PlainStep:
+    """One training step on the net's own parameters."""
+
+    def __init__(self, net, config, solver, loss_fn):
+        self.net, self.solver, self.loss_fn = net, solver, loss_fn
+        self.variables = net.parameters
+
+    def gradient(self, xb, yb, epoch, batch):
+        g = _checked_gradient(self.net, xb, bind(self.loss_fn, yb), self.solver, epoch, batch)
+        return g.loss, g.params, g.solution.readout(self.net)
+
+    def after_step(self):
+        pass
+
+    def checkpoint_arrays(self) -> dict:
+        return {}
+
+    def restore(self, extras, path):
+        pass
+
+
+class _ConstrainedStep:
+    """One training step against a technology profile (:mod:`.constraints`): the
+    optimiser moves latents ``u``; the forward pass runs on the realisable parameters
+    ``P(θ(u))``, with this step's mismatch and kT/C noise; the gradient comes back through
+    the noise exactly, through ``P`` straight-through and through ``θ(u)`` exactly."""
+
+    def __init__(self, net, config, solver, loss_fn, hardware):
+        hardware.check_net(net)
+        self.net, self.config, self.solver, self.loss_fn, self.hw = net, config, solver, loss_fn, hardware
+        self.variables = hardware.latent_from_params(net)
+        self.after_step()
+        # the net the steps simulate: the same topology, its parameters written in place
+        # each step (its compiled assembly is kept); with kT/C noise every node is an input
+        every_node = np.arange(1, net.num_nodes + 1) if hardware.ktc else None
+        self.work = net.with_parameters(input_nodes=every_node)
+
+    def gradient(self, xb, yb, epoch, batch):
+        hw, net = self.hw, self.net
+        theta, slopes = hw.params_from_latent(net, self.variables)
+        used = hw.realisable(net, theta)
+        factors = None
+        if hw.mismatch_sigma > 0:
+            factors = hw.mismatch_factors(net, hw.step_generator(self.config.seed, epoch, batch, "mismatch"))
+            used = [p * f for p, f in zip(used, factors)]
+        for group, p in zip(self.work.groups, used):
+            group.params[...] = p
+        x = xb
+        if hw.ktc:
+            x = net.initial_state(xb)[1:].T + hw.initial_noise(
+                net, hw.step_generator(self.config.seed, epoch, batch, "ktc"), len(xb))
+        g = _checked_gradient(self.work, x, bind(self.loss_fn, yb), self.solver, epoch, batch,
+                              running_cost=hw.running_cost(len(xb)))
+        grads = g.params if factors is None else [d * f for d, f in zip(g.params, factors)]
+        loss = g.loss
+        if hw.sparsity > 0:
+            penalty, penalty_grads = hw.sparsity_penalty(net, hw.realisable(net, theta))
+            loss += penalty
+            grads = [d + q for d, q in zip(grads, penalty_grads)]
+        return loss, [d * s for d, s in zip(grads, slopes)], g.solution.readout(self.work)
+
+    def after_step(self):
+        """The net holds the nominal realisable parameters of the current latents."""
+        theta, _ = self.hw.params_from_latent(self.net, self.variables)
+        for group, p in zip(self.net.groups, self.hw.realisable(self.net, theta)):
+            group.params[...] = p
+
+    def checkpoint_arrays(self) -> dict:
+        return {f"{_LATENT_PREFIX}{i}": u for i, u in enumerate(self.variables)}
+
+    def restore(self, extras, path):
+        for i, u in enumerate(self.variables):
+            key = f"{_LATENT_PREFIX}{i}"
+            if key not in extras or extras[key].shape != u.shape:
+                raise ModelFileError(f"cannot resume from {path}: its latent parameters {key!r} are "
+                                     f"missing or of another shape")
+            u[...] = extras[key]
+        self.after_step()
+
+
+def _stepper(net, config, solver, loss_fn):
+    hardware = config.hardware()
+    if hardware is None:
+        return _PlainStep(net, config, solver, loss_fn)
+    return _ConstrainedStep(net, config, solver, loss_fn, hardware)
 
 
 def _progress(batches, epoch, epochs, enabled):
@@ -241,7 +348,8 @@ def training_settings(meta: dict) -> tuple[dict, str]:
     return dict(solver), loss
 
 
-def save_checkpoint(net, optimizer, path, config, history, dataset_name, metadata: dict | None = None):
+def save_checkpoint(net, optimizer, path, config, history, dataset_name, metadata: dict | None = None,
+                    stepper=None, arrays: dict | None = None):
     """Write a resumable checkpoint: the net, ``metadata["training"]`` (config, history,
     data set, epochs done) and the optimiser state as ``extra/optimizer/<key>`` arrays.
 
@@ -249,13 +357,17 @@ def save_checkpoint(net, optimizer, path, config, history, dataset_name, metadat
     run is complete. ``metadata`` adds further top-level entries (the CLI's ``source``
     and ``test`` figures).
     """
+    extra = arrays or {}
     arrays = {f"{_OPTIMIZER_PREFIX}{k}": np.asarray(v) for k, v in optimizer.state_dict().items()}
+    if stepper is not None:
+        arrays.update(stepper.checkpoint_arrays())
+    arrays.update(extra)
     meta = {"training": {"config": asdict(config), "history": history, "dataset": dataset_name,
                          "epochs_done": len(history)}, **(metadata or {})}
     return save_net(net, path, metadata=meta, arrays=arrays)
 
 
-def _restore(net, optimizer, path, config):
+def _restore(net, optimizer, path, config, stepper):
     saved, meta, extras = read_model_file(path)
     training = meta.get("training")
     if not training:
@@ -272,4 +384,5 @@ def _restore(net, optimizer, path, config):
         raise ModelFileError(f"cannot resume from {path}: it holds no optimiser state (a model file "
                              f"written without it); train again without --resume")
     optimizer.load_state_dict(state)
+    stepper.restore(extras, path)
     return int(training["epochs_done"]), list(training["history"])
