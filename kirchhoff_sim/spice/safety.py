@@ -4,28 +4,30 @@ Imported by both the compiler (:mod:`~kirchhoff_sim.spice.netlist`, which checks
 output) and the runner (:mod:`~kirchhoff_sim.spice.runner`, which checks whatever it is
 handed), so that neither imports the other.
 
-ngspice can run commands and read files from a netlist (DESIGN.md §6). Measured with
-ngspice 39 (each runs ``shell touch FILE``, or reads a file into the result vectors),
-and named in the ngspice manual:
+ngspice can run commands and read files from a netlist (DESIGN.md §6). What is marked
+*measured* was run with ngspice 39 here (it ran ``shell touch FILE``, or read a file into
+the result vectors); the rest is from the ngspice manual (section numbers of its online
+edition, nmg.gitlab.io/ngspice-manual):
 
-* ``.control`` … ``.endc`` blocks — anywhere, also after ``.end`` (manual §16.4.3);
-  ``pre_<command>`` and ``codemodel``/``osdi`` only exist inside them (§17.5.49);
-* control lines in comments: a line starting with ``*#`` — indented too, and ``$#``,
-  ``;#`` since ngspice turns ``$``/``;`` lines into ``*`` comments — is run as a command
-  (manual §17.5.75, ``source``: "any line starting with the string ``*#`` is considered
-  as a control line");
-* a file whose first line is ``*ng_script`` is a command script (§16.4.3);
-* ``.include``/``.inc``/``.lib`` pull in another file, which may hold any of these
-  (§2.6, §2.7) — processed even on the title line;
-* ``.osdi`` loads compiled model code (§2.10);
-* XSPICE code models (``A`` elements) read files: ``filesource`` (``file=``),
-  ``d_source`` (``input_file=``), ``d_state`` (``state_file=``), ``table2D``/``table3D``
-  (§12.2.8, §12.4.21, §12.4.22 …); a filesource's numbers come back in the vectors;
-* ``.csparam`` copies parameters into the control language (§2.13); the control-mode
-  commands ``shell``, ``source``, ``wrdata``, ``write``, ``echo … >`` and friends only run
-  from the places above;
-* user init files (``.spiceinit``, ``spice.rc``, ``spinit``): not netlist syntax; the
-  runner starts ngspice so that it reads none (see :mod:`~kirchhoff_sim.spice.runner`).
+* ``.control`` … ``.endc`` blocks (§16.4.3) — *measured*, also after ``.end``; the
+  control-mode commands that run programs or write and read files (``shell``,
+  ``source``, ``codemodel``, ``osdi``, ``wrdata``, ``write``, ``echo … >``, the
+  ``pre_<command>`` form of §17.5.49) only run from the places in this list;
+* control lines in comments (§17.5.75, ``source``: "any line starting with the string
+  ``*#`` is considered as a control line") — *measured*: ``*#``, indented ``*#``, and
+  ``$#``, ``;#`` (ngspice reads ``$``/``;`` lines as ``*`` comments), in a subcircuit
+  too; ``* #`` and ``//#`` did not run, and are refused all the same;
+* a file whose first line is ``*ng_script`` is a command script (§16.4.3) — *measured*;
+* ``.include``/``.inc`` (§2.6) and ``.lib`` (the section after it) pull in another file,
+  which may hold any of these — *measured*, ``.include`` even on the title line;
+* ``.osdi`` loads compiled model code (the OSDI chapter);
+* XSPICE code models (``A`` elements) read files: ``filesource`` (``file=``) —
+  *measured*, its numbers come back in the vectors — and ``d_source`` (``input_file=``),
+  ``d_state`` (``state_file=``), ``table2D``/``table3D`` (the code-model library chapter);
+* ``.csparam`` hands parameters to the control language (§2.10);
+* init files — ``spinit`` (§16.5), ``.spiceinit`` (§16.6), ``spice.rc`` — are not netlist
+  syntax: the runner starts ngspice so that it reads none
+  (:mod:`~kirchhoff_sim.spice.runner`); *measured*: plain ngspice sources them.
 
 A blacklist of these would miss the next one, so :func:`check_netlist_safe` is a
 **whitelist**: every line must be blank, a comment, a continuation, an element of an
