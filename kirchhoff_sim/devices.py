@@ -385,11 +385,8 @@ class ShiftedLeakyReLU(_ShiftedRectifier):
     _act = Activation("leaky_relu")
 
 
-class DifferenceActivation(Device):
-    """``i = act(p1·(vs − vd) + p0)``: an activation of the branch voltage."""
-
-    param_names = ("bias", "gain")
-    parameter_roles = {"bias": BIAS, "gain": CONDUCTANCE}
+class _Activated(Device):
+    """A family whose current passes through an activation (:data:`ACTIVATIONS`)."""
 
     def __init__(self, activation_name: str = "tanh"):
         self.activation = activation(activation_name)
@@ -400,6 +397,13 @@ class DifferenceActivation(Device):
 
     def spec(self):
         return {"family": type(self).__name__, "activation": self.activation.name}
+
+
+class DifferenceActivation(_Activated):
+    """``i = act(p1·(vs − vd) + p0)``: an activation of the branch voltage."""
+
+    param_names = ("bias", "gain")
+    parameter_roles = {"bias": BIAS, "gain": CONDUCTANCE}
 
     def response(self, z, p):
         return self.activation.value(p[1] * z + p[0])
@@ -412,7 +416,7 @@ class DifferenceActivation(Device):
         return self.activation.spice(f"{_fmt(p[1])}*({vs}-{vd})+({_fmt(p[0])})")
 
 
-class AffineActivation(Device):
+class AffineActivation(_Activated):
     """``i = act(p0·vs + p1·vd + p2)``: the reference's generative device (with tanh).
 
     A transconductor cell: it draws current from a supply whenever its bias ``p2`` or
@@ -421,16 +425,6 @@ class AffineActivation(Device):
 
     param_names = ("w_src", "w_dst", "bias")
     parameter_roles = {"w_src": CONDUCTANCE, "w_dst": CONDUCTANCE, "bias": BIAS}
-
-    def __init__(self, activation_name: str = "tanh"):
-        self.activation = activation(activation_name)
-
-    @property
-    def positively_homogeneous(self) -> bool:
-        return self.activation.positively_homogeneous
-
-    def spec(self):
-        return {"family": type(self).__name__, "activation": self.activation.name}
 
     def input_weights(self, p):
         return p[0], p[1], p[2]
