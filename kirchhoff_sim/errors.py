@@ -118,3 +118,25 @@ class UnsafeNameError(SpiceError, ValueError):
 class SchedulerConnectionError(KirchhoffError, ConnectionError):
     """A Dask scheduler that cannot be reached (bad address, nothing listening, timeout)
     or that has no workers to run the jobs."""
+
+
+class ClusterLostError(KirchhoffError, RuntimeError):
+    """The Dask cluster went away during a run (its scheduler stopped or was killed, or
+    it dropped the run's jobs), so some trials never ran.
+
+    Attributes
+    ----------
+    address : str or None
+        The scheduler's address.
+    finished_jobs, total_jobs : int or None
+        Jobs (chunks of trials) whose results had arrived, and jobs in the run.
+    first_unfinished_trial : int or None
+        The first trial of the first job whose result never arrived (``None`` when the
+        jobs are not trials).
+    """
+
+    def __init__(self, message, *, address=None, finished_jobs=None, total_jobs=None,
+                 first_unfinished_trial=None):
+        self.address, self.first_unfinished_trial = address, first_unfinished_trial
+        self.finished_jobs, self.total_jobs = finished_jobs, total_jobs
+        super().__init__(message)

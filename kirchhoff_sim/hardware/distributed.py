@@ -13,37 +13,251 @@
 
 What travels: the net as its model file's bytes (plain arrays and JSON,
 :func:`~kirchhoff_sim.modelfile.net_to_bytes`; rebuilt once per worker process by
-:func:`~kirchhoff_sim.hardware.trials.received_net`), the inputs and the
-labels — each scattered to the workers once per map — and per task a spec dict and a
-list of trial indices. Dask pickles the task itself (a reference to a module-level
-function and those plain arguments), which is its in-cluster transport.
+:func:`~kirchhoff_sim.hardware.trials.received_net`), the inputs and the labels — each
+sent once per map, as a task every job depends on — and per job a spec dict and a list of
+trial indices. Dask pickles the tasks themselves (a reference to a module-level function
+and those plain arguments), which is its in-cluster transport.
 
 Why a distributed run equals the serial run *exactly*: trial ``i`` draws only from
 ``np.random.default_rng([seed, i])``, runs the same code on the same float64 data (the
 model file stores every parameter bit for bit) and its results are put back in trial
 order. Dask's worker processes start with one BLAS thread; the default explicit solvers
 use sparse products and elementwise numpy only, whose results do not depend on threads.
+
+Faults, and what each becomes (each bounded by ``connect_timeout``):
+
+- a malformed address (``foo://``, ``tcp://``, ``tcp://host:notaport``) is refused when the
+  runner is made, before anything is built
+  (:class:`~kirchhoff_sim.errors.SchedulerConnectionError`);
+- a peer that is not a Dask scheduler (an HTTP server, a silent listener) is found by
+  :func:`probe_scheduler` before a ``Client`` exists: ``distributed``'s own handshake
+  read has no timeout and trusts the peer's 8-byte frame length, so it would wait forever
+  or try to allocate exabytes (:class:`~kirchhoff_sim.errors.SchedulerConnectionError`);
+- a scheduler that goes away mid-run (:class:`~kirchhoff_sim.errors.ClusterLostError`,
+  naming the first trial that did not run; the runner is closed);
+- a worker that dies mid-run is not an error: the scheduler reruns its jobs on another
+  worker or on the one its nanny restarts (up to ``distributed.scheduler.allowed-failures``
+  times per job), the shared inputs are made again if their last copy died with it, and,
+  the trials being seeded and pure, the result is unchanged.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import re
+import socket
+import struct
+import time
 
 import numpy as np
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, Security, as_completed
+from distributed.client import CancelledError
 
 from ..checks import as_int, as_positive
-from ..errors import InputError, SchedulerConnectionError
+from ..errors import ClusterLostError, InputError, SchedulerConnectionError
 from ..modelfile import net_to_bytes
 from ..network import KirchhoffNet
 from .executors import Runner
 
-__all__ = ["DaskRunner", "DEFAULT_CONNECT_TIMEOUT_SECONDS"]
+__all__ = ["DaskRunner", "probe_scheduler", "DEFAULT_CONNECT_TIMEOUT_SECONDS"]
 
-DEFAULT_CONNECT_TIMEOUT_SECONDS = 5.0    # an unreachable scheduler fails after this
+DEFAULT_CONNECT_TIMEOUT_SECONDS = 5.0    # an unreachable or foreign peer fails after this
 DEFAULT_WORKERS = 2
 DEFAULT_THREADS_PER_WORKER = 1           # trials are numpy-bound: one thread per process
 CLOSE_TIMEOUT_SECONDS = 10.0
+SCHEMES = ("tcp", "tls")                 # the comms a scheduler address may name
+ADDRESS_EXAMPLE = "tcp://10.0.0.5:8786"
+
+# Dask's wire format: a message is an unsigned 64-bit byte count, then its frames (a frame
+# count, each frame's length, the frames), all counts in the "Q" format distributed uses.
+# A scheduler's handshake is a small dict (its compression, Python version and pickle
+# protocol: 58 bytes with distributed 2026.8); anything larger is not one.
+FRAME_COUNT = struct.Struct("Q")
+MAX_HANDSHAKE_BYTES = 64 * 1024
+MAX_HANDSHAKE_FRAMES = 16
+RETRY_PAUSE_SECONDS = (0.05, 0.5)        # first and longest pause between refused connects
+SCHEDULER_LOST = "scheduler-connection-lost"   # the reason Dask gives futures it cancels then
+
+
+# ------------------------------------------------------------------ the scheduler's address
+def _refuse(address, why: str) -> SchedulerConnectionError:
+    return SchedulerConnectionError(f"cannot connect to the Dask scheduler at {address!r}: {why}")
+
+
+def _parse_address(address: str) -> tuple[str, str, int]:
+    """``(scheme, host, port)`` of a scheduler address.
+
+    Accepts ``tcp://host:port``, ``tls://host:port`` and a bare ``host:port`` (read as
+    ``tcp``); an IPv6 host goes in brackets, ``tcp://[::1]:8786``.
+
+    Raises
+    ------
+    SchedulerConnectionError
+        For another scheme, or a missing or malformed host or port.
+    """
+    text = address.strip()
+    scheme, separator, location = text.partition("://")
+    if not separator:
+        scheme, location = "tcp", text
+    if scheme not in SCHEMES:
+        schemes = " or ".join(f"{name}://" for name in SCHEMES)
+        raise _refuse(address, f"the scheme {scheme!r} is not one of a Dask scheduler's; "
+                               f"use {schemes}, like {ADDRESS_EXAMPLE}")
+    if location.startswith("["):                           # [IPv6]:port
+        host, bracket, rest = location[1:].partition("]")
+        port_text = rest[1:] if bracket and rest.startswith(":") else ""
+    else:
+        host, _, port_text = location.rpartition(":")
+    if not host or re.search(r"[\s/\[\]@]", host):
+        raise _refuse(address, f"it needs a host and a port, like {ADDRESS_EXAMPLE}")
+    if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 1 <= int(port_text) <= 65535:
+        raise _refuse(address, f"the port {port_text!r} is not a number in 1–65535 "
+                               f"(the scheduler listens on 8786 by default)")
+    return scheme, host, int(port_text)
+
+
+# ------------------------------------------------------------------ the handshake probe
+class _Deadline:
+    """The end of a probe that may take ``seconds`` from now (monotonic clock)."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.end = seconds, time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        """Seconds left, never quite 0 (a socket timeout of 0 would mean non-blocking)."""
+        return max(self.end - time.monotonic(), 1e-3)
+
+    def expired_after(self, pause: float) -> bool:
+        return time.monotonic() + pause >= self.end
+
+
+def _connect_socket(address: str, host: str, port: int, deadline: _Deadline) -> socket.socket:
+    """A TCP connection to ``host:port``; a refused connection is retried until the
+    deadline, since a scheduler that is still starting up refuses for a moment."""
+    pause = RETRY_PAUSE_SECONDS[0]
+    while True:
+        try:
+            return socket.create_connection((host, port), timeout=deadline.remaining())
+        except ConnectionRefusedError:
+            if deadline.expired_after(pause):
+                raise _refuse(address, f"nothing listens there (connection refused for "
+                                       f"{deadline.seconds:g} s)") from None
+            time.sleep(pause)
+            pause = min(2 * pause, RETRY_PAUSE_SECONDS[1])
+        except socket.gaierror as exc:
+            raise _refuse(address, f"the host {host!r} is not known ({exc.strerror})") from None
+        except TimeoutError:
+            raise _refuse(address, f"the connection timed out after {deadline.seconds:g} s") from None
+        except OSError as exc:
+            raise _refuse(address, exc.strerror or str(exc)) from None
+
+
+def _receive(sock: socket.socket, n_bytes: int, address: str, deadline: _Deadline) -> bytes:
+    """Exactly ``n_bytes`` from ``sock`` before the deadline, or a typed error if the peer
+    stays silent or hangs up first."""
+    data = bytearray()
+    while len(data) < n_bytes:
+        sock.settimeout(deadline.remaining())
+        try:
+            chunk = sock.recv(n_bytes - len(data))
+        except TimeoutError:
+            raise _refuse(address, f"it accepted the connection but sent no Dask handshake within "
+                                   f"{deadline.seconds:g} s (an HTTP server, for one, waits like this "
+                                   f"for a request); is it a Dask scheduler?") from None
+        except OSError as exc:
+            raise _refuse(address, f"the connection failed during the handshake: {exc}") from None
+        if not chunk:
+            raise _refuse(address, "it closed the connection during the handshake; is it a Dask scheduler?")
+        data += chunk
+    return bytes(data)
+
+
+def _not_dask(address: str, first_bytes: bytes) -> SchedulerConnectionError:
+    what = ("an HTTP server, not a Dask scheduler (the scheduler listens on 8786 by default, "
+            "its HTTP dashboard on 8787)" if first_bytes.startswith(b"HTTP/") else "not a Dask scheduler")
+    return _refuse(address, f"it is {what}: it answered {first_bytes!r}")
+
+
+def _check_handshake(sock: socket.socket, address: str, deadline: _Deadline) -> None:
+    """Read a Dask handshake from ``sock`` (at most :data:`MAX_HANDSHAKE_BYTES`) and check
+    that its frame lengths add up."""
+    length_bytes = _receive(sock, FRAME_COUNT.size, address, deadline)
+    (length,) = FRAME_COUNT.unpack(length_bytes)
+    if not 2 * FRAME_COUNT.size <= length <= MAX_HANDSHAKE_BYTES:
+        raise _not_dask(address, length_bytes)
+    message = _receive(sock, length, address, deadline)
+    (n_frames,) = FRAME_COUNT.unpack_from(message)
+    header_bytes = FRAME_COUNT.size * (1 + n_frames)
+    if not (1 <= n_frames <= MAX_HANDSHAKE_FRAMES and header_bytes <= length) or (
+            header_bytes + sum(struct.unpack_from(f"{n_frames}Q", message, FRAME_COUNT.size)) != length):
+        raise _not_dask(address, length_bytes + message[:3 * FRAME_COUNT.size])
+
+
+def probe_scheduler(address: str, timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS,
+                    security: Security | None = None) -> None:
+    """Check that a Dask scheduler answers at ``address``, reading at most 64 KiB in at
+    most ``timeout`` seconds.
+
+    A Dask server sends its handshake as soon as it accepts a connection. This reads it
+    (through TLS for ``tls://``), checks its framing and hangs up without sending a byte,
+    so a foreign server only sees a connection that closes. ``distributed``'s own
+    ``connect()`` (2026.8) waits for that handshake without a timeout and allocates
+    whatever byte count the peer's first 8 bytes give, so against a peer that is not a
+    scheduler it waits forever or asks for exabytes: that is why :class:`DaskRunner`
+    probes before it makes a ``Client``. The scheduler logs the probe, at info level, as
+    a connection closed before the handshake completed.
+
+    Parameters
+    ----------
+    address : str
+        ``tcp://host:port``, ``tls://host:port`` or ``host:port``.
+    timeout : float
+        Seconds, > 0, for the whole probe: connecting (a refused connection is retried
+        until then), the TLS handshake and the scheduler's handshake.
+    security : distributed.Security, optional
+        TLS settings for ``tls://`` (default: the Dask configuration's,
+        ``distributed.comm.tls.*``).
+
+    Raises
+    ------
+    SchedulerConnectionError
+        The address is malformed; nothing listens there; the peer stays silent, hangs up
+        or answers with something that is not a Dask handshake; or ``tls://`` without a
+        client TLS configuration.
+    InputError
+        ``timeout`` is not a positive number.
+    """
+    scheme, host, port = _parse_address(address)
+    deadline = _Deadline(as_positive(timeout, "probe_scheduler timeout (seconds)"))
+    context = None
+    if scheme == "tls":
+        context = (security or Security()).get_connection_args("client")["ssl_context"]
+        if context is None:
+            raise _refuse(address, "tls:// needs the client's TLS certificates in the Dask configuration "
+                                   "(distributed.comm.tls.ca-file, .client.cert and .client.key)")
+    sock = _connect_socket(address, host, port, deadline)
+    try:
+        if context is not None:
+            sock.settimeout(deadline.remaining())
+            try:
+                sock = context.wrap_socket(sock, server_hostname=host)
+            except TimeoutError:
+                raise _refuse(address, f"the TLS handshake did not finish within {deadline.seconds:g} s") from None
+            except OSError as exc:       # ssl.SSLError included
+                raise _refuse(address, f"the TLS handshake failed: {exc}") from None
+        _check_handshake(sock, address, deadline)
+    finally:
+        sock.close()
+
+
+# ------------------------------------------------------------------ the runner
+def _shared(value):
+    """A value every task of a map needs, made by a task of its own rather than
+    scattered: the scheduler keeps the task, so a copy lost with its worker is made again
+    (a scattered value lost with its last worker cannot be, and fails the run)."""
+    return value
 
 
 def _apply(fn, net, X, y, call):
@@ -60,24 +274,33 @@ class DaskRunner(Runner):
     Parameters
     ----------
     scheduler : str, optional
-        Address of a running scheduler (``tcp://host:8786``). Default: start a
-        ``LocalCluster`` of worker *processes* (numpy holds the GIL between operations,
-        so threads would not run trials in parallel).
+        Address of a running scheduler (``tcp://host:8786``, ``tls://host:8786`` or
+        ``host:8786``). Default: start a ``LocalCluster`` of worker *processes* (numpy
+        holds the GIL between operations, so threads would not run trials in parallel).
     n_workers : int
-        Workers of the local cluster (ignored with ``scheduler``).
+        Workers of the local cluster, at least 1 (ignored with ``scheduler``).
     threads_per_worker : int
-        Threads per local worker (ignored with ``scheduler``).
+        Threads per local worker, at least 1 (ignored with ``scheduler``).
     connect_timeout : float
-        Seconds to wait for the scheduler to answer and to have at least one worker.
+        Seconds, > 0, for each of: the probe of the scheduler's handshake
+        (:func:`probe_scheduler`), the ``Client``'s connection, waiting for a first worker,
+        and the client's attempts to reconnect to a scheduler it lost.
     log_level : int
         Level of the local cluster's logs (default: errors only, so a ``--json`` run
         prints nothing else).
 
     Raises
     ------
+    InputError
+        ``n_workers`` or ``threads_per_worker`` is not an integer ≥ 1, ``connect_timeout``
+        is not a positive number, or ``scheduler`` is not a string.
     SchedulerConnectionError
-        From :meth:`start`: the address is malformed, nothing answers there within
-        ``connect_timeout``, or the scheduler has no worker.
+        The ``scheduler`` address is malformed (here, before anything is built); or, from
+        :meth:`start`, nothing answers there within ``connect_timeout``, the peer is not a
+        Dask scheduler, or the scheduler has no worker.
+    ClusterLostError
+        From :meth:`map_calls` (and so from ``monte_carlo`` and the sweeps): the
+        scheduler went away during the run.
     """
 
     def __init__(self, scheduler: str | None = None, n_workers: int = DEFAULT_WORKERS,
@@ -88,7 +311,10 @@ class DaskRunner(Runner):
         threads_per_worker = as_int(threads_per_worker, "DaskRunner threads_per_worker", minimum=1)
         if scheduler is not None and not (isinstance(scheduler, str) and scheduler.strip()):
             raise InputError(f"DaskRunner scheduler must be an address string like "
-                             f"'tcp://host:8786', got {scheduler!r}")
+                             f"{ADDRESS_EXAMPLE!r}, got {scheduler!r}")
+        if scheduler is not None:
+            scheduler = scheduler.strip()
+            _parse_address(scheduler)     # refuse a malformed address before building anything
         self.scheduler = scheduler
         self.n_workers = n_workers
         self.threads_per_worker = threads_per_worker
@@ -99,7 +325,13 @@ class DaskRunner(Runner):
 
     # ------------------------------------------------------------------ life cycle
     def start(self) -> "DaskRunner":
-        """Start the local cluster or connect to the scheduler; returns ``self``."""
+        """Start the local cluster or connect to the scheduler; returns ``self``.
+
+        Raises
+        ------
+        SchedulerConnectionError
+            See the class; nothing is left half-built when it is raised.
+        """
         if self.client is not None:
             return self
         if self.scheduler is None:
@@ -108,12 +340,15 @@ class DaskRunner(Runner):
                                         silence_logs=self.log_level)
             self.client = Client(self.cluster, set_as_default=False)
             return self
+        probe_scheduler(self.scheduler, self.connect_timeout)
         try:
+            # The peer is known to speak Dask now. (The Client's own handshake read is
+            # still unbounded, which matters only if the scheduler stops answering between
+            # the two connections.) The Client closes itself before it raises an OSError
+            # (refused, timed out, closed) or an ImportError (the scheduler refused it).
             self.client = Client(self.scheduler, timeout=self.connect_timeout, set_as_default=False)
-        except (OSError, ValueError, TypeError) as exc:   # OSError covers refused and timed out
-            raise SchedulerConnectionError(
-                f"cannot connect to the Dask scheduler at {self.scheduler!r} within "
-                f"{self.connect_timeout:g} s: {exc}") from None
+        except (OSError, ImportError) as exc:
+            raise _refuse(self.scheduler, f"{exc} (within {self.connect_timeout:g} s)") from None
         try:
             self.client.wait_for_workers(1, timeout=self.connect_timeout)
         except (OSError, TimeoutError) as exc:
@@ -125,7 +360,8 @@ class DaskRunner(Runner):
         return self
 
     def close(self) -> None:
-        """Disconnect, and stop the local cluster if this runner started it."""
+        """Disconnect, and stop the local cluster if this runner started it (each within
+        10 s)."""
         client, cluster = self.client, self.cluster
         self.client = self.cluster = None
         if client is not None:
@@ -172,16 +408,87 @@ class DaskRunner(Runner):
     def map_calls(self, fn, net, X, y, calls: list) -> list:
         """``[fn(net, X, y, **call) for call in calls]`` as one Dask task per call.
 
-        The net (as model-file bytes), ``X`` and ``y`` are scattered to every worker once;
-        results come back in the order of ``calls``. A failing task's exception is
-        re-raised here, and the other tasks are cancelled.
+        The net (as model-file bytes), ``X`` and ``y`` go to the cluster once, each as a
+        task every job depends on; results come back in the order of ``calls``. A failing task's exception is
+        re-raised here, and the other tasks are cancelled. A worker lost mid-run is not a
+        failure: the scheduler reruns its tasks on the others (``retries`` is left at 0,
+        since it only repeats tasks that *raised*, and a trial that raised would raise
+        again).
+
+        Raises
+        ------
+        ClusterLostError
+            The scheduler went away (or cancelled the tasks) before every result arrived;
+            the message names how many jobs finished and the first trial that did not.
         """
         client = self._require_client()
+        address = client.scheduler.address
         data = net_to_bytes(net) if isinstance(net, KirchhoffNet) else bytes(net)
-        shared = [client.scatter(value, broadcast=True, hash=False)
-                  for value in (data, np.ascontiguousarray(X), np.ascontiguousarray(y))]
-        futures = [client.submit(_apply, fn, *shared, call, pure=False) for call in calls]
+        finished = set()
+        futures = shared = []
         try:
+            shared = [client.submit(_shared, value, pure=False)
+                      for value in (data, np.ascontiguousarray(X), np.ascontiguousarray(y))]
+            futures = [client.submit(_apply, fn, *shared, call, pure=False) for call in calls]
+            position = {future.key: i for i, future in enumerate(futures)}
+            # Watch the jobs finish before gathering: a lost scheduler's message says which
+            # had finished, and the client forgets that when it cancels the futures. (Not
+            # with_results=True: its per-future fetch can fail without a result, and then
+            # as_completed waits for that future for ever.)
+            for future in as_completed(futures, loop=client.loop):
+                if future.status != "finished":
+                    future.result()               # raises the job's error, or its cancellation
+                finished.add(position[future.key])
             return client.gather(futures)
+        except CancelledError as exc:
+            lost = _cluster_lost(address, calls, finished, getattr(exc, "reason", None))
+        except OSError:
+            if client.status == "running":        # a task's own OSError: re-raise it
+                raise
+            lost = _cluster_lost(address, calls, finished, SCHEDULER_LOST)
         finally:
-            client.cancel(futures + shared)
+            if client.status == "running":
+                client.cancel(futures + shared)
+        # The client would keep trying to reconnect for connect_timeout, then log that it
+        # failed: close it now (start() connects again), without the log of that retry
+        # being cancelled.
+        with _quiet_reconnect_cancellation():
+            self.close()
+        raise lost
+
+
+class _DropCancellation(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
+
+
+@contextlib.contextmanager
+def _quiet_reconnect_cancellation():
+    """Hide the traceback ``distributed.client`` logs when closing a client cancels its
+    attempt to reconnect to a lost scheduler (the loss is already reported)."""
+    logger, dropper = logging.getLogger("distributed.client"), _DropCancellation()
+    logger.addFilter(dropper)
+    try:
+        yield
+    finally:
+        logger.removeFilter(dropper)
+
+
+def _cluster_lost(address: str, calls: list, finished: set, reason: str | None) -> ClusterLostError:
+    """The error for a run whose jobs were cancelled (``reason``, Dask's word for why)
+    when the ``finished`` of ``calls`` had come back."""
+    if reason in (None, SCHEDULER_LOST):
+        what = f"the Dask scheduler at {address} went away during the run"
+    elif reason == "scheduler-restart":
+        what = f"the Dask cluster at {address} was restarted during the run"
+    else:
+        what = f"the Dask cluster at {address} cancelled the run's jobs ({reason})"
+    unfinished = [i for i in range(len(calls)) if i not in finished]
+    first_trial = (calls[unfinished[0]].get("trial_indices") or [None])[0] if unfinished else None
+    where = (f", the first unfinished one starting at trial {first_trial}" if first_trial is not None
+             else f", the first unfinished one being job {unfinished[0]}" if unfinished
+             else ", but not all of their results had arrived")
+    return ClusterLostError(
+        f"{what}: {len(finished)} of {len(calls)} jobs had finished{where}; run it again",
+        address=address, finished_jobs=len(finished), total_jobs=len(calls),
+        first_unfinished_trial=first_trial)

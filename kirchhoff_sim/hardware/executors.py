@@ -35,7 +35,17 @@ class Runner:
         return 1
 
     def map_calls(self, fn, net, X, y, calls: list) -> list:
-        """``[fn(net, X, y, **call) for call in calls]``, in order, wherever they run."""
+        """``[fn(net, X, y, **call) for call in calls]``, in order, wherever they run.
+
+        Raises
+        ------
+        Exception
+            The first failing call's own error (the other calls are abandoned).
+        ClusterLostError
+            A runner whose cluster went away before every call had run; a call whose
+            machine went away but that could run again elsewhere is not a failure, since
+            calls are pure (:mod:`~kirchhoff_sim.hardware.trials` seeds every trial).
+        """
         raise NotImplementedError
 
     def trial_calls(self, spec, trial_indices) -> list:
