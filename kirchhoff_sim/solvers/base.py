@@ -386,22 +386,48 @@ def too_small(h, floor, layer, t, step):
     )
 
 
-def spectral_radius_bound(assembly, V: np.ndarray, stats) -> float:
-    """Gershgorin's bound on the spectral radius of ``J = C⁻¹∂F/∂v`` at ``V``: the largest
-    row sum ``Σ_m |J_nm|`` over nodes and samples. One linearisation, counted in ``stats``.
+def gershgorin(assembly, V: np.ndarray, stats):
+    """Gershgorin's discs of ``J = C⁻¹∂F/∂v`` at ``V`` ``(N+1, B)``, as two figures.
 
-    Every eigenvalue of J lies in a Gershgorin disc, so ``ρ(J) ≤`` this bound; for the
-    diagonally dominant conductance matrices of KCL it is within a factor 2 of ρ.
+    Returns ``(radius, stable)``: the bound ``max_n Σ_m |J_nm|`` on the spectral radius
+    over nodes and samples (every eigenvalue lies in a disc, so ``ρ(J) ≤ radius``;
+    for KCL's diagonally dominant conductance matrices it is within a factor 2 of ρ),
+    and whether every disc lies in the closed left half-plane,
+    ``J_nn + Σ_{m≠n} |J_nm| ≤ 0`` — then no eigenvalue has a positive real part, the
+    linearised circuit cannot grow, and a blow-up is the integrator's, not the circuit's.
+    One linearisation, counted in ``stats``.
     """
     _, gs, gd, _ = assembly.linearise(V, params=False)
     stats.n_fevals += 1
     stats.n_jevals += 1
     pattern = assembly.pattern
-    values = np.abs(pattern.values(gs, gd))                       # (n_slots, B)
+    values = pattern.values(gs, gd) / assembly.capacitance[pattern.rows, None]   # (n_slots, B)
     rows = sp.csr_matrix((np.ones(pattern.n_slots), (pattern.rows, np.arange(pattern.n_slots))),
                          shape=(assembly.num_nodes, pattern.n_slots))
-    row_sums = (rows @ values) / assembly.capacitance[:, None]
-    return float(np.max(row_sums)) if row_sums.size else 0.0
+    absolute = rows @ np.abs(values)                                    # Σ_m |J_nm|
+    diagonal = values[pattern.diagonal]                                 # J_nn, (N, B)
+    if absolute.size == 0:
+        return 0.0, True
+    stable = bool(np.all(diagonal + (absolute - np.abs(diagonal)) <= 0))
+    return float(np.max(absolute)), stable
+
+
+def stiffness_of_blow_up(method, assembly, V, h, ctx, t, n):
+    """Raise :class:`StiffnessError` when an explicit method's failure at ``V`` (a step of
+    ``h`` diverged, or could not be made above the floor) is its own instability: the
+    circuit is provably stable there (:func:`gershgorin`) and ``h·ρ`` exceeds the
+    method's stability interval on the negative real axis. Returns otherwise."""
+    limit = getattr(method, "stability_limit", None)
+    if limit is None:
+        return
+    radius, stable = gershgorin(assembly, V, ctx.stats)
+    if stable and h * radius > limit:
+        raise StiffnessError(
+            f"the circuit is stiff for {method!r}: it is stable (every Gershgorin disc of its "
+            f"Jacobian lies in the left half-plane), but its fastest rate |λ| ≤ {radius:.3g} "
+            f"needs steps h < {limit:g}/|λ| = {limit / radius:.3g} to be stable, and the step "
+            f"was {h:.3g}; use an implicit method (BDF2, Trapezoidal, BackwardEuler)",
+            stiffness=h * radius, layer=ctx.layer, time=t, step=n)
 
 
 def _floor_failure(method, assembly, V, h, floor, ctx, t, n, newton_failure):
@@ -412,16 +438,7 @@ def _floor_failure(method, assembly, V, h, floor, ctx, t, n, newton_failure):
                 else "Newton's method did not converge")
         raise error(f"{what} at every step size down to the floor {floor:.3g}",
                     layer=ctx.layer, time=t, step=n)
-    limit = getattr(method, "stability_limit", None)
-    if limit is not None:
-        # an explicit method: is its stability boundary what holds the step down?
-        rho = spectral_radius_bound(assembly, V, ctx.stats)
-        if floor * rho > limit:
-            raise StiffnessError(
-                f"the circuit is stiff for {method!r}: its fastest rate |λ| ≤ {rho:.3g} needs "
-                f"steps h < {limit:g}/|λ| = {limit / rho:.3g} to be stable, below the step-size "
-                f"floor {floor:.3g}; use an implicit method (BDF2, Trapezoidal, BackwardEuler)",
-                stiffness=floor * rho, layer=ctx.layer, time=t, step=n)
+    stiffness_of_blow_up(method, assembly, V, floor, ctx, t, n)
     too_small(h, floor, ctx.layer, t, n)
 
 
@@ -548,7 +565,16 @@ def _march(method, step, assembly, V, t0, t1, ctx):
             stats.n_unchecked += 1
             accepted = True
         if accepted:
-            check_state(trial.y1, ctx.voltage_limit, ctx.layer, t, n)
+            try:
+                check_state(trial.y1, ctx.voltage_limit, ctx.layer, t, n)
+            except DivergenceError as blow_up:
+                # an explicit method past its stability limit on a stable circuit diverges
+                # too; tell the two apart before reporting a divergence
+                try:
+                    stiffness_of_blow_up(method, assembly, V, h_try, ctx, t, n)
+                except StiffnessError as stiff:
+                    raise stiff from blow_up
+                raise
             cache = [trial.f1]
 
             def f_end():

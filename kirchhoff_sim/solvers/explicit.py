@@ -74,7 +74,8 @@ class ButcherTableau:
     e: tuple | None = None
     error_order: int | None = None
     mid: tuple | None = None    # weights of y(t + h/2) for a continuous extension
-    stiffness_limit: float | None = None   # h·|λ| beyond which a step is stability-bound
+    stability_boundary: float | None = None   # the stability interval [−b, 0] on the real axis
+    stiffness_limit: float | None = None      # Hairer's test: h·|λ| beyond which a step is stability-bound
 
     def __post_init__(self):
         s = len(self.b)
@@ -98,13 +99,16 @@ class ButcherTableau:
         return self.c[-1] == 1.0 and self.a[-1] == tuple(self.b[:-1]) and self.b[-1] == 0.0
 
 
-EULER = ButcherTableau("Euler", 1, c=(0.0,), a=(), b=(1.0,))
-HEUN = ButcherTableau("Heun", 2, c=(0.0, 1.0), a=((1.0,),), b=(0.5, 0.5))
+# stability boundaries: where |R(z)| = 1 on the negative real axis for R(z) = 1 + z,
+# 1 + z + z²/2, Σ_{k≤4} z^k/k! and Dopri5's stability polynomial (Hairer & Wanner II, IV.2)
+EULER = ButcherTableau("Euler", 1, c=(0.0,), a=(), b=(1.0,), stability_boundary=2.0)
+HEUN = ButcherTableau("Heun", 2, c=(0.0, 1.0), a=((1.0,),), b=(0.5, 0.5), stability_boundary=2.0)
 CLASSIC_RK4 = ButcherTableau(
     "RK4", 4,
     c=(0.0, 0.5, 0.5, 1.0),
     a=((0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)),
     b=(1 / 6, 1 / 3, 1 / 3, 1 / 6),
+    stability_boundary=2.785,
 )
 _DP_B = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0)
 _DP_BHAT = (5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40)
@@ -127,8 +131,8 @@ DOPRI5 = ButcherTableau(
     mid=(6025192743 / 30085553152 / 2, 0.0, 51252292925 / 65400821598 / 2,
          -2691868925 / 45128329728 / 2, 187940372067 / 1594534317056 / 2,
          -1776094331 / 19743644256 / 2, 11237099 / 235043384 / 2),
-    # Hairer's threshold in dopri5; the stability interval on the real axis is [−3.3, 0]
-    stiffness_limit=3.25,
+    stability_boundary=3.306,
+    stiffness_limit=3.25,      # Hairer's threshold in dopri5, just inside the boundary
 )
 
 
@@ -267,8 +271,8 @@ class RungeKutta:
 
     @property
     def stability_limit(self) -> float | None:
-        """``h·|λ|`` beyond which the method is unstable (None: no stiffness test)."""
-        return self.tableau.stiffness_limit
+        """``h·|λ|`` beyond which the method is unstable on the negative real axis."""
+        return self.tableau.stability_boundary
 
     @property
     def start_order(self) -> int:
