@@ -128,6 +128,76 @@ class LayerAssembly:
                 di_dp.append(tuple(np.broadcast_to(d, vs[sl].shape) for d in lin.di_dp))
         return current, gs, gd, di_dp
 
+    @property
+    def limiting(self) -> bool:
+        """Whether any device of the layer limits its input between Newton iterations
+        (:meth:`Device.limit_input <kirchhoff_sim.devices.Device.limit_input>`)."""
+        return any(_limits(g.device) for g in self.groups)
+
+    def device_inputs(self, V: np.ndarray) -> list:
+        """Per group the device inputs ``z = w_src·vs + w_dst·vd + bias`` ``(E_g, B)``,
+        or None for a group whose device does not limit its input (nothing to remember)."""
+        vs, vd = self.gather(V)
+        out = []
+        for g, sl in zip(self.groups, self.slices):
+            if _limits(g.device):
+                w_src, w_dst, bias = g.device.input_weights(g.params[:, :, None])
+                out.append(w_src * vs[sl] + w_dst * vd[sl] + bias)
+            else:
+                out.append(None)
+        return out
+
+    def linearise_limited(self, V: np.ndarray, z_previous: list | None):
+        """Companion model of every edge for one Newton iteration, with limited inputs.
+
+        A device that limits its input (:meth:`Device.limit_input
+        <kirchhoff_sim.devices.Device.limit_input>`) is linearised at
+        ``z* = limit(z(V), z_previous)`` instead of at ``z(V)``; its current is then the
+        tangent there, ``r(z*) + r'(z*)·(z(V) − z*)``, as SPICE stamps a junction at its
+        limited voltage. Devices without limiting are exactly :meth:`linearise`.
+
+        Parameters
+        ----------
+        V : ndarray, shape (N+1, B)
+        z_previous : list or None
+            Per group the inputs of the previous iteration (from this method or
+            :meth:`device_inputs`), None entries for groups without limiting; None as a
+            whole before a layer's first iteration.
+
+        Returns
+        -------
+        current, di_dvs, di_dvd : ndarray, shape (E, B)
+        z_used : list
+            Per group the inputs linearised at (None for groups without limiting).
+        limited : bool
+            Whether any input was changed by limiting (then the iteration has not
+            converged, whatever its update).
+        """
+        vs, vd = self.gather(V)
+        shape = vs.shape
+        current, gs, gd = np.empty(shape), np.empty(shape), np.empty(shape)
+        z_used, limited = [], False
+        for k, (g, sl) in enumerate(zip(self.groups, self.slices)):
+            p = g.params[:, :, None]
+            if not _limits(g.device):
+                lin = g.device.linearise(vs[sl], vd[sl], p, False)
+                current[sl], gs[sl], gd[sl] = lin.current, lin.di_dvs, lin.di_dvd
+                z_used.append(None)
+                continue
+            w_src, w_dst, bias = g.device.input_weights(p)
+            z = w_src * vs[sl] + w_dst * vd[sl] + bias
+            previous = None if z_previous is None else z_previous[k]
+            z_star = g.device.limit_input(z, previous, p)
+            r, dz, _ = g.device.response_linearise(z_star, p, False)
+            if z_star is z:
+                current[sl] = r
+            else:
+                current[sl] = r + dz * (z - z_star)
+                limited = limited or bool(np.any(z_star != z))
+            gs[sl], gd[sl] = w_src * dz, w_dst * dz
+            z_used.append(z_star)
+        return current, gs, gd, z_used, limited
+
     # ------------------------------------------------------------------ sensitivities
     def vjp(self, V: np.ndarray, nu: np.ndarray, theta_bar: list | None = None) -> np.ndarray:
         """Vector–Jacobian products of ``F(V) = Aᵀ i(V, θ)`` with a node cotangent ``ν``.
@@ -251,6 +321,11 @@ class _Chunk:
             self._difference = self.scatter.T.tocsr()
         return self._difference
 
+
+
+def _limits(device) -> bool:
+    """Whether ``device`` overrides the identity :meth:`Device.limit_input`."""
+    return type(device).limit_input is not Device.limit_input
 
 
 def _row_dot(a, b) -> np.ndarray:

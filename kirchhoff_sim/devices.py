@@ -246,6 +246,20 @@ class Device:
         where it is zero) per parameter, or None when ``params`` is False."""
         raise NotImplementedError
 
+    def limit_input(self, z, z_previous, p):
+        """The device input at which Newton's method linearises this device next.
+
+        An implicit step's Newton iteration proposes node voltages and so a device input
+        ``z`` ``(E, B)``; a device whose current is exponential in ``z`` returns a
+        *limited* input instead, closer to ``z_previous`` (the input it was linearised at
+        in the previous iteration, or None before the first iteration of a layer), as
+        SPICE's devices limit their junction voltages. The Newton kernel then uses the
+        device's tangent at the limited input (its companion model), so only the
+        iteration changes, never the converged solution: an iteration in which any input
+        was limited does not count as converged. The default is no limiting (identity).
+        """
+        return z
+
     def current(self, vs, vd, p):
         """Edge current from src to dst, ``(E, B)``."""
         w_src, w_dst, bias = self.input_weights(p)
@@ -450,6 +464,15 @@ def AffineTanh() -> AffineActivation:
     return AffineActivation("tanh")
 
 
+#: Above ``u/nVt = DIODE_EXP_LIMIT`` an ideal diode's current continues along its tangent
+#: instead of the exponential, as HSPICE's EXPLI and SPICE's limited exponentials do: the
+#: current then never overflows (``e^{u/nVt}`` does above u ≈ 18 V at 300 K) and its slope
+#: stays finite. e^80 ≈ 5.5e34 is far beyond any current a circuit carries for longer than
+#: picoseconds, so solutions do not change, and 80 is below the argument (227.96) at which
+#: ngspice's own exp() saturates, so the SPICE form below is exact in ngspice.
+DIODE_EXP_LIMIT = 80.0
+
+
 class Diode(Device):
     """Shockley diode (anode = src, cathode = dst) with optional series resistance.
 
@@ -462,7 +485,17 @@ class Diode(Device):
         i = (nVt/r_s)·ω(ln(i_s·r_s/nVt) + (u + i_s·r_s)/nVt) − i_s        (r_s > 0)
         i = i_s·(exp(u/nVt) − 1)                                          (r_s = 0)
 
-    and ``di/du = (i + i_s)/(nVt + r_s·(i + i_s))``.
+    and ``di/du = (i + i_s)/(nVt + r_s·(i + i_s))``. Without series resistance the
+    exponential is continued linearly above ``x = u/nVt = X`` (:data:`DIODE_EXP_LIMIT`):
+
+        i = i_s·(e^X·(1 + x − X) − 1),   di/du = i_s·e^X/nVt               (r_s = 0, x > X)
+
+    a C¹ continuation, so current and derivatives stay finite and consistent for any u.
+    (With series resistance the current is at most u/r_s and the junction exponent
+    ``ln(1 + i/i_s)`` reaches X only beyond u ≈ r_s·i_s·e^X, so the closed form is kept.)
+
+    Newton's method limits the junction voltage of an ideal diode between iterations as
+    SPICE does (:meth:`limit_input`).
 
     Parameters (per edge): ``i_s`` > 0 and ``r_s`` ≥ 0, both normalised (current unit
     G0·V0, resistance unit 1/G0). ``thermal_voltage`` is ``n·kT/q`` in units of V0; the
@@ -505,39 +538,103 @@ class Diode(Device):
         return self._solve(z, p)[0]
 
     def _solve(self, u, p):
-        """Current ``i`` and ``i + i_s`` for branch voltage ``u`` (all broadcast to one shape)."""
+        """``(i, i + i_s, slope, i_s, r_s)`` for branch voltage ``u``, all broadcast to one
+        shape; ``slope = nVt·∂f/∂v`` of the junction law ``f`` at the junction voltage
+        (``i + i_s`` except on the linear continuation)."""
         nvt = self.thermal_voltage
         shape = np.broadcast_shapes(u.shape, p[0].shape)
         u, i_s, r_s = (np.broadcast_to(a, shape) for a in (u, p[0], p[1]))
         i = np.empty(shape)
         series = r_s > 0
         ideal = ~series
-        i[ideal] = i_s[ideal] * np.expm1(u[ideal] / nvt)
+        x = u[ideal] / nvt
+        i[ideal] = i_s[ideal] * np.expm1(np.minimum(x, DIODE_EXP_LIMIT))
         if series.any():
             rs, isat = r_s[series], i_s[series]
             arg = np.log(isat * rs / nvt) + (u[series] + isat * rs) / nvt
             i[series] = nvt / rs * special.wrightomega(arg).real - isat
-        return i, i + i_s, i_s, r_s
+        total = i + i_s
+        slope = total
+        beyond = ideal.copy()
+        beyond[ideal] = x > DIODE_EXP_LIMIT
+        if beyond.any():
+            # the tangent of i_s·e^x at X, continued: i_s·e^X·(1 + x − X) − i_s
+            edge = i_s[beyond] * math.exp(DIODE_EXP_LIMIT)
+            i[beyond] = edge * (1.0 + (u[beyond] / nvt - DIODE_EXP_LIMIT)) - i_s[beyond]
+            total = i + i_s
+            slope = np.where(beyond, i_s * math.exp(DIODE_EXP_LIMIT), total)
+        return i, total, slope, i_s, r_s
 
     def response_linearise(self, z, p, params=True):
-        i, total, i_s, r_s = self._solve(z, p)
+        i, total, slope, i_s, r_s = self._solve(z, p)
         nvt = self.thermal_voltage
-        denom = nvt + r_s * total
-        g = total / denom                       # di/du
+        denom = nvt + r_s * slope
+        g = slope / denom                       # di/du
         di_dp = None
         if params:
             # implicit differentiation of F(i, u, i_s, r_s) = i_s·(e^{(u − i r_s)/nVt} − 1) − i = 0,
-            # where ∂F/∂i = −denom/nVt, ∂F/∂i_s = i/i_s and ∂F/∂r_s = −i·total/nVt
-            di_dp = ((i / i_s) * nvt / denom, -i * total / denom)
+            # where ∂F/∂i = −denom/nVt, ∂F/∂i_s = i/i_s and ∂F/∂r_s = −i·slope/nVt (the
+            # continuation is linear in i_s too, so ∂F/∂i_s = i/i_s holds there as well)
+            di_dp = ((i / i_s) * nvt / denom, -i * slope / denom)
         return i, g, di_dp
 
+    def critical_voltage(self, i_s):
+        """SPICE's ``vcrit = nVt·ln(nVt/(√2·i_s))``, where the junction current's curvature
+        is largest (Nagel, SPICE2, 1975): limiting only acts above it."""
+        nvt = self.thermal_voltage
+        return nvt * np.log(nvt / (math.sqrt(2.0) * i_s))
+
+    def limit_input(self, z, z_previous, p):
+        """SPICE's junction-voltage limiting (``pnjlim``) of an ideal diode.
+
+        Where the proposed junction voltage ``z`` lies above ``vcrit`` and more than
+        ``2·nVt`` from the previous one ``z₀``, it is replaced by
+
+            z₀ + nVt·ln(1 + (z − z₀)/nVt)     (z₀ > 0, argument > 0)
+            vcrit                              (z₀ > 0, argument ≤ 0)
+            nVt·ln(z/nVt)                      (z₀ ≤ 0)
+
+        so that one iteration raises the current by a bounded factor instead of
+        ``exp((z − z₀)/nVt)``: Nagel's SPICE2 thesis (1975) and ngspice's ``DEVpnjlim``
+        (devsup.c), without ngspice's later reverse-bias limiting (a reverse-biased
+        junction's current is bounded by ``−i_s`` anyway). Before the first iteration of
+        a layer (``z_previous`` None) the previous junction voltage is taken as 0 V, the
+        junction's initial condition in SPICE's ``.tran … uic``. Diodes with series
+        resistance are not limited (their current is at most ``u/r_s``). Here vcrit is
+        taken no lower than nVt, so that the logarithms' arguments are positive for any
+        i_s.
+        """
+        i_s, r_s = p[0], p[1]
+        nvt = self.thermal_voltage
+        previous = np.zeros_like(z) if z_previous is None else z_previous
+        vcrit = np.maximum(self.critical_voltage(i_s), nvt)
+        act = (z > vcrit) & (np.abs(z - previous) > 2.0 * nvt) & (r_s == 0)
+        if not act.any():
+            return z
+        z = z.copy()
+        vcrit = np.broadcast_to(vcrit, z.shape)
+        from_on = act & (previous > 0)
+        arg = 1.0 + (z - previous) / nvt
+        grow = from_on & (arg > 0)
+        z[grow] = previous[grow] + nvt * np.log(arg[grow])
+        drop = from_on & ~(arg > 0)
+        z[drop] = vcrit[drop]
+        from_off = act & ~(previous > 0)
+        z[from_off] = nvt * np.log(z[from_off] / nvt)
+        return z
+
     def spice_expression(self, vs, vd, p):
+        """ngspice B-source current of an ideal diode, with the linear continuation of
+        the exponential above :data:`DIODE_EXP_LIMIT` written out:
+        ``i_s·(exp(min(x, X))·(1 + max(x − X, 0)) − 1)``, ``x = (vs − vd)/nVt``."""
         if p[1] != 0:
             raise DeviceError(
                 "a diode with series resistance has no closed-form B-source expression; "
                 "compile it in primitive mode (a D element with RS)"
             )
-        return f"{_fmt(p[0])}*(exp(({vs}-{vd})/{_fmt(self.thermal_voltage)})-1)"
+        x = f"({vs}-{vd})/{_fmt(self.thermal_voltage)}"
+        limit = _fmt(DIODE_EXP_LIMIT)
+        return f"{_fmt(p[0])}*(exp(min({x},{limit}))*(1+max({x}-{limit},0))-1)"
 
 
 # ------------------------------------------------------------------------- registry

@@ -47,10 +47,12 @@ class SimulationError(KirchhoffError, RuntimeError):
         Normalised time at the start of the failing step.
     step : int or None
         Number of the failing step within the layer (0-based).
+    node : int or None
+        The node (1..N) where the failure showed, when one node is to blame.
     """
 
-    def __init__(self, message, *, layer=None, time=None, step=None):
-        self.layer, self.time, self.step = layer, time, step
+    def __init__(self, message, *, layer=None, time=None, step=None, node=None):
+        self.layer, self.time, self.step, self.node = layer, time, step, node
         where = []
         if layer is not None:
             where.append(f"layer {layer}")
@@ -58,6 +60,8 @@ class SimulationError(KirchhoffError, RuntimeError):
             where.append(f"t={time:.6g}")
         if step is not None:
             where.append(f"step {step}")
+        if node is not None:
+            where.append(f"node {node}")
         super().__init__(f"{message} ({', '.join(where)})" if where else message)
 
 
@@ -71,6 +75,49 @@ class StepSizeTooSmallError(SimulationError):
 
 class NewtonConvergenceError(SimulationError):
     """Newton's method did not converge in an implicit step, even after step cuts."""
+
+
+class SingularJacobianError(NewtonConvergenceError):
+    """The Newton matrix ``α₀C/h − β₀K`` of an implicit step was singular to working
+    precision (LAPACK's or SuperLU's factorisation failed), even after step cuts."""
+
+
+class DivergenceError(SimulationError):
+    """A node voltage left the plausible bound (``simulate(voltage_limit=...)``): the
+    circuit is unstable (positive feedback) or its parameters are unphysical. Raised
+    before the state overflows, so that no absurd voltage reaches a result or a gradient.
+    """
+
+
+class StiffnessError(StepSizeTooSmallError):
+    """An explicit method's step size is held at its stability boundary (or pushed below
+    its floor by it): the circuit is stiff. Use an implicit method (BDF2, Trapezoidal,
+    BackwardEuler).
+
+    A subclass of :class:`StepSizeTooSmallError` because stiffness is what drives an
+    explicit method's step below its floor; code catching that error keeps working.
+    ``stiffness`` is the estimate of ``h·|λ|`` that showed it.
+    """
+
+    def __init__(self, message, *, stiffness=None, **where):
+        self.stiffness = stiffness
+        super().__init__(message, **where)
+
+
+class ResourceLimitError(KirchhoffError, ValueError):
+    """A request whose work or memory, estimated before any is spent, exceeds the limits
+    (:class:`~kirchhoff_sim.solvers.resources.ResourceLimits`): too many fixed steps,
+    saved or recorded states beyond the memory available. The message gives the figures.
+
+    Attributes
+    ----------
+    estimate : ResourceEstimate or None
+        What the request would need.
+    """
+
+    def __init__(self, message, estimate=None):
+        self.estimate = estimate
+        super().__init__(message)
 
 
 class TrainingDivergedError(KirchhoffError, RuntimeError):

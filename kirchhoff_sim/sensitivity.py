@@ -164,30 +164,112 @@ def replay_solver(solution: Solution):
     return replay
 
 
+#: central differences whose round-off could exceed this fraction of the difference are
+#: redone by Ridders' extrapolation from a larger step
+ROUNDOFF_GUARD = 1e-7
+ROUNDOFF_ULPS = 4             # rounding error of one loss evaluation, in units of eps·|L|
+RIDDERS_START = 1e-2          # first step of the round-off fallback, relative to |θ|
+RIDDERS_CENTRAL_LEVELS = 8
+RIDDERS_ONE_SIDED_LEVELS = 14
+
+
 @dataclass
 class GradientCheck:
-    """Adjoint against central finite differences of the same discretisation."""
+    """Adjoint against finite differences of the same discretisation.
+
+    ``fd_error`` holds, per compared entry, the error estimate of a Ridders extrapolation
+    (NaN where a plain central difference sufficed).
+    """
 
     indices: np.ndarray
     adjoint: np.ndarray
     finite_difference: np.ndarray
     max_relative_error: float
     eps: float
+    fd_error: np.ndarray | None = None
 
     def __str__(self):
         return (f"gradient check on {len(self.indices)} parameters: max relative error "
                 f"{self.max_relative_error:.2e} (eps={self.eps:g})")
 
 
+def ridders(quotient, h0: float, order: int, levels: int, shrink: float = 2.0):
+    """Richardson extrapolation of a difference quotient to step 0 (Ridders 1982;
+    Numerical Recipes' ``dfridr``).
+
+    ``quotient(h)`` is a difference quotient whose error expands in powers of h: all of
+    them for a one-sided difference (``order=1``), even ones for a central difference
+    (``order=2``). It is evaluated at ``h0, h0/shrink, …`` (``levels`` steps) and the
+    Neville tableau ``T[i][j] = (s^{order·j}·T[i][j−1] − T[i−1][j−1]) / (s^{order·j} − 1)``
+    removes one error term per column. The entry whose difference from its neighbours
+    is smallest wins; that difference is the error estimate.
+
+    Returns
+    -------
+    estimate, error : float
+    """
+    previous = [quotient(h0)]
+    best, error, h = previous[0], np.inf, h0
+    for i in range(1, levels):
+        h /= shrink
+        row = [quotient(h)]
+        for j in range(1, i + 1):
+            factor = shrink ** (order * j)
+            row.append((factor * row[j - 1] - previous[j - 1]) / (factor - 1.0))
+            estimate_error = max(abs(row[j] - row[j - 1]), abs(row[j] - previous[j - 1]))
+            if estimate_error <= error:
+                best, error = row[j], estimate_error
+        previous = row
+    return float(best), float(error)
+
+
+def finite_difference(f, theta: float, eps: float, f0: float):
+    """``∂f/∂θ`` of ``f(δ) = L(θ + δ)`` by finite differences, robust at domain bounds.
+
+    A central difference at the relative step ``eps·|θ|`` (``eps`` where θ = 0), as long
+    as the difference ``f(+h) − f(−h)`` is far above the rounding of ``f`` itself (more
+    than ``ROUNDOFF_ULPS·ε·|f₀| / ROUNDOFF_GUARD``); otherwise — a parameter such as a
+    diode's ``i_s = 1e-9`` whose relative step changes the loss by a few hundred ulps —
+    Ridders' extrapolation of central differences from ``RIDDERS_START·|θ|``. Where
+    ``θ − h`` leaves the device's domain (a diode's ``r_s = 0``, where a
+    :class:`ParameterError` says so), one-sided differences from ``h`` downwards,
+    extrapolated by Ridders: near such a bound the loss can curve on a scale far below
+    ``eps`` (a series resistance of 1e-9 already caps a forward-biased diode's current),
+    which no fixed one-sided stencil resolves.
+
+    Returns
+    -------
+    derivative : float
+    error : float
+        Ridders' error estimate, NaN for a plain central difference.
+    """
+    step = eps * abs(theta) if theta != 0 else eps
+    plus = f(step)
+    try:
+        minus = f(-step)
+    except ParameterError:
+        return ridders(lambda h: (f(h) - f0) / h, step, 1, RIDDERS_ONE_SIDED_LEVELS)
+    if ROUNDOFF_ULPS * np.finfo(float).eps * abs(f0) <= ROUNDOFF_GUARD * abs(plus - minus):
+        return (plus - minus) / (2 * step), float("nan")
+    h0 = RIDDERS_START * (abs(theta) if theta != 0 else 1.0)
+    try:
+        f(-h0)
+    except ParameterError:
+        return ridders(lambda h: (f(h) - f0) / h, step, 1, RIDDERS_ONE_SIDED_LEVELS)
+    return ridders(lambda h: (f(h) - f(-h)) / (2 * h), h0, 2, RIDDERS_CENTRAL_LEVELS)
+
+
 def check_gradient(net, x, loss, solver=None, n_params: int = 10, eps: float = 1e-6,
                    seed: int = 0, include_inputs: bool = True) -> GradientCheck:
-    """Compare the adjoint gradient with central finite differences.
+    """Compare the adjoint gradient with finite differences of the same discretisation.
 
     The finite differences replay the forward run's step grid (:func:`replay_solver`),
     so both sides differentiate the same discrete map. ``n_params`` parameters are
     sampled at random (plus every input voltage of the first sample when
-    ``include_inputs``). Steps are ``eps·|θ|`` (``eps`` where θ = 0); where ``θ − step``
-    leaves a device's domain a one-sided second-order difference is used. The relative error is ``|g_adj − g_fd| / max(|g_fd|, scale)``
+    ``include_inputs``). Each derivative comes from :func:`finite_difference`: central
+    differences at ``eps·|θ|`` (``eps`` where θ = 0), Ridders' extrapolation where they
+    would drown in round-off, and extrapolated one-sided differences where ``θ − step``
+    leaves a device's domain. The relative error is ``|g_adj − g_fd| / max(|g_fd|, scale)``
     with ``scale`` the largest gradient entry, so tiny entries do not dominate.
     """
     grad = gradient(net, x, loss, solver)
@@ -195,6 +277,7 @@ def check_gradient(net, x, loss, solver=None, n_params: int = 10, eps: float = 1
     flat = net.get_flat_params()
     rng = np.random.default_rng(seed)
     indices = np.sort(rng.choice(flat.size, size=min(n_params, flat.size), replace=False))
+    x = np.atleast_2d(np.asarray(x, dtype=float))
 
     def loss_at(params, xx):
         saved = net.get_flat_params()
@@ -204,32 +287,32 @@ def check_gradient(net, x, loss, solver=None, n_params: int = 10, eps: float = 1
         finally:
             net.set_flat_params(saved)
 
-    def shifted(i, steps, step):
+    def shifted(i, delta):
         out = flat.copy()
-        out[i] += steps * step
+        out[i] += delta
         return out
 
-    adjoint, fd = [], []
+    def input_shifted(j, delta):
+        out = x.copy()
+        out[0, j] += delta
+        return out
+
+    base = grad.loss              # the replay reproduces the forward run bit for bit
+    adjoint, fd, fd_error = [], [], []
     for i in indices:
-        # a step relative to the parameter, so that a diode's i_s = 1e-9 is not swamped
-        step = eps * abs(flat[i]) if flat[i] != 0 else eps
-        try:
-            fd.append((loss_at(shifted(i, 1, step), x) - loss_at(shifted(i, -1, step), x)) / (2 * step))
-        except ParameterError:
-            # θ − ε is outside the device's domain (a diode's r_s = 0): a one-sided
-            # second-order difference, (−3f(θ) + 4f(θ+ε) − f(θ+2ε)) / 2ε
-            fd.append((-3 * loss_at(flat, x) + 4 * loss_at(shifted(i, 1, step), x)
-                       - loss_at(shifted(i, 2, step), x)) / (2 * step))
+        value, error = finite_difference(lambda d, i=i: loss_at(shifted(i, d), x), flat[i], eps, base)
+        fd.append(value)
+        fd_error.append(error)
         adjoint.append(grad.flat[i])
-    x = np.atleast_2d(np.asarray(x, dtype=float))
     if include_inputs:
         for j in range(x.shape[1]):
-            xp, xm = x.copy(), x.copy()
-            xp[0, j] += eps
-            xm[0, j] -= eps
-            fd.append((loss_at(flat, xp) - loss_at(flat, xm)) / (2 * eps))
+            # an absolute step: input voltages have a natural unit and may be 0
+            value, error = finite_difference(lambda d, j=j: loss_at(flat, input_shifted(j, d)), 0.0,
+                                             eps, base)
+            fd.append(value)
+            fd_error.append(error)
             adjoint.append(grad.inputs[0, j])
     adjoint, fd = np.array(adjoint), np.array(fd)
     scale = max(np.abs(fd).max(), 1e-300)
     rel = np.abs(adjoint - fd) / np.maximum(np.abs(fd), scale)
-    return GradientCheck(indices, adjoint, fd, float(rel.max()), eps)
+    return GradientCheck(indices, adjoint, fd, float(rel.max()), eps, np.array(fd_error))

@@ -12,7 +12,28 @@ layers. Two step strategies exist, and every solver accepts either:
 The error norm is the RMS over nodes of ``err / (atol + rtol·max(|v₀|, |v₁|))`` for each
 sample, maximised over the batch: a batch is integrated on one step grid that is fine
 enough for every sample in it. ``AdaptiveStep(norm="batch")`` takes torchdiffeq's RMS
-over the whole batch instead.
+over the whole batch instead. ``atol`` must be > 0: the nodes of a net start at 0 V and
+cross it, where a pure relative tolerance has no scale.
+
+The shared time loop (:func:`march`) also owns the failure checks: a non-finite state
+(:class:`~kirchhoff_sim.errors.NonFiniteStateError`), a node voltage beyond the plausible
+bound (:class:`~kirchhoff_sim.errors.DivergenceError`, ``simulate(voltage_limit=…)``), a
+step size below its floor (:class:`~kirchhoff_sim.errors.StepSizeTooSmallError`, or
+:class:`~kirchhoff_sim.errors.StiffnessError` when the circuit's stiffness put it there),
+and Newton failures of implicit steps.
+
+Step-size floor. A step that fails its error test is retried once at the floor before the
+run gives up (as ngspice retries at ``delmin``). One exception, for implicit methods only:
+a layer whose initial state is far off its slow manifold — an inconsistent initial
+condition, e.g. a diode junction starting at 5 V that carries 1e75 A for picoseconds —
+has a local error that no step at or above the floor can meet. SPICE takes its first
+time point without a truncation-error test for this reason. Here steps at the floor are
+accepted without the test (counted in ``Stats.n_unchecked``) until the layer has accepted
+a step longer than twice the floor. These steps are backward-Euler steps whatever the
+method: L-stable, with no history to carry the inconsistent state on (a trapezoidal step
+there rings the junction into reverse bias, a BDF2 step extrapolates from it), so the
+error they skip is that of a fast, decaying transient, not of the slow solution. At most
+:data:`MAX_UNCHECKED_STEPS` such steps are taken per layer.
 """
 
 from __future__ import annotations
@@ -21,8 +42,17 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 
-from ..errors import InputError, NonFiniteStateError, StepSizeTooSmallError
+from ..errors import (
+    DivergenceError,
+    InputError,
+    NewtonConvergenceError,
+    NonFiniteStateError,
+    SingularJacobianError,
+    StepSizeTooSmallError,
+    StiffnessError,
+)
 
 SAFETY = 0.9
 MIN_FACTOR = 0.2
@@ -30,6 +60,11 @@ MAX_FACTOR = 10.0
 PI_BETA = 0.04            # Hairer's DOPRI5 default for the PI controller's memory term
 MAX_STEPS = 100_000       # per layer
 MIN_STEP_FRACTION = 1e-12  # floor of the step size, relative to the layer duration
+MAX_UNCHECKED_STEPS = 1000  # per layer: steps at the floor accepted without the error test
+#: Default bound on |v| (normalised volts) beyond which a run raises DivergenceError: a
+#: million times the unit voltage is beyond every rail and every input a net is built for,
+#: yet far below overflow, so a blow-up is caught while its state still means something.
+VOLTAGE_LIMIT = 1e6
 
 
 @dataclass
@@ -43,6 +78,7 @@ class Stats:
     n_lu: int = 0
     n_jevals: int = 0
     n_vjps: int = 0
+    n_unchecked: int = 0      # steps at the floor accepted without their error test
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -60,6 +96,7 @@ class LayerTape:
     times: list = field(default_factory=list)
     states: list | None = None
     coefficients: list | None = None
+    layer: int | None = None      # index of the layer, for the errors of a backward sweep
 
 
 class CheckpointedStates:
@@ -118,8 +155,27 @@ def check_finite(V: np.ndarray, layer: int, time: float, step: int) -> None:
         raise NonFiniteStateError(
             f"node {bad[0]} of sample {bad[1]} became {V[tuple(bad)]} — the circuit diverged; "
             f"check the device parameters or use smaller steps",
-            layer=layer, time=time, step=step,
+            layer=layer, time=time, step=step, node=int(bad[0]),
         )
+
+
+def check_state(V: np.ndarray, voltage_limit: float, layer: int, time: float, step: int) -> None:
+    """Raise unless every node voltage of ``V`` ``(N+1, B)`` is finite and within
+    ``±voltage_limit``: :class:`NonFiniteStateError` or :class:`DivergenceError`.
+
+    One pass over the state (its largest magnitude) in the common case.
+    """
+    largest = np.max(np.abs(V)) if V.size else 0.0
+    if np.isfinite(largest) and largest <= voltage_limit:
+        return
+    check_finite(V, layer, time, step)
+    node, sample = np.unravel_index(np.argmax(np.abs(V)), V.shape)
+    raise DivergenceError(
+        f"sample {sample} reached {V[node, sample]:.3g} V (normalised), beyond the "
+        f"plausible bound ±{voltage_limit:g}: the circuit is unstable (positive feedback, a "
+        f"negative conductance) or its parameters are unphysical; a larger bound is "
+        f"simulate(voltage_limit=...)",
+        layer=layer, time=time, step=step, node=int(node))
 
 
 def positive_number(value, name: str) -> float:
@@ -137,10 +193,14 @@ class FixedStep:
     """A uniform grid: ``ceil(duration/dt)`` equal steps per layer (exactly hitting its end)."""
 
     adaptive = False
-    be_start = False    # implicit order-2 methods start a fixed grid with a trapezoidal step
 
     def __init__(self, dt: float):
         self.dt = positive_number(dt, "step size dt")
+
+    def leading_be_steps(self, layer: int):
+        """None: implicit order-2 methods decide at each layer's start whether to begin
+        with backward Euler (:meth:`~kirchhoff_sim.solvers.implicit.Implicit.backward_euler_start`)."""
+        return None
 
     def grid(self, t0: float, t1: float, layer: int) -> np.ndarray:
         # the small slack keeps 1.0/0.1 from becoming 11 steps
@@ -162,14 +222,19 @@ class GridStep:
 
     adaptive = False
 
-    def __init__(self, grids, be_start: bool):
+    def __init__(self, grids, be_steps):
         self.grids = [np.asarray(g, dtype=float) for g in grids]
-        self.be_start = be_start
+        self.be_steps = list(be_steps)
 
     @classmethod
     def replay(cls, solution) -> "GridStep":
-        """The step grid of a :class:`~kirchhoff_sim.solvers.Solution`'s run."""
-        return cls([tape.times for tape in solution.tapes], solution.solver.step.be_start)
+        """The step grid of a :class:`~kirchhoff_sim.solvers.Solution`'s run, with the
+        number of backward-Euler steps each layer of an implicit run began with."""
+        return cls([tape.times for tape in solution.tapes],
+                   [_leading_order_one(tape.coefficients) for tape in solution.tapes])
+
+    def leading_be_steps(self, layer: int):
+        return self.be_steps[layer]
 
     def grid(self, t0: float, t1: float, layer: int) -> np.ndarray:
         times = self.grids[layer]
@@ -180,6 +245,18 @@ class GridStep:
 
     def __repr__(self):
         return f"GridStep({sum(len(g) - 1 for g in self.grids)} steps)"
+
+
+def _leading_order_one(coefficients) -> int | None:
+    """How many steps of a recorded implicit layer were first-order (backward Euler)."""
+    if coefficients is None:
+        return None
+    count = 0
+    for coef in coefficients:
+        if coef.order != 1:
+            break
+        count += 1
+    return count
 
 
 class AdaptiveStep:
@@ -202,7 +279,11 @@ class AdaptiveStep:
     """
 
     adaptive = True
-    be_start = True     # implicit order-2 methods start with backward Euler, as SPICE does
+
+    def leading_be_steps(self, layer: int) -> int:
+        """Implicit order-2 methods start every layer with backward Euler, as SPICE does
+        after a breakpoint (its local error needs no history)."""
+        return 1
 
     def __init__(self, rtol: float = 1e-7, atol: float = 1e-9, first_step=None, safety=SAFETY,
                  min_factor=MIN_FACTOR, max_factor=MAX_FACTOR, beta=PI_BETA,
@@ -215,6 +296,12 @@ class AdaptiveStep:
                 raise InputError(f"{name} must be finite and >= 0, got {value}")
         if rtol == 0 and atol == 0:
             raise InputError("rtol and atol cannot both be 0")
+        if atol == 0:
+            # the scale atol + rtol·|v| of a node at 0 V would be 0, and its error 0/0
+            raise InputError(
+                "atol must be > 0: a net's nodes start at 0 V and cross it, where a purely "
+                "relative tolerance has no scale; give atol = rtol × the smallest voltage "
+                "that matters")
         if first_step is not None:
             first_step = positive_number(first_step, "first_step")
         if int(max_steps) != max_steps or max_steps < 1:
@@ -232,23 +319,34 @@ class AdaptiveStep:
     def ratio(self, err, y0, y1) -> float:
         return error_ratio(err, y0, y1, self.rtol, self.atol, self.norm)
 
-    def initial_step(self, f, y0, f0, duration, order, stats) -> float:
+    def initial_step(self, f, y0, f0, duration, order, stats, floor: float = 0.0) -> float:
         """Hairer's starting-step heuristic (Solving ODEs I, II.4), one extra f-evaluation
-        (``f`` must count its own calls)."""
+        (``f`` must count its own calls).
+
+        The result lies in ``[floor, duration]`` and is finite: the floor bounds the first
+        step as it bounds every other, and an initial state whose derivative is
+        astronomically large (a diode forward-biased by 12 V carries 1e201 units of current)
+        makes the heuristic's norms overflow and its step 0, which becomes the floor.
+        """
         if self.first_step is not None:
-            return min(float(self.first_step), duration)
+            return max(min(float(self.first_step), duration), floor)
         scale = self.atol + self.rtol * np.abs(y0[1:])
         d0 = np.sqrt(np.mean((y0[1:] / scale) ** 2))
         d1 = np.sqrt(np.mean((f0[1:] / scale) ** 2))
         h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
         h0 = min(h0, duration)
+        if not (np.isfinite(h0) and h0 > 0):
+            return floor if floor > 0 else min(1e-6, duration)
         f1 = f(y0 + h0 * f0)      # f counts its own evaluations
         d2 = np.sqrt(np.mean(((f1[1:] - f0[1:]) / scale) ** 2)) / h0
         if max(d1, d2) <= 1e-15:
             h1 = max(1e-6, h0 * 1e-3)
         else:
             h1 = (0.01 / max(d1, d2)) ** (1.0 / (order + 1))
-        return min(100 * h0, h1, duration)
+        h = min(100 * h0, h1, duration)
+        if not (np.isfinite(h) and h > 0):
+            return floor if floor > 0 else h0
+        return max(h, floor)
 
     def next_step(self, h: float, ratio: float, previous_ratio: float, error_order: int,
                   accepted: bool) -> float:
@@ -286,6 +384,62 @@ def too_small(h, floor, layer, t, step):
         f"this method or the tolerances are too tight",
         layer=layer, time=t, step=step,
     )
+
+
+def gershgorin(assembly, V: np.ndarray, stats):
+    """Gershgorin's discs of ``J = C⁻¹∂F/∂v`` at ``V`` ``(N+1, B)``, as two figures.
+
+    Returns ``(radius, stable)``: the bound ``max_n Σ_m |J_nm|`` on the spectral radius
+    over nodes and samples (every eigenvalue lies in a disc, so ``ρ(J) ≤ radius``;
+    for KCL's diagonally dominant conductance matrices it is within a factor 2 of ρ),
+    and whether every disc lies in the closed left half-plane,
+    ``J_nn + Σ_{m≠n} |J_nm| ≤ 0`` — then no eigenvalue has a positive real part, the
+    linearised circuit cannot grow, and a blow-up is the integrator's, not the circuit's.
+    One linearisation, counted in ``stats``.
+    """
+    _, gs, gd, _ = assembly.linearise(V, params=False)
+    stats.n_fevals += 1
+    stats.n_jevals += 1
+    pattern = assembly.pattern
+    values = pattern.values(gs, gd) / assembly.capacitance[pattern.rows, None]   # (n_slots, B)
+    rows = sp.csr_matrix((np.ones(pattern.n_slots), (pattern.rows, np.arange(pattern.n_slots))),
+                         shape=(assembly.num_nodes, pattern.n_slots))
+    absolute = rows @ np.abs(values)                                    # Σ_m |J_nm|
+    diagonal = values[pattern.diagonal]                                 # J_nn, (N, B)
+    if absolute.size == 0:
+        return 0.0, True
+    stable = bool(np.all(diagonal + (absolute - np.abs(diagonal)) <= 0))
+    return float(np.max(absolute)), stable
+
+
+def stiffness_of_blow_up(method, assembly, V, h, ctx, t, n):
+    """Raise :class:`StiffnessError` when an explicit method's failure at ``V`` (a step of
+    ``h`` diverged, or could not be made above the floor) is its own instability: the
+    circuit is provably stable there (:func:`gershgorin`) and ``h·ρ`` exceeds the
+    method's stability interval on the negative real axis. Returns otherwise."""
+    limit = getattr(method, "stability_limit", None)
+    if limit is None:
+        return
+    radius, stable = gershgorin(assembly, V, ctx.stats)
+    if stable and h * radius > limit:
+        raise StiffnessError(
+            f"the circuit is stiff for {method!r}: it is stable (every Gershgorin disc of its "
+            f"Jacobian lies in the left half-plane), but its fastest rate |λ| ≤ {radius:.3g} "
+            f"needs steps h < {limit:g}/|λ| = {limit / radius:.3g} to be stable, and the step "
+            f"was {h:.3g}; use an implicit method (BDF2, Trapezoidal, BackwardEuler)",
+            stiffness=h * radius, layer=ctx.layer, time=t, step=n)
+
+
+def _floor_failure(method, assembly, V, h, floor, ctx, t, n, newton_failure):
+    """The typed error for a step that cannot be made at or above the floor."""
+    if newton_failure is not None:
+        error = SingularJacobianError if newton_failure == "singular" else NewtonConvergenceError
+        what = ("the Newton matrix was singular" if newton_failure == "singular"
+                else "Newton's method did not converge")
+        raise error(f"{what} at every step size down to the floor {floor:.3g}",
+                    layer=ctx.layer, time=t, step=n)
+    stiffness_of_blow_up(method, assembly, V, floor, ctx, t, n)
+    too_small(h, floor, ctx.layer, t, n)
 
 
 class Saver:
@@ -347,13 +501,17 @@ class Trial:
     ok: bool = True
     record: object = None
     dense: object = None      # θ ↦ state at t + θh, when the method has its own interpolant
+    failure: str | None = None    # why an implicit step failed: "singular", "diverged", "maxiter"
+    stiffness: float | None = None  # an estimate of h·|λ| (Hairer's test), when the method has one
 
 
 def march(method, step, assembly, V, t0, t1, ctx):
     """The time loop shared by every solver: propose, attempt, accept or reject.
 
     ``method`` supplies ``start_layer(assembly, V, f0, ctx) -> state``,
-    ``attempt(assembly, V, h, state, ctx) -> Trial`` and ``accept(state, t, h, trial)``;
+    ``attempt(assembly, V, f0, h, state, ctx, floor_start) -> Trial`` and
+    ``accept(state, t, h, trial)``; ``floor_start`` tells an implicit method that a
+    failed error test will be waived (the start exemption of the module docstring);
     this loop owns the step grid (fixed, or adaptive with the PI controller), the last
     step that lands exactly on ``t1``, saving, the tape and the failure checks.
     """
@@ -370,31 +528,53 @@ def _march(method, step, assembly, V, t0, t1, ctx):
     f0 = f(V)
     state = method.start_layer(assembly, V, f0, ctx)
     if step.adaptive:
-        h = step.initial_step(f, V, f0, duration, method.start_order, stats)
         floor = step.floor(duration)
+        h = step.initial_step(f, V, f0, duration, method.start_order, stats, floor)
+        # the start exemption of the module docstring (implicit methods only)
+        starting, unchecked = bool(getattr(method, "implicit", False)), 0
     else:
         grid = step.grid(t0, t1, ctx.layer)
     t, n, attempts, previous_ratio = t0, 0, 0, 1e-4
     while True:
         if step.adaptive:
+            at_floor = h <= floor
             last = t + h >= t1 - 1e-12 * duration
             t_new = t1 if last else t + h
         else:
             last = n + 2 == len(grid)
             t_new = grid[n + 1]
         h_try = t_new - t
-        trial = method.attempt(assembly, V, f0, h_try, state, ctx)
+        trial = method.attempt(assembly, V, f0, h_try, state, ctx,
+                               floor_start=step.adaptive and starting and at_floor)
         attempts += 1
         if not trial.ok and not step.adaptive:
-            method.fail(ctx, t, n)
+            method.fail(ctx, t, n, trial)
         ratio = 0.0
         if trial.ok and step.adaptive:
             ratio = step.ratio(trial.err, V, trial.y1)
             if not np.isfinite(ratio):
                 ratio = 1e10      # a blown-up trial: shrink hard and retry
         accepted = trial.ok and ratio <= 1.0
+        if step.adaptive and trial.ok and not accepted and at_floor and starting:
+            unchecked += 1
+            if unchecked > MAX_UNCHECKED_STEPS:
+                raise StepSizeTooSmallError(
+                    f"the layer's start transient did not end within {MAX_UNCHECKED_STEPS} steps "
+                    f"at the floor {floor:.3g} (accepted without their error test): the "
+                    f"tolerances are too tight for this floor", layer=ctx.layer, time=t, step=n)
+            stats.n_unchecked += 1
+            accepted = True
         if accepted:
-            check_finite(trial.y1, ctx.layer, t, n)
+            try:
+                check_state(trial.y1, ctx.voltage_limit, ctx.layer, t, n)
+            except DivergenceError as blow_up:
+                # an explicit method past its stability limit on a stable circuit diverges
+                # too; tell the two apart before reporting a divergence
+                try:
+                    stiffness_of_blow_up(method, assembly, V, h_try, ctx, t, n)
+                except StiffnessError as stiff:
+                    raise stiff from blow_up
+                raise
             cache = [trial.f1]
 
             def f_end():
@@ -410,6 +590,8 @@ def _march(method, step, assembly, V, t0, t1, ctx):
             if last:
                 return V
             f0 = f_end()
+            if step.adaptive and starting and h_try > 2 * floor:
+                starting = False
         else:
             stats.n_rejected += 1
         if step.adaptive:
@@ -420,7 +602,10 @@ def _march(method, step, assembly, V, t0, t1, ctx):
             else:
                 h = h_try / 8.0   # Newton failed: cut the step as SPICE does
             if h < floor:
-                too_small(h, floor, ctx.layer, t, n)
+                if accepted or not at_floor:
+                    h = floor     # try the floor itself once before giving up (ngspice's delmin)
+                else:
+                    _floor_failure(method, assembly, V, h, floor, ctx, t, n, trial.failure)
             if attempts > step.max_steps:
                 raise StepSizeTooSmallError(
                     f"more than {step.max_steps} step attempts in one layer",

@@ -14,7 +14,20 @@ Dopri5    5      4 (FSAL)     Dormand–Prince 5(4), torchdiffeq's ``dopri5``
 
 Explicit methods are only conditionally stable: a physical RC circuit whose time
 constants span decades is stiff and wants an implicit method
-(:mod:`kirchhoff_sim.solvers.implicit`).
+(:mod:`kirchhoff_sim.solvers.implicit`). Adaptive Dopri5 tells stiffness from a blow-up
+as Hairer's ``dopri5`` does (Hairer & Wanner, Solving ODEs II, IV.2, and the stiffness
+test of their Fortran code): its last two stages are both at ``t + h``, so
+
+    h·|λ| ≈ h·‖k₇ − k₆‖ / ‖y₁ − Y₆‖
+
+estimates the dominant eigenvalue the step meets. When it exceeds 3.25 (the method's
+stability boundary on the negative real axis is −3.3) on 15 accepted steps, with no run
+of 6 below it in between, the step size is held by stability, not accuracy: a
+:class:`~kirchhoff_sim.errors.StiffnessError` is raised at once instead of crawling to
+the step-attempt limit. (Hairer tests every 1000th step unless the test has fired; here
+every step is tested — it costs two norms and no evaluation.) A blow-up, in contrast, is
+a state leaving the plausible voltage bound
+(:class:`~kirchhoff_sim.errors.DivergenceError`).
 
 Discrete adjoint (:func:`rk_step_adjoint`). One step is
 
@@ -41,8 +54,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, StiffnessError
 from .base import Trial, as_step, march
+
+STIFF_EXCEEDANCES = 15   # Hairer's dopri5: stiff after 15 accepted steps above the boundary …
+STIFF_RESET = 6          # … unless 6 steps below it come in between
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,8 @@ class ButcherTableau:
     e: tuple | None = None
     error_order: int | None = None
     mid: tuple | None = None    # weights of y(t + h/2) for a continuous extension
+    stability_boundary: float | None = None   # the stability interval [−b, 0] on the real axis
+    stiffness_limit: float | None = None      # Hairer's test: h·|λ| beyond which a step is stability-bound
 
     def __post_init__(self):
         s = len(self.b)
@@ -81,13 +99,16 @@ class ButcherTableau:
         return self.c[-1] == 1.0 and self.a[-1] == tuple(self.b[:-1]) and self.b[-1] == 0.0
 
 
-EULER = ButcherTableau("Euler", 1, c=(0.0,), a=(), b=(1.0,))
-HEUN = ButcherTableau("Heun", 2, c=(0.0, 1.0), a=((1.0,),), b=(0.5, 0.5))
+# stability boundaries: where |R(z)| = 1 on the negative real axis for R(z) = 1 + z,
+# 1 + z + z²/2, Σ_{k≤4} z^k/k! and Dopri5's stability polynomial (Hairer & Wanner II, IV.2)
+EULER = ButcherTableau("Euler", 1, c=(0.0,), a=(), b=(1.0,), stability_boundary=2.0)
+HEUN = ButcherTableau("Heun", 2, c=(0.0, 1.0), a=((1.0,),), b=(0.5, 0.5), stability_boundary=2.0)
 CLASSIC_RK4 = ButcherTableau(
     "RK4", 4,
     c=(0.0, 0.5, 0.5, 1.0),
     a=((0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)),
     b=(1 / 6, 1 / 3, 1 / 3, 1 / 6),
+    stability_boundary=2.785,
 )
 _DP_B = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0)
 _DP_BHAT = (5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40)
@@ -110,6 +131,8 @@ DOPRI5 = ButcherTableau(
     mid=(6025192743 / 30085553152 / 2, 0.0, 51252292925 / 65400821598 / 2,
          -2691868925 / 45128329728 / 2, 187940372067 / 1594534317056 / 2,
          -1776094331 / 19743644256 / 2, 11237099 / 235043384 / 2),
+    stability_boundary=3.306,
+    stiffness_limit=3.25,      # Hairer's threshold in dopri5, just inside the boundary
 )
 
 
@@ -247,6 +270,11 @@ class RungeKutta:
         return self.tableau.order
 
     @property
+    def stability_limit(self) -> float | None:
+        """``h·|λ|`` beyond which the method is unstable on the negative real axis."""
+        return self.tableau.stability_boundary
+
+    @property
     def start_order(self) -> int:
         return self.tableau.error_order or self.tableau.order
 
@@ -256,17 +284,26 @@ class RungeKutta:
 
     # -- the three hooks of the shared time loop --------------------------------------
     def start_layer(self, assembly, V, f0, ctx):
+        tableau = self.tableau
+        if self.step.adaptive and tableau.stiffness_limit is not None and tableau.fsal \
+                and tableau.c[-2] == 1.0:
+            return _StiffnessMonitor(self, ctx.layer)
         return None
 
-    def attempt(self, assembly, V, f0, h, state, ctx):
+    def attempt(self, assembly, V, f0, h, state, ctx, floor_start=False):
         y1, f1, err, k = rk_step(ctx.counted(assembly.rhs), V, f0, h, self.tableau)
         dense = None
         if self.tableau.mid is not None and f1 is not None:
             dense = quartic_interpolant(V, y1, V + h * _combine(self.tableau.mid, k), h * f0, h * f1)
-        return Trial(y1, f1, err, self.tableau.error_order or self.tableau.order, dense=dense)
+        stiffness = None
+        if state is not None:
+            stiffness = stiffness_estimate(V, y1, k, h, self.tableau)
+        return Trial(y1, f1, err, self.tableau.error_order or self.tableau.order, dense=dense,
+                     stiffness=stiffness)
 
     def accept(self, state, t, h, trial):
-        pass
+        if state is not None:
+            state.observe(trial.stiffness, t)
 
     # -- sensitivities over one layer's recorded steps -----------------------------------
     def adjoint_layer(self, assembly, tape, y_bar, theta_bar, stats):
@@ -293,6 +330,45 @@ class RungeKutta:
             h = tape.times[n + 1] - tape.times[n]
             y, y_dot = rk_step_tangent(assembly, y, h, self.tableau, y_dot, theta_dot, stats)
         return y_dot
+
+
+def stiffness_estimate(y, y1, k, h, tableau: ButcherTableau) -> float:
+    """Hairer's ``h·|λ|`` from a step whose last two stages sit at ``t + h`` (Dopri5):
+    ``h·‖k_s − k_{s−1}‖ / ‖y₁ − Y_{s−1}‖`` per sample over nodes 1..N, the largest over
+    the batch (0 where the two stage states coincide)."""
+    y_stage = y + h * _combine(tableau.a[-2], k)
+    numerator = np.sum((k[-1][1:] - k[-2][1:]) ** 2, axis=0)
+    denominator = np.sum((y1[1:] - y_stage[1:]) ** 2, axis=0)
+    positive = denominator > 0
+    if not positive.any():
+        return 0.0
+    return float(h * np.sqrt(np.max(numerator[positive] / denominator[positive])))
+
+
+class _StiffnessMonitor:
+    """Hairer's counters over one layer's accepted steps (see the module docstring)."""
+
+    def __init__(self, solver, layer):
+        self.solver, self.layer = solver, layer
+        self.above, self.below, self.step = 0, 0, 0
+
+    def observe(self, stiffness, t):
+        limit = self.solver.tableau.stiffness_limit
+        if stiffness is not None and stiffness > limit:
+            self.below = 0
+            self.above += 1
+            if self.above >= STIFF_EXCEEDANCES:
+                raise StiffnessError(
+                    f"the circuit is stiff for {self.solver!r}: {STIFF_EXCEEDANCES} accepted steps "
+                    f"met h·|λ| > {limit:g} (now {stiffness:.3g}, Hairer's test), so the step size "
+                    f"is held at the stability boundary, not by the tolerances; use an implicit "
+                    f"method (BDF2, Trapezoidal, BackwardEuler)",
+                    stiffness=stiffness, layer=self.layer, time=t, step=self.step)
+        else:
+            self.below += 1
+            if self.below >= STIFF_RESET:
+                self.above = 0
+        self.step += 1
 
 
 def Euler(dt: float) -> RungeKutta:

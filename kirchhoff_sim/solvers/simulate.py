@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from .base import LayerTape, Saver, Stats
+from .base import VOLTAGE_LIMIT, LayerTape, Saver, Stats
 from .explicit import Dopri5
+from .resources import ResourceLimits, estimate_resources
 
 
 @dataclass
@@ -44,10 +45,15 @@ class Solution:
 
 
 class _Context:
-    """Per-run bookkeeping handed to the solvers: counters, saving and the tape."""
+    """Per-run bookkeeping handed to the solvers: counters, saving, the tape and the
+    run's bounds (the plausible voltage, the memory of recorded states)."""
 
-    def __init__(self, stats, saver, keep_every: int):
+    def __init__(self, stats, saver, keep_every: int, voltage_limit: float = VOLTAGE_LIMIT,
+                 estimate=None, limits=None):
         self.stats, self.saver, self.keep_every = stats, saver, keep_every
+        self.voltage_limit = voltage_limit
+        self.estimate, self.limits = estimate, limits
+        self.recorded_bytes = 0
         self.layer, self.tape = 0, None
 
     def counted(self, f):
@@ -64,12 +70,19 @@ class _Context:
         self.tape.times.append(t)
         if self.tape.states is not None:
             n, k = len(self.tape.times) - 1, self.keep_every
-            self.tape.states.append(V if k == 1 or n % k in (0, k - 1) else None)
+            keep = k == 1 or n % k in (0, k - 1)
+            self.tape.states.append(V if keep else None)
+            if keep and self.estimate is not None and self.estimate.fixed_steps is None:
+                # an adaptive run's states are counted as they are stored
+                self.recorded_bytes += V.nbytes
+                self.estimate.check_recorded(self.recorded_bytes, self.limits,
+                                             {"layer": self.layer, "time": t, "step": n - 1})
         if self.tape.coefficients is not None:
             self.tape.coefficients.append(record)
 
 
-def simulate(net, x, solver=None, save_at=None, record_states: bool = False) -> Solution:
+def simulate(net, x, solver=None, save_at=None, record_states: bool = False,
+             voltage_limit: float = VOLTAGE_LIMIT, limits: ResourceLimits | None = None) -> Solution:
     """Transient analysis of ``net`` for a batch of inputs.
 
     Parameters
@@ -85,30 +98,62 @@ def simulate(net, x, solver=None, save_at=None, record_states: bool = False) -> 
         Keep the state at every accepted step (what the adjoint needs); an int ``k > 1``
         keeps only every ``k``-th (checkpointing, see
         :class:`~kirchhoff_sim.solvers.base.CheckpointedStates`).
+    voltage_limit : float
+        Plausible bound on every node voltage (normalised volts, default
+        :data:`~kirchhoff_sim.solvers.base.VOLTAGE_LIMIT` = 1e6); an accepted state
+        beyond it raises :class:`~kirchhoff_sim.errors.DivergenceError`. ``np.inf``
+        keeps only the check for NaN/inf.
+    limits : ResourceLimits, optional
+        Steps, work and memory the request may need; it is estimated before any work
+        and refused beyond them (default :class:`ResourceLimits()`: 1e7 fixed steps,
+        1e13 device evaluations, the machine's physical memory).
 
     Returns
     -------
     Solution
+
+    Raises
+    ------
+    InputError
+        Bad inputs, save times, solver or bounds.
+    ResourceLimitError
+        The request exceeds ``limits`` (before any work; for an adaptive run's recorded
+        states, as soon as they do).
+    SimulationError
+        The run failed: :class:`~kirchhoff_sim.errors.NonFiniteStateError`,
+        :class:`~kirchhoff_sim.errors.DivergenceError`,
+        :class:`~kirchhoff_sim.errors.StepSizeTooSmallError` (and its
+        :class:`~kirchhoff_sim.errors.StiffnessError`),
+        :class:`~kirchhoff_sim.errors.NewtonConvergenceError` (and its
+        :class:`~kirchhoff_sim.errors.SingularJacobianError`), each naming the layer,
+        the time and the step.
     """
     solver = Dopri5() if solver is None else solver
     if not hasattr(solver, "integrate_layer"):
         raise InputError(f"solver must be a kirchhoff_sim solver (Dopri5(), BDF2(), ...), got {solver!r}")
+    if isinstance(voltage_limit, (str, bytes, bool)) or not (voltage_limit > 0):
+        raise InputError(f"voltage_limit must be a number > 0 (or np.inf), got {voltage_limit!r}")
+    limits = ResourceLimits() if limits is None else limits
+    if not isinstance(limits, ResourceLimits):
+        raise InputError(f"limits must be a ResourceLimits, got {limits!r}")
     V = net.initial_state(x)
     B = V.shape[1]
     T = net.T
     ts = _check_save_times(save_at, T)
-    saver = Saver(ts, net.num_nodes, B)
-    saver.at_start(0.0, V)
-    stats = Stats()
     keep_every = int(record_states) if record_states else 0
     if record_states is not False and keep_every < 1:
         raise InputError(f"record_states must be a bool or an int >= 1, got {record_states!r}")
-    ctx = _Context(stats, saver, keep_every)
+    estimate = estimate_resources(net, B, solver, len(ts), record_states)
+    estimate.check(limits)
+    saver = Saver(ts, net.num_nodes, B)
+    saver.at_start(0.0, V)
+    stats = Stats()
+    ctx = _Context(stats, saver, keep_every, float(voltage_limit), estimate, limits)
     bounds = net.layer_boundaries
     tapes = []
     for k, assembly in enumerate(net.assemblies()):
         tape = LayerTape(times=[bounds[k]], states=[V] if record_states else None,
-                         coefficients=[] if solver.implicit else None)
+                         coefficients=[] if solver.implicit else None, layer=k)
         ctx.layer, ctx.tape = k, tape
         V = solver.integrate_layer(assembly, V, bounds[k], bounds[k + 1], ctx)
         tapes.append(tape)
