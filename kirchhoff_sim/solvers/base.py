@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from ..checks import as_int, as_positive, as_real
 from ..errors import (
     DivergenceError,
     InputError,
@@ -178,24 +179,13 @@ def check_state(V: np.ndarray, voltage_limit: float, layer: int, time: float, st
         layer=layer, time=time, step=step, node=int(node))
 
 
-def positive_number(value, name: str) -> float:
-    """``value`` as a finite float > 0, or an :class:`InputError` naming it."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number, got {value!r}") from None
-    if isinstance(value, (str, bytes)) or not (np.isfinite(number) and number > 0):
-        raise InputError(f"{name} must be finite and > 0, got {value!r}")
-    return number
-
-
 class FixedStep:
     """A uniform grid: ``ceil(duration/dt)`` equal steps per layer (exactly hitting its end)."""
 
     adaptive = False
 
     def __init__(self, dt: float):
-        self.dt = positive_number(dt, "step size dt")
+        self.dt = as_positive(dt, "step size dt")
 
     def leading_be_steps(self, layer: int):
         """None: implicit order-2 methods decide at each layer's start whether to begin
@@ -291,9 +281,8 @@ class AdaptiveStep:
         if norm not in NORMS:
             raise InputError(f"norm must be one of {NORMS}, got {norm!r}")
         self.norm = norm
-        for name, value in (("rtol", rtol), ("atol", atol)):
-            if isinstance(value, (str, bytes)) or not (np.isfinite(value) and value >= 0):
-                raise InputError(f"{name} must be finite and >= 0, got {value}")
+        rtol = as_real(rtol, "rtol", minimum=0.0)
+        atol = as_real(atol, "atol", minimum=0.0)
         if rtol == 0 and atol == 0:
             raise InputError("rtol and atol cannot both be 0")
         if atol == 0:
@@ -303,11 +292,13 @@ class AdaptiveStep:
                 "relative tolerance has no scale; give atol = rtol × the smallest voltage "
                 "that matters")
         if first_step is not None:
-            first_step = positive_number(first_step, "first_step")
-        if int(max_steps) != max_steps or max_steps < 1:
-            raise InputError(f"max_steps must be an integer >= 1, got {max_steps!r}")
-        if min_step is not None and not (np.isfinite(min_step) and min_step >= 0):
-            raise InputError(f"min_step must be finite and >= 0, got {min_step!r}")
+            first_step = as_positive(first_step, "first_step")
+        max_steps = as_int(max_steps, "max_steps", minimum=1)
+        if min_step is not None:
+            min_step = as_real(min_step, "min_step", minimum=0.0)
+        for name, value in (("safety", safety), ("min_factor", min_factor), ("max_factor", max_factor)):
+            as_positive(value, name)
+        as_real(beta, "beta", minimum=0.0)
         self.rtol, self.atol = float(rtol), float(atol)
         self.first_step = first_step
         self.safety, self.min_factor, self.max_factor, self.beta = safety, min_factor, max_factor, beta
