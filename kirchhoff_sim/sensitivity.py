@@ -72,7 +72,26 @@ def _checkpointed(solution, net, every: int, stats):
             tape.states = CheckpointedStates(tape.states, every, replay)
 
 
-def gradient(net, x, loss, solver=None, checkpoint_every: int = 1) -> Gradient:
+def _trapezoid_weights(times) -> np.ndarray:
+    """Weights ``c_n`` of the trapezoid rule on a step grid: ``(h_{n-1} + h_n)/2``."""
+    h = np.diff(np.asarray(times, dtype=float))
+    weights = np.zeros(len(h) + 1)
+    weights[:-1] += h / 2
+    weights[1:] += h / 2
+    return weights
+
+
+def running_cost_value(solution, running_cost) -> float:
+    """``Σ_layers Σ_n c_n φ(v_n)``: the running cost on the step states of a recorded run
+    (trapezoid weights of each layer's own grid)."""
+    total = 0.0
+    for tape in solution.tapes:
+        for n, c in enumerate(_trapezoid_weights(tape.times)):
+            total += c * running_cost(tape.states[n])[0]
+    return total
+
+
+def gradient(net, x, loss, solver=None, checkpoint_every: int = 1, running_cost=None) -> Gradient:
     """Loss and its gradient by the discrete adjoint.
 
     Parameters
@@ -89,15 +108,25 @@ def gradient(net, x, loss, solver=None, checkpoint_every: int = 1) -> Gradient:
     checkpoint_every : int
         Keep every step's state (1, the default) or only every ``k``-th and recompute the
         rest in the backward sweep: less memory for long runs, same gradient.
+    running_cost : callable, optional
+        ``φ(V) -> (value, ∂φ/∂V)`` for node voltages ``V`` ``(N+1, B)``: a cost on the
+        whole trajectory, added as ``Σ_n c_n φ(v_n)`` over every layer's step states with
+        the trapezoid weights ``c_n`` of its step grid (e.g. a penalty on leaving the
+        rails, :func:`~kirchhoff_sim.training.constraints.rail_running_cost`). Its
+        gradient enters the discrete adjoint at each state (``state_source`` of the
+        solvers' ``adjoint_layer``), so it is exact for the discretisation like the rest.
 
     Returns
     -------
     Gradient
+        ``loss`` includes the running cost.
     """
     solution = simulate(net, x, solver=solver, record_states=checkpoint_every)
     stats = Stats()
     _checkpointed(solution, net, checkpoint_every, stats)
     value, readout_bar = loss(solution.readout(net))
+    if running_cost is not None:
+        value = value + running_cost_value(solution, running_cost)
     readout_bar = np.asarray(readout_bar, dtype=float)
     if readout_bar.shape != (solution.final_state.shape[0], len(net.readout)):
         raise InputError(f"loss gradient has shape {readout_bar.shape}, expected "
@@ -108,8 +137,13 @@ def gradient(net, x, loss, solver=None, checkpoint_every: int = 1) -> Gradient:
     offsets = np.cumsum([0] + [len(l.groups) for l in net.layers])
     for k in reversed(range(len(net.layers))):
         assembly = net.assemblies()[k]
+        extra = {}
+        if running_cost is not None:
+            tape, weights = solution.tapes[k], _trapezoid_weights(solution.tapes[k].times)
+            extra["state_source"] = (lambda n, tape=tape, weights=weights:
+                                     weights[n] * running_cost(tape.states[n])[1])
         y_bar = solution.solver.adjoint_layer(assembly, solution.tapes[k], y_bar,
-                                              theta_bar[offsets[k]:offsets[k + 1]], stats)
+                                              theta_bar[offsets[k]:offsets[k + 1]], stats, **extra)
     inputs_bar = y_bar[_input_nodes(net, x)].T.copy()
     return Gradient(float(value), theta_bar, inputs_bar, solution, stats)
 

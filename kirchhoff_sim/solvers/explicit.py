@@ -306,12 +306,19 @@ class RungeKutta:
             state.observe(trial.stiffness, t)
 
     # -- sensitivities over one layer's recorded steps -----------------------------------
-    def adjoint_layer(self, assembly, tape, y_bar, theta_bar, stats):
-        """Carry ``ȳ`` from the layer's end to its start through every recorded step."""
+    def adjoint_layer(self, assembly, tape, y_bar, theta_bar, stats, state_source=None):
+        """Carry ``ȳ`` from the layer's end to its start through every recorded step.
+
+        ``state_source(n)``, if given, is a loss's direct dependence on the layer's state
+        ``n`` (a running cost): its ``(N+1, B)`` cotangent is added to ``ȳ`` when the sweep
+        reaches that state, before stepping over it.
+        """
         for n in reversed(range(len(tape.times) - 1)):
+            if state_source is not None:
+                y_bar = y_bar + state_source(n + 1)
             h = tape.times[n + 1] - tape.times[n]
             y_bar = rk_step_adjoint(assembly, tape.states[n], h, self.tableau, y_bar, theta_bar, stats)
-        return y_bar
+        return y_bar if state_source is None else y_bar + state_source(0)
 
     def replay(self, assembly, tape, start, stop, y_start, y_before, stats):
         """States after steps ``start..stop-1`` of a recorded layer, recomputed from ``y_start``."""

@@ -335,8 +335,12 @@ class Implicit:
             raise SingularJacobianError("the Newton matrix of a recorded step is singular",
                                         layer=tape.layer, time=tape.times[n], step=n) from None
 
-    def adjoint_layer(self, assembly, tape, y_bar, theta_bar, stats):
-        """Carry ``v̄`` from the layer's end to its start (see the module docstring)."""
+    def adjoint_layer(self, assembly, tape, y_bar, theta_bar, stats, state_source=None):
+        """Carry ``v̄`` from the layer's end to its start (see the module docstring).
+
+        ``state_source(n)``, if given, is a loss's direct dependence on the layer's state
+        ``n`` (a running cost): its cotangent completes ``v̄_n`` before it is transposed.
+        """
         solver = linear_solver(self.linear_solver_kind, assembly.num_nodes)
         C = assembly.capacitance[:, None]
         states, times = tape.states, tape.times
@@ -350,6 +354,8 @@ class Implicit:
 
         for n in reversed(range(len(times) - 1)):
             coef, h = tape.coefficients[n], times[n + 1] - times[n]
+            if state_source is not None:
+                bar(n + 1)[...] += state_source(n + 1)
             w = np.zeros_like(y_bar)
             w[1:] = self._recorded_solve(assembly, solver, tape, n, coef, h, bars.pop(n + 1)[1:],
                                          stats, transpose=True)
@@ -361,6 +367,8 @@ class Implicit:
             bar(n)[1:] -= coef.alpha[1] / h * C * w[1:]
             if len(coef.alpha) == 3:
                 bar(n - 1)[1:] -= coef.alpha[2] / h * C * w[1:]
+        if state_source is not None:
+            bar(0)[...] += state_source(0)
         return bars[0]
 
     def replay(self, assembly, tape, start, stop, y_start, y_before, stats):
