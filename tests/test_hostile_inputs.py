@@ -67,6 +67,17 @@ def test_empty_sample_and_empty_batch_are_refused():
             net.forward(x)
 
 
+def test_compiling_an_empty_sample_or_batch_is_refused():
+    from kirchhoff_sim.spice import to_netlist, to_netlists
+
+    net = small_net()
+    with pytest.raises(InputError, match="features >= 1"):
+        to_netlist(net, np.array([]))
+    for X in (np.zeros((0, 3)), np.zeros((0, 0))):
+        with pytest.raises(InputError, match="non-empty batch"):
+            to_netlists(net, X)
+
+
 @pytest.mark.parametrize("params", ["0.5", {"g": 1}, [[1.0, 2.0], [3.0]], np.array([[1j, 1, 1]]),
                                     np.array([["a", "b", "c"]])],
                          ids=["string", "dict", "ragged", "complex", "string-array"])

@@ -699,8 +699,8 @@ def to_netlists(net, X, **kwargs) -> list[Netlist]:
     Keyword arguments are those of :func:`to_netlist`.
     """
     X = as_real_array(X, "X (a batch of input samples)", finite=False)
-    if X.ndim != 2:
-        raise InputError(f"to_netlists takes a batch of shape (B, d), got {X.shape}")
+    if X.ndim != 2 or X.shape[0] == 0:
+        raise InputError(f"to_netlists takes a non-empty batch of shape (B, d) with B >= 1, got {X.shape}")
     netlists = []
     for b, x in enumerate(X):
         netlist = to_netlist(net, x, **kwargs)
