@@ -424,7 +424,8 @@ class Diode(Device):
 
         i = i_s·(e^X·(1 + x − X) − 1),   di/du = i_s·e^X/nVt               (r_s = 0, x > X)
 
-    a C¹ continuation, so current and derivatives stay finite and consistent for any u.
+    a C¹ continuation, so current and derivatives stay finite and consistent (the line
+    itself reaches the largest double only near u = 1e282 for i_s = 1e-9).
     (With series resistance the current is at most u/r_s and the junction exponent
     ``ln(1 + i/i_s)`` reaches X only beyond u ≈ r_s·i_s·e^X, so the closed form is kept.)
 

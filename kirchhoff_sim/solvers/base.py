@@ -330,6 +330,10 @@ class AdaptiveStep:
         """
         if self.first_step is not None:
             return max(min(float(self.first_step), duration), floor)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return self._heuristic(f, y0, f0, duration, order, floor)
+
+    def _heuristic(self, f, y0, f0, duration, order, floor):
         scale = self.atol + self.rtol * np.abs(y0[1:])
         d0 = np.sqrt(np.mean((y0[1:] / scale) ** 2))
         d1 = np.sqrt(np.mean((f0[1:] / scale) ** 2))
