@@ -243,7 +243,7 @@ def sum_of_squares(readout):
 
 def test_check_gradient_at_a_series_resistance_bound():
     """r_s = 0 is the bound of its domain, so its derivative needs a one-sided difference.
-    A diode forward-biased at 0.5 V with i_s = 1e-3 carries 250 units of current, and the
+    A diode forward-biased at 0.5 V with i_s = 1e-3 carries 2.5e5 units of current, and the
     loss curves in r_s on a scale far below ε: the fixed second-order stencil
     (−3L(0) + 4L(ε) − L(2ε))/2ε at ε = 1e-6 is off by 6 % (3e-3 of the largest entry).
     Ridders' extrapolation of one-sided differences from ε downwards agrees to 1e-7 of

@@ -280,11 +280,6 @@ class AdaptiveStep:
 
     adaptive = True
 
-    def leading_be_steps(self, layer: int) -> int:
-        """Implicit order-2 methods start every layer with backward Euler, as SPICE does
-        after a breakpoint (its local error needs no history)."""
-        return 1
-
     def __init__(self, rtol: float = 1e-7, atol: float = 1e-9, first_step=None, safety=SAFETY,
                  min_factor=MIN_FACTOR, max_factor=MAX_FACTOR, beta=PI_BETA,
                  max_steps=MAX_STEPS, min_step=None, norm: str = "sample"):
@@ -315,6 +310,11 @@ class AdaptiveStep:
 
     def __repr__(self):
         return f"AdaptiveStep(rtol={self.rtol:g}, atol={self.atol:g})"
+
+    def leading_be_steps(self, layer: int) -> int:
+        """Implicit order-2 methods start every layer with backward Euler, as SPICE does
+        after a breakpoint (its local error needs no history)."""
+        return 1
 
     def ratio(self, err, y0, y1) -> float:
         return error_ratio(err, y0, y1, self.rtol, self.atol, self.norm)
