@@ -490,12 +490,13 @@ class Diode(Device):
 
         i = i_s·(e^X·(1 + x − X) − 1),   di/du = i_s·e^X/nVt               (r_s = 0, x > X)
 
-    a C¹ continuation, so current and derivatives stay finite and consistent for any u.
+    a C¹ continuation, so current and derivatives stay finite and consistent (the line
+    itself reaches the largest double only near u = 1e282 for i_s = 1e-9).
     (With series resistance the current is at most u/r_s and the junction exponent
     ``ln(1 + i/i_s)`` reaches X only beyond u ≈ r_s·i_s·e^X, so the closed form is kept.)
 
-    Newton's method limits the junction voltage of an ideal diode between iterations as
-    SPICE does (:meth:`limit_input`).
+    Newton's method limits the junction voltage between iterations as SPICE does
+    (:meth:`limit_input`).
 
     Parameters (per edge): ``i_s`` > 0 and ``r_s`` ≥ 0, both normalised (current unit
     G0·V0, resistance unit 1/G0). ``thermal_voltage`` is ``n·kT/q`` in units of V0; the
@@ -585,42 +586,55 @@ class Diode(Device):
         return nvt * np.log(nvt / (math.sqrt(2.0) * i_s))
 
     def limit_input(self, z, z_previous, p):
-        """SPICE's junction-voltage limiting (``pnjlim``) of an ideal diode.
+        """SPICE's junction-voltage limiting (``pnjlim``).
 
-        Where the proposed junction voltage ``z`` lies above ``vcrit`` and more than
-        ``2·nVt`` from the previous one ``z₀``, it is replaced by
+        The junction voltage is ``v_j = u − r_s·i(u)`` (``u`` itself without series
+        resistance). Where the proposed ``v_j`` lies above ``vcrit`` and more than
+        ``2·nVt`` from the previous one ``v₀``, it is replaced by
 
-            z₀ + nVt·ln(1 + (z − z₀)/nVt)     (z₀ > 0, argument > 0)
-            vcrit                              (z₀ > 0, argument ≤ 0)
-            nVt·ln(z/nVt)                      (z₀ ≤ 0)
+            v₀ + nVt·ln(1 + (v_j − v₀)/nVt)    (v₀ > 0, argument > 0)
+            vcrit                               (v₀ > 0, argument ≤ 0)
+            nVt·ln(v_j/nVt)                     (v₀ ≤ 0)
 
-        so that one iteration raises the current by a bounded factor instead of
-        ``exp((z − z₀)/nVt)``: Nagel's SPICE2 thesis (1975) and ngspice's ``DEVpnjlim``
+        so that one iteration raises the junction current by a bounded factor instead of
+        ``exp((v_j − v₀)/nVt)``: Nagel's SPICE2 thesis (1975) and ngspice's ``DEVpnjlim``
         (devsup.c), without ngspice's later reverse-bias limiting (a reverse-biased
-        junction's current is bounded by ``−i_s`` anyway). Before the first iteration of
-        a layer (``z_previous`` None) the previous junction voltage is taken as 0 V, the
-        junction's initial condition in SPICE's ``.tran … uic``. Diodes with series
-        resistance are not limited (their current is at most ``u/r_s``). Here vcrit is
-        taken no lower than nVt, so that the logarithms' arguments are positive for any
-        i_s.
+        junction's current is bounded by ``−i_s`` anyway). The limited branch voltage is
+        the one with that junction voltage, ``u = v_j + r_s·i_s·(e^{v_j/nVt} − 1)``
+        (exact, the Shockley law solved for u). Before the first iteration of a layer
+        (``z_previous`` None) the previous junction voltage is taken as 0 V, the
+        junction's initial condition in SPICE's ``.tran … uic``. Here vcrit is taken no
+        lower than nVt, so that the logarithms' arguments are positive for any i_s.
         """
         i_s, r_s = p[0], p[1]
         nvt = self.thermal_voltage
-        previous = np.zeros_like(z) if z_previous is None else z_previous
+        series = np.any(r_s > 0)
+        junction = z - r_s * self.response(z, p) if series else z
+        if z_previous is None:
+            previous = np.zeros_like(z)
+        else:
+            previous = z_previous - r_s * self.response(z_previous, p) if series else z_previous
         vcrit = np.maximum(self.critical_voltage(i_s), nvt)
-        act = (z > vcrit) & (np.abs(z - previous) > 2.0 * nvt) & (r_s == 0)
+        act = (junction > vcrit) & (np.abs(junction - previous) > 2.0 * nvt)
         if not act.any():
             return z
-        z = z.copy()
+        limited = junction.copy()
         vcrit = np.broadcast_to(vcrit, z.shape)
         from_on = act & (previous > 0)
-        arg = 1.0 + (z - previous) / nvt
+        arg = 1.0 + (junction - previous) / nvt
         grow = from_on & (arg > 0)
-        z[grow] = previous[grow] + nvt * np.log(arg[grow])
+        limited[grow] = previous[grow] + nvt * np.log(arg[grow])
         drop = from_on & ~(arg > 0)
-        z[drop] = vcrit[drop]
+        limited[drop] = vcrit[drop]
         from_off = act & ~(previous > 0)
-        z[from_off] = nvt * np.log(z[from_off] / nvt)
+        limited[from_off] = nvt * np.log(junction[from_off] / nvt)
+        z = z.copy()
+        if series:
+            i_s_b, r_s_b = np.broadcast_to(i_s, z.shape), np.broadcast_to(r_s, z.shape)
+            drop_back = r_s_b[act] * i_s_b[act] * np.expm1(np.minimum(limited[act] / nvt, 700.0))
+            z[act] = limited[act] + drop_back
+        else:
+            z[act] = limited[act]
         return z
 
     def spice_expression(self, vs, vd, p):

@@ -256,6 +256,151 @@ def test_diode_huge_forward_bias_does_not_overflow_with_series_resistance(u):
     np.testing.assert_allclose(lin.di_dvs, 1 / 2.0, rtol=1e-2)
 
 
+# the linear continuation of the exponential above u/nVt = DIODE_EXP_LIMIT (r_s = 0)
+X = devices.DIODE_EXP_LIMIT
+
+
+def ideal_diode_point(u, i_s=1e-9):
+    u = np.atleast_1d(np.asarray(u, dtype=float))[None, :]
+    return u, np.zeros_like(u), np.array([[[i_s]], [[0.0]]])
+
+
+def test_ideal_diode_current_continues_along_its_tangent_beyond_the_exponent_limit():
+    d = Diode()
+    nvt = d.thermal_voltage
+    x = np.array([X - 1.0, X - 1e-9, X, X + 1e-9, X + 1.0, X + 100.0])
+    vs, vd, p = ideal_diode_point(x * nvt)
+    x = vs[0] / nvt            # the exponent the device sees, after the round trip
+    current = d.current(vs, vd, p)[0]
+    below = x <= X
+    np.testing.assert_allclose(current[below], 1e-9 * np.expm1(x[below]), rtol=1e-14)
+    tangent = 1e-9 * (np.exp(X) * (1.0 + (x[~below] - X)) - 1.0)
+    np.testing.assert_allclose(current[~below], tangent, rtol=1e-12)
+    # C¹ at the limit: value and slope agree from both sides
+    lin = d.linearise(vs, vd, p)
+    slope = np.broadcast_to(lin.di_dvs, vs.shape)[0]
+    np.testing.assert_allclose(slope[1], slope[3], rtol=1e-8)
+    np.testing.assert_allclose(slope[~below], 1e-9 * np.exp(X) / nvt, rtol=1e-14)
+    np.testing.assert_allclose(current[1], current[3], rtol=1e-8)
+
+
+@pytest.mark.parametrize("u", [5.0, 12.0, 1e3, 1e100, 1e250])
+def test_ideal_diode_does_not_overflow_at_any_forward_bias(u):
+    # 12 V was 1e201 units of current, ~18 V overflowed; the continuation grows linearly
+    # (it reaches the largest double only near u = 1e282 V at i_s = 1e-9)
+    d = Diode()
+    vs, vd, p = ideal_diode_point(u)
+    with np.errstate(all="raise"):
+        current = d.current(vs, vd, p)
+        lin = d.linearise(vs, vd, p)
+    assert np.isfinite(current).all() and current[0, 0] > 0
+    assert np.isfinite(np.broadcast_to(lin.di_dvs, vs.shape)).all()
+    assert all(np.isfinite(np.broadcast_to(d_p, vs.shape)).all() for d_p in lin.di_dp)
+
+
+@pytest.mark.parametrize("x", [X + 5.0, X + 300.0])
+def test_ideal_diode_derivatives_on_the_continuation_match_finite_differences(x):
+    d = Diode()
+    nvt = d.thermal_voltage
+    vs, vd, p = ideal_diode_point(x * nvt)
+    lin = d.linearise(vs, vd, p)
+    h = 1e-7
+    fd_u = (d.current(vs + h, vd, p) - d.current(vs - h, vd, p)) / (2 * h)
+    np.testing.assert_allclose(np.broadcast_to(lin.di_dvs, vs.shape), fd_u, rtol=1e-6)
+    step = np.array([[[1e-15]], [[0.0]]])
+    fd_is = (d.current(vs, vd, p + step) - d.current(vs, vd, p - step)) / 2e-15
+    np.testing.assert_allclose(np.broadcast_to(lin.di_dp[0], vs.shape), fd_is, rtol=1e-6)
+    # ∂i/∂r_s at r_s = 0 is −i·di/du; r_s = ε makes the closed form Lambert W, whose
+    # current at this bias is far from the continued exponential's: compare with the
+    # implicit-function formula itself, on the same continuation
+    np.testing.assert_allclose(np.broadcast_to(lin.di_dp[1], vs.shape),
+                               -d.current(vs, vd, p) * np.broadcast_to(lin.di_dvs, vs.shape),
+                               rtol=1e-14)
+
+
+def test_diode_spice_expression_writes_the_continuation():
+    d = Diode(thermal_voltage=0.025852)
+    assert d.spice_expression("V(a)", "V(b)", [1e-9, 0.0]) == (
+        "1e-09*(exp(min((V(a)-V(b))/0.025852,80.0))*(1+max((V(a)-V(b))/0.025852-80.0,0))-1)")
+    with pytest.raises(DeviceError, match="series resistance"):
+        d.spice_expression("V(a)", "V(b)", [1e-9, 0.5])
+
+
+def test_diode_spice_expression_evaluates_like_the_device_in_ngspice():
+    """A B source with the diode's expression across a voltage ramp from −0.5 V to 3 V
+    (through the continuation at 80·nVt = 2.07 V): ngspice's current is the device's."""
+    from kirchhoff_sim.spice.runner import run_netlist
+
+    d = Diode()
+    netlist = "\n".join([
+        "diode expression on a ramp", "V1 a 0 PWL(0 -0.5 1 3)",
+        f"B1 a 0 I={d.spice_expression('V(a)', '0', [1e-9, 0.0])}",
+        ".options reltol=1e-9 abstol=1e-15 vntol=1e-12", ".tran 1m 1", ".end", ""])
+    result = run_netlist(netlist, backend="subprocess")
+    u = result.voltage("a")
+    assert u.min() == pytest.approx(-0.5) and u.max() == pytest.approx(3.0)
+    assert np.count_nonzero(u > X * d.thermal_voltage) > 100
+    vs, vd, p = ideal_diode_point(u)
+    mine = d.current(vs, vd, p)[0]
+    ngspice = -result.vectors["i(v1)"]
+    # ngspice prints the current to ~15 digits: relative agreement where it flows, and
+    # absolute (1e-14 of i_s... 1e-15 A) in reverse bias
+    np.testing.assert_allclose(ngspice, mine, rtol=1e-13, atol=1e-15)
+
+
+def test_diode_limits_the_junction_voltage_as_pnjlim():
+    d = Diode()
+    nvt = d.thermal_voltage
+    i_s = 1e-9
+    vcrit = nvt * np.log(nvt / (np.sqrt(2.0) * i_s))
+    assert d.critical_voltage(i_s) == pytest.approx(vcrit, rel=1e-15)
+    p = np.array([[[i_s]], [[0.0]]])
+    previous = np.array([[0.136, 0.6, 0.6, -1.0, 0.6, 0.3]])
+    proposed = np.array([[5.0, 0.62, 0.3, 5.0, 0.5, 0.35]])
+    limited = d.limit_input(proposed, previous, p)
+    expected = [
+        0.136 + nvt * np.log(1.0 + (5.0 - 0.136) / nvt),   # rising from on: logarithmic
+        0.62,                                               # within 2·nVt: unchanged
+        0.3,                                                # falling below vcrit: unchanged
+        nvt * np.log(5.0 / nvt),                            # rising from off
+        vcrit,                                              # falling past −nVt of argument
+        0.35,                                               # below vcrit: unchanged
+    ]
+    # (0.6 → 0.5: the argument 1 − 0.1/nVt ≤ 0, so the junction drops to vcrit)
+    np.testing.assert_allclose(limited[0], expected, rtol=1e-14)
+    # before a layer's first iteration the junction starts at its initial condition, 0 V
+    np.testing.assert_allclose(d.limit_input(np.array([[5.0]]), None, p), [[nvt * np.log(5.0 / nvt)]],
+                               rtol=1e-14)
+    # small steps are untouched (and the same array comes back: nothing to copy)
+    small = np.array([[0.6, 0.61]])
+    assert d.limit_input(small, np.array([[0.59, 0.6]]), np.array([[[i_s]], [[0.0]]])) is small
+
+
+def test_diode_with_series_resistance_limits_its_junction_not_its_branch():
+    # r_s = 0.5: at u = 1.6 V most of the voltage drops across r_s; limiting acts on the
+    # junction voltage u − r_s·i(u), and the limited u is the one with the limited junction
+    d = Diode()
+    nvt = d.thermal_voltage
+    p = np.array([[[1e-9]], [[0.5]]])
+    zero = np.zeros((1, 1))
+    junction = lambda u: u - 0.5 * d.current(u, zero, p)
+    u_previous, u_proposed = np.array([[0.3]]), np.array([[1.6]])
+    limited = d.limit_input(u_proposed, u_previous, p)
+    vj0, vj = junction(u_previous)[0, 0], junction(u_proposed)[0, 0]
+    assert vj - vj0 > 2 * nvt
+    np.testing.assert_allclose(junction(limited), vj0 + nvt * np.log(1 + (vj - vj0) / nvt),
+                               rtol=1e-12)
+    # in the resistive regime a volt of branch voltage is a few nVt of junction: no limiting
+    resistive = np.array([[3.0]])
+    assert d.limit_input(resistive, np.array([[2.5]]), p) is resistive
+
+
+def test_devices_do_not_limit_by_default():
+    z = np.array([[3.0, -2.0]])
+    for device in (Conductance(), ShiftedReLU(), AffineActivation("tanh")):
+        assert device.limit_input(z, np.zeros_like(z), np.ones((device.n_params, 1, 1))) is z
+
+
 def test_diode_is_passive_and_conductance_is_passive():
     assert Diode.passive and Conductance.passive
     assert not AffineActivation("tanh").passive and not ShiftedReLU().passive

@@ -23,10 +23,13 @@ from kirchhoff_sim.sensitivity import (
     forward_sensitivity,
     gradient,
     replay_solver,
+    ridders,
 )
 from kirchhoff_sim.solvers import RungeKutta, simulate
 from kirchhoff_sim.solvers.explicit import CLASSIC_RK4, DOPRI5, EULER, HEUN
 from kirchhoff_sim.training.losses import bind, cross_entropy
+
+import problems as P
 
 GRADIENT_RTOL = 1e-6     # the acceptance criterion
 EPS = 1e-6               # central-difference step
@@ -225,6 +228,75 @@ def test_check_gradient_handles_the_default_diode():
                            eps=1e-5)
     assert np.isfinite(check.finite_difference).all()
     assert check.max_relative_error <= GRADIENT_RTOL, str(check)
+
+
+def single_diode_net(i_s, nvt, r_s=0.0):
+    """A capacitor discharging through a diode (node 1 → ground) and a conductance."""
+    layer = ks.Layer.from_groups([([[1, 0]], devices.Diode(thermal_voltage=nvt), [[i_s], [r_s]]),
+                                  ([[1, 0]], devices.Conductance(), [[1.0]])], 1.0)
+    return ks.KirchhoffNet([layer])
+
+
+def sum_of_squares(readout):
+    return float(np.sum(readout ** 2)), 2.0 * readout
+
+
+def test_check_gradient_at_a_series_resistance_bound():
+    """r_s = 0 is the bound of its domain, so its derivative needs a one-sided difference.
+    A diode forward-biased at 0.5 V with i_s = 1e-3 carries 2.5e5 units of current, and the
+    loss curves in r_s on a scale far below ε: the fixed second-order stencil
+    (−3L(0) + 4L(ε) − L(2ε))/2ε at ε = 1e-6 is off by 6 % (3e-3 of the largest entry).
+    Ridders' extrapolation of one-sided differences from ε downwards agrees to 1e-7 of
+    the entry itself."""
+    net = single_diode_net(1e-3, P.THERMAL_VOLTAGE)
+    x, solver = [[0.5]], ks.Dopri5(rtol=1e-9, atol=1e-12)
+    check = check_gradient(net, x, sum_of_squares, solver, n_params=3, eps=EPS, include_inputs=False)
+    assert list(check.indices) == [0, 1, 2] and net.get_flat_params()[1] == 0.0
+    assert check.max_relative_error <= GRADIENT_RTOL, str(check)
+    # the stencil it replaces, on the same replayed grid, is not accurate enough here
+    grad = gradient(net, x, sum_of_squares, solver)
+    replay, flat = replay_solver(grad.solution), net.get_flat_params()
+
+    def at(delta):
+        p = flat.copy()
+        p[1] += delta
+        return _loss_on_grid(net, x, sum_of_squares, replay, p)
+
+    stencil = (-3 * grad.loss + 4 * at(EPS) - at(2 * EPS)) / (2 * EPS)
+    scale = np.abs(check.finite_difference).max()
+    assert abs(stencil - grad.flat[1]) / scale > 1e-3
+    assert abs(check.finite_difference[1] - grad.flat[1]) <= GRADIENT_RTOL * abs(grad.flat[1])
+    assert check.fd_error[1] < 1e-6 * abs(grad.flat[1])         # Ridders' own estimate
+
+
+def test_check_gradient_survives_a_parameter_whose_step_is_below_round_off():
+    """i_s = 1e-9 at nVt = 0.1: the relative step 1e-6·i_s changes the loss by a few
+    hundred ulps, so the central difference is 8e-3 off — round-off, not the adjoint.
+    check_gradient sees the difference is below its round-off guard and extrapolates
+    central differences from 1e-2·i_s instead (Ridders)."""
+    net = single_diode_net(1e-9, 0.1)
+    x, solver = [[0.3]], ks.Dopri5(rtol=1e-9, atol=1e-12)
+    check = check_gradient(net, x, sum_of_squares, solver, n_params=3, eps=EPS, include_inputs=False)
+    assert check.max_relative_error <= GRADIENT_RTOL, str(check)
+    assert np.isfinite(check.fd_error[0]) and np.isnan(check.fd_error[2])   # only i_s fell back
+    grad = gradient(net, x, sum_of_squares, solver)
+    replay, flat = replay_solver(grad.solution), net.get_flat_params()
+    step = EPS * flat[0]
+
+    def at(delta):
+        p = flat.copy()
+        p[0] += delta
+        return _loss_on_grid(net, x, sum_of_squares, replay, p)
+
+    central = (at(step) - at(-step)) / (2 * step)
+    assert abs(central - grad.flat[0]) / abs(grad.flat[0]) > 1e-3
+
+
+def test_ridders_extrapolation_is_exact_to_round_off_on_smooth_functions():
+    one_sided, error = ridders(lambda h: (np.exp(h) - 1.0) / h, 0.1, 1, 10)
+    assert abs(one_sided - 1.0) <= 1e-10 and error <= 1e-8
+    central, error = ridders(lambda h: (np.sin(1 + h) - np.sin(1 - h)) / (2 * h), 0.1, 2, 8)
+    assert abs(central - np.cos(1.0)) <= 1e-12 and error <= 1e-10
 
 
 def test_check_gradient_detects_a_wrong_adjoint(monkeypatch):

@@ -5,9 +5,10 @@ implicit SPICE-style methods (:func:`BackwardEuler`, :func:`Trapezoidal`,
 :func:`BDF2`), each with a fixed (``dt=``) or adaptive (``rtol=``, ``atol=``) step.
 """
 
-from .base import AdaptiveStep, FixedStep, Stats
+from .base import VOLTAGE_LIMIT, AdaptiveStep, FixedStep, Stats
 from .explicit import RK4, ButcherTableau, Dopri5, Euler, Heun, RungeKutta
 from .implicit import BDF2, BackwardEuler, Implicit, Trapezoidal
+from .resources import ResourceEstimate, ResourceLimits, estimate_resources
 from .simulate import Solution, simulate
 from ..errors import InputError
 
@@ -59,4 +60,5 @@ __all__ = [
     "simulate", "make_solver", "solver_spec", "default_solver_spec", "DEFAULT_SOLVER", "METHODS", "Solution", "Stats", "FixedStep", "AdaptiveStep", "ButcherTableau",
     "RungeKutta", "Euler", "Heun", "RK4", "Dopri5",
     "Implicit", "BackwardEuler", "Trapezoidal", "BDF2",
+    "ResourceLimits", "ResourceEstimate", "estimate_resources", "VOLTAGE_LIMIT",
 ]

@@ -270,11 +270,6 @@ class AdaptiveStep:
 
     adaptive = True
 
-    def leading_be_steps(self, layer: int) -> int:
-        """Implicit order-2 methods start every layer with backward Euler, as SPICE does
-        after a breakpoint (its local error needs no history)."""
-        return 1
-
     def __init__(self, rtol: float = 1e-7, atol: float = 1e-9, first_step=None, safety=SAFETY,
                  min_factor=MIN_FACTOR, max_factor=MAX_FACTOR, beta=PI_BETA,
                  max_steps=MAX_STEPS, min_step=None, norm: str = "sample"):
@@ -307,6 +302,11 @@ class AdaptiveStep:
     def __repr__(self):
         return f"AdaptiveStep(rtol={self.rtol:g}, atol={self.atol:g})"
 
+    def leading_be_steps(self, layer: int) -> int:
+        """Implicit order-2 methods start every layer with backward Euler, as SPICE does
+        after a breakpoint (its local error needs no history)."""
+        return 1
+
     def ratio(self, err, y0, y1) -> float:
         return error_ratio(err, y0, y1, self.rtol, self.atol, self.norm)
 
@@ -321,6 +321,10 @@ class AdaptiveStep:
         """
         if self.first_step is not None:
             return max(min(float(self.first_step), duration), floor)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return self._heuristic(f, y0, f0, duration, order, floor)
+
+    def _heuristic(self, f, y0, f0, duration, order, floor):
         scale = self.atol + self.rtol * np.abs(y0[1:])
         d0 = np.sqrt(np.mean((y0[1:] / scale) ** 2))
         d1 = np.sqrt(np.mean((f0[1:] / scale) ** 2))

@@ -241,7 +241,9 @@ class Implicit:
         return _History([(None, V, f0)], linear_solver(self.linear_solver_kind, assembly.num_nodes))
 
     def attempt(self, assembly, V, f0, h, state, ctx, floor_start=False):
-        if self.method == "be" or floor_start or self.backward_euler_start(assembly, V, f0, h, state, ctx):
+        # floor_start: a step the start exemption may accept untested (see base.py)
+        if (self.method == "be" or floor_start
+                or self.backward_euler_start(assembly, V, f0, h, state, ctx)):
             coef = BACKWARD_EULER
         else:
             coef = method_coefficients(self.method, h, None if state.steps == 0 else state.last_h,
@@ -338,6 +340,9 @@ class Implicit:
     def adjoint_layer(self, assembly, tape, y_bar, theta_bar, stats, state_source=None):
         """Carry ``v̄`` from the layer's end to its start (see the module docstring).
 
+        The transpose of the recorded steps, whatever Newton did to reach them: junction
+        limiting and restarts only change the iteration (a limited iteration is never the
+        last), and the backward-Euler start steps are recorded with their own weights.
         ``state_source(n)``, if given, is a loss's direct dependence on the layer's state
         ``n`` (a running cost): its cotangent completes ``v̄_n`` before it is transposed.
         """
@@ -416,9 +421,11 @@ class Implicit:
             raise SingularJacobianError(
                 "the Newton matrix α₀C/h − β₀K is singular to working precision at a fixed "
                 "step; use a smaller dt or an adaptive step", layer=ctx.layer, time=t, step=n)
+        why = ("its update became non-finite" if trial.failure == "diverged"
+               else f"not in {self.newton_maxiter} iterations")
         raise NewtonConvergenceError(
-            f"Newton's method did not converge in {self.newton_maxiter} iterations at a fixed "
-            f"step; use a smaller dt or an adaptive step", layer=ctx.layer, time=t, step=n)
+            f"Newton's method did not converge ({why}) at a fixed step; use a smaller dt or "
+            f"an adaptive step", layer=ctx.layer, time=t, step=n)
 
     # -- kernels ------------------------------------------------------------------------
     def newton(self, assembly, solver, y, alpha0_over_h, beta0, history, stats, z_start=None):
@@ -497,19 +504,22 @@ class Implicit:
 
 
 def _initial_rate(assembly, V, f0, stats) -> float:
-    """``|λ|`` along the initial derivative: ``‖f(V + εf₀) − f₀‖ / (ε‖f₀‖)`` per sample
-    (Euclidean norms over nodes 1..N), the largest over the batch; ε moves the state by
-    1e-7 of its size. One f-evaluation, counted. 0 when ``f₀`` vanishes."""
-    f0_norm = np.sqrt(np.sum(f0[1:] ** 2, axis=0))
-    largest = float(np.max(f0_norm)) if f0_norm.size else 0.0
-    if not (largest > 0 and np.isfinite(largest)):
-        return 0.0 if largest == 0 else np.inf
-    eps = 1e-7 * (1.0 + float(np.max(np.abs(V)))) / largest
+    """``|λ|`` along the derivative's own direction, ``‖f(V + εf₀) − f₀‖ / (ε‖f₀‖)`` per
+    sample (Euclidean norms over nodes 1..N), the largest over the batch; each sample's ε
+    moves its state by 1e-7 of its size. One f-evaluation, counted; 0 where ``f₀``
+    vanishes, inf where it is not finite."""
+    f0_norm = np.sqrt(np.sum(f0[1:] ** 2, axis=0))                      # (B,)
+    if not np.all(np.isfinite(f0_norm)):
+        return np.inf
+    moving = f0_norm > 0
+    if not moving.any():
+        return 0.0
+    eps = np.zeros_like(f0_norm)
+    eps[moving] = 1e-7 * (1.0 + np.max(np.abs(V[:, moving]), axis=0)) / f0_norm[moving]
     f1 = assembly.rhs(V + eps * f0)
     stats.n_fevals += 1
     change = np.sqrt(np.sum((f1[1:] - f0[1:]) ** 2, axis=0))
-    moving = f0_norm > 0
-    return float(np.max(change[moving] / (eps * f0_norm[moving])))
+    return float(np.max(change[moving] / (eps[moving] * f0_norm[moving])))
 
 
 def BackwardEuler(dt=None, rtol=None, atol=None, linear_solver="auto", **options) -> Implicit:
