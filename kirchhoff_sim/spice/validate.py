@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..checks import as_choice, as_int
-from ..errors import InputError, StiffnessError
+from ..devices import Diode
+from ..errors import InputError, SpiceConvergenceError, StepSizeTooSmallError, StiffnessError
 from ..network import as_batch
 from ..solvers import BDF2, Dopri5, simulate, solver_spec
 from ..units import PhysicalScale
@@ -207,6 +208,25 @@ def _plain(record: dict) -> dict:
     return out
 
 
+#: tolerances of the implicit reference of a stiff circuit, tightest first: an exponential
+#: junction's start transient can need steps below the step floor at the tightest
+STIFF_REFERENCE_RTOLS = (DEFAULT_SOLVER_RTOL, 1e-8, 1e-7, 1e-6)
+
+
+def _implicit_reference(net, X, t_grid):
+    """A stiff circuit (an exponential junction, a large conductance): the default
+    explicit reference gives way to the SPICE-style implicit one, at the tightest
+    tolerance of :data:`STIFF_REFERENCE_RTOLS` whose start transient fits the step floor."""
+    for rtol in STIFF_REFERENCE_RTOLS:
+        solver = BDF2(rtol=rtol, atol=rtol * DEFAULT_SOLVER_ATOL / DEFAULT_SOLVER_RTOL)
+        try:
+            return solver, simulate(net, X, solver=solver, save_at=t_grid)
+        except StepSizeTooSmallError:
+            if rtol == STIFF_REFERENCE_RTOLS[-1]:
+                raise
+    raise AssertionError("unreachable")
+
+
 def validate(net, X, *, solver=None, scale: PhysicalScale | None = None,
              mode: str = "behavioral", options: SpiceOptions | None = None,
              backend: str = "subprocess", n_points: int = 201,
@@ -221,8 +241,9 @@ def validate(net, X, *, solver=None, scale: PhysicalScale | None = None,
         Input samples (normalised volts).
     solver : solver object, optional
         Our reference; default ``Dopri5(rtol=1e-9, atol=1e-11)`` so that its own error is
-        far below what is being measured, or ``BDF2`` at the same tolerance when Dopri5
-        reports the circuit stiff (:class:`~kirchhoff_sim.errors.StiffnessError`).
+        far below what is being measured, or ``BDF2`` when Dopri5 reports the circuit
+        stiff (:class:`~kirchhoff_sim.errors.StiffnessError`), at the tightest tolerance of
+        :data:`STIFF_REFERENCE_RTOLS` that gets through the start (the report states it).
     scale : PhysicalScale, optional
         Units of the netlists (default :meth:`PhysicalScale.default`: 0.1 V, 100 fF, 1 µS).
     mode : {"behavioral", "primitive"}
@@ -272,10 +293,7 @@ def validate(net, X, *, solver=None, scale: PhysicalScale | None = None,
     except StiffnessError:
         if reference_given:
             raise
-        # a stiff circuit (an exponential junction, a large conductance): the default
-        # explicit reference gives way to the SPICE-style implicit one at the same tolerance
-        solver = BDF2(rtol=DEFAULT_SOLVER_RTOL, atol=DEFAULT_SOLVER_ATOL)
-        solution = simulate(net, X, solver=solver, save_at=t_grid)
+        solver, solution = _implicit_reference(net, X, t_grid)
     reference = scale.V0 * solution.node_voltages          # (n_points, B, N), volts
     t_phys = t_grid * scale.time_unit
     readout = net.readout - 1
@@ -304,7 +322,18 @@ def validate(net, X, *, solver=None, scale: PhysicalScale | None = None,
             spice_points=int(len(run.result.time)),
         )
 
-    records = map_samples(compare, len(X), workers=workers, backend=backend)
+    try:
+        records = map_samples(compare, len(X), workers=workers, backend=backend)
+    except SpiceConvergenceError as exc:
+        junctions = sorted({type(g.device).__name__ for g in net.groups if isinstance(g.device, Diode)})
+        if mode == "behavioral" and junctions:
+            # a B source has no junction limiting: ngspice's Newton can fail where its own
+            # D element (primitive mode, with SPICE's pnjlim) converges
+            raise SpiceConvergenceError(f"{exc}; the net has {junctions} devices, whose exponential a "
+                                        f"behavioural B source gives ngspice without junction limiting: "
+                                        f"validate with mode='primitive' (--mode primitive), where they "
+                                        f"are ngspice's own D elements") from None
+        raise
 
     try:
         solver_description = solver_spec(solver)
