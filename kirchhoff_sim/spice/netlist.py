@@ -510,11 +510,13 @@ def to_netlist(net, x, scale: PhysicalScale | None = None, mode: str = "behavior
             f"diodes: temperature {options.temperature:g} °C (temp = tnom), kT/q = {vt!r} V with "
             f"ngspice's constants; D elements get N = thermal_voltage·V0/(kT/q); ngspice adds "
             f"gmin (1e-12 S) across each junction and uses its own reverse-bias formula below "
-            f"-3·N·kT/q (B sources write the plain Shockley law)"
+            f"-3·N·kT/q (B sources write the device's own Shockley law, continued linearly above "
+            f"80 nVt as the solver does, but get no junction limiting: a stiff junction start "
+            f"needs primitive mode)"
         )
     if mode == "behavioral" and any(name.startswith("dj") for name in writer.internal_nodes):
         assumptions.append(
-            "diodes with series resistance: the junction is a B source (plain Shockley law) into "
+            "diodes with series resistance: the junction is a B source (the device's Shockley law) into "
             "an internal node dj<e>, and r_s/G0 a resistor from there to the cathode; ngspice "
             "solves the implicit diode equation by Newton instead of the solver's Lambert-W form"
         )
