@@ -16,7 +16,8 @@ from kirchhoff_sim.cli import main
 from kirchhoff_sim.errors import InputError
 from kirchhoff_sim.modelfile import read_model_file
 from kirchhoff_sim.technology import TechnologyProfile, default_profile
-from kirchhoff_sim.training.constraints import HardwareConstraints, choose_voltage_unit, rail_running_cost
+from kirchhoff_sim.training.constraints import (HardwareConstraints, choose_voltage_unit, log_window,
+                                                log_window_inverse, rail_running_cost)
 from kirchhoff_sim.training.datasets import Dataset
 from kirchhoff_sim.training.losses import bind, cross_entropy
 from kirchhoff_sim.training.models import build_net
@@ -71,6 +72,84 @@ def test_latents_reproduce_the_parameters_they_came_from():
         np.testing.assert_allclose(q, p, rtol=1e-12, atol=1e-14)
 
 
+# ---------------------------------------------------------------- the log-window reparametrisation
+LOG_WINDOW = {"reparametrisation": "log_window"}
+
+
+def on_latents(net, hw, seed=0):
+    """Latents of ``net``'s shape well away from the off zone's edges (|u| ≥ d + 0.1)."""
+    rng = np.random.default_rng(seed)
+    return [np.where(rng.random(p.shape) < 0.5, -1.0, 1.0) * (hw.dead_zone + rng.uniform(0.1, 6.0, p.shape))
+            for p in net.parameters]
+
+
+@pytest.mark.parametrize("signed", [True, False], ids=["signed", "positive"])
+def test_log_window_is_off_in_its_dead_zone_and_inside_the_window_elsewhere(signed):
+    floor, ceiling, d = 1.0, 100.0, 0.5
+    u = np.linspace(-30.0, 30.0, 601)
+    theta, slope = log_window(u, floor, ceiling, d, signed=signed)
+    on = (np.abs(u) if signed else u) >= d
+    assert (theta[~on] == 0).all() and (slope[~on] == floor / d).all()     # off: straight-through secant
+    assert (np.abs(theta[on]) >= floor).all() and (np.abs(theta[on]) < ceiling).all()
+    assert (np.sign(theta[on]) == (np.sign(u[on]) if signed else 1)).all()
+    np.testing.assert_allclose(log_window_inverse(theta[on], floor, ceiling, d, signed=signed), u[on], rtol=1e-10)
+    # below the floor a value is off, on the straight-through line; with signed=False so is a negative one
+    below = np.array([0.0, 0.3, -0.3, 0.99])
+    back = log_window_inverse(below, floor, ceiling, d, signed=signed)
+    assert (log_window(back, floor, ceiling, d, signed=signed)[0] == 0).all()
+    np.testing.assert_allclose(back, d * below / floor)
+
+
+@pytest.mark.parametrize("signed", [True, False], ids=["signed", "positive"])
+def test_log_window_slope_matches_finite_differences(signed):
+    u = np.concatenate([np.linspace(0.6, 12.0, 40), -np.linspace(0.6, 12.0, 40) if signed else []])
+    _, slope = log_window(u, 1.0, 100.0, 0.5, signed=signed)
+    h = 1e-6
+    fd = (log_window(u + h, 1.0, 100.0, 0.5, signed=signed)[0] - log_window(u - h, 1.0, 100.0, 0.5, signed=signed)[0]) / (2 * h)
+    np.testing.assert_allclose(slope, fd, rtol=1e-6)
+    # a latent step moves the log-magnitude by at most the step (a relative, not absolute, change)
+    theta = log_window(u, 1.0, 100.0, 0.5, signed=signed)[0]
+    assert (slope / np.abs(theta) <= 1.0 + 1e-12).all()
+
+
+def test_log_window_reparametrisation_slope_matches_finite_differences():
+    hw = HardwareConstraints(**LOG_WINDOW)
+    net = small_net()
+    u = on_latents(net, hw)
+    _, slopes = hw.params_from_latent(net, u)
+    h = 1e-6
+    for k in range(len(u)):
+        up, down = [x.copy() for x in u], [x.copy() for x in u]
+        up[k] += h
+        down[k] -= h
+        fd = (hw.params_from_latent(net, up)[0][k] - hw.params_from_latent(net, down)[0][k]) / (2 * h)
+        np.testing.assert_allclose(slopes[k], fd, rtol=1e-6)
+    theta, _ = hw.params_from_latent(net, u)
+    for p in theta:                                     # offsets within the rails, gains in the window
+        assert np.abs(p[0]).max() < hw.offset_bound
+        assert (np.abs(p[1]) >= hw.conductance_floor).all() and (np.abs(p[1]) < hw.conductance_bound).all()
+    for p, q in zip(hw.params_from_latent(net, hw.latent_from_params(net.with_parameters(theta)))[0], theta):
+        np.testing.assert_allclose(p, q, rtol=1e-10)
+
+
+@pytest.mark.parametrize("gain_sign", ["any", "positive"])
+@pytest.mark.parametrize("init_gain", [None, 5.0], ids=["floor", "at-5"])
+def test_on_initialisation_switches_every_device_on(gain_sign, init_gain):
+    hw = HardwareConstraints(**LOG_WINDOW, init="on", gain_sign=gain_sign, init_gain=init_gain)
+    net = small_net()
+    theta, _ = hw.params_from_latent(net, hw.initial_latents(net))
+    start = hw.conductance_floor if init_gain is None else init_gain
+    for p, p0 in zip(theta, net.parameters):
+        gain = p[1]
+        assert (np.abs(gain) >= start * (1 - 1e-12)).all() and (np.abs(gain) < 3 * start).all()
+        assert len(np.unique(gain)) > 1                # the devices start unequal
+        if gain_sign == "any":
+            np.testing.assert_array_equal(np.sign(gain), np.where(p0[1] < 0, -1.0, 1.0))
+        else:
+            assert (gain > 0).all()
+        np.testing.assert_allclose(p[0], p0[0], rtol=1e-10)   # offsets start where the net has them
+
+
 def test_realisable_values_are_zero_or_on_the_grid_inside_the_window():
     hw = HardwareConstraints()
     net = small_net()
@@ -111,14 +190,25 @@ def _step_loss(stepper, x, y, epoch, batch):
 
 
 @pytest.mark.parametrize("options", [{}, {"mismatch_sigma": 0.1}, {"sparsity": 1e-3},
-                                     {"mismatch_sigma": 0.05, "ktc": True}],
-                         ids=["bounded", "mismatch", "sparsity", "mismatch+ktc"])
+                                     {"mismatch_sigma": 0.05, "ktc": True},
+                                     {**LOG_WINDOW, "mismatch_sigma": 0.1, "sparsity": 1e-3},
+                                     {**LOG_WINDOW, "gain_sign": "positive", "mismatch_sigma": 0.1}],
+                         ids=["bounded", "mismatch", "sparsity", "mismatch+ktc", "log-window",
+                              "log-window-positive"])
 def test_constrained_gradient_matches_finite_differences(options):
     # quantise=False: the projection is straight-through by design; everything else is exact
     hw = HardwareConstraints(quantise=False, **options)
     net = small_net()
     config = TrainConfig(solver=SOLVER, constraints=hw, epochs=1)
     stepper = _ConstrainedStep(net, config, ks.solvers.make_solver(**SOLVER), cross_entropy, hw)
+    if hw.reparametrisation == "log_window":
+        # devices on (the off zone's slope is straight-through by design); gains ~1-3 at
+        # duration 0.05, so that the loss is a smooth, not saturated, function of them
+        rng = np.random.default_rng(7)
+        for u in stepper.variables:
+            u[1] = hw.dead_zone + rng.uniform(0.2, 1.0, u[1].shape)
+            if hw.gain_sign == "any":
+                u[1] *= np.where(rng.random(u[1].shape) < 0.5, -1.0, 1.0)
     data = points(8)
     x, y = data.X_train, data.y_train
     _, grads = _step_loss(stepper, x, y, 0, 0)
@@ -222,7 +312,13 @@ def test_a_self_contradictory_profile_is_refused_with_the_field_named(change, ma
 
 def test_constraints_refuse_bad_options():
     for kwargs, match in [({"mismatch_sigma": -0.1}, "mismatch_sigma"), ({"rail_margin": 0}, "rail_margin"),
-                          ({"quantise": "yes"}, "quantise"), ({"profile": "default"}, "profile")]:
+                          ({"quantise": "yes"}, "quantise"), ({"profile": "default"}, "profile"),
+                          ({"reparametrisation": "sigmoid"}, "reparametrisation"),
+                          ({**LOG_WINDOW, "dead_zone": 0}, "dead_zone"),
+                          ({**LOG_WINDOW, "gain_sign": "negative"}, "gain_sign"),
+                          ({**LOG_WINDOW, "init": "random"}, "init"),
+                          ({"init": "on"}, "log_window"), ({**LOG_WINDOW, "init_gain": 0.5}, "init_gain"),
+                          ({**LOG_WINDOW, "init_gain": 100.0}, "init_gain")]:
         with pytest.raises(InputError, match=match):
             HardwareConstraints(**kwargs)
 

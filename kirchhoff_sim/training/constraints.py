@@ -8,15 +8,46 @@ technology's mismatch and noise. DESIGN.md §8: these constraints belong to trai
 to clean-up afterwards. :class:`HardwareConstraints` puts each one into the training step.
 
 **Bounded reparametrisation.** The optimiser sees a latent ``u`` per programmable
-parameter, never the parameter itself:
+parameter, never the parameter itself. Two maps (``reparametrisation``):
 
-.. math::
+* ``"tanh"`` (the default)
 
-    \theta = \theta_{\max}\tanh(u), \qquad
-    \frac{\partial\theta}{\partial u} = \theta_{\max}\,(1 - \tanh^2 u)
+  .. math::
 
-with ``θ_max = g_max/G0`` for conductance-like parameters and ``θ_max = min(|rail|)/V0``
-for offsets (a shift or bias is a voltage). The bound holds whatever the optimiser does.
+      \theta = \theta_{\max}\tanh(u), \qquad
+      \frac{\partial\theta}{\partial u} = \theta_{\max}\,(1 - \tanh^2 u)
+
+  with ``θ_max = g_max/G0`` for conductance-like parameters and ``θ_max = min(|rail|)/V0``
+  for offsets (a shift or bias is a voltage). The bound holds whatever the optimiser does.
+  Its on/off is the projection's dead zone ``|θ| < g_min/2``, i.e. ``|u| < g_min/(2 g_max)``
+  (0.005 on the default profile): an Adam step (of about the learning rate whatever the
+  gradient) crosses it, so nearly every device switches on within a few steps.
+
+* ``"log_window"`` — a real on/off and a multiplicative magnitude across the window:
+
+  .. math::
+
+      \theta = \operatorname{sign}(u)\, g_{\min}\, e^{\,r\tanh(s/r)}, \quad
+      s = |u| - d \ge 0,\ r = \ln(g_{\max}/g_{\min}); \qquad \theta = 0 \ \text{for}\ |u| < d
+
+  (:func:`log_window`). A device is *off* while its latent is in the dead zone
+  ``|u| < d`` (``dead_zone``, latent units: crossing it takes ``d/lr`` Adam steps of one
+  sign, not one or two), and on it lies in ``[g_min, g_max)`` whatever the optimiser does.
+  An on latent's step moves ``ln|θ|`` by at most the step — a *relative* change, the same
+  at 1 µS as at 100 µS, which is what programming and mismatch (log-normal) are. In the
+  dead zone the slope is the straight-through secant ``g_min/d``, so the data's gradient
+  can switch a device on; a sign change passes through off. Offsets are
+  ``θ = b·tanh(u/b)`` (``b`` the nearer rail): bounded, with slope 1 at 0, so a latent step
+  moves an offset by about the step in normalised volts instead of ``b`` times it.
+
+``gain_sign="positive"`` holds conductance-like parameters ``≥ 0`` (a negative latent is
+off): a ShiftedReLU with ``g ≥ 0`` has a non-negative slope, so the net is dissipative and
+cannot amplify; ``"auto"`` does so when the profile builds passive families only (a passive
+technology cannot realise a negative conductance). ``init="on"`` (``log_window``) starts
+every conductance-like parameter on, near ``init_gain`` (default the floor of the window),
+with the sign of the net's initial parameter: the kaiming initial gains lie far below
+``g_min``, so otherwise every device starts off and the net's output starts independent of
+its input.
 
 **Realisable projection (quantisation-aware training).** The forward pass uses
 :math:`P(\theta)`, the nearest realisable value: for a conductance, magnitudes
@@ -61,18 +92,23 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..checks import as_int, as_real
+from ..checks import as_choice, as_int, as_real
 from ..devices import BIAS, CONDUCTANCE, parameter_roles
 from ..errors import InputError
-from ..technology import TechnologyProfile, default_profile
+from ..technology import FAMILY_SETS, TechnologyProfile, default_profile
 from ..units import ktc_noise_sigma
 
-__all__ = ["HardwareConstraints", "choose_voltage_unit", "rail_running_cost", "NOISE_STREAMS"]
+__all__ = ["HardwareConstraints", "choose_voltage_unit", "rail_running_cost", "log_window", "log_window_inverse",
+           "NOISE_STREAMS", "REPARAMETRISATIONS"]
 
 #: child streams of a step's generator, one per noise source (switching one off does not
 #: change the draws of another)
 NOISE_STREAMS = {"mismatch": 0, "ktc": 1}
 _ARTANH_LIMIT = 1.0 - 1e-12          # a parameter at its bound maps to a finite latent
+#: the maps from latent to parameter (module docstring)
+REPARAMETRISATIONS = ("tanh", "log_window")
+GAIN_SIGNS = ("any", "positive", "auto")   # sign of conductance-like parameters
+INITS = ("params", "on")              # where the latents start (log_window)
 
 
 @dataclass(frozen=True)
@@ -97,6 +133,19 @@ class HardwareConstraints:
     sparsity : float
         Weight of an L1 penalty ``sparsity · Σ|θ|`` on the conductance-like parameters,
         which turns unneeded devices off.
+    reparametrisation : {"tanh", "log_window"}
+        The map from latents to parameters (module docstring).
+    dead_zone : float
+        ``d`` of ``log_window``: the latents ``|u| < d`` of an off device.
+    gain_sign : {"any", "positive", "auto"}
+        Sign of the conductance-like parameters: either, ``≥ 0``, or ``≥ 0`` exactly when
+        the profile builds only passive families.
+    init : {"params", "on"}
+        Training starts from the net's parameters, or (``log_window``) with every device
+        on (:meth:`initial_latents`).
+    init_gain : float, optional
+        Normalised conductance the devices start at under ``init="on"``, in
+        ``[g_min, g_max)`` (default ``g_min``).
 
     Raises
     ------
@@ -111,6 +160,11 @@ class HardwareConstraints:
     rail_weight: float = 0.0
     rail_margin: float = 0.9
     sparsity: float = 0.0
+    reparametrisation: str = "tanh"
+    dead_zone: float = 0.5
+    gain_sign: str = "any"
+    init: str = "params"
+    init_gain: float | None = None
 
     def __post_init__(self):
         profile = default_profile() if self.profile is None else self.profile
@@ -126,6 +180,23 @@ class HardwareConstraints:
         object.__setattr__(self, "sparsity", as_real(self.sparsity, "HardwareConstraints.sparsity", minimum=0.0))
         object.__setattr__(self, "rail_margin", as_real(self.rail_margin, "HardwareConstraints.rail_margin",
                                                         minimum=0.0, maximum=1.0, exclusive_minimum=True))
+        as_choice(self.reparametrisation, "HardwareConstraints.reparametrisation", REPARAMETRISATIONS)
+        as_choice(self.gain_sign, "HardwareConstraints.gain_sign", GAIN_SIGNS)
+        as_choice(self.init, "HardwareConstraints.init", INITS)
+        object.__setattr__(self, "dead_zone", as_real(self.dead_zone, "HardwareConstraints.dead_zone",
+                                                      minimum=0.0, exclusive_minimum=True))
+        if self.reparametrisation == "tanh" and self.init != "params":
+            raise InputError("HardwareConstraints: init='on' needs reparametrisation='log_window' (the tanh "
+                             "map has no off zone to start from)")
+        if self.init_gain is not None:
+            gain = as_real(self.init_gain, "HardwareConstraints.init_gain", minimum=self.conductance_floor,
+                           maximum=self.conductance_bound)
+            # the map's upper bound is open: a gain at it (to rounding, g_max/G0 is 100 only to
+            # within an ulp) has an infinite latent
+            if gain >= self.conductance_bound * (1.0 - 1e-9):
+                raise InputError(f"HardwareConstraints.init_gain must be below g_max/G0 = {self.conductance_bound:g} "
+                                 f"(the map's upper bound is open), got {gain!r}")
+            object.__setattr__(self, "init_gain", gain)
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict:
@@ -183,28 +254,93 @@ class HardwareConstraints:
         every device family of ``net`` (the edges are named)."""
         self.profile.check_families(net)
 
+    @property
+    def signed(self) -> bool:
+        """Whether conductance-like parameters may be negative: ``gain_sign="any"``, or
+        ``"auto"`` on a profile that builds an active family (a passive technology cannot
+        realise a negative conductance: a negative slope needs an active cell)."""
+        if self.gain_sign == "auto":
+            return not set(self.profile.device_families) <= set(FAMILY_SETS["passive"])
+        return self.gain_sign == "any"
+
     # ------------------------------------------------------------------ the reparametrisation
+    def _rows(self, device) -> tuple[np.ndarray, np.ndarray]:
+        """Per parameter row of ``device``: is it conductance-like, is it an offset."""
+        roles = parameter_roles(device)
+        return (np.array([roles[name] == CONDUCTANCE for name in device.param_names])[:, None],
+                np.array([roles[name] == BIAS for name in device.param_names])[:, None])
+
     def latent_from_params(self, net) -> list:
-        """Latents ``u`` that give the net's current parameters, one array per group
-        (``u = artanh(θ/θ_max)``, a parameter at or past its bound to the bound)."""
+        """Latents ``u`` that give the net's current parameters, one array per group.
+
+        ``tanh``: ``u = artanh(θ/θ_max)`` (a parameter at or past its bound to the bound).
+        ``log_window``: the inverse of :func:`log_window` for a conductance inside the
+        window; one below the floor is *off* and goes to the dead zone in proportion
+        (``u = d·θ/g_min``); offsets ``u = b·artanh(θ/b)``.
+        """
         latents = []
         for group in net.groups:
-            bound = self._bounds(group.device)[:, None]
-            bounded = bound > 0
-            ratio = np.clip(np.divide(group.params, bound, out=np.zeros_like(group.params), where=bounded),
-                            -_ARTANH_LIMIT, _ARTANH_LIMIT)
-            latents.append(np.where(bounded, np.arctanh(ratio), group.params))
+            p = group.params
+            if self.reparametrisation == "tanh":
+                bound = self._bounds(group.device)[:, None]
+                bounded = bound > 0
+                ratio = np.clip(np.divide(p, bound, out=np.zeros_like(p), where=bounded),
+                                -_ARTANH_LIMIT, _ARTANH_LIMIT)
+                latents.append(np.where(bounded, np.arctanh(ratio), p))     # unsigned: a negative θ is off
+                continue
+            conductance, offset = self._rows(group.device)
+            b = self.offset_bound
+            u_offset = b * np.arctanh(np.clip(p / b, -_ARTANH_LIMIT, _ARTANH_LIMIT))
+            u_conductance = log_window_inverse(p, self.conductance_floor, self.conductance_bound, self.dead_zone,
+                                               signed=self.signed)
+            latents.append(np.where(conductance, u_conductance, np.where(offset, u_offset, p)))
         return latents
 
+    def initial_latents(self, net) -> list:
+        """Where training starts: :meth:`latent_from_params` of the net's parameters
+        (``init="params"``), or with every conductance-like parameter switched *on*
+        (``init="on"``) at ``|θ| = g₀·e^{(d/4)·|θ₀|/rms θ₀}``: ``g₀ = init_gain`` (default
+        the floor ``g_min``), the sign of the net's initial parameter ``θ₀`` (positive
+        unless :attr:`signed`), and its spread, so that the devices start unequal. Offsets
+        start where the net has them."""
+        latents = self.latent_from_params(net)
+        if self.init == "params":
+            return latents
+        floor, ceiling = self.conductance_floor, self.conductance_bound
+        start = self.dead_zone
+        if self.init_gain is not None:
+            start = float(log_window_inverse(np.array(self.init_gain), floor, ceiling, self.dead_zone))
+        out = []
+        for group, u in zip(net.groups, latents):
+            conductance, _ = self._rows(group.device)
+            p = group.params
+            rms = np.sqrt(np.mean(p * p, axis=1, keepdims=True))
+            spread = np.divide(np.abs(p), rms, out=np.zeros_like(p), where=rms > 0)
+            sign = np.where(p < 0, -1.0, 1.0) if self.signed else 1.0
+            out.append(np.where(conductance, sign * (start + 0.25 * self.dead_zone * spread), u))
+        return out
+
     def params_from_latent(self, net, latents) -> tuple[list, list]:
-        """``(θ, ∂θ/∂u)`` per group: bounded parameters and their elementwise derivative."""
+        """``(θ, ∂θ/∂u)`` per group: bounded parameters and their elementwise derivative
+        (in the off zone of ``log_window`` the straight-through slope ``g_min/d``)."""
         params, slopes = [], []
         for group, u in zip(net.groups, latents):
-            bound = self._bounds(group.device)[:, None]
-            t = np.tanh(u)
-            bounded = bound > 0
-            params.append(np.where(bounded, bound * t, u))
-            slopes.append(np.where(bounded, bound * (1.0 - t * t), 1.0))
+            if self.reparametrisation == "tanh":
+                bound = self._bounds(group.device)[:, None]
+                conductance, _ = self._rows(group.device)
+                # unsigned: a conductance's latent below 0 is off, with the slope at 0 (straight-through)
+                t = np.tanh(u if self.signed else np.where(conductance, np.maximum(u, 0.0), u))
+                bounded = bound > 0
+                params.append(np.where(bounded, bound * t, u))
+                slopes.append(np.where(bounded, bound * (1.0 - t * t), 1.0))
+                continue
+            conductance, offset = self._rows(group.device)
+            b = self.offset_bound
+            t = np.tanh(u / b)
+            g, dg = log_window(u, self.conductance_floor, self.conductance_bound, self.dead_zone,
+                               signed=self.signed)
+            params.append(np.where(conductance, g, np.where(offset, b * t, u)))
+            slopes.append(np.where(conductance, dg, np.where(offset, 1.0 - t * t, 1.0)))
         return params, slopes
 
     def realisable(self, net, params) -> list:
@@ -272,6 +408,55 @@ class HardwareConstraints:
             return None
         low, high = self.rails()
         return rail_running_cost(low, high, self.rail_weight / batch)
+
+
+def log_window(u, floor: float, ceiling: float, dead_zone: float, signed: bool = True):
+    r"""The ``log_window`` map of a conductance-like latent and its (straight-through) slope.
+
+    .. math::
+
+        \theta = \operatorname{sign}(u)\, g_{\min}\, e^{\,r \tanh(s/r)}, \quad
+        s = |u| - d \ge 0, \quad r = \ln(g_{\max}/g_{\min}); \qquad \theta = 0 \ \text{for } |u| < d
+
+    Parameters
+    ----------
+    u : ndarray
+        Latents.
+    floor, ceiling : float
+        ``g_min`` and ``g_max`` (normalised), ``0 < floor < ceiling``.
+    dead_zone : float
+        ``d``: the latents of an *off* device.
+    signed : bool
+        False: only ``u ≥ d`` is on (a non-negative conductance); every ``u < d`` is off.
+
+    Returns
+    -------
+    (ndarray, ndarray)
+        ``θ`` and ``∂θ/∂u``: exact where the device is on (``|θ|·(1 − tanh²(s/r))``, a
+        relative step of at most ``Δu`` per latent step), and in the off zone the secant
+        ``g_min/d`` — the straight-through slope that lets a device switch on.
+    """
+    r = math.log(ceiling / floor)
+    s = (np.abs(u) if signed else u) - dead_zone
+    on = s >= 0
+    t = np.tanh(np.maximum(s, 0.0) / r)
+    magnitude = floor * np.exp(r * t)
+    sign = np.where(u < 0, -1.0, 1.0) if signed else 1.0
+    return np.where(on, sign * magnitude, 0.0), np.where(on, magnitude * (1.0 - t * t), floor / dead_zone)
+
+
+def log_window_inverse(theta, floor: float, ceiling: float, dead_zone: float, signed: bool = True):
+    """Latents that :func:`log_window` maps to ``theta``: inside the window its inverse (a
+    value past ``g_max`` to just below it); below ``g_min`` the dead zone in proportion,
+    ``u = d·θ/g_min`` (off, on the line of the straight-through slope); with
+    ``signed=False`` a negative value is off too."""
+    r = math.log(ceiling / floor)
+    magnitude = np.abs(theta) if signed else np.asarray(theta, dtype=float)
+    on = magnitude >= floor
+    ratio = np.log(np.maximum(magnitude, floor) / floor) / r
+    s = r * np.arctanh(np.clip(ratio, 0.0, _ARTANH_LIMIT))
+    sign = np.where(np.asarray(theta) < 0, -1.0, 1.0) if signed else 1.0
+    return np.where(on, sign * (dead_zone + s), dead_zone * np.asarray(theta) / floor)
 
 
 def rail_running_cost(low: float, high: float, weight: float):

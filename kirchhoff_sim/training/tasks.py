@@ -23,11 +23,16 @@ class Task:
 
 
 # Against a profile every conductance is 0 or within the window (≥ g_min = G0 for the
-# default profile, a time constant C/g ≤ 1), so layers are short (the net's g·Δt matches
-# the unconstrained nets') and the latent learning rate is smaller (θ = g_max·tanh(u)
-# moves g_max·Δu per step); mismatch-aware at 10 % for robustness.
-_CONSTRAINED = {"net": {"duration": 0.05}, "train": {"lr": 3e-3},
-                "constraints": {"mismatch_sigma": 0.1}}
+# default profile, a time constant C/g ≤ 1), so layers are short: at duration 0.05 the
+# window's floor is g·Δt = 0.05, the median gain of the unconstrained nets. The latents
+# are log-magnitudes with a real off zone (``log_window``): an Adam step moves a gain by
+# about lr relative, so lr 1e-2 is a 1 % step at 1 µS as at 100 µS, and a device takes
+# dead_zone/lr = 50 steps of one sign to switch off or on. Every device starts on near the
+# floor (``init="on"``): the kaiming initial gains lie far below g_min, and a net that
+# starts all off has an output independent of its input. Mismatch-aware at 10 %.
+_LOG_WINDOW = {"reparametrisation": "log_window", "init": "on", "dead_zone": 0.5}
+_CONSTRAINED = {"net": {"duration": 0.05}, "train": {"lr": 1e-2},
+                "constraints": {"mismatch_sigma": 0.1, **_LOG_WINDOW}}
 
 
 _ADAPTIVE = DEFAULT_SOLVER

@@ -253,7 +253,7 @@ class _ConstrainedStep:
     def __init__(self, net, config, solver, loss_fn, hardware):
         hardware.check_net(net)
         self.net, self.config, self.solver, self.loss_fn, self.hw = net, config, solver, loss_fn, hardware
-        self.variables = hardware.latent_from_params(net)
+        self.variables = hardware.initial_latents(net)
         self.after_step()
         # the net the steps simulate: the same topology, its parameters written in place
         # each step (its compiled assembly is kept); with kT/C noise every node is an input
