@@ -41,7 +41,7 @@ from common import write_results  # noqa: E402
 from kirchhoff_sim.hardware.report import chip_report  # noqa: E402
 from kirchhoff_sim.modelfile import read_model_file  # noqa: E402
 from kirchhoff_sim.solvers import make_solver  # noqa: E402
-from kirchhoff_sim.technology import TechnologyProfile, default_profile  # noqa: E402
+from kirchhoff_sim.technology import profile_of_model  # noqa: E402
 from kirchhoff_sim.training.datasets import dataset_of_model  # noqa: E402
 from kirchhoff_sim.training.trainer import evaluate, training_settings  # noqa: E402
 
@@ -57,12 +57,6 @@ BITS = (4, 6)
 SAMPLES = 100          # the chip report's default
 #: findings the acceptance of issue #10 rules out (besides any error)
 RULED_OUT = ("voltage_rails", "conductance_range", "precision_floor")
-
-
-def model_profile(meta) -> TechnologyProfile:
-    """The profile a model was trained against (fitted V0), else the default one."""
-    recorded = (meta.get("technology") or {}).get("profile")
-    return default_profile() if recorded is None else TechnologyProfile.from_dict(recorded, where="model")
 
 
 def conductance_stats(net) -> dict:
@@ -81,7 +75,7 @@ def measure(label, path, trials) -> dict:
     data = dataset_of_model(meta, None, None)
     solver_spec, loss = training_settings(meta)
     test = evaluate(net, data.X_test, data.y_test, loss, make_solver(**solver_spec))
-    profile = model_profile(meta)
+    profile = profile_of_model(meta)
     report = chip_report(net, data.X_test, data.y_test, profile, spice_check=False, mc_sigma=SIGMAS[-1],
                          mc_trials=trials, bits=BITS[-1], samples=SAMPLES, solver=solver_spec,
                          sweep_sigmas=SIGMAS, sweep_bits=BITS, seed=0)

@@ -22,6 +22,7 @@ from .fileio import atomic_save_npy, atomic_save_npz, check_output_folder, check
 from .modelfile import read_model_file, save_net
 from .network import KirchhoffNet, Layer, as_batch
 from .solvers import METHODS, make_solver, simulate, solver_spec
+from .technology import profile_of_model
 from .training.trainer import training_settings
 
 def load_array(path) -> np.ndarray:
@@ -236,32 +237,13 @@ def cmd_evaluate(args):
     if not args.no_feasibility:
         from .hardware.fit import feasibility_summary
 
-        feasibility = feasibility_summary(net, data.X_test, _model_profile(meta, args.profile))
+        feasibility = feasibility_summary(net, data.X_test, profile_of_model(meta, args.profile))
     if args.json:
         print(json.dumps({**result, **({"feasibility": feasibility} if feasibility else {})}))
     else:
         print(", ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in result.items()))
         if feasibility:
             print(_describe_feasibility(feasibility))
-
-
-def _model_profile(meta: dict, path=None):
-    """The technology profile of a model: ``--profile FILE`` if given, else the one it was
-    trained against (with its fitted V0), else the default profile."""
-    from .errors import ModelFileError
-    from .technology import TechnologyProfile, load_profile
-
-    if path is not None:
-        return load_profile(path)
-    recorded = (meta.get("technology") or {}) if isinstance(meta, dict) else {}
-    if not isinstance(recorded, dict):
-        raise ModelFileError(f"the model's technology metadata is malformed: {recorded!r:.80}")
-    if "profile" not in recorded:
-        return load_profile(None)
-    try:
-        return TechnologyProfile.from_dict(recorded["profile"], where="the model's technology profile")
-    except InputError as exc:
-        raise ModelFileError(str(exc)) from None
 
 
 def cmd_montecarlo(args):
@@ -296,12 +278,14 @@ def cmd_montecarlo(args):
         print(result)
 
 
-def _scale(text):
-    """``--scale V0,C0,G0`` (volts, farads, siemens) or ``normalised``."""
+def _scale(text, meta):
+    """``--scale V0,C0,G0`` (volts, farads, siemens) or ``normalised``; by default the scale
+    of the model's technology profile (a model trained against a profile runs at its fitted
+    V0, which keeps it within the rails; any other at the default profile's)."""
     from .spice import PhysicalScale
 
     if text is None:
-        return PhysicalScale.default()
+        return profile_of_model(meta).scale
     if text == "normalised":
         return PhysicalScale.normalised()
     try:
@@ -326,7 +310,7 @@ def cmd_export(args):
     X = _inputs_for(args, net, meta)
     if not 0 <= args.sample < len(X):
         raise InputError(f"--sample {args.sample} is out of range: there are {len(X)} samples")
-    netlist = to_netlist(net, X[args.sample], scale=_scale(args.scale), mode=args.mode,
+    netlist = to_netlist(net, X[args.sample], scale=_scale(args.scale, meta), mode=args.mode,
                          options=_spice_options(args),
                          title=f"kirchhoff_sim export of {Path(args.model).name}, sample {args.sample}")
     path = netlist.save(args.output)
@@ -340,7 +324,7 @@ def cmd_validate(args):
 
     net, meta, _ = read_model_file(args.model)
     X = _inputs_for(args, net, meta)[:args.samples]
-    report = validate(net, X, scale=_scale(args.scale), mode=args.mode, options=_spice_options(args),
+    report = validate(net, X, scale=_scale(args.scale, meta), mode=args.mode, options=_spice_options(args),
                       workers=args.workers)
     print(report.to_json() if args.json else report)
 
@@ -359,7 +343,7 @@ def cmd_report(args):
     if args.plots:
         check_output_folder(args.plots, "--plots")
     net, meta, _ = read_model_file(args.model)
-    profile = _model_profile(meta, args.profile)
+    profile = profile_of_model(meta, args.profile)
     data = _dataset_of(meta, args.data, None)
     labels = data.y_test if data.n_classes is not None else None
     solver_spec_, _ = training_settings(meta)
@@ -420,7 +404,8 @@ def _netlist_options(p) -> None:
     p.add_argument("--input", help="inputs (.npy/.csv); default: the model's test split")
     p.add_argument("--mode", choices=["behavioral", "primitive"], default="behavioral",
                    help="B sources for every device, or R/D/G elements where they exist")
-    p.add_argument("--scale", help="V0,C0,G0 in V,F,S (default: the default technology profile's 0.1,100e-15,1e-6) or 'normalised'")
+    p.add_argument("--scale", help="V0,C0,G0 in V,F,S or 'normalised' (default: the scale of the profile the model "
+                                       "was trained against, with its fitted V0, else the default profile's 0.1,100e-15,1e-6)")
     p.add_argument("--reltol", type=_POSITIVE, help="ngspice reltol (default 1e-6: waveforms to ~1e-5 of the swing)")
     p.add_argument("--max-step-fraction", type=_POSITIVE, metavar="F",
                    help="ngspice's largest step as a fraction of the shortest layer (default 1e-3); "

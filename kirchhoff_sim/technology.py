@@ -35,12 +35,12 @@ from pathlib import Path
 
 from . import devices
 from .checks import as_int, as_positive, as_real
-from .errors import InputError
+from .errors import InputError, ModelFileError
 from .fileio import atomic_write_text
 from .units import MAX_PRECISION_BITS as MAX_BITS
 from .units import SCALE_PARAMETERS, PhysicalScale, format_si
 
-__all__ = ["TechnologyProfile", "default_profile", "load_profile", "format_si", "PROFILE_FORMAT",
+__all__ = ["TechnologyProfile", "default_profile", "load_profile", "profile_of_model", "format_si", "PROFILE_FORMAT",
            "PROFILE_VERSION", "DEFAULT_PROFILE_FILE", "SCALE_PARAMETERS"]
 
 PROFILE_FORMAT = "kirchhoff_sim.technology_profile"
@@ -417,3 +417,35 @@ def load_profile(path=None) -> TechnologyProfile:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"profile file {str(path)!r} cannot be read ({exc})") from None
     return TechnologyProfile.from_dict(_read_json(text, str(path)), base=base, where=str(path))
+
+
+def profile_of_model(meta: dict, path=None) -> TechnologyProfile:
+    """The technology profile a model runs on: ``path`` (a profile file, as
+    :func:`load_profile`) if given, else the one it was trained against with its fitted
+    V0 (``meta["technology"]["profile"]``, written by ``train --profile``), else the
+    default profile.
+
+    Parameters
+    ----------
+    meta : dict
+        A model file's metadata (:func:`kirchhoff_sim.modelfile.read_model_file`).
+    path : str or Path, optional
+
+    Raises
+    ------
+    ModelFileError
+        The model's recorded profile is malformed (the field is named).
+    InputError
+        ``path`` cannot be read or holds bad values.
+    """
+    if path is not None:
+        return load_profile(path)
+    recorded = (meta.get("technology") or {}) if isinstance(meta, dict) else {}
+    if not isinstance(recorded, dict):
+        raise ModelFileError(f"the model's technology metadata is malformed: {recorded!r:.80}")
+    if "profile" not in recorded:
+        return default_profile()
+    try:
+        return TechnologyProfile.from_dict(recorded["profile"], where="the model's technology profile")
+    except InputError as exc:
+        raise ModelFileError(str(exc)) from None

@@ -14,13 +14,14 @@ from kirchhoff_sim import Dopri5, cli, simulate
 from kirchhoff_sim.training.datasets import dataset_of_model
 from kirchhoff_sim.modelfile import read_model_file
 from kirchhoff_sim.spice import PhysicalScale, SpiceOptions, run_netlist, validate
+from kirchhoff_sim.technology import profile_of_model
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("regenerate_netlists", ROOT / "scripts" / "regenerate_netlists.py")
 regenerate = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = regenerate          # dataclasses look their module up there
 _spec.loader.exec_module(regenerate)
-EXAMPLES = {example.task: example for example in regenerate.EXAMPLES}
+EXAMPLES = {example.name: example for example in regenerate.EXAMPLES}
 
 TIGHT_RTOL = 1e-4        # the acceptance bound at the tight default options (moons)
 # the digits netlist and the 50-image check run at reltol 1e-3 with steps up to a tenth of
@@ -31,13 +32,29 @@ DIGITS_IMAGES = 50
 REFERENCE = Dopri5(rtol=1e-9, atol=1e-11)
 
 
-def test_the_examples_are_a_moons_and_a_digits_classifier_with_committed_models():
-    assert set(EXAMPLES) == {"moons", "digits"}
+def test_the_examples_are_moons_and_digits_classifiers_with_committed_models():
+    # unconstrained, and trained against the default technology profile (issue #10)
+    assert set(EXAMPLES) == {"moons", "digits", "moons_constrained", "digits_constrained"}
     for example in EXAMPLES.values():
         assert example.model.is_file() and example.netlist.is_file()
-    digits = EXAMPLES["digits"].export_args()
-    assert float(digits[digits.index("--reltol") + 1]) == LOOSE_OPTIONS.reltol
-    assert float(digits[digits.index("--max-step-fraction") + 1]) == LOOSE_OPTIONS.max_step_fraction
+    for name in ("digits", "digits_constrained"):
+        digits = EXAMPLES[name].export_args()
+        assert float(digits[digits.index("--reltol") + 1]) == LOOSE_OPTIONS.reltol
+        assert float(digits[digits.index("--max-step-fraction") + 1]) == LOOSE_OPTIONS.max_step_fraction
+
+
+@pytest.mark.parametrize("name", ["moons_constrained", "digits_constrained"])
+def test_a_constrained_example_is_exported_at_its_fitted_voltage_unit_within_the_rails(name):
+    example = EXAMPLES[name]
+    net, meta, _ = read_model_file(example.model)
+    profile = profile_of_model(meta)
+    assert profile.scale.V0 < PhysicalScale.default().V0           # fitted, not the default
+    assert f"V0 = {profile.scale.V0!r} V" in example.netlist.read_text()
+    data = dataset_of_model(meta)
+    along = simulate(net, data.X_test[:100], solver=Dopri5(rtol=1e-6, atol=1e-8),
+                     save_at=np.linspace(0.0, net.T, 101)).node_voltages
+    peak = profile.scale.V0 * np.abs(along).max()       # the whole trajectory, the report's 100 samples
+    assert peak <= min(abs(profile.rail_low_v), profile.rail_high_v)
 
 
 @pytest.mark.parametrize("task", sorted(EXAMPLES))
@@ -56,7 +73,7 @@ def test_committed_netlist_runs_in_ngspice_and_computes_what_the_solver_says(tas
     net, meta, _ = read_model_file(example.model)
     data = dataset_of_model(meta)
     x = data.X_test[example.sample]
-    scale = PhysicalScale.default()
+    scale = profile_of_model(meta).scale
     t_grid = np.linspace(0.0, net.T, 201)
     ours = scale.V0 * simulate(net, x[None], solver=REFERENCE, save_at=t_grid).node_voltages[:, 0, :]
     swing = ours.max() - ours.min()
