@@ -389,3 +389,42 @@ def test_cli_train_against_the_default_profile_reports_feasibility(tmp_path, cap
     result = json.loads(capsys.readouterr().out)
     assert code == 0 and "feasibility" in result
     assert result["feasibility"]["V0"] == meta["technology"]["profile"]["parameters"]["voltage_unit_v"]["value"]
+
+
+# ---------------------------------------------------------------- the estimators
+def test_a_classifier_trains_against_a_profile_and_reports_its_fitted_voltage_unit():
+    from sklearn.base import clone
+    from sklearn.datasets import make_moons
+
+    from kirchhoff_sim.devices import CONDUCTANCE, rows_with_role
+    from kirchhoff_sim.training.estimators import KirchhoffClassifier
+
+    X, y = make_moons(200, noise=0.1, random_state=0)
+    clf = KirchhoffClassifier(hidden=4, layers=2, duration=0.05, epochs=6, batch_size=16, lr=3e-2,
+                              method="rk4", dt=0.005, profile="default", constraints={"mismatch_sigma": 0.05})
+    assert clone(clf).get_params()["constraints"] == {"mismatch_sigma": 0.05}
+    clf.fit(X, y)
+    assert clf.score(X, y) > 0.8
+    hw = HardwareConstraints()
+    for group in clf.net_.groups:
+        g = np.abs(group.params[rows_with_role(group.device, CONDUCTANCE)])
+        assert ((g == 0) | ((g >= hw.conductance_floor) & (g <= hw.conductance_bound))).all()
+    assert clf.profile_.scale.V0 <= default_profile().scale.V0 and "V0" in clf.voltage_unit_note_
+    unconstrained = KirchhoffClassifier(hidden=4, layers=2, epochs=1, method="rk4", dt=0.05).fit(X, y)
+    assert not hasattr(unconstrained, "profile_")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"constraints": {"mismatch_sigma": 0.1}}, "need a profile"),
+    ({"profile": 3}, "profile must be"),
+    ({"profile": "no/such/profile.json"}, "does not exist"),
+    ({"profile": "default", "constraints": {"mismatch_sigma": 2.0}}, "mismatch_sigma"),
+    ({"profile": "default", "constraints": {"no_such_option": 1}}, "no_such_option"),
+    ({"profile": "default", "constraints": [("mismatch_sigma", 0.1)]}, "constraints must be a dict"),
+])
+def test_a_classifier_refuses_bad_profile_options_at_fit_by_name(kwargs, match):
+    from kirchhoff_sim.training.estimators import KirchhoffClassifier
+
+    X, y = points().X_train, points().y_train
+    with pytest.raises(InputError, match=match):
+        KirchhoffClassifier(epochs=1, **kwargs).fit(X, y)

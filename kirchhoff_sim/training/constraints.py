@@ -99,7 +99,7 @@ from ..technology import FAMILY_SETS, TechnologyProfile, default_profile
 from ..units import ktc_noise_sigma
 
 __all__ = ["HardwareConstraints", "choose_voltage_unit", "rail_running_cost", "log_window", "log_window_inverse",
-           "NOISE_STREAMS", "REPARAMETRISATIONS"]
+           "NOISE_STREAMS", "REPARAMETRISATIONS", "RECOMMENDED"]
 
 #: child streams of a step's generator, one per noise source (switching one off does not
 #: change the draws of another)
@@ -109,6 +109,10 @@ _ARTANH_LIMIT = 1.0 - 1e-12          # a parameter at its bound maps to a finite
 REPARAMETRISATIONS = ("tanh", "log_window")
 GAIN_SIGNS = ("any", "positive", "auto")   # sign of conductance-like parameters
 INITS = ("params", "on")              # where the latents start (log_window)
+#: the HardwareConstraints options the task presets and the estimators train with against a
+#: profile (README "Nets that can be built"): log-magnitude latents with a real off zone,
+#: every device starting on, 10 % mismatch injected each step
+RECOMMENDED = {"reparametrisation": "log_window", "init": "on", "dead_zone": 0.5, "mismatch_sigma": 0.1}
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,14 @@ classifier's single-class ``y``, raise :class:`~kirchhoff_sim.errors.InputError`
 ``ValueError``) with scikit-learn's message; sparse and non-numeric input keep
 scikit-learn's ``TypeError``.
 
+``profile=`` trains against a technology profile, as ``kirchhoff-sim train --profile``
+(:mod:`~kirchhoff_sim.training.constraints`): every conductance 0 or inside the window on
+the programming grid, offsets within the rails, mismatch injected each step
+(``constraints`` overrides :data:`~kirchhoff_sim.training.constraints.RECOMMENDED`); the
+fitted estimator's ``profile_`` holds the profile with the V0 fitted to keep the net within
+the rails and its current limit. The task presets pair it with layers of duration 0.05 (a
+conductance of at least g_min is a time constant C/g ≤ 1).
+
 Both estimators pass scikit-learn's ``parametrize_with_checks`` (``tests/test_estimators.py``)
 with a fixed-step solver. With the default adaptive solver the step size is shared by the
 batch, so a sample's prediction depends on the other samples in ``X`` at the level of
@@ -32,6 +40,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..errors import InputError, KirchhoffError
 from ..solvers import DEFAULT_SOLVER, make_solver, simulate
+from ..technology import TechnologyProfile, load_profile
+from .constraints import RECOMMENDED, HardwareConstraints
 from .datasets import Dataset
 from .models import build_net
 from .trainer import TrainConfig, train
@@ -56,13 +66,14 @@ class _KirchhoffEstimator(BaseEstimator):
                  batch_size=64, lr=1e-2, optimizer="adam", weight_decay=0.0, schedule="cosine",
                  method=DEFAULT_SOLVER["method"], rtol=DEFAULT_SOLVER["rtol"],
                  atol=DEFAULT_SOLVER["atol"], dt=None, validation_fraction=0.0,
-                 seed=0, verbose=False):
+                 profile=None, constraints=None, seed=0, verbose=False):
         self.hidden, self.layers, self.duration, self.device = hidden, layers, duration, device
         self.topology, self.image_shape, self.window = topology, image_shape, window
         self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
         self.optimizer, self.weight_decay, self.schedule = optimizer, weight_decay, schedule
         self.method, self.rtol, self.atol, self.dt = method, rtol, atol, dt
         self.validation_fraction, self.seed, self.verbose = validation_fraction, seed, verbose
+        self.profile, self.constraints = profile, constraints
 
     def __getstate__(self):
         # The fitted net caches its compiled layer assemblies, whose scratch arrays are
@@ -81,7 +92,36 @@ class _KirchhoffEstimator(BaseEstimator):
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                            optimizer=self.optimizer, weight_decay=self.weight_decay,
                            schedule=self.schedule, validation_fraction=self.validation_fraction,
-                           seed=self.seed, loss=self._loss, solver=solver)
+                           seed=self.seed, loss=self._loss, solver=solver, constraints=self._hardware())
+
+    def _hardware(self) -> HardwareConstraints | None:
+        """The constraints ``profile``/``constraints`` describe (InputError names a bad one)."""
+        if self.profile is None:
+            if self.constraints is not None:
+                raise InputError(f"{type(self).__name__}: constraints={self.constraints!r} need a profile "
+                                 f"(profile='default', a profile file or a TechnologyProfile)")
+            return None
+        if isinstance(self.profile, TechnologyProfile):
+            profile = self.profile
+        elif isinstance(self.profile, str) and self.profile == "default":
+            profile = load_profile(None)
+        elif isinstance(self.profile, (str, bytes)) or hasattr(self.profile, "__fspath__"):
+            profile = load_profile(self.profile)
+        else:
+            raise InputError(f"{type(self).__name__}.profile must be 'default', a profile file or a "
+                             f"TechnologyProfile, got {type(self.profile).__name__}")
+        if self.constraints is not None and not isinstance(self.constraints, dict):
+            raise InputError(f"{type(self).__name__}.constraints must be a dict of HardwareConstraints "
+                             f"options, got {type(self.constraints).__name__}")
+        options = {**RECOMMENDED, **(self.constraints or {})}
+        if "profile" in options:
+            raise InputError(f"{type(self).__name__}.constraints: give the profile as profile=, not in "
+                             f"constraints")
+        try:
+            return HardwareConstraints(profile=profile, **options)
+        except TypeError:
+            unknown = sorted(set(options) - set(HardwareConstraints.__dataclass_fields__))
+            raise InputError(f"{type(self).__name__}.constraints: unknown option(s) {unknown}") from None
 
     def _fit(self, config, X, y_encoded, n_outputs, n_classes):
         """Build the net for ``X`` ``(n_samples, n_features)`` and train it on ``y_encoded``."""
@@ -92,6 +132,11 @@ class _KirchhoffEstimator(BaseEstimator):
         self.history_ = train(self.net_, data, config, progress=self.verbose,
                               log=print if self.verbose else None).history
         self.solver_spec_ = dict(config.solver)
+        hardware = config.hardware()
+        if hardware is not None:
+            from ..hardware.fit import fit_voltage_unit     # the hardware package imports slowly
+
+            self.profile_, self.voltage_unit_note_ = fit_voltage_unit(self.net_, X, hardware.profile)
         return self
 
     def _readout(self, X) -> np.ndarray:
@@ -107,7 +152,11 @@ class KirchhoffClassifier(ClassifierMixin, _KirchhoffEstimator):
 
     Parameters are those of :func:`~kirchhoff_sim.training.models.build_net` (net shape)
     and :class:`~kirchhoff_sim.training.trainer.TrainConfig` (training), plus the solver
-    (``method``, ``rtol``/``atol`` or ``dt``).
+    (``method``, ``rtol``/``atol`` or ``dt``), and to train against a technology profile
+    ``profile`` (``"default"``, a profile file or a
+    :class:`~kirchhoff_sim.technology.TechnologyProfile`) with ``constraints`` (a dict of
+    :class:`~kirchhoff_sim.training.constraints.HardwareConstraints` options over
+    :data:`~kirchhoff_sim.training.constraints.RECOMMENDED`).
 
     Attributes
     ----------
@@ -119,6 +168,10 @@ class KirchhoffClassifier(ClassifierMixin, _KirchhoffEstimator):
         One record per epoch (see :func:`~kirchhoff_sim.training.trainer.train`).
     solver_spec_ : dict
         The solver of training, used by every prediction.
+    profile_ : TechnologyProfile
+        Only with ``profile``: the profile with the V0 fitted to the trained net
+        (:func:`~kirchhoff_sim.hardware.fit.fit_voltage_unit`); ``voltage_unit_note_`` says
+        how it was chosen.
     n_features_in_ : int
     feature_names_in_ : ndarray of str, shape (n_features_in_,)
         Only when ``X`` had string column names (a DataFrame).

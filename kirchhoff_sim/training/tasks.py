@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from ..errors import InputError
 from ..solvers import DEFAULT_SOLVER
+from .constraints import RECOMMENDED
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,7 @@ class Task:
 # dead_zone/lr = 50 steps of one sign to switch off or on. Every device starts on near the
 # floor (``init="on"``): the kaiming initial gains lie far below g_min, and a net that
 # starts all off has an output independent of its input. Mismatch-aware at 10 %.
-_LOG_WINDOW = {"reparametrisation": "log_window", "init": "on", "dead_zone": 0.5}
-_CONSTRAINED = {"net": {"duration": 0.05}, "train": {"lr": 1e-2},
-                "constraints": {"mismatch_sigma": 0.1, **_LOG_WINDOW}}
+_CONSTRAINED = {"net": {"duration": 0.05}, "train": {"lr": 1e-2}, "constraints": RECOMMENDED}
 
 
 _ADAPTIVE = DEFAULT_SOLVER
