@@ -59,11 +59,14 @@ class Example:
 
 _LOOSE = ("--reltol", "1e-3", "--max-step-fraction", "0.1")
 _PROFILE = ("--profile", "default")
+# a passive technology: conductances only (netlists/profiles/passive.json)
+_PASSIVE = ("--profile", str(NETLISTS / "profiles" / "passive.json"), "--device", "Conductance")
 EXAMPLES = (
     Example("moons", "moons"),
     Example("digits", "digits", export_options=_LOOSE),
     Example("moons_constrained", "moons", train_options=_PROFILE),
     Example("digits_constrained", "digits", train_options=_PROFILE, export_options=_LOOSE),
+    Example("digits_passive", "digits", train_options=_PASSIVE, export_options=_LOOSE),
 )
 
 

@@ -428,3 +428,19 @@ def test_a_classifier_refuses_bad_profile_options_at_fit_by_name(kwargs, match):
     X, y = points().X_train, points().y_train
     with pytest.raises(InputError, match=match):
         KirchhoffClassifier(epochs=1, **kwargs).fit(X, y)
+
+
+@pytest.mark.parametrize("options", [{"reparametrisation": "tanh"}, {**LOG_WINDOW, "init": "on"}],
+                         ids=["tanh", "log_window"])
+def test_on_a_passive_profile_every_conductance_trains_non_negative_by_default(options):
+    # a passive technology cannot realise a negative conductance (an active cell's slope)
+    profile = default_profile().replace(device_families="passive")
+    hw = HardwareConstraints(profile=profile, **options)
+    assert hw.gain_sign == "auto" and not hw.signed
+    assert HardwareConstraints().signed                       # the default profile builds active cells
+    net = small_net(device="Conductance")
+    config = TrainConfig(epochs=3, batch_size=8, lr=0.05, solver=SOLVER, validation_fraction=0.0,
+                         constraints=hw)
+    train(net, points(), config, progress=False, log=None)
+    gains = np.concatenate([group.params.ravel() for group in net.groups])
+    assert (gains >= 0).all() and (gains > 0).any()

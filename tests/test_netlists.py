@@ -34,10 +34,10 @@ REFERENCE = Dopri5(rtol=1e-9, atol=1e-11)
 
 def test_the_examples_are_moons_and_digits_classifiers_with_committed_models():
     # unconstrained, and trained against the default technology profile (issue #10)
-    assert set(EXAMPLES) == {"moons", "digits", "moons_constrained", "digits_constrained"}
+    assert set(EXAMPLES) == {"moons", "digits", "moons_constrained", "digits_constrained", "digits_passive"}
     for example in EXAMPLES.values():
         assert example.model.is_file() and example.netlist.is_file()
-    for name in ("digits", "digits_constrained"):
+    for name in ("digits", "digits_constrained", "digits_passive"):
         digits = EXAMPLES[name].export_args()
         assert float(digits[digits.index("--reltol") + 1]) == LOOSE_OPTIONS.reltol
         assert float(digits[digits.index("--max-step-fraction") + 1]) == LOOSE_OPTIONS.max_step_fraction

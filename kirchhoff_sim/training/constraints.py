@@ -142,8 +142,9 @@ class HardwareConstraints:
     dead_zone : float
         ``d`` of ``log_window``: the latents ``|u| < d`` of an off device.
     gain_sign : {"any", "positive", "auto"}
-        Sign of the conductance-like parameters: either, ``≥ 0``, or ``≥ 0`` exactly when
-        the profile builds only passive families.
+        Sign of the conductance-like parameters: either, ``≥ 0``, or (the default) ``≥ 0``
+        exactly when the profile builds only passive families, which cannot realise a
+        negative conductance.
     init : {"params", "on"}
         Training starts from the net's parameters, or (``log_window``) with every device
         on (:meth:`initial_latents`).
@@ -166,7 +167,7 @@ class HardwareConstraints:
     sparsity: float = 0.0
     reparametrisation: str = "tanh"
     dead_zone: float = 0.5
-    gain_sign: str = "any"
+    gain_sign: str = "auto"
     init: str = "params"
     init_gain: float | None = None
 
