@@ -7,6 +7,7 @@ realisable values is straight-through by design and tested for what it must guar
 """
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -192,11 +193,16 @@ def _step_loss(stepper, x, y, epoch, batch):
 @pytest.mark.parametrize("options", [{}, {"mismatch_sigma": 0.1}, {"sparsity": 1e-3},
                                      {"mismatch_sigma": 0.05, "ktc": True},
                                      {**LOG_WINDOW, "mismatch_sigma": 0.1, "sparsity": 1e-3},
-                                     {**LOG_WINDOW, "gain_sign": "positive", "mismatch_sigma": 0.1}],
+                                     {**LOG_WINDOW, "gain_sign": "positive", "mismatch_sigma": 0.1},
+                                     {"rail_weight": 10.0, "mismatch_sigma": 0.1, "narrow_rails": True}],
                          ids=["bounded", "mismatch", "sparsity", "mismatch+ktc", "log-window",
-                              "log-window-positive"])
+                              "log-window-positive", "rail-running-cost"])
 def test_constrained_gradient_matches_finite_differences(options):
     # quantise=False: the projection is straight-through by design; everything else is exact
+    options = dict(options)
+    if options.pop("narrow_rails", False):
+        # rails at ±0.05 V = ±0.5 V0: the trajectory crosses them, so the running cost is active
+        options["profile"] = default_profile().replace(rail_low_v=-0.05, rail_high_v=0.05)
     hw = HardwareConstraints(quantise=False, **options)
     net = small_net()
     config = TrainConfig(solver=SOLVER, constraints=hw, epochs=1)
@@ -212,6 +218,11 @@ def test_constrained_gradient_matches_finite_differences(options):
     data = points(8)
     x, y = data.X_train, data.y_train
     _, grads = _step_loss(stepper, x, y, 0, 0)
+    if hw.rail_weight:
+        without = _ConstrainedStep(net, TrainConfig(solver=SOLVER, constraints=replace(hw, rail_weight=0.0), epochs=1),
+                                   ks.solvers.make_solver(**SOLVER), cross_entropy, replace(hw, rail_weight=0.0))
+        without.variables = [u.copy() for u in stepper.variables]
+        assert _step_loss(stepper, x, y, 0, 0)[0] > _step_loss(without, x, y, 0, 0)[0]   # the cost is on
     rng = np.random.default_rng(4)
     h = 1e-6
     for _ in range(6):
