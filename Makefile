@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: setup ngspice demo test bench netlists clean
+.PHONY: setup ngspice demo test test-slow bench netlists clean
 
 setup: $(STAMP) ngspice
 
@@ -23,7 +23,11 @@ demo: setup
 	$(VENV)/bin/kirchhoff-sim demo
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+# the minutes-long checks (-m slow): the digits netlist's 50 images in ngspice, executed notebooks
+test-slow: setup
+	$(PY) -m pytest -q -m slow
 
 # re-export netlists/ from the example models (tests/test_netlists.py fails when they are stale)
 netlists: setup

@@ -6,9 +6,12 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+#: notebooks whose cells take minutes (the two digits nets' findings and mismatch sweeps)
+SLOW = {"constrained_digits.ipynb"}
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW else p
+                                  for p in NOTEBOOKS], ids=lambda p: p.name)
 def test_notebook_code_cells_run(path):
     cells = json.loads(path.read_text())["cells"]
     code = [("".join(c["source"])) for c in cells if c["cell_type"] == "code"]
@@ -23,3 +26,13 @@ def test_notebook_code_cells_run(path):
 
 def test_there_is_a_notebook():
     assert NOTEBOOKS
+    assert SLOW <= {p.name for p in NOTEBOOKS}
+
+
+def test_the_constrained_notebook_is_executed_and_shows_both_nets():
+    cells = json.loads((NOTEBOOKS[0].parent / "constrained_digits.ipynb").read_text())["cells"]
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert all(c.get("execution_count") for c in code), "run scripts/make_constrained_notebook.py"
+    text = "".join("".join(o.get("text", "")) for c in code for o in c.get("outputs", []))
+    assert "unconstrained" in text and "constrained: 0 error" in text
+    assert sum("image/png" in o.get("data", {}) for c in code for o in c.get("outputs", [])) == 2
