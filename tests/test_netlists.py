@@ -89,6 +89,7 @@ def test_committed_netlist_runs_in_ngspice_and_computes_what_the_solver_says(tas
         assert np.argmax(ours_final) == data.y_test[example.sample]
 
 
+@pytest.mark.slow
 def test_digits_classifier_predicts_the_same_classes_in_ngspice_on_50_test_images():
     example = EXAMPLES["digits"]
     net, meta, _ = read_model_file(example.model)
