@@ -155,6 +155,13 @@ def main():
               f"ruled out {row['ruled_out_found'] or 'none'}, nominal {row['nominal_accuracy']:.3f}, "
               f"σ=10 % {row['mismatch'][0.1]['mean']:.3f}, 6 bits {row['bits'][6]:.3f} "
               f"({row['seconds']:.0f} s, load {load:.1f})", flush=True)
+    by_label = {row["label"]: row for row in rows}
+    for label, _, baseline in ROWS:       # each constrained net against its unconstrained baseline
+        if baseline in by_label and label in by_label:
+            r, b = by_label[label], by_label[baseline]
+            print(f"{label} vs {baseline}: test accuracy {100 * (r['test_accuracy'] - b['test_accuracy']):+.1f} pt, "
+                  f"energy / inference {b['energy_per_inference_j'] / r['energy_per_inference_j']:.1f}x less, "
+                  f"latency {b['latency_s'] / r['latency_s']:.0f}x shorter")
     print()
     print(table(rows))
     print(f"\nmachine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} (1 min)")

@@ -17,7 +17,7 @@ from kirchhoff_sim.cli import main
 from kirchhoff_sim.errors import InputError
 from kirchhoff_sim.modelfile import read_model_file
 from kirchhoff_sim.technology import TechnologyProfile, default_profile
-from kirchhoff_sim.training.constraints import (HardwareConstraints, choose_voltage_unit, log_window,
+from kirchhoff_sim.training.constraints import (RECOMMENDED, HardwareConstraints, choose_voltage_unit, log_window,
                                                 log_window_inverse, rail_running_cost)
 from kirchhoff_sim.training.datasets import Dataset
 from kirchhoff_sim.training.losses import bind, cross_entropy
@@ -213,7 +213,7 @@ def test_constrained_gradient_matches_finite_differences(options):
         rng = np.random.default_rng(7)
         for u in stepper.variables:
             u[1] = hw.dead_zone + rng.uniform(0.2, 1.0, u[1].shape)
-            if hw.gain_sign == "any":
+            if hw.signed:
                 u[1] *= np.where(rng.random(u[1].shape) < 0.5, -1.0, 1.0)
     data = points(8)
     x, y = data.X_train, data.y_train
@@ -254,8 +254,11 @@ def test_noise_is_seeded_per_step_and_per_source():
 
 
 # ---------------------------------------------------------------- training runs
-def test_constrained_training_keeps_the_net_realisable_and_resumes_bit_for_bit(tmp_path, monkeypatch):
-    hw = HardwareConstraints(mismatch_sigma=0.1, ktc=True, sparsity=1e-4)
+@pytest.mark.parametrize("options", [{"mismatch_sigma": 0.1, "ktc": True, "sparsity": 1e-4},
+                                     {**RECOMMENDED, "ktc": True, "sparsity": 1e-4}],
+                         ids=["tanh", "recommended"])
+def test_constrained_training_keeps_the_net_realisable_and_resumes_bit_for_bit(options, tmp_path, monkeypatch):
+    hw = HardwareConstraints(**options)
     data = points(48)
     config = TrainConfig(epochs=3, batch_size=16, lr=3e-3, solver=SOLVER, constraints=hw,
                          validation_fraction=0.0)
@@ -329,7 +332,8 @@ def test_constraints_refuse_bad_options():
                           ({**LOG_WINDOW, "gain_sign": "negative"}, "gain_sign"),
                           ({**LOG_WINDOW, "init": "random"}, "init"),
                           ({"init": "on"}, "log_window"), ({**LOG_WINDOW, "init_gain": 0.5}, "init_gain"),
-                          ({**LOG_WINDOW, "init_gain": 100.0}, "init_gain")]:
+                          ({**LOG_WINDOW, "init_gain": 100.0}, "init_gain"),
+                          ({**LOG_WINDOW, "init_gain": 2.0}, "init_gain")]:
         with pytest.raises(InputError, match=match):
             HardwareConstraints(**kwargs)
 
@@ -423,6 +427,17 @@ def test_a_classifier_trains_against_a_profile_and_reports_its_fitted_voltage_un
     assert clf.profile_.scale.V0 <= default_profile().scale.V0 and "V0" in clf.voltage_unit_note_
     unconstrained = KirchhoffClassifier(hidden=4, layers=2, epochs=1, method="rk4", dt=0.05).fit(X, y)
     assert not hasattr(unconstrained, "profile_")
+    clf.set_params(profile=None, constraints=None, epochs=1).fit(X, y)   # a refit without a profile has none
+    assert not hasattr(clf, "profile_") and not hasattr(clf, "voltage_unit_note_")
+
+
+@pytest.mark.parametrize("floor, ceiling, dead_zone, match", [
+    (0.0, 100.0, 0.5, "floor"), (10.0, 1.0, 0.5, "below its ceiling"), (1.0, 100.0, 0.0, "dead_zone"),
+    (1.0, float("nan"), 0.5, "ceiling")])
+def test_log_window_refuses_a_bad_window_by_name(floor, ceiling, dead_zone, match):
+    for function in (log_window, log_window_inverse):
+        with pytest.raises(InputError, match=match):
+            function(np.ones(3), floor, ceiling, dead_zone)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -432,6 +447,9 @@ def test_a_classifier_trains_against_a_profile_and_reports_its_fitted_voltage_un
     ({"profile": "default", "constraints": {"mismatch_sigma": 2.0}}, "mismatch_sigma"),
     ({"profile": "default", "constraints": {"no_such_option": 1}}, "no_such_option"),
     ({"profile": "default", "constraints": [("mismatch_sigma", 0.1)]}, "constraints must be a dict"),
+    ({"profile": b"default"}, "profile must be"),
+    ({"profile": "default", "constraints": {1: 2, "dead_zone": 0.5}}, "unknown option"),
+    ({"profile": "default", "constraints": {"profile": "default"}}, "profile="),
 ])
 def test_a_classifier_refuses_bad_profile_options_at_fit_by_name(kwargs, match):
     from kirchhoff_sim.training.estimators import KirchhoffClassifier

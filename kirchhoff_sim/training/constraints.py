@@ -41,8 +41,8 @@ parameter, never the parameter itself. Two maps (``reparametrisation``):
   moves an offset by about the step in normalised volts instead of ``b`` times it.
 
 ``gain_sign="positive"`` holds conductance-like parameters ``≥ 0`` (a negative latent is
-off): a ShiftedReLU with ``g ≥ 0`` has a non-negative slope, so the net is dissipative and
-cannot amplify; ``"auto"`` does so when the profile builds passive families only (a passive
+off): a ShiftedReLU with ``g ≥ 0`` has a non-negative slope (monotone, though with an
+offset it still carries current at zero bias); ``"auto"`` (the default) does so when the profile builds passive families only (a passive
 technology cannot realise a negative conductance). ``init="on"`` (``log_window``) starts
 every conductance-like parameter on, near ``init_gain`` (default the floor of the window),
 with the sign of the net's initial parameter: the kaiming initial gains lie far below
@@ -193,6 +193,9 @@ class HardwareConstraints:
         if self.reparametrisation == "tanh" and self.init != "params":
             raise InputError("HardwareConstraints: init='on' needs reparametrisation='log_window' (the tanh "
                              "map has no off zone to start from)")
+        if self.init_gain is not None and self.init != "on":
+            raise InputError(f"HardwareConstraints.init_gain={self.init_gain!r} is where init='on' starts the "
+                             f"devices; with init={self.init!r} it would be ignored")
         if self.init_gain is not None:
             gain = as_real(self.init_gain, "HardwareConstraints.init_gain", minimum=self.conductance_floor,
                            maximum=self.conductance_bound)
@@ -304,10 +307,11 @@ class HardwareConstraints:
     def initial_latents(self, net) -> list:
         """Where training starts: :meth:`latent_from_params` of the net's parameters
         (``init="params"``), or with every conductance-like parameter switched *on*
-        (``init="on"``) at ``|θ| = g₀·e^{(d/4)·|θ₀|/rms θ₀}``: ``g₀ = init_gain`` (default
-        the floor ``g_min``), the sign of the net's initial parameter ``θ₀`` (positive
-        unless :attr:`signed`), and its spread, so that the devices start unequal. Offsets
-        start where the net has them."""
+        (``init="on"``) at the latent ``u = u₀ + (d/4)·|θ₀|/rms θ₀`` (by :func:`log_window`,
+        ``|θ| ≈ g₀·e^{(d/4)·|θ₀|/rms θ₀}`` near the floor): ``u₀`` the latent of ``g₀ =
+        init_gain`` (default the floor ``g_min``, ``u₀ = d``), with the sign of the net's
+        initial parameter ``θ₀`` (positive unless :attr:`signed`) and its spread, so that
+        the devices start unequal. Offsets start where the net has them."""
         latents = self.latent_from_params(net)
         if self.init == "params":
             return latents
@@ -415,6 +419,17 @@ class HardwareConstraints:
         return rail_running_cost(low, high, self.rail_weight / batch)
 
 
+def _window_log_ratio(floor, ceiling, dead_zone) -> float:
+    """``r = ln(ceiling/floor)`` of a window ``0 < floor < ceiling`` and a dead zone ``d > 0``
+    (InputError names a bad one)."""
+    floor = as_real(floor, "log_window floor", minimum=0.0, exclusive_minimum=True)
+    ceiling = as_real(ceiling, "log_window ceiling", minimum=0.0, exclusive_minimum=True)
+    as_real(dead_zone, "log_window dead_zone", minimum=0.0, exclusive_minimum=True)
+    if not floor < ceiling:
+        raise InputError(f"log_window: the window's floor {floor!r} must be below its ceiling {ceiling!r}")
+    return math.log(ceiling / floor)
+
+
 def log_window(u, floor: float, ceiling: float, dead_zone: float, signed: bool = True):
     r"""The ``log_window`` map of a conductance-like latent and its (straight-through) slope.
 
@@ -441,7 +456,7 @@ def log_window(u, floor: float, ceiling: float, dead_zone: float, signed: bool =
         relative step of at most ``Δu`` per latent step), and in the off zone the secant
         ``g_min/d`` — the straight-through slope that lets a device switch on.
     """
-    r = math.log(ceiling / floor)
+    r = _window_log_ratio(floor, ceiling, dead_zone)
     s = (np.abs(u) if signed else u) - dead_zone
     on = s >= 0
     t = np.tanh(np.maximum(s, 0.0) / r)
@@ -455,7 +470,7 @@ def log_window_inverse(theta, floor: float, ceiling: float, dead_zone: float, si
     value past ``g_max`` to just below it); below ``g_min`` the dead zone in proportion,
     ``u = d·θ/g_min`` (off, on the line of the straight-through slope); with
     ``signed=False`` a negative value is off too."""
-    r = math.log(ceiling / floor)
+    r = _window_log_ratio(floor, ceiling, dead_zone)
     magnitude = np.abs(theta) if signed else np.asarray(theta, dtype=float)
     on = magnitude >= floor
     ratio = np.log(np.maximum(magnitude, floor) / floor) / r

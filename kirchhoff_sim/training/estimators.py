@@ -66,7 +66,7 @@ class _KirchhoffEstimator(BaseEstimator):
                  batch_size=64, lr=1e-2, optimizer="adam", weight_decay=0.0, schedule="cosine",
                  method=DEFAULT_SOLVER["method"], rtol=DEFAULT_SOLVER["rtol"],
                  atol=DEFAULT_SOLVER["atol"], dt=None, validation_fraction=0.0,
-                 profile=None, constraints=None, seed=0, verbose=False):
+                 seed=0, verbose=False, profile=None, constraints=None):
         self.hidden, self.layers, self.duration, self.device = hidden, layers, duration, device
         self.topology, self.image_shape, self.window = topology, image_shape, window
         self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
@@ -105,7 +105,7 @@ class _KirchhoffEstimator(BaseEstimator):
             profile = self.profile
         elif isinstance(self.profile, str) and self.profile == "default":
             profile = load_profile(None)
-        elif isinstance(self.profile, (str, bytes)) or hasattr(self.profile, "__fspath__"):
+        elif isinstance(self.profile, str) or hasattr(self.profile, "__fspath__"):
             profile = load_profile(self.profile)
         else:
             raise InputError(f"{type(self).__name__}.profile must be 'default', a profile file or a "
@@ -117,14 +117,15 @@ class _KirchhoffEstimator(BaseEstimator):
         if "profile" in options:
             raise InputError(f"{type(self).__name__}.constraints: give the profile as profile=, not in "
                              f"constraints")
-        try:
-            return HardwareConstraints(profile=profile, **options)
-        except TypeError:
-            unknown = sorted(set(options) - set(HardwareConstraints.__dataclass_fields__))
-            raise InputError(f"{type(self).__name__}.constraints: unknown option(s) {unknown}") from None
+        unknown = sorted(str(key) for key in set(options) - set(HardwareConstraints.__dataclass_fields__))
+        if unknown:
+            raise InputError(f"{type(self).__name__}.constraints: unknown option(s) {unknown}")
+        return HardwareConstraints(profile=profile, **options)
 
     def _fit(self, config, X, y_encoded, n_outputs, n_classes):
         """Build the net for ``X`` ``(n_samples, n_features)`` and train it on ``y_encoded``."""
+        for stale in ("profile_", "voltage_unit_note_"):      # a refit without a profile has none
+            self.__dict__.pop(stale, None)
         self.net_ = build_net(X.shape[1], n_outputs, hidden=self.hidden, layers=self.layers,
                               duration=self.duration, device=self.device, topology=self.topology,
                               image_shape=self.image_shape, window=self.window, seed=config.seed)

@@ -31,7 +31,7 @@ class Task:
 # dead_zone/lr = 50 steps of one sign to switch off or on. Every device starts on near the
 # floor (``init="on"``): the kaiming initial gains lie far below g_min, and a net that
 # starts all off has an output independent of its input. Mismatch-aware at 10 %.
-_CONSTRAINED = {"net": {"duration": 0.05}, "train": {"lr": 1e-2}, "constraints": RECOMMENDED}
+_CONSTRAINED = {"net": {"duration": 0.05}, "train": {"lr": 1e-2}, "constraints": dict(RECOMMENDED)}
 
 
 _ADAPTIVE = DEFAULT_SOLVER
