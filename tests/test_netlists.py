@@ -114,3 +114,15 @@ def test_export_writes_the_requested_ngspice_options_and_refuses_bad_ones(tmp_pa
     out = tmp_path / "bad.cir"
     assert cli.main(["export", str(EXAMPLES["moons"].model), "-o", str(out), "--reltol", "2"]) == 2
     assert "reltol" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("name", ["moons_constrained", "digits_constrained", "digits_passive"])
+def test_a_committed_constrained_model_records_the_options_todays_command_trains_with(name):
+    # a stale model would refuse --resume ("training config differs") and not be reproducible
+    from kirchhoff_sim.training.constraints import RECOMMENDED, HardwareConstraints
+
+    net, meta, _ = read_model_file(EXAMPLES[name].model)
+    recorded = dict(meta["training"]["config"]["constraints"])
+    today = HardwareConstraints.from_dict(recorded).to_dict()       # the profile it names, today's defaults
+    fresh = HardwareConstraints(profile=HardwareConstraints.from_dict(recorded).profile, **RECOMMENDED).to_dict()
+    assert recorded == today == fresh
