@@ -188,10 +188,10 @@ def cmd_train(args):
 def _training_profile(args, preset, net_kw, train_kw):
     """``--profile``: the technology profile and the HardwareConstraints of the run; the
     task's constrained preset fills what the command line does not set."""
-    from .technology import load_profile
+    from .technology import as_profile
     from .training.constraints import HardwareConstraints
 
-    profile = load_profile(None if args.profile == "default" else args.profile)
+    profile = as_profile(args.profile, "--profile")
     for key, value in preset.constrained.get("net", {}).items():
         if getattr(args, key, None) is None:
             net_kw[key] = value

@@ -40,7 +40,7 @@ from .fileio import atomic_write_text
 from .units import MAX_PRECISION_BITS as MAX_BITS
 from .units import SCALE_PARAMETERS, PhysicalScale, format_si
 
-__all__ = ["TechnologyProfile", "default_profile", "load_profile", "profile_of_model", "format_si", "PROFILE_FORMAT",
+__all__ = ["TechnologyProfile", "default_profile", "load_profile", "profile_of_model", "as_profile", "format_si", "PROFILE_FORMAT",
            "PROFILE_VERSION", "DEFAULT_PROFILE_FILE", "SCALE_PARAMETERS"]
 
 PROFILE_FORMAT = "kirchhoff_sim.technology_profile"
@@ -449,3 +449,24 @@ def profile_of_model(meta: dict, path=None) -> TechnologyProfile:
         return TechnologyProfile.from_dict(recorded["profile"], where="the model's technology profile")
     except InputError as exc:
         raise ModelFileError(str(exc)) from None
+
+
+def as_profile(value, name: str = "profile") -> TechnologyProfile:
+    """A profile given as ``"default"``, a profile file (str or path) or a
+    :class:`TechnologyProfile` — what ``train --profile`` and the estimators' ``profile=``
+    take.
+
+    Raises
+    ------
+    InputError
+        Any other kind of value (``name`` says which argument), or a file that
+        :func:`load_profile` refuses.
+    """
+    if isinstance(value, TechnologyProfile):
+        return value
+    if isinstance(value, str) and value == "default":
+        return default_profile()
+    if isinstance(value, str) or hasattr(value, "__fspath__"):
+        return load_profile(value)
+    raise InputError(f"{name} must be 'default', a profile file or a TechnologyProfile, "
+                     f"got {type(value).__name__}")

@@ -40,7 +40,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..errors import InputError, KirchhoffError
 from ..solvers import DEFAULT_SOLVER, make_solver, simulate
-from ..technology import TechnologyProfile, load_profile
+from ..technology import as_profile
 from .constraints import RECOMMENDED, HardwareConstraints
 from .datasets import Dataset
 from .models import build_net
@@ -101,15 +101,7 @@ class _KirchhoffEstimator(BaseEstimator):
                 raise InputError(f"{type(self).__name__}: constraints={self.constraints!r} need a profile "
                                  f"(profile='default', a profile file or a TechnologyProfile)")
             return None
-        if isinstance(self.profile, TechnologyProfile):
-            profile = self.profile
-        elif isinstance(self.profile, str) and self.profile == "default":
-            profile = load_profile(None)
-        elif isinstance(self.profile, str) or hasattr(self.profile, "__fspath__"):
-            profile = load_profile(self.profile)
-        else:
-            raise InputError(f"{type(self).__name__}.profile must be 'default', a profile file or a "
-                             f"TechnologyProfile, got {type(self.profile).__name__}")
+        profile = as_profile(self.profile, f"{type(self).__name__}.profile")
         if self.constraints is not None and not isinstance(self.constraints, dict):
             raise InputError(f"{type(self).__name__}.constraints must be a dict of HardwareConstraints "
                              f"options, got {type(self.constraints).__name__}")
