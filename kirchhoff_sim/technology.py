@@ -34,6 +34,7 @@ from importlib import resources
 from pathlib import Path
 
 from . import devices
+from .cells.pdk import CORNERS
 from .checks import as_int, as_positive, as_real
 from .errors import InputError, ModelFileError
 from .fileio import atomic_write_text
@@ -46,6 +47,8 @@ __all__ = ["TechnologyProfile", "default_profile", "load_profile", "profile_of_m
 PROFILE_FORMAT = "kirchhoff_sim.technology_profile"
 PROFILE_VERSION = 1
 DEFAULT_PROFILE_FILE = "default_profile.json"
+#: profiles shipped with the package, by the name ``--profile`` and ``profile=`` take
+BUILTIN_PROFILES = {"default": DEFAULT_PROFILE_FILE, "sky130": "sky130_profile.json"}
 _HEADER_KEYS = ("format", "version", "name", "notes", "parameters")
 _USER_SOURCE = "set by {where}"
 _CODE_SOURCE = "set in code"
@@ -67,7 +70,12 @@ _FIELD_SPECS = {
     "temperature_k": ("K", "positive"),
     "max_node_degree": ("devices", "count"),
     "device_families": ("families", "families"),
+    "pdk": ("", "pdk"),
+    "corner": ("", "corner"),
 }
+#: process design kits a profile may name: "none" (behavioural devices only) or sky130
+#: (the transistor-level cell library, :mod:`kirchhoff_sim.cells`)
+PDKS = ("none", "sky130")
 #: named sets of device families a profile may give instead of a list
 FAMILY_SETS = {
     "all": devices.FAMILIES,
@@ -115,6 +123,10 @@ class TechnologyProfile:
         The device families the technology can build (file value: a list of family names,
         or ``"all"`` or ``"passive"`` — Conductance and Diode, the two-terminals that need
         no supply).
+    pdk : str
+        The process design kit of the transistor-level cells: ``"none"`` or ``"sky130"``.
+    corner : str
+        Its process corner: tt, ss, ff, sf or fs.
     name : str
         What the profile describes.
     notes : str
@@ -135,6 +147,8 @@ class TechnologyProfile:
     temperature_k: float
     max_node_degree: int
     device_families: tuple = devices.FAMILIES
+    pdk: str = "none"
+    corner: str = "tt"
     name: str = "custom"
     notes: str = ""
     sources: dict = field(default_factory=dict, compare=False)
@@ -320,7 +334,7 @@ class TechnologyProfile:
         if self.notes:
             lines.append(f"  {self.notes}")
         for name, value in self.parameters().items():
-            shown = (", ".join(value) if isinstance(value, tuple) else
+            shown = (", ".join(value) if isinstance(value, tuple) else value if isinstance(value, str) else
                      f"{value:d}" if isinstance(value, int) else f"{value:.4g}")
             lines.append(f"  {name:<20} {shown:>10} {_FIELD_SPECS[name][0]:<7}  {self.sources[name]}")
         return "\n".join(lines)
@@ -338,6 +352,11 @@ def _checked(value, name, where):
         return as_positive(value, label)
     if kind == "families":
         return _families(value, label)
+    if kind in ("pdk", "corner"):
+        choices = PDKS if kind == "pdk" else CORNERS
+        if not isinstance(value, str) or value not in choices:
+            raise InputError(f"{label} must be one of {', '.join(choices)}, got {value!r}")
+        return value
     number = as_real(value, label)
     if not number < 0:
         raise InputError(f"{label} must be < 0 (the rail below the 0 V ground), got {value!r}")
@@ -388,8 +407,17 @@ def _read_json(text: str, where: str) -> dict:
 
 def default_profile() -> TechnologyProfile:
     """The shipped defaults (``default_profile.json``), every field with its source."""
-    text = resources.files(__package__).joinpath(DEFAULT_PROFILE_FILE).read_text(encoding="utf-8")
-    return TechnologyProfile.from_dict(_read_json(text, DEFAULT_PROFILE_FILE), where=DEFAULT_PROFILE_FILE)
+    return builtin_profile("default")
+
+
+def builtin_profile(name: str) -> TechnologyProfile:
+    """A profile shipped with the package (:data:`BUILTIN_PROFILES`): ``"default"`` or
+    ``"sky130"`` (the transistor-level cells)."""
+    if name not in BUILTIN_PROFILES:
+        raise InputError(f"no built-in profile {name!r}; choose one of {', '.join(BUILTIN_PROFILES)}")
+    file = BUILTIN_PROFILES[name]
+    text = resources.files(__package__).joinpath(file).read_text(encoding="utf-8")
+    return TechnologyProfile.from_dict(_read_json(text, file), where=file)
 
 
 def load_profile(path=None) -> TechnologyProfile:
@@ -452,7 +480,8 @@ def profile_of_model(meta: dict, path=None) -> TechnologyProfile:
 
 
 def as_profile(value, name: str = "profile") -> TechnologyProfile:
-    """A profile given as ``"default"``, a profile file (str or path) or a
+    """A profile given as a built-in name (``"default"``, ``"sky130"``), a profile file
+    (str or path) or a
     :class:`TechnologyProfile` — what ``train --profile`` and the estimators' ``profile=``
     take.
 
@@ -464,9 +493,9 @@ def as_profile(value, name: str = "profile") -> TechnologyProfile:
     """
     if isinstance(value, TechnologyProfile):
         return value
-    if isinstance(value, str) and value == "default":
-        return default_profile()
+    if isinstance(value, str) and value in BUILTIN_PROFILES:
+        return builtin_profile(value)
     if isinstance(value, str) or hasattr(value, "__fspath__"):
         return load_profile(value)
-    raise InputError(f"{name} must be 'default', a profile file or a TechnologyProfile, "
+    raise InputError(f"{name} must be {' or '.join(map(repr, BUILTIN_PROFILES))}, a profile file or a TechnologyProfile, "
                      f"got {type(value).__name__}")

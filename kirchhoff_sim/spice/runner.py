@@ -203,6 +203,8 @@ def run_netlist(
     backend: str = "subprocess",
     timeout: float = 600.0,
     ngspice_path: str | None = None,
+    analysis: str = "tran",
+    trusted_libraries=(),
 ) -> SpiceResult:
     """Run the transient analysis of a SPICE netlist in ngspice.
 
@@ -220,11 +222,18 @@ def run_netlist(
         interrupted itself).
     ngspice_path : str, optional
         ngspice binary (subprocess back end only); default ``shutil.which("ngspice")``.
+    analysis : {"tran", "dc", "op"}
+        Which analysis's plot to return (the last one of that kind). ``"dc"`` and
+        ``"op"`` are for cell characterisation and need the subprocess back end.
+    trusted_libraries : sequence of str
+        Model libraries the netlist may load with ``.lib PATH CORNER`` (the located PDK;
+        see :func:`~kirchhoff_sim.spice.safety.check_netlist_safe`). Subprocess back end.
 
     Returns
     -------
     SpiceResult
-        The transient plot; other plots (``.op``, ...) in the same run are ignored.
+        The plot of ``analysis``; other plots in the same run are ignored. For ``"dc"``
+        :attr:`SpiceResult.time` holds the swept value, for ``"op"`` the single 0.
 
     Raises
     ------
@@ -251,11 +260,12 @@ def run_netlist(
         raise InputError(f"netlist must be str, got {type(netlist).__name__}")
     as_choice(backend, "SPICE backend", BACKENDS)
     timeout = as_positive(timeout, "timeout (seconds)")
-    if ngspice_path is not None and backend != "subprocess":
-        raise InputError("ngspice_path applies to the subprocess backend only")
-    check_netlist_safe(netlist)
+    as_choice(analysis, "analysis", tuple(_PLOT_PREFIXES))
+    if backend != "subprocess" and (ngspice_path is not None or analysis != "tran" or trusted_libraries):
+        raise InputError("ngspice_path, analysis other than 'tran' and trusted_libraries need the subprocess backend")
+    check_netlist_safe(netlist, trusted_libraries)
     if backend == "subprocess":
-        return _run_subprocess(netlist, timeout, _find_ngspice(ngspice_path))
+        return _run_subprocess(netlist, timeout, _find_ngspice(ngspice_path), analysis)
     return _run_shared(netlist, timeout)
 
 
@@ -300,13 +310,16 @@ def _canonical_vector_name(name: str) -> str:
 _UNRECOGNIZED_VECTOR = re.compile(r"unrecognized variable\s*-\s*(\S+)", re.IGNORECASE)
 
 
-def _result_from_arrays(named_arrays, log, elapsed, backend) -> SpiceResult:
-    """Build a SpiceResult from (raw name, array) pairs, one of them the time scale."""
+def _result_from_arrays(named_arrays, log, elapsed, backend, scale_name: str = "time") -> SpiceResult:
+    """Build a SpiceResult from (raw name, array) pairs, one of them the scale
+    (``time``; the sweep of a DC analysis; none for an operating point)."""
     time = None
     vectors = {}
     for name, values in named_arrays:
         canonical = _canonical_vector_name(name)
-        if canonical == "time":
+        if scale_name == "op" and time is None:
+            time = np.zeros(1)
+        if canonical == scale_name or (scale_name == "sweep" and time is None):
             time = values
         else:
             vectors[canonical] = values
@@ -483,6 +496,9 @@ def _no_transient(log: str) -> NetlistRejectedError:
 _NETLIST_FILE = "circuit.cir"
 _RAW_FILE = "circuit.raw"
 _TRANSIENT_PLOT_PREFIX = "transient"  # raw file "Plotname: Transient Analysis"
+#: analysis → (raw file plot-name prefix, scale vector: a name, the first vector, or none)
+_PLOT_PREFIXES = {"tran": (_TRANSIENT_PLOT_PREFIX, "time"), "dc": ("dc transfer", "sweep"),
+                  "op": ("operating point", "op")}
 _NO_INIT_DIR = "no_init"  # empty SPICE_SCRIPTS folder: no spinit to read
 # what ngspice says on stderr when it finds no spinit (wanted here, so not logged)
 _NO_SPINIT_NOTE = re.compile(r"^Note: can't find the initialization file spinit\.\r?\n?", re.MULTILINE)
@@ -546,7 +562,7 @@ def _last_log_lines(log: str, limit: int = MAX_QUOTED_LOG_LINES) -> str:
     return "\n".join(f"    {line}" for line in lines[-limit:]) or "    (nothing)"
 
 
-def _run_subprocess(netlist: str, timeout: float, ngspice: str) -> SpiceResult:
+def _run_subprocess(netlist: str, timeout: float, ngspice: str, analysis: str = "tran") -> SpiceResult:
     with tempfile.TemporaryDirectory(prefix="kirchhoff_spice_") as workdir:
         netlist_path = os.path.join(workdir, _NETLIST_FILE)
         raw_path = os.path.join(workdir, _RAW_FILE)
@@ -588,12 +604,15 @@ def _run_subprocess(netlist: str, timeout: float, ngspice: str) -> SpiceResult:
             raise _no_transient(log)
         with open(raw_path, "rb") as handle:
             plots = parse_raw(handle.read())
-    transient = [plot for plot in plots if plot.name.lower().startswith(_TRANSIENT_PLOT_PREFIX)]
-    if not transient:
+    prefix, scale_name = _PLOT_PREFIXES[analysis]
+    wanted = [plot for plot in plots if plot.name.lower().startswith(prefix)]
+    if not wanted:
+        if analysis != "tran":
+            raise NetlistRejectedError(f"ngspice produced no {analysis} analysis output:\n" + _quoted_log_lines(log))
         raise _no_transient(log)
-    plot = transient[-1]
+    plot = wanted[-1]
     named = zip((name for name, _ in plot.variables), plot.values)
-    return _result_from_arrays(named, log, elapsed, "subprocess")
+    return _result_from_arrays(named, log, elapsed, "subprocess", scale_name)
 
 
 # ---------------------------------------------------------------- shared back end

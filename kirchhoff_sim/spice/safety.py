@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import re
 
+from ..cells.pdk import CORNERS  # the sections a trusted library may be loaded with
 from ..errors import InputError, UnsafeNameError
 
 __all__ = [
@@ -73,7 +74,7 @@ ALLOWED_ELEMENTS = frozenset("BCDEFGHIJKLMQRSTVWX")
 #: ``.if`` …, nor anything ngspice adds later.
 ALLOWED_DOT_CARDS = frozenset({
     ".end", ".subckt", ".ends", ".model", ".param", ".func", ".global", ".ic", ".nodeset",
-    ".options", ".option", ".opt", ".temp", ".tran", ".op", ".save", ".print", ".meas",
+    ".options", ".option", ".opt", ".temp", ".tran", ".op", ".dc", ".save", ".print", ".meas",
     ".measure",
 })
 #: ``.model`` types of built-in devices (none reads a file; XSPICE and CIDER types do)
@@ -87,7 +88,7 @@ ALLOWED_OPTIONS = frozenset({
     "method", "maxord", "reltol", "abstol", "vntol", "chgtol", "trtol", "temp", "tnom",
     "gmin", "gminsteps", "srcsteps", "itl1", "itl2", "itl3", "itl4", "itl5", "itl6",
     "pivrel", "pivtol", "rshunt", "cshunt", "xmu", "noopiter", "gshunt", "maxevtiter",
-    "maxopalter",
+    "maxopalter", "scale",
 })
 _METHOD_VALUES = frozenset({"trap", "trapezoidal", "gear"})
 # a SPICE number: mantissa, exponent, optional scale suffix (1k, 2.5meg, 1e-6)
@@ -107,7 +108,7 @@ _SHELL = re.compile(r"\s*\.?shell(\s|$)", re.IGNORECASE)
 _FORBIDDEN_CHARACTERS = frozenset('"`')
 
 
-def check_netlist_safe(netlist: str) -> None:
+def check_netlist_safe(netlist: str, trusted_libraries=()) -> None:
     """Refuse netlist text that could make ngspice run commands or read other files.
 
     A whitelist (see the module docstring for what it keeps out and the manual's
@@ -127,6 +128,12 @@ def check_netlist_safe(netlist: str) -> None:
     and no element or card may contain a quote, a backquote, a ``file=`` parameter or a
     control character other than tab. Comments may hold any printable text.
 
+    The one exception to "no other file": a ``.lib PATH SECTION`` card whose PATH is one
+    of ``trusted_libraries`` — the process design kit's model library, which the caller
+    located itself (:func:`kirchhoff_sim.cells.pdk.locate_pdk`), never a path read from
+    the netlist — and whose SECTION is a process corner. What that library includes is
+    the foundry's model code, trusted as the PDK.
+
     Lines are split with :meth:`str.splitlines`, which splits on more characters than
     ngspice does (``\\r``, form feed, ...), so nothing ngspice reads as a line start can
     hide in the middle of a line here.
@@ -143,8 +150,9 @@ def check_netlist_safe(netlist: str) -> None:
     lines = netlist.splitlines()
     if lines:
         _check_title(lines[0])
+    trusted = frozenset(str(path) for path in trusted_libraries)
     for number, card in _logical_cards(lines):
-        problem = _card_problem(card)
+        problem = _card_problem(card, trusted)
         if problem is not None:
             raise UnsafeNameError(
                 f"netlist line {number} is refused: {problem} ({card.strip()[:60]!r})"
@@ -192,7 +200,7 @@ def _has_control_character(text: str) -> bool:
     return any((c < " " and c != "\t") or c == "\x7f" for c in text)
 
 
-def _card_problem(card: str) -> str | None:
+def _card_problem(card: str, trusted=frozenset()) -> str | None:
     """Why one logical card (a line with its continuations) is refused, or None."""
     if not card.strip():
         return None
@@ -214,7 +222,7 @@ def _card_problem(card: str) -> str | None:
         return "it is a shell command"
     word = _CARD_WORD.match(stripped).group(1)
     if stripped.startswith("."):
-        return _dot_card_problem(stripped, word)
+        return _dot_card_problem(stripped, word, trusted)
     letter = word[0].upper()
     if not letter.isalpha():
         return "it is neither a comment, an element nor a dot card"
@@ -225,8 +233,10 @@ def _card_problem(card: str) -> str | None:
     return None
 
 
-def _dot_card_problem(card: str, word: str) -> str | None:
+def _dot_card_problem(card: str, word: str, trusted=frozenset()) -> str | None:
     name = re.match(r"\.[A-Za-z_]*", word).group(0).lower()
+    if word.lower() == ".lib" and _is_trusted_library(card, trusted):
+        return None
     if name not in ALLOWED_DOT_CARDS:
         known = {".control": "a .control block", ".endc": "the end of a .control block",
                  ".include": "a file inclusion", ".inc": "a file inclusion", ".lib": "a library inclusion",
@@ -243,6 +253,11 @@ def _dot_card_problem(card: str, word: str) -> str | None:
     elif name in (".options", ".option", ".opt"):
         return _options_problem(rest)
     return None
+
+
+def _is_trusted_library(card: str, trusted) -> bool:
+    fields = card.split()
+    return len(fields) == 3 and fields[1] in trusted and fields[2].lower() in CORNERS
 
 
 def _options_problem(text: str) -> str | None:

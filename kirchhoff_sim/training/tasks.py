@@ -21,6 +21,9 @@ class Task:
     #: what changes when the task is trained against a technology profile (``--profile``):
     #: ``net`` and ``train`` overrides and HardwareConstraints keywords
     constrained: dict = field(default_factory=dict)
+    #: what changes further when the profile names a process design kit (``--profile
+    #: sky130``): the net is built of its cells, so the circuit trained is the circuit built
+    cells: dict = field(default_factory=dict)
 
 
 # Against a profile every conductance is 0 or within the window (≥ g_min = G0 for the
@@ -34,6 +37,15 @@ class Task:
 _CONSTRAINED = {"net": {"duration": 0.05}, "train": {"lr": 1e-2}, "constraints": dict(RECOMMENDED)}
 
 
+# On the sky130 cells (profile sky130): the tanh cell's amplitude is 0.2-2 normalised and
+# its slope ~0.67, so a node settles in about one unit of time: layers of duration 2.
+# One cell per ordered node pair (repeat (1, 0): a cell's amplitude is signed) and 2 hidden
+# nodes keep the net at 84 cells (2,016 transistors), which ngspice runs at transistor
+# level in tens of seconds. The rails (±0.15 V, the cell's operating range) are a running
+# cost: a tanh cell's current does not scale with V0, so V0 cannot be fitted afterwards.
+_CELLS = {"net": {"device": "TanhCell", "hidden": 2, "duration": 2.0, "repeat": (1, 0)},
+          "train": {"lr": 3e-2}, "constraints": {"rail_weight": 1.0}}
+
 _ADAPTIVE = DEFAULT_SOLVER
 
 TASKS = {
@@ -42,6 +54,7 @@ TASKS = {
         net={"hidden": 6, "layers": 2, "duration": 1.0, "device": "ShiftedReLU"},
         train={"epochs": 15, "batch_size": 32, "lr": 3e-2, "solver": _ADAPTIVE},
         constrained=_CONSTRAINED,
+        cells=_CELLS,
     ),
     "circles": Task(
         dataset={"n_samples": 2000},

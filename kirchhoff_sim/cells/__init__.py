@@ -1,0 +1,65 @@
+"""Transistor-level cells in the SkyWater sky130 open PDK (DESIGN.md §8).
+
+The pipeline: :mod:`~kirchhoff_sim.cells.pdk` finds the PDK's SPICE models;
+:mod:`~kirchhoff_sim.cells.library` holds the cells (transistor-level subcircuits);
+:mod:`~kirchhoff_sim.cells.characterise` sweeps them in ngspice and fits the cell models;
+:func:`cell_device` turns a fit into an ordinary device of our library
+(:class:`~kirchhoff_sim.devices.TanhCell`) at a profile's physical scale, so the solver,
+the adjoint and the report need no special case; :mod:`~kirchhoff_sim.cells.transistor`
+writes a trained net as cells, supplies, biases and clocks.
+
+Importing this package runs nothing and needs no PDK; the functions that do say so.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["cell_device", "characterisation_of"]
+
+
+def characterisation_of(profile, pdk_root=None):
+    """The cell characterisation at ``profile``'s corner and temperature (cached; the
+    first call runs ngspice for about a minute and a half).
+
+    Raises
+    ------
+    InputError
+        The profile names no PDK (``pdk`` is "none").
+    PDKNotFoundError, SpiceError
+    """
+    from ..errors import InputError
+    from .characterise import characterise
+    from .pdk import locate_pdk
+
+    if profile.pdk == "none":
+        raise InputError(f"profile {profile.name!r} names no process design kit (pdk 'none'); "
+                         f"use --profile sky130 or a profile with \"pdk\": \"sky130\"")
+    return characterise(profile.corner, profile.temperature_k - 273.15, pdk=locate_pdk(pdk_root))
+
+
+def cell_device(characterisation, scale):
+    """The :class:`~kirchhoff_sim.devices.TanhCell` of a characterisation at a physical scale.
+
+    In normalised units (``z = Z/V0``, ``A = I/(G0·V0)``) the fitted slope
+    ``β(I) = b0 + b1·ln I`` becomes ``β'(A) = V0·(b0 + b1·ln(G0·V0)) + V0·b1·ln A``, and
+    the bias window ``[I_min, I_max]`` the amplitude window ``[I_min, I_max]/(G0·V0)``.
+
+    Parameters
+    ----------
+    characterisation : CellCharacterisation
+    scale : PhysicalScale
+
+    Returns
+    -------
+    TanhCell
+    """
+    from ..devices import TanhCell
+
+    unit_current = scale.G0 * scale.V0
+    design = characterisation.design
+    return TanhCell(
+        slope=scale.V0 * (characterisation.slope_per_v + characterisation.slope_per_v_per_log_a * math.log(unit_current)),
+        slope_per_log_amplitude=scale.V0 * characterisation.slope_per_v_per_log_a,
+        amplitude_min=design["bias_min_a"] / unit_current, amplitude_max=design["bias_max_a"] / unit_current,
+        cell=f"{characterisation.pdk} tanh cell, {characterisation.corner}, {characterisation.temperature_c:g} C")

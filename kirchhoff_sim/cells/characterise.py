@@ -1,0 +1,388 @@
+"""Characterisation: ngspice sweeps of the cells give the fitted cell models.
+
+One DC sweep per (bias current, orientation) runs the tanh cell at every destination
+voltage of the operating range at once: each instance has its own bias reference, its
+own ``dst`` source and an ideal copy of the swept branch voltage ``z = vs − vd`` on its
+``src`` (a VCVS of the test bench, not of the cell), with ammeters on both terminals;
+the runs go :data:`PARALLEL_RUNS` at a time. The fit (:func:`fit_tanh_cell`):
+
+    i = η(I)·I_b·tanh(β(I)·(z − δ)),   β(I) = b0 + b1·ln I,   η(I) = e0 + e1·ln I
+
+with ``I = η·I_b`` the saturation current, least squares per bias and then lines in
+``ln I`` across the bias window; ``δ`` per orientation. The fit error is the worst
+distance of either terminal's measured current from the *final* model (the lines, not
+the per-bias fits), over every bias, destination voltage and branch voltage with both
+terminals inside the operating range, as a fraction of the saturation current.
+
+A second run measures the pins' small-signal capacitances at the operating point: a
+1 mV, 1 MHz sine on a pin, and the out-of-phase part of its current, ``C = I_q/(2πf·A)``.
+
+Results are cached as JSON (written atomically) per PDK fingerprint, corner, temperature
+and cell design, under :func:`cache_directory`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import optimize
+
+from ..errors import InputError, ModelFileError
+from ..fileio import atomic_write_text
+from ..spice.runner import run_netlist
+from .library import MIM_CAP, TANH_CELL, TanhCellDesign, cell_subcircuits
+from .pdk import PDK, check_corner, locate_pdk
+
+__all__ = ["CellCharacterisation", "characterise", "cache_directory", "CACHE_VARIABLE"]
+
+CACHE_VARIABLE = "KIRCHHOFF_SIM_CACHE"
+CACHE_FORMAT = "kirchhoff_sim.cell_characterisation"
+CACHE_VERSION = 2
+#: bias currents of the sweep (A), log-spaced over the cell's window (TanhCellDesign)
+SWEEP_BIASES = (10e-9, 21.5e-9, 46.4e-9, 100e-9)
+#: node voltages the sweep holds dst at, as fractions of the operating half-range
+SWEEP_DST_FRACTIONS = (-1.0, 0.0, 1.0)
+#: the swept branch voltage z = vs − vd, in half-ranges, and the number of points
+SWEEP_Z_SPAN, SWEEP_POINTS = 2.0, 61
+#: the sine of the capacitance measurement: amplitude (V) and frequency (Hz)
+CAP_AMPLITUDE_V, CAP_FREQUENCY_HZ = 1e-3, 1e6
+#: sides (µm) of the two square MIM capacitors measured to fit C = c_a·(side + dw)²
+MIM_TEST_SIDES_UM = (20.0, 40.0)
+#: ngspice processes run at once (one per core of the 2-core machines this targets)
+PARALLEL_RUNS = 2
+
+
+@dataclass(frozen=True)
+class CellCharacterisation:
+    """What the sweeps measured of the tanh cell at one corner and temperature.
+
+    Attributes
+    ----------
+    slope_per_v, slope_per_v_per_log_a : float
+        ``b0`` (1/V) and ``b1`` of ``β(I) = b0 + b1·ln(I / 1 A)``.
+    eta, eta_per_log_a : float
+        ``e0`` and ``e1`` of ``η(I)``: saturation current over the reference current.
+    offset_v : dict
+        ``δ`` per orientation ``"p"``/``"n"`` (V).
+    max_error : float
+        Worst |measured − model| of either terminal over the operating range, as a
+        fraction of the saturation current.
+    imbalance : float
+        Worst |i_src − i_dst| (current left in the cell's supplies), same units.
+    per_bias : list of dict
+        The per-(orientation, bias) least-squares fits (``bias_a``, ``eta``,
+        ``beta_per_v``, ``delta_v``).
+    pin_capacitance_f : dict
+        Small-signal capacitance of the ``src`` and ``dst`` pins at the operating point (F).
+    mim_capacitor : dict
+        ``c_per_um2`` (F/µm²) and ``dw_um`` of the node capacitor's fit
+        ``C = c_a·(side + dw)²`` (square sky130 MIM capacitors).
+    delay_s : float
+        The cell's internal delay (its mirror poles) at the bottom of the bias window:
+        seconds from a 0.1 V branch-voltage step to half of the output's change. It
+        scales as 1/bias, like the node time constant ``C/(β·I)``.
+    """
+
+    pdk: str
+    pdk_fingerprint: str
+    corner: str
+    temperature_c: float
+    design: dict
+    slope_per_v: float
+    slope_per_v_per_log_a: float
+    eta: float
+    eta_per_log_a: float
+    offset_v: dict
+    max_error: float
+    imbalance: float
+    per_bias: list = field(default_factory=list)
+    pin_capacitance_f: dict = field(default_factory=dict)
+    mim_capacitor: dict = field(default_factory=dict)
+    delay_s: float = 0.0
+    sweep_seconds: float = 0.0
+
+    def slope(self, saturation_a):
+        """``β`` (1/V) at saturation current(s) ``saturation_a`` (A)."""
+        return self.slope_per_v + self.slope_per_v_per_log_a * np.log(saturation_a)
+
+    def efficiency(self, saturation_a):
+        """``η``: saturation current per unit reference current at ``saturation_a`` (A)."""
+        return self.eta + self.eta_per_log_a * np.log(saturation_a)
+
+    def mim_side_um(self, capacitance_f: float) -> float:
+        """Side (µm) of the square MIM capacitor of ``capacitance_f`` farads."""
+        fit = self.mim_capacitor
+        return math.sqrt(capacitance_f / fit["c_per_um2"]) - fit["dw_um"]
+
+    def mim_capacitance_f(self, side_um: float) -> float:
+        """Capacitance (F) of a square MIM capacitor of side ``side_um``."""
+        fit = self.mim_capacitor
+        return fit["c_per_um2"] * (side_um + fit["dw_um"]) ** 2
+
+    def to_json(self) -> str:
+        return json.dumps({"format": CACHE_FORMAT, "version": CACHE_VERSION, **asdict(self)}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> "CellCharacterisation":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ModelFileError(f"{where}: not a cell characterisation ({exc})") from None
+        if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT or data.get("version") != CACHE_VERSION:
+            raise ModelFileError(f"{where}: not a cell characterisation of version {CACHE_VERSION}")
+        data.pop("format"), data.pop("version")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ModelFileError(f"{where}: malformed cell characterisation ({exc})") from None
+
+
+def cache_directory() -> Path:
+    """Where characterisations are cached: ``$KIRCHHOFF_SIM_CACHE`` or
+    ``~/.cache/kirchhoff_sim`` (``$XDG_CACHE_HOME`` if set), subfolder ``cells``."""
+    base = os.environ.get(CACHE_VARIABLE)
+    if not base:
+        base = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kirchhoff_sim")
+    return Path(base) / "cells"
+
+
+def netlist_header(pdk: PDK, corner: str, temperature_c: float, title: str) -> list[str]:
+    """Title, the PDK's ``.lib`` card, µm sizes and the temperature."""
+    return [title, pdk.lib_card(corner), ".option scale=1.0u", f".temp {temperature_c:g}"]
+
+
+def supply_lines(d: TanhCellDesign) -> list[str]:
+    """The supply and the cascode bias references (ideal sources, counted as such)."""
+    return [f"Vdd vdd 0 {d.vdd:g}", f"Vcp vcp 0 {d.vcp:g}", f"Vcn vcn 0 {d.vcn:g}"]
+
+
+def sweep_z(d: TanhCellDesign = TANH_CELL) -> np.ndarray:
+    return np.linspace(-SWEEP_Z_SPAN * d.half_range_v, SWEEP_Z_SPAN * d.half_range_v, SWEEP_POINTS)
+
+
+def sweep_netlist(pdk: PDK, corner: str, temperature_c: float, bias_a: float, orientation: str,
+                  d: TanhCellDesign = TANH_CELL) -> str:
+    """The DC sweep of one (bias, orientation) of the tanh cell at every dst voltage."""
+    z = sweep_z(d)
+    lines = netlist_header(pdk, corner, temperature_c, "* kirchhoff_sim tanh cell DC characterisation")
+    lines += cell_subcircuits(d) + supply_lines(d) + [f"Ven en 0 {d.vdd:g}", "Vz z 0 0"]
+    for k, fraction in enumerate(SWEEP_DST_FRACTIONS):
+        lines += [f"I{k} vdd nb{k} {bias_a:g}", f"XB{k} nb{k} 0 ks_bias",
+                  f"Vd{k} d{k} 0 {d.vcm + fraction * d.half_range_v:g}",
+                  f"E{k} sq{k} d{k} z 0 1",
+                  f"Vms{k} sq{k} s{k} 0", f"Vmd{k} d{k} dc{k} 0",
+                  f"X{k} s{k} s{k} dc{k} vdd 0 nb{k} vcp vcn en ks_tanh_{orientation}"]
+    step = (z[-1] - z[0]) / (len(z) - 1)
+    lines += [f".dc Vz {float(z[0])!r} {float(z[-1] + step / 2)!r} {float(step)!r}", ".end"]
+    return "\n".join(lines) + "\n"
+
+
+def capacitance_netlist(pdk: PDK, corner: str, temperature_c: float, d: TanhCellDesign = TANH_CELL,
+                        bias_a: float = 31.6e-9) -> str:
+    """A transient with a small sine on one pin at a time (src, then dst) of a cell at vcm."""
+    lines = netlist_header(pdk, corner, temperature_c, "* kirchhoff_sim tanh cell pin capacitance")
+    lines += cell_subcircuits(d) + supply_lines(d) + [f"Ven en 0 {d.vdd:g}"]
+    period = 1.0 / CAP_FREQUENCY_HZ
+    for pin in ("src", "dst"):
+        sine = f"SIN({d.vcm:g} {CAP_AMPLITUDE_V:g} {CAP_FREQUENCY_HZ:g})"
+        vs = sine if pin == "src" else f"{d.vcm:g}"
+        vd = sine if pin == "dst" else f"{d.vcm:g}"
+        lines += [f"I{pin} vdd nb{pin} {bias_a:g}", f"XB{pin} nb{pin} 0 ks_bias",
+                  f"Vs{pin} s{pin} 0 {vs}", f"Vd{pin} d{pin} 0 {vd}",
+                  f"X{pin} s{pin} s{pin} d{pin} vdd 0 nb{pin} vcp vcn en ks_tanh_p"]
+    for k, side in enumerate(MIM_TEST_SIDES_UM):
+        lines += [f"Vmim{k} mim{k} 0 SIN({d.vcm:g} {CAP_AMPLITUDE_V:g} {CAP_FREQUENCY_HZ:g})",
+                  f"XMIM{k} mim{k} 0 {MIM_CAP} W={side:g} L={side:g}"]
+    lines += [f".tran {period / 200:g} {3 * period:g} 0 {period / 200:g}", ".end"]
+    return "\n".join(lines) + "\n"
+
+
+#: the step of the delay measurement: branch-voltage step (V), time of the step and run length (s)
+STEP_V, STEP_AT_S, STEP_RUN_S = 0.1, 1e-6, 11e-6
+
+
+def step_netlist(pdk: PDK, corner: str, temperature_c: float, d: TanhCellDesign = TANH_CELL) -> str:
+    """A step of the branch voltage across a cell at the bottom of its bias window (its
+    slowest): the current into dst follows with the cell's internal delay."""
+    lines = netlist_header(pdk, corner, temperature_c, "* kirchhoff_sim tanh cell step response")
+    lines += cell_subcircuits(d) + supply_lines(d) + [f"Ven en 0 {d.vdd:g}"]
+    low, high = d.vcm - STEP_V / 2, d.vcm + STEP_V / 2
+    lines += [f"I1 vdd nb1 {d.bias_min_a:g}", "XB1 nb1 0 ks_bias",
+              f"Vs1 s1 0 PWL(0 {low:g} {STEP_AT_S:g} {low:g} {STEP_AT_S + 1e-9:g} {high:g})",
+              f"Vd1 d1 0 {d.vcm:g}", "X1 s1 s1 d1 vdd 0 nb1 vcp vcn en ks_tanh_p",
+              f".tran 20n {STEP_RUN_S:g} 0 20n", ".end"]
+    return "\n".join(lines) + "\n"
+
+
+def step_delay(result) -> float:
+    """Seconds from the step to half of the dst current's change (50 % delay), taken at
+    the last crossing of the half-way level (the gates' feed-through of the ideal step
+    is a brief spike at the step itself)."""
+    t = np.asarray(result.time)
+    current = result.vectors["i(vd1)"]
+    before = current[t < STEP_AT_S][-1]
+    progress = (current - before) / (current[-1] - before)
+    below = np.nonzero((t > STEP_AT_S) & (progress < 0.5))[0]
+    return float(t[below[-1] + 1] - STEP_AT_S) if below.size else 0.0
+
+
+def _terminal_currents(result):
+    """``(i_src, i_dst)`` of every instance, each ``(len(SWEEP_DST_FRACTIONS), n_z)``:
+    the current leaving src and the current entering dst."""
+    src = np.stack([result.vectors[f"i(vms{k})"] for k in range(len(SWEEP_DST_FRACTIONS))])
+    dst = np.stack([-result.vectors[f"i(vmd{k})"] for k in range(len(SWEEP_DST_FRACTIONS))])
+    return src, dst
+
+
+def _in_range(z, d: TanhCellDesign):
+    vd = d.vcm + np.asarray(SWEEP_DST_FRACTIONS)[:, None] * d.half_range_v
+    return np.abs(vd + z[None, :] - d.vcm) <= d.half_range_v * (1 + 1e-9) + 0 * vd
+
+
+def fit_tanh_cell(sweeps: dict, d: TanhCellDesign = TANH_CELL) -> dict:
+    """The fit of :class:`CellCharacterisation` (its numeric fields) from
+    ``sweeps[(orientation, bias)] = (z, i_src, i_dst)``."""
+    per_bias = []
+    for (o, bias), (z, src, dst) in sorted(sweeps.items()):
+        ok = _in_range(z, d)
+        zz = np.broadcast_to(z, src.shape)[ok]
+        mean = 0.5 * (src + dst)[ok] / bias
+
+        def residual(theta):
+            eta, beta, delta = theta
+            return eta * np.tanh(beta * (zz - delta)) - mean
+
+        eta, beta, delta = optimize.least_squares(residual, x0=[1.0 if o == "p" else -1.0, 13.0, 0.0],
+                                                  method="lm").x
+        per_bias.append({"orientation": o, "bias_a": float(bias), "eta": float(eta), "beta_per_v": float(beta),
+                         "delta_v": float(delta)})
+    saturation = np.array([abs(f["eta"]) * f["bias_a"] for f in per_bias])
+    log_i = np.log(saturation)
+    b1, b0 = np.polyfit(log_i, [f["beta_per_v"] for f in per_bias], 1)
+    e1, e0 = np.polyfit(log_i, [abs(f["eta"]) for f in per_bias], 1)
+    offsets = {o: float(np.mean([f["delta_v"] for f in per_bias if f["orientation"] == o])) for o in "pn"}
+    worst_error = worst_imbalance = 0.0
+    for (o, bias), (z, src, dst) in sweeps.items():
+        ok = _in_range(z, d)
+        sign = 1.0 if o == "p" else -1.0
+        eta = e0 + e1 * np.log(_saturation_of_bias(bias, e0, e1))
+        i_sat = eta * bias
+        model = sign * i_sat * np.tanh((b0 + b1 * np.log(i_sat)) * (z - offsets[o]))
+        worst_error = max(worst_error, float(np.max(np.abs(np.stack([src - model, dst - model]))[:, ok]) / i_sat))
+        worst_imbalance = max(worst_imbalance, float(np.max(np.abs(src - dst)[ok]) / i_sat))
+    return {"slope_per_v": float(b0), "slope_per_v_per_log_a": float(b1), "eta": float(e0),
+            "eta_per_log_a": float(e1), "offset_v": offsets, "max_error": worst_error,
+            "imbalance": worst_imbalance, "per_bias": per_bias}
+
+
+def _saturation_of_bias(bias, e0, e1, iterations: int = 20):
+    """The saturation current ``I`` with ``I = η(I)·bias`` (a fixed point; η ≈ 1)."""
+    current = bias
+    for _ in range(iterations):
+        current = (e0 + e1 * np.log(current)) * bias
+    return current
+
+
+def _driven_capacitance(result, source: str) -> float:
+    """Capacitance (F) on the node the sine source ``source`` drives: the quadrature part
+    of its current over the last two periods, ``C = I_q/(2πf·A)``."""
+    t = np.asarray(result.time)
+    omega = 2 * math.pi * CAP_FREQUENCY_HZ
+    last = t >= t[-1] - 2.0 / CAP_FREQUENCY_HZ
+    # the current into the node from its source is −i(V): ngspice's i(V) flows + → − inside
+    current = -result.vectors[f"i({source})"]
+    cos = np.cos(omega * t[last])
+    quadrature = np.trapezoid(current[last] * cos, t[last]) / np.trapezoid(cos ** 2, t[last])
+    return float(quadrature / (omega * CAP_AMPLITUDE_V))
+
+
+def pin_capacitances(result) -> dict:
+    """``{"src": C, "dst": C}`` (F) of a cell's pins, from the capacitance run."""
+    return {"src": _driven_capacitance(result, "vssrc"), "dst": _driven_capacitance(result, "vddst")}
+
+
+def mim_capacitor_fit(result) -> dict:
+    """``{"c_per_um2": c_a, "dw_um": dw}`` of ``C = c_a·(side + dw)²`` from the two
+    measured MIM capacitors."""
+    (s1, s2) = MIM_TEST_SIDES_UM
+    r1, r2 = (math.sqrt(_driven_capacitance(result, f"vmim{k}")) for k in range(2))
+    k = (r2 - r1) / (s2 - s1)
+    return {"c_per_um2": k * k, "dw_um": r1 / k - s1}
+
+
+def characterise(corner: str = "tt", temperature_c: float = 27.0, *, pdk: PDK | None = None,
+                 design: TanhCellDesign = TANH_CELL, use_cache: bool = True, timeout: float = 900.0
+                 ) -> CellCharacterisation:
+    """Characterise the tanh cell in ngspice (or read the cached result).
+
+    Parameters
+    ----------
+    corner : {"tt", "ss", "ff", "sf", "fs"}
+    temperature_c : float
+        Temperature in °C (ngspice's ``.temp``), -60..175.
+    pdk : PDK, optional
+        Default :func:`~kirchhoff_sim.cells.pdk.locate_pdk`.
+    design : TanhCellDesign
+    use_cache : bool
+        Read and write the cache (:func:`cache_directory`).
+    timeout : float
+        Seconds per ngspice run.
+
+    Returns
+    -------
+    CellCharacterisation
+
+    Raises
+    ------
+    PDKNotFoundError
+        The sky130 models are not installed.
+    InputError
+        Unknown corner or a temperature out of range.
+    SpiceError
+        An ngspice run failed.
+    """
+    corner = check_corner(corner)
+    if isinstance(temperature_c, bool) or not isinstance(temperature_c, (int, float)) \
+            or not math.isfinite(temperature_c) or not -60 <= temperature_c <= 175:
+        raise InputError(f"temperature {temperature_c!r} °C is outside -60..175 °C")
+    pdk = pdk or locate_pdk()
+    path = cache_directory() / (f"{pdk.name}-{pdk.fingerprint}-{corner}-{temperature_c:g}C-"
+                                f"{_design_key(design)}-v{CACHE_VERSION}.json")
+    if use_cache and path.is_file():
+        try:
+            return CellCharacterisation.from_json(path.read_text(encoding="utf-8"), str(path))
+        except (ModelFileError, OSError, UnicodeDecodeError):
+            pass    # a damaged cache entry is measured again and replaced
+    trusted = (str(pdk.library),)
+    jobs = {(o, bias): sweep_netlist(pdk, corner, temperature_c, bias, o, design)
+            for o in "pn" for bias in SWEEP_BIASES}
+    jobs["caps"] = capacitance_netlist(pdk, corner, temperature_c, design)
+    jobs["step"] = step_netlist(pdk, corner, temperature_c, design)
+
+    def run(key):
+        return run_netlist(jobs[key], analysis="dc" if isinstance(key, tuple) else "tran", timeout=timeout,
+                           trusted_libraries=trusted)
+
+    with ThreadPoolExecutor(PARALLEL_RUNS) as pool:     # each run is its own ngspice process
+        results = dict(zip(jobs, pool.map(run, jobs)))
+    caps, step = results.pop("caps"), results.pop("step")
+    sweeps = {key: (np.asarray(r.time), *_terminal_currents(r)) for key, r in results.items()}
+    result = CellCharacterisation(
+        pdk=pdk.name, pdk_fingerprint=pdk.fingerprint, corner=corner, temperature_c=float(temperature_c),
+        design=asdict(design), **fit_tanh_cell(sweeps, design), pin_capacitance_f=pin_capacitances(caps),
+        mim_capacitor=mim_capacitor_fit(caps), delay_s=step_delay(step), sweep_seconds=sum(r.elapsed for r in results.values()) + caps.elapsed + step.elapsed)
+    if use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, result.to_json())
+    return result
+
+
+def _design_key(design: TanhCellDesign) -> str:
+    return hashlib.sha256(json.dumps(asdict(design), sort_keys=True).encode()).hexdigest()[:10]
