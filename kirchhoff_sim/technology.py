@@ -73,6 +73,10 @@ _FIELD_SPECS = {
     "pdk": ("", "pdk"),
     "corner": ("", "corner"),
 }
+#: fields added after version 1 profiles were first written, with the value a profile
+#: without them means (a model trained before PDKs existed ran behavioural devices)
+_LATER_FIELDS = {"pdk": "none", "corner": "tt"}
+_LATER_SOURCE = "not in the file (written before the field existed): the default"
 #: process design kits a profile may name: "none" (behavioural devices only) or sky130
 #: (the transistor-level cell library, :mod:`kirchhoff_sim.cells`)
 PDKS = ("none", "sky130")
@@ -267,6 +271,9 @@ class TechnologyProfile:
         if twice:
             raise InputError(f"{where}: {twice} given both at the top level and under 'parameters'")
         given = {**parameters, **flat}
+        if base is None:
+            # profiles written before a field existed (model files of earlier releases)
+            given.update({k: {"value": v, "source": _LATER_SOURCE} for k, v in _LATER_FIELDS.items() if k not in given})
         missing = [k for k in _FIELD_SPECS if k not in given]
         if base is None and missing:
             raise InputError(f"{where}: missing parameter(s) {missing}")
@@ -316,12 +323,16 @@ class TechnologyProfile:
                                                  notes=changes.get("notes", self.notes), sources=sources)
 
     def to_dict(self) -> dict:
-        """JSON form (what :meth:`save` writes and :meth:`from_dict` reads)."""
+        """JSON form (what :meth:`save` writes and :meth:`from_dict` reads). Fields added
+        later (``pdk``, ``corner``) are left out at the value their absence means, so a
+        behavioural profile reads and compares as it did before they existed (a model's
+        recorded training config, which ``--resume`` compares, stays the same)."""
         return {
             "format": PROFILE_FORMAT, "version": PROFILE_VERSION, "name": self.name, "notes": self.notes,
             "parameters": {name: {"value": list(value) if isinstance(value, tuple) else value,
-                              "unit": _FIELD_SPECS[name][0], "source": self.sources[name]}
-                           for name, value in self.parameters().items()},
+                                  "unit": _FIELD_SPECS[name][0], "source": self.sources[name]}
+                           for name, value in self.parameters().items()
+                           if not (name in _LATER_FIELDS and value == _LATER_FIELDS[name] and self.pdk == "none")},
         }
 
     def save(self, path) -> Path:

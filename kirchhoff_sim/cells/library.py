@@ -20,10 +20,16 @@ Tanh transconductor — ``ks_tanh_p`` / ``ks_tanh_n``
     a different drain voltage) is a leak of several per cent of ``I_b`` into every node
     (measured: 7 % with L = 2 µm, 2.6 % with L = 8 µm). Every mirror here is therefore a
     wide-swing cascode (the low-voltage cascode of Gray, Hurst, Lewis & Meyer, *Analysis
-    and Design of Analog Integrated Circuits*, 5th ed., §4.4.6): the mirror devices
-    (W/L = 2/4) keep equal drain voltages, set by the cascode bias lines ``vcp``/``vcn``,
-    and the copy no longer depends on the node voltage. Measured in ngspice (sky130 tt,
-    100 nA): src/dst imbalance ≤ 0.45 % of ``I_b`` over 0.5–1.3 V. The operating range is
+    and Design of Analog Integrated Circuits*, 5th ed., §4.4.6): the mirror devices keep
+    equal drain voltages, set by the cascode bias lines ``vcp``/``vcn``, and the copy no
+    longer depends on the node voltage. Measured in ngspice (sky130 tt, 100 nA):
+    src/dst imbalance ≤ 0.45 % of ``I_b`` over 0.5–1.3 V.
+    The mirrors are small (W/L = 1/1, cascodes 1/0.5) because the cell's speed is their
+    gate capacitance over their transconductance: the mirror pole is the cell's internal
+    delay, 0.18 µs at 10 nA with these sizes against 1.0 µs with W/L = 2/4 mirrors, and the
+    cell model is memoryless only while that delay is small against the node time
+    constant (the profile's C0 is chosen for it). The price is mismatch: the mirrors'
+    σ(ΔI/I) grows as 1/√(WL) (Pelgrom), which the sky130 mismatch models report. The operating range is
     narrower, ``vcm ± 0.15 V``: the pair's sources follow the common mode, so its body
     effect changes κ (and the tanh's slope) by about 1 % per 0.1 V of common mode.
     The tail (W/L = 2/16, long against channel-length modulation: the tail node follows
@@ -66,10 +72,10 @@ class TanhCellDesign:
 
     pair_w: float = 10.0
     pair_l: float = 1.0
-    mirror_w: float = 2.0
-    mirror_l: float = 4.0
-    cascode_w: float = 2.0
-    cascode_l: float = 1.0
+    mirror_w: float = 1.0
+    mirror_l: float = 1.0
+    cascode_w: float = 1.0
+    cascode_l: float = 0.5
     tail_w: float = 2.0
     tail_l: float = 16.0
     switch_w: float = 2.0

