@@ -2,13 +2,15 @@
 
 Each subcommand is a small function ``cmd_<name>(args)``; :func:`main` turns any
 :class:`~kirchhoff_sim.errors.KirchhoffError` into a one-line message on stderr and exit
-status 2, so a mistake in a file or an option never ends in a traceback.
+status 2, so a mistake in a file or an option never ends in a traceback; Ctrl-C ends in
+one line saying what was kept, and exit status 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,10 +20,11 @@ from . import devices, topology
 from .allocator import tune_allocator
 from .checks import as_int, as_real
 from .errors import InputError, KirchhoffError
-from .fileio import atomic_save_npy, atomic_save_npz, check_output_folder, check_output_path
+from .fileio import atomic_save_npy, atomic_save_npz, check_input_file, check_output_folder, check_output_path
 from .modelfile import read_model_file, save_net
 from .network import KirchhoffNet, Layer, as_batch
-from .solvers import METHODS, make_solver, simulate, solver_spec
+from .solvers import METHODS, ResourceLimits, estimate_resources, make_solver, simulate, solver_spec
+from .solvers.resources import check_workers
 from .technology import profile_of_model
 from .training.trainer import training_settings
 
@@ -34,9 +37,7 @@ def load_array(path) -> np.ndarray:
     InputError
         Missing, empty or unreadable file, another suffix, or not real numbers.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"input file {str(path)!r} does not exist")
+    path = check_input_file(path, "input file")
     if path.suffix not in (".npy", ".csv"):
         raise InputError(f"{path}: input must be .npy or .csv")
     if path.stat().st_size == 0:
@@ -96,14 +97,17 @@ def _short(nodes) -> str:
 
 
 def cmd_simulate(args):
-    check_output_path(args.out, "--out")
+    inputs = {"the model": args.model, "--input": args.input}
+    check_output_path(args.out, "--out", suffix=".npy", inputs=inputs)
     if args.trajectory:
-        check_output_path(args.trajectory, "--trajectory")
+        check_output_path(args.trajectory, "--trajectory", suffix=".npz", inputs={**inputs, "--out": args.out})
     net = read_model_file(args.model)[0]
     x = load_array(args.input)
     solver = make_solver(args.method, args.dt, args.rtol, args.atol)
     save_at = None
     if args.trajectory:
+        # the saved states, refused before even the save times are made (simulate checks again)
+        estimate_resources(net, len(x), solver, args.points).check(ResourceLimits())
         save_at = np.linspace(0.0, net.T, args.points)
     sol = simulate(net, x, solver=solver, save_at=save_at)
     out = sol.final_state if args.all_nodes else sol.readout(net)
@@ -114,8 +118,15 @@ def cmd_simulate(args):
           f"{sol.stats.n_steps} steps, {sol.stats.n_fevals} f-evaluations; wrote {args.out} {out.shape}")
 
 
+def _model_output(path) -> str:
+    """A model file to write: ``.npz`` appended when it has no suffix (as
+    :func:`~kirchhoff_sim.modelfile.save_net` does), so that the checks see the real path."""
+    return str(path) + ".npz" if Path(path).suffix == "" and Path(path).name not in ("", ".", "..") else str(path)
+
+
 def cmd_build(args):
-    check_output_path(args.out, "--out")
+    args.out = _model_output(args.out)
+    check_output_path(args.out, "--out", suffix=".npz")
     if args.topology == "fully_connected":
         edges = topology.fully_connected(args.nodes + 1, repeat=tuple(args.repeat))
     else:
@@ -137,7 +148,18 @@ def cmd_train(args):
 
     if (args.task is None) == (args.data is None):
         raise InputError("give exactly one of --task NAME or --data FILE")
-    check_output_path(args.out, "--out")     # before any work: an epoch is minutes
+    if args.profile is None:
+        given = [flag for flag, value in (("--mismatch-sigma", args.mismatch_sigma), ("--rail-weight", args.rail_weight),
+                                          ("--sparsity", args.sparsity), ("--ktc-noise", args.ktc_noise or None),
+                                          ("--no-quantise", args.no_quantise or None), ("--pdk-root", args.pdk_root))
+                 if value is not None]
+        if given:
+            raise InputError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --profile "
+                             f"(default, sky130 or a file): {'it applies' if len(given) == 1 else 'they apply'} "
+                             f"only when training against a technology profile")
+    args.out = _model_output(args.out)
+    # before any work: an epoch is minutes (--resume reads --out: that is its checkpoint)
+    check_output_path(args.out, "--out", suffix=".npz", inputs={"--data": args.data, "--profile": args.profile})
     preset = task(args.task) if args.task else TASKS["moons"]
     if args.task:
         data = datasets.load_dataset(args.task, seed=args.seed, **preset.dataset)
@@ -235,16 +257,17 @@ def cmd_evaluate(args):
     from .training.trainer import evaluate
 
     net, meta, _ = read_model_file(args.model)
+    profile = None if args.no_feasibility else profile_of_model(meta, args.profile)    # checked before work
     data = _dataset_of(meta, args.data, args.seed)
     solver_spec_, loss = training_settings(meta)
     solver = make_solver(**solver_spec_)
     result = {"model": str(args.model), "dataset": data.name, "test_samples": len(data.X_test),
               **{f"test_{k}": v for k, v in evaluate(net, data.X_test, data.y_test, loss, solver).items()}}
     feasibility = None
-    if not args.no_feasibility:
+    if profile is not None:
         from .hardware.fit import feasibility_summary
 
-        feasibility = feasibility_summary(net, data.X_test, profile_of_model(meta, args.profile))
+        feasibility = feasibility_summary(net, data.X_test, profile)
     if args.json:
         print(json.dumps({**result, **({"feasibility": feasibility} if feasibility else {})}))
     else:
@@ -258,7 +281,13 @@ def cmd_montecarlo(args):
 
     if args.workers is not None and (args.scheduler or args.serial):
         raise InputError("--workers sizes the local Dask cluster; it cannot go with --scheduler or --serial")
+    if args.workers is not None:
+        check_workers(args.workers, "--workers")
     net, meta, _ = read_model_file(args.model)
+    solver_spec_, _ = training_settings(meta)
+    spec = MonteCarloSpec(sigma_g=args.sigma, sigma_c=args.sigma_c, ktc=args.ktc,
+                          readout_noise=args.readout_noise, trials=args.trials, seed=args.seed,
+                          solver=solver_spec_, backend=args.backend)     # checked before the data is made
     data = _dataset_of(meta, args.data, None)
     if data.n_classes is None:
         raise InputError(f"{args.model}: montecarlo measures classification accuracy, but the model's "
@@ -266,10 +295,6 @@ def cmd_montecarlo(args):
     X, y = data.X_test, data.y_test
     if args.samples is not None:
         X, y = X[:args.samples], y[:args.samples]
-    solver_spec_, _ = training_settings(meta)
-    spec = MonteCarloSpec(sigma_g=args.sigma, sigma_c=args.sigma_c, ktc=args.ktc,
-                          readout_noise=args.readout_noise, trials=args.trials, seed=args.seed,
-                          solver=solver_spec_, backend=args.backend)
     if args.serial:
         result = monte_carlo(net, X, y, spec)
     else:
@@ -299,7 +324,10 @@ def _scale(text, meta):
         v0, c0, g0 = (float(part) for part in text.split(","))
     except ValueError:
         raise InputError(f"--scale must be 'V0,C0,G0' (e.g. 0.1,100e-15,1e-6) or 'normalised', got {text!r}") from None
-    return PhysicalScale(V0=v0, C0=c0, G0=g0)
+    try:
+        return PhysicalScale(V0=v0, C0=c0, G0=g0)
+    except InputError as exc:
+        raise InputError(f"--scale {text!r}: {exc}") from None
 
 
 def _inputs_for(args, net, meta):
@@ -312,12 +340,13 @@ def _inputs_for(args, net, meta):
 def cmd_export(args):
     from .spice import to_netlist
 
-    check_output_path(args.output, "--output")
+    check_output_path(args.output, "--output", inputs={"the model": args.model, "--input": args.input})
     net, meta, _ = read_model_file(args.model)
+    scale = _scale(args.scale, meta)
     X = _inputs_for(args, net, meta)
     if not 0 <= args.sample < len(X):
         raise InputError(f"--sample {args.sample} is out of range: there are {len(X)} samples")
-    netlist = to_netlist(net, X[args.sample], scale=_scale(args.scale, meta), mode=args.mode,
+    netlist = to_netlist(net, X[args.sample], scale=scale, mode=args.mode,
                          options=_spice_options(args),
                          title=f"kirchhoff_sim export of {Path(args.model).name}, sample {args.sample}")
     path = netlist.save(args.output)
@@ -330,8 +359,9 @@ def cmd_validate(args):
     from .spice import validate
 
     net, meta, _ = read_model_file(args.model)
+    scale = _scale(args.scale, meta)
     X = _inputs_for(args, net, meta)[:args.samples]
-    report = validate(net, X, scale=_scale(args.scale, meta), mode=args.mode, options=_spice_options(args),
+    report = validate(net, X, scale=scale, mode=args.mode, options=_spice_options(args),
                       workers=args.workers)
     print(report.to_json() if args.json else report)
 
@@ -601,8 +631,11 @@ def main(argv=None) -> int:
     except SystemExit as exc:      # --help, or a bad option already reported in one line
         return exc.code if isinstance(exc.code, int) else 2
     tune_allocator()   # a command owns its process: keep solver temporaries on the heap
+    outputs = _output_files(args)
     try:
         args.func(args)
+    except KeyboardInterrupt:
+        return _interrupted(args, outputs)
     except KirchhoffError as exc:
         return _fail(args.command, str(exc))
     except MemoryError:
@@ -611,6 +644,45 @@ def main(argv=None) -> int:
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         return _fail(args.command, f"{exc.strerror or exc}{where}")
     return 0
+
+
+#: exit status after Ctrl-C (128 + SIGINT), as a shell reports it
+INTERRUPTED_STATUS = 130
+
+
+def _output_files(args) -> dict:
+    """``{path: (inode, size, mtime) or None}`` of the files the command may write, taken
+    before it starts, so that an interruption can say which of them it changed."""
+    paths = [str(getattr(args, name)) for name in ("out", "output", "trajectory") if getattr(args, name, None)]
+    if args.command in ("train", "build"):       # model files: as the command will name them
+        paths = [_model_output(path) for path in paths]
+    return {path: _stamp(path) for path in paths}
+
+
+def _stamp(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _interrupted(args, outputs: dict) -> int:
+    """Ctrl-C: one line saying what was kept (temporary files are already removed by the
+    atomic writer, so every file is either as it was or complete), exit status 130."""
+    written = [path for path, before in outputs.items() if _stamp(path) is not None and _stamp(path) != before]
+    if args.command == "train" and written:
+        kept = f"kept the checkpoint of the last finished epoch in {written[0]} (continue with --resume)"
+    elif args.command == "train" and outputs:
+        path = next(iter(outputs))
+        kept = (f"no epoch finished; {path} left as it was" if outputs[path] is not None
+                else "no epoch finished; nothing was written")
+    elif written:
+        kept = "wrote " + ", ".join(written)
+    else:
+        kept = "nothing was written"
+    print(f"kirchhoff-sim {args.command}: interrupted; {kept}", file=sys.stderr)
+    return INTERRUPTED_STATUS
 
 
 def _fail(command: str, message: str) -> int:

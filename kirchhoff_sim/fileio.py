@@ -8,7 +8,9 @@ The temporary file is removed on any error; one left behind by a process that wa
 (SIGKILL gives no chance to clean up) is removed by the next write to the same target.
 
 :func:`check_output_path` says before a long run whether its output can be written at
-all (missing or read-only folder, a folder named as the file).
+all (missing or read-only folder, a folder or a device named as the file, the wrong
+suffix, one of the command's own inputs); :func:`check_input_file` says why a path given
+as an input is not a file that can be read.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 
@@ -24,9 +27,29 @@ import numpy as np
 from .errors import InputError
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_save_npy",
-           "atomic_save_npz", "check_output_path", "check_output_folder"]
+           "atomic_save_npz", "check_output_path", "check_output_folder", "check_input_file"]
 
 _TMP_SUFFIX = ".tmp"
+
+
+def _kind_of(mode: int) -> str:
+    """What a file that is not a regular file is, in words (for messages)."""
+    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _non_regular(path) -> str | None:
+    """``None`` if ``path`` is missing or a regular file (following symlinks), else what it
+    is: an atomic rename would replace a device, a FIFO or a socket with a regular file."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:          # missing (or unreadable: the write itself reports that)
+        return None
+    return None if stat.S_ISREG(mode) else _kind_of(mode)
 
 
 def _temp_prefix(name: str, pid: int) -> str:
@@ -81,15 +104,18 @@ def atomic_write(path, write) -> Path:
     Raises
     ------
     InputError
-        ``path`` names a folder, or its folder cannot be created or written.
+        ``path`` names a folder or another file that is not a regular file (a device, a
+        FIFO, a socket: the rename would replace it), or its folder cannot be created or
+        written.
     OSError
         From ``write`` or the file system (a full disk); the temporary file is removed
         first and the old target, if any, is left as it was.
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise InputError(f"cannot write {str(path)!r}: it is a folder")
+    kind = _non_regular(path)
+    if kind is not None:
+        raise InputError(f"cannot write {str(path)!r}: it is {kind}, not a regular file")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -109,6 +135,9 @@ def atomic_write(path, write) -> Path:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        kind = _non_regular(path)       # again: a FIFO may have been made while we wrote
+        if kind is not None:
+            raise InputError(f"cannot write {str(path)!r}: it is {kind}, not a regular file")
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -149,12 +178,26 @@ def npz_bytes(payload: dict) -> bytes:
     return buffer.getvalue()
 
 
-def check_output_path(path, what: str = "output") -> Path:
+def check_output_path(path, what: str = "output", *, suffix: str | None = None,
+                      inputs: dict | None = None) -> Path:
     """Check before any work that ``path`` can be written; returns it as a ``Path``.
 
-    The target must not be a folder, and its folder must exist and be writable. (The
-    library's :func:`atomic_write` creates missing folders; a command line refuses them
-    so that a mistyped folder is reported, not created.)
+    The target must not be a folder or any other existing file that is not a regular file
+    (a device such as ``/dev/null``, a FIFO, a socket), its folder must exist and be
+    writable, its suffix must be ``suffix`` when one is given (the format the command
+    writes), and it must not be one of ``inputs`` (the command would overwrite what it
+    reads). (The library's :func:`atomic_write` creates missing folders; a command line
+    refuses them so that a mistyped folder is reported, not created.)
+
+    Parameters
+    ----------
+    path : str or Path
+    what : str
+        Names the output in messages (``"--out"``).
+    suffix : str, optional
+        The one suffix allowed (``".npy"``).
+    inputs : dict, optional
+        ``{name: path}`` of the command's input files (``None`` entries skipped).
 
     Raises
     ------
@@ -166,6 +209,15 @@ def check_output_path(path, what: str = "output") -> Path:
         raise InputError(f"{what} path {str(path)!r} names no file")
     if path.is_dir():
         raise InputError(f"{what} {str(path)!r} is a folder, not a file")
+    kind = _non_regular(path)
+    if kind is not None:
+        raise InputError(f"{what} {str(path)!r} is {kind}, not a regular file; it would be replaced")
+    for name, source in (inputs or {}).items():
+        if source is not None and _same_file(path, Path(source)):
+            raise InputError(f"{what} {str(path)!r} is the same file as {name} {str(source)!r}; "
+                             f"refusing to write over it")
+    if suffix is not None and path.suffix != suffix:
+        raise InputError(f"{what} {str(path)!r} must end in {suffix} (the command writes a {suffix} file)")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.exists():
         raise InputError(f"cannot write {what} {str(path)!r}: folder {str(folder)!r} does not exist")
@@ -173,6 +225,37 @@ def check_output_path(path, what: str = "output") -> Path:
         raise InputError(f"cannot write {what} {str(path)!r}: {str(folder)!r} is not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"cannot write {what} {str(path)!r}: folder {str(folder)!r} is not writable")
+    return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` are one file: the same inode when both exist (hard links,
+    symlinks), else the same resolved path."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        pass
+    try:
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError):     # a symlink loop
+        return False
+
+
+def check_input_file(path, what: str = "input file", error=InputError) -> Path:
+    """``path`` as a ``Path`` if it names an existing regular file, else ``error`` saying
+    what it is instead: an empty path, a folder, a device or FIFO (reading one could
+    block for ever), or nothing ("does not exist")."""
+    if isinstance(path, str) and not path.strip():
+        raise error(f"{what} path {path!r} is empty: it names no file")
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise error(f"{what} {str(path)!r} does not exist") from None
+    except OSError as exc:
+        raise error(f"{what} {str(path)!r} cannot be read ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(mode):
+        raise error(f"{what} {str(path)!r} is {_kind_of(mode)}, not a regular file")
     return path
 
 

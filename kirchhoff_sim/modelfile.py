@@ -27,7 +27,7 @@ import numpy as np
 
 from . import devices
 from .errors import KirchhoffError, ModelFileError
-from .fileio import atomic_save_npz, atomic_write, npz_bytes
+from .fileio import atomic_save_npz, atomic_write, check_input_file, npz_bytes
 from .network import EdgeGroup, KirchhoffNet, Layer
 
 __all__ = ["save_net", "load_net", "read_model_file", "net_to_bytes", "net_from_bytes",
@@ -126,9 +126,7 @@ def read_model_file(path):
         Missing file, not an ``.npz``, not a kirchhoff_sim model, a newer format version,
         or contents that do not make a valid net (the message says which entry).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"model file {str(path)!r} does not exist")
+    path = check_input_file(path, "model file", ModelFileError)
     if not zipfile.is_zipfile(path):
         raise ModelFileError(f"{path}: not an .npz (zip) archive — not a kirchhoff_sim model file")
     return _read(path, str(path))
@@ -190,6 +188,8 @@ def _read(source, path: str):
         meta = json.loads(contents[_META_KEY].tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFileError(f"{path}: corrupt metadata ({exc})") from None
+    except RecursionError:       # arrays or objects nested thousands deep
+        raise ModelFileError(f"{path}: corrupt metadata (JSON nested too deeply to read)") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not a kirchhoff_sim model (format {meta.get('format') if isinstance(meta, dict) else None!r})")
     version = meta.get("version")

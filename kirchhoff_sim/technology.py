@@ -37,9 +37,9 @@ from . import devices
 from .cells.pdk import CORNERS
 from .checks import as_int, as_positive, as_real
 from .errors import InputError, ModelFileError
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, check_input_file
 from .units import MAX_PRECISION_BITS as MAX_BITS
-from .units import SCALE_PARAMETERS, PhysicalScale, format_si
+from .units import SCALE_PARAMETERS, PhysicalScale, check_scale_unit, format_si
 
 __all__ = ["TechnologyProfile", "default_profile", "load_profile", "profile_of_model", "as_profile", "format_si", "PROFILE_FORMAT",
            "PROFILE_VERSION", "DEFAULT_PROFILE_FILE", "SCALE_PARAMETERS"]
@@ -359,6 +359,8 @@ def _checked(value, name, where):
         return as_int(value, label, minimum=1)
     if kind == "bits":
         return as_int(value, label, minimum=1, maximum=MAX_BITS)
+    if name in SCALE_PARAMETERS:       # a unit of the physical scale: a plausible range
+        return check_scale_unit(value, SCALE_PARAMETERS[name], label)
     if kind == "positive":
         return as_positive(value, label)
     if kind == "families":
@@ -414,6 +416,8 @@ def _read_json(text: str, where: str) -> dict:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    except RecursionError:       # arrays or objects nested thousands deep
+        raise InputError(f"{where}: JSON nested too deeply to read; a profile is a flat object") from None
 
 
 def default_profile() -> TechnologyProfile:
@@ -448,9 +452,7 @@ def load_profile(path=None) -> TechnologyProfile:
     base = default_profile()
     if path is None:
         return base
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"profile file {str(path)!r} does not exist")
+    path = check_input_file(path, "profile file")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -42,7 +42,7 @@ __all__ = [
     "PhysicalScale", "BOLTZMANN", "ELEMENTARY_CHARGE", "CELSIUS_TO_KELVIN",
     "NGSPICE_BOLTZMANN", "NGSPICE_CHARGE", "ROOM_TEMPERATURE_K", "SPICE_NOMINAL_TEMPERATURE_C",
     "ktc_noise_sigma", "thermal_voltage", "diode_emission_coefficient", "format_si",
-    "SCALE_PARAMETERS", "MAX_PRECISION_BITS",
+    "SCALE_PARAMETERS", "SCALE_RANGES", "check_scale_unit", "MAX_PRECISION_BITS",
 ]
 
 _SI_PREFIXES = {-18: "a", -15: "f", -12: "p", -9: "n", -6: "µ", -3: "m", 0: "", 3: "k"}
@@ -62,6 +62,12 @@ NGSPICE_CHARGE = 1.6021766208e-19    # C
 DEFAULT_PROFILE_PATH = ("default_profile.json",)   # inside the kirchhoff_sim package
 #: the technology-profile file's keys of the three units (DESIGN.md §5)
 SCALE_PARAMETERS = {"voltage_unit_v": "V0", "capacitance_unit_f": "C0", "conductance_unit_s": "G0"}
+#: the physically plausible range (inclusive) of each unit: wide enough for any process and
+#: for the normalised scale (all 1), narrow enough that every derived unit — time C0/G0,
+#: energy C0·V0², power G0·V0², kT/C noise sqrt(kT/C0)/V0 — is a finite, non-zero float
+SCALE_RANGES = {"V0": (1e-9, 1e4), "C0": (1e-24, 1e3), "G0": (1e-18, 1e3)}
+_SCALE_SYMBOLS = {"V0": "V", "C0": "F", "G0": "S"}
+_DERIVED_UNITS = ("time_unit", "current_unit", "charge_unit", "energy_unit", "power_unit", "resistance_unit")
 #: float64's mantissa: a parameter quantised to more bits than this is not representable
 MAX_PRECISION_BITS = 52
 
@@ -86,7 +92,9 @@ class PhysicalScale:
     Raises
     ------
     InputError
-        If a unit is not a positive finite real number.
+        If a unit is not a positive finite real number within :data:`SCALE_RANGES`, or a
+        derived unit (time, current, charge, energy, power, resistance) is not a finite
+        number > 0.
     """
 
     V0: float
@@ -95,7 +103,12 @@ class PhysicalScale:
 
     def __post_init__(self):
         for name in ("V0", "C0", "G0"):
-            object.__setattr__(self, name, as_positive(getattr(self, name), f"PhysicalScale.{name}"))
+            object.__setattr__(self, name, check_scale_unit(getattr(self, name), name, f"PhysicalScale.{name}"))
+        for name in _DERIVED_UNITS:       # implied by the ranges; checked so that it stays so
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value > 0):
+                raise InputError(f"PhysicalScale({self.V0:g} V, {self.C0:g} F, {self.G0:g} S): its {name} "
+                                 f"is {value:g}, not a finite number > 0")
 
     @classmethod
     def default(cls) -> "PhysicalScale":
@@ -157,6 +170,18 @@ class PhysicalScale:
         return (f"V0 = {self.V0:g} V, C0 = {self.C0:g} F, G0 = {self.G0:g} S "
                 f"(time unit C0/G0 = {self.time_unit:g} s, current unit G0·V0 = "
                 f"{self.current_unit:g} A)")
+
+
+def check_scale_unit(value, unit: str, label: str) -> float:
+    """``value`` as the float of the scale unit ``unit`` ("V0", "C0" or "G0"), or an
+    InputError naming ``label`` if it is not a number within :data:`SCALE_RANGES`."""
+    number = as_positive(value, label)
+    low, high = SCALE_RANGES[unit]
+    if not low <= number <= high:
+        symbol = _SCALE_SYMBOLS[unit]
+        raise InputError(f"{label} = {number:g} {symbol} is outside the physically plausible range "
+                         f"{low:g} .. {high:g} {symbol}")
+    return number
 
 
 @lru_cache(maxsize=1)

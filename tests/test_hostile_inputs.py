@@ -392,3 +392,245 @@ def test_every_failure_of_the_cli_is_a_kirchhoff_error_or_one_line(model_file, t
     code, _, err = run_cli(capsys, "evaluate", model_file)
     assert_one_line_error(code, err, "gone.csv")
     assert issubclass(ModelFileError, KirchhoffError)
+
+
+# ---------------------------------------------------------------- the fresh-user trial (issue: robustness)
+@pytest.fixture
+def fifo(tmp_path):
+    path = tmp_path / "pipe.npy"
+    os.mkfifo(path)
+    return path
+
+
+def test_an_output_that_is_not_a_regular_file_is_refused(model_file, inputs, fifo, tmp_path, capsys):
+    # an atomic rename over a FIFO (or a device such as /dev/null) would replace it
+    for argv in (["simulate", model_file, "--input", inputs, "--out", fifo],
+                 ["simulate", model_file, "--input", inputs, "--out", tmp_path / "y.npy", "--trajectory", fifo],
+                 ["export", model_file, "-o", fifo]):
+        code, _, err = run_cli(capsys, *argv)
+        assert_one_line_error(code, err, "is a FIFO (named pipe), not a regular file")
+    assert fifo.exists() and not fifo.is_file()
+    assert not (tmp_path / "y.npy").exists()
+
+
+def test_the_atomic_writer_refuses_to_rename_over_a_non_regular_file(fifo, tmp_path):
+    with pytest.raises(InputError, match="FIFO"):
+        fileio.atomic_save_npy(fifo, np.arange(3.0))
+    assert fifo.exists() and not fifo.is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [fifo.name]      # no temporary left
+
+
+def test_an_output_that_is_one_of_the_inputs_is_refused_naming_both(model_file, inputs, tmp_path, capsys):
+    link = tmp_path / "link.npz"
+    link.symlink_to(model_file)
+    before = model_file.read_bytes(), inputs.read_bytes()
+    cases = [
+        (["simulate", model_file, "--input", inputs, "--out", inputs], f"--out '{inputs}' is the same file as --input"),
+        (["simulate", model_file, "--input", inputs, "--out", model_file], "is the same file as the model"),
+        (["export", model_file, "-o", model_file], "is the same file as the model"),
+        (["export", link, "-o", model_file], "is the same file as the model"),          # through a symlink
+        (["export", model_file, "--input", inputs, "-o", inputs], "is the same file as --input"),
+        (["simulate", model_file, "--input", inputs, "--out", tmp_path / "y.npy", "--trajectory",
+          tmp_path / "y.npy"], "is the same file as --out"),
+        (["train", "--data", model_file, "--out", model_file], "is the same file as --data"),
+    ]
+    for argv, match in cases:
+        code, _, err = run_cli(capsys, *argv)
+        assert_one_line_error(code, err, match)
+    assert (model_file.read_bytes(), inputs.read_bytes()) == before
+
+
+def test_an_output_with_the_wrong_suffix_for_its_format_is_refused(model_file, inputs, tmp_path, capsys):
+    cases = [
+        (["simulate", model_file, "--input", inputs, "--out", tmp_path / "y.csv"], "must end in .npy"),
+        (["simulate", model_file, "--input", inputs, "--out", tmp_path / "y.npy", "--trajectory",
+          tmp_path / "t.npy"], "must end in .npz"),
+        (["build", "--out", tmp_path / "net.json"], "must end in .npz"),
+        (["train", "--task", "moons", "--out", tmp_path / "m.npy"], "must end in .npz"),
+    ]
+    for argv, match in cases:
+        code, _, err = run_cli(capsys, *argv)
+        assert_one_line_error(code, err, match)
+    # a model file named without a suffix gets .npz, as save_net has always done
+    code, out, _ = run_cli(capsys, "build", "--out", tmp_path / "net")
+    assert code == 0 and (tmp_path / "net.npz").is_file()
+
+
+def test_an_input_path_that_is_not_a_file_says_what_it_is(tmp_path, fifo, model_file, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for path, match in ((".", "is a folder"), ("", "is empty"), (fifo, "is a FIFO"),
+                        (tmp_path / "none.npz", "does not exist")):
+        code, _, err = run_cli(capsys, "info", path)
+        assert_one_line_error(code, err, match)
+    code, _, err = run_cli(capsys, "simulate", model_file, "--input", fifo, "--out", tmp_path / "y.npy")
+    assert_one_line_error(code, err, "is a FIFO")
+
+
+def test_monte_carlo_beyond_the_machine_is_refused_before_any_trial(model_file, capsys, monkeypatch):
+    from kirchhoff_sim.errors import ResourceLimitError
+    from kirchhoff_sim.hardware import montecarlo, trials
+
+    def no_trials(*args, **kwargs):
+        raise AssertionError("a trial ran")
+
+    monkeypatch.setattr(trials, "run_trial", no_trials)
+    _rewrite(model_file, meta_change=lambda m: m["user"].update(
+        {"source": {"task": "moons", "seed": 0, "dataset_options": {"n_samples": 40}}}))
+    code, _, err = run_cli(capsys, "montecarlo", model_file, "--trials", "1000000000", "--serial")
+    assert_one_line_error(code, err, "run fewer trials")
+    net = modelfile.read_model_file(model_file)[0]
+    X, y = np.zeros((8, 2)), np.zeros(8, dtype=int)
+    with pytest.raises(ResourceLimitError, match="run fewer trials"):
+        montecarlo.monte_carlo(net, X, y, montecarlo.MonteCarloSpec(trials=10 ** 8))
+    with pytest.raises(ResourceLimitError):
+        montecarlo.mismatch_sweep(net, X, y, sigmas=(0.0, 0.1), trials=10 ** 8)
+
+
+def test_a_trajectory_beyond_the_memory_allowed_is_refused_with_headroom(model_file, inputs, tmp_path, capsys,
+                                                                         monkeypatch):
+    from kirchhoff_sim.errors import ResourceLimitError
+    from kirchhoff_sim.solvers import resources
+
+    # the default limit is a fraction of the available memory, not all of it
+    monkeypatch.setattr(resources, "available_memory", lambda: 10 ** 9)
+    assert resources.ResourceLimits().memory == int(resources.MEMORY_FRACTION * 10 ** 9) < 10 ** 9
+    net = modelfile.read_model_file(model_file)[0]
+    # 3 samples, 7 nodes + ground: 192 bytes a saved time; 4e6 times is 0.77 GB, under 1 GB
+    points = 4_000_000
+    estimate = resources.estimate_resources(net, 3, ks.Dopri5(), points)
+    assert resources.MEMORY_FRACTION * 10 ** 9 < estimate.total_bytes < 10 ** 9
+    with pytest.raises(ResourceLimitError, match="allowed"):
+        ks.simulate(net, np.full((3, 2), 0.5), save_at=np.linspace(0, net.T, points))
+    code, _, err = run_cli(capsys, "simulate", model_file, "--input", inputs, "--out", tmp_path / "y.npy",
+                           "--trajectory", tmp_path / "t.npz", "--points", points)
+    assert_one_line_error(code, err, "of memory, more than the")
+    assert not (tmp_path / "y.npy").exists() and not (tmp_path / "t.npz").exists()
+    code, _, err = run_cli(capsys, "simulate", model_file, "--input", inputs, "--out", tmp_path / "y.npy",
+                           "--trajectory", tmp_path / "t.npz", "--points", "100000000")
+    assert_one_line_error(code, err, "of memory, more than the")
+
+
+def test_dataset_counts_beyond_the_bound_are_refused_also_from_metadata(model_file, capsys):
+    from kirchhoff_sim.training.datasets import MAX_SAMPLES, load_dataset
+
+    with pytest.raises(InputError, match="n_samples must be an integer in 1 .. 1e"):
+        load_dataset("moons", n_samples=MAX_SAMPLES + 1)
+    _rewrite(model_file, meta_change=lambda m: m["user"].update(
+        {"source": {"task": "moons", "seed": 0, "dataset_options": {"n_samples": 10 ** 9}}}))
+    code, _, err = run_cli(capsys, "evaluate", model_file)
+    assert_one_line_error(code, err, "n_samples")
+
+
+@pytest.mark.parametrize("parameter, value", [
+    ("voltage_unit_v", 1e308), ("capacitance_unit_f", 1e308), ("conductance_unit_s", 1e308),
+    ("voltage_unit_v", 1e-308), ("capacitance_unit_f", 1e-308), ("conductance_unit_s", 1e-300),
+])
+def test_profile_scale_values_outside_a_plausible_range_are_refused(parameter, value, model_file, tmp_path, capsys):
+    from kirchhoff_sim.technology import load_profile
+
+    profile = tmp_path / "p.json"
+    profile.write_text(json.dumps({"parameters": {parameter: value}}))
+    with pytest.raises(InputError, match=f"{parameter} = .* outside the physically plausible range"):
+        load_profile(profile)
+    _rewrite(model_file, meta_change=lambda m: m["user"].update(
+        {"source": {"task": "moons", "seed": 0, "dataset_options": {"n_samples": 40}}}))
+    code, _, err = run_cli(capsys, "evaluate", model_file, "--profile", profile)
+    assert_one_line_error(code, err, parameter)
+    code, _, err = run_cli(capsys, "train", "--task", "moons", "--epochs", "1", "--profile", profile,
+                           "--out", tmp_path / "m.npz", "--no-progress")
+    assert_one_line_error(code, err, parameter)
+    assert not (tmp_path / "m.npz").exists()          # refused before the first epoch
+
+
+def test_every_derived_unit_of_an_accepted_scale_is_finite_and_non_zero():
+    from kirchhoff_sim.units import SCALE_RANGES, PhysicalScale, ktc_noise_sigma
+
+    for corner in np.ndindex(2, 2, 2):
+        scale = PhysicalScale(*(SCALE_RANGES[u][i] for u, i in zip(("V0", "C0", "G0"), corner)))
+        for name in ("time_unit", "current_unit", "charge_unit", "energy_unit", "power_unit", "resistance_unit"):
+            assert 0 < getattr(scale, name) < np.inf, (scale, name)
+        assert 0 < ktc_noise_sigma(np.ones(1), scale=scale)[0] < np.inf
+    with pytest.raises(InputError, match="--scale"):
+        from kirchhoff_sim.cli import _scale
+        _scale("1e308,1e-13,1e-6", {})
+
+
+def test_a_json_profile_nested_too_deeply_is_an_input_error(tmp_path, model_file, capsys):
+    from kirchhoff_sim.technology import load_profile
+
+    profile = tmp_path / "deep.json"
+    profile.write_text('{"parameters": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(InputError, match="nested too deeply"):
+        load_profile(profile)
+    code, _, err = run_cli(capsys, "evaluate", model_file, "--profile", profile)
+    assert_one_line_error(code, err, "nested too deeply")
+
+
+def test_ctrl_c_in_train_prints_one_line_keeps_the_last_checkpoint_and_exits_130(tmp_path, capsys, monkeypatch):
+    from kirchhoff_sim.training import trainer
+
+    points = tmp_path / "points.npz"
+    X = np.random.default_rng(1).normal(size=(40, 2))
+    np.savez(points, X=X, y=(X[:, 0] > 0).astype(int))
+    out = tmp_path / "m.npz"
+    real_save = trainer.save_checkpoint
+
+    def save_then_interrupt(*args, **kwargs):       # Ctrl-C during the second epoch
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_interrupt)
+    args = ["train", "--data", points, "--epochs", "2", "--hidden", "1", "--batch-size", "16",
+            "--no-progress", "--out", out]
+    code, _, err = run_cli(capsys, *args)
+    assert code == 130
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "interrupted; kept the checkpoint of the last finished epoch in" in lines[0]
+    assert "--resume" in lines[0]
+    assert modelfile.read_model_file(out)[1]["training"]["epochs_done"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz", "points.npz"]    # no temporary
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    assert run_cli(capsys, *args, "--resume")[0] == 0
+
+
+def test_ctrl_c_before_any_output_says_nothing_was_written(model_file, inputs, tmp_path, capsys, monkeypatch):
+    from kirchhoff_sim import cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "simulate", interrupted)
+    code, _, err = run_cli(capsys, "simulate", model_file, "--input", inputs, "--out", tmp_path / "y.npy")
+    assert code == 130
+    assert err.strip() == "kirchhoff-sim simulate: interrupted; nothing was written"
+
+
+def test_warnings_do_not_precede_the_error_of_absurd_numbers(model_file, tmp_path, capsys):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # a RuntimeWarning would now raise
+        code, _, err = run_cli(capsys, "montecarlo", model_file, "--sigma", "1e300", "--serial")
+        assert_one_line_error(code, err, "sigma")
+        code, _, err = run_cli(capsys, "export", model_file, "-o", tmp_path / "n.cir",
+                               "--scale", "1e308,1e308,1e308")
+        assert_one_line_error(code, err, "--scale")
+
+
+def test_options_that_need_a_profile_are_refused_without_one(tmp_path, capsys):
+    for flags, match in ((["--mismatch-sigma", "0.1"], "--mismatch-sigma needs --profile"),
+                         (["--ktc-noise", "--rail-weight", "1"], "--rail-weight, --ktc-noise need --profile")):
+        code, _, err = run_cli(capsys, "train", "--task", "moons", *flags, "--out", tmp_path / "m.npz")
+        assert_one_line_error(code, err, match)
+
+
+def test_more_local_workers_than_the_machine_can_use_are_refused(model_file, capsys):
+    from kirchhoff_sim.hardware.distributed import DaskRunner
+    from kirchhoff_sim.solvers.resources import WORKERS_PER_CPU
+
+    too_many = WORKERS_PER_CPU * (os.cpu_count() or 1) + 1
+    with pytest.raises(InputError, match=f"at most {too_many - 1}"):
+        DaskRunner(n_workers=too_many)
+    code, _, err = run_cli(capsys, "montecarlo", model_file, "--workers", too_many)
+    assert_one_line_error(code, err, f"--workers {too_many} is more than this machine can run usefully")

@@ -268,7 +268,7 @@ def test_memory_beyond_the_limit_is_refused_with_the_figures():
                     limits=limits)
     assert info.value.estimate.memory["saved trajectory"] == 10001 * 3 * 100 * 8
     assert "24 MB" in str(info.value) and "1 MB" in str(info.value)
-    # the same request fits the machine (default limits: physical memory)
+    # the same request fits the machine (default limits: half the memory available)
     ks.simulate(feedback_net(1.0), x, solver=ks.RK4(0.01), save_at=np.linspace(0, 1, 101))
 
 

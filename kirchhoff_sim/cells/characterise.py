@@ -133,7 +133,7 @@ class CellCharacterisation:
     def from_json(cls, text: str, where: str) -> "CellCharacterisation":
         try:
             data = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:     # RecursionError: nested too deeply
             raise ModelFileError(f"{where}: not a cell characterisation ({exc})") from None
         if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT or data.get("version") != CACHE_VERSION:
             raise ModelFileError(f"{where}: not a cell characterisation of version {CACHE_VERSION}")

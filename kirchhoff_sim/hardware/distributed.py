@@ -59,6 +59,7 @@ from ..checks import as_int, as_positive
 from ..errors import ClusterLostError, InputError, SchedulerConnectionError
 from ..modelfile import net_to_bytes
 from ..network import KirchhoffNet
+from ..solvers.resources import check_workers
 from .executors import Runner
 
 __all__ = ["DaskRunner", "probe_scheduler", "DEFAULT_CONNECT_TIMEOUT_SECONDS"]
@@ -307,7 +308,8 @@ class DaskRunner(Runner):
                  threads_per_worker: int = DEFAULT_THREADS_PER_WORKER, *,
                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS,
                  log_level: int = logging.ERROR):
-        n_workers = as_int(n_workers, "DaskRunner n_workers", minimum=1)
+        n_workers = (check_workers(n_workers, "DaskRunner n_workers") if scheduler is None
+                     else as_int(n_workers, "DaskRunner n_workers", minimum=1))
         threads_per_worker = as_int(threads_per_worker, "DaskRunner threads_per_worker", minimum=1)
         if scheduler is not None and not (isinstance(scheduler, str) and scheduler.strip()):
             raise InputError(f"DaskRunner scheduler must be an address string like "

@@ -18,6 +18,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..checks import as_choice, as_int
+from ..solvers import make_solver
+from ..solvers.resources import ResourceLimits, estimate_trials
 from .executors import Runner, as_runner
 from .perturbation import MAX_BITS, QUANTISATION_MODES, check_sigma
 from .trials import (
@@ -143,7 +145,16 @@ def _with_nominal(runner: Runner, net, X, y, spec: MonteCarloSpec, specs) -> tup
 
     Returns the nominal trial, the trials of each spec (a list per spec, in trial order)
     and the wall-clock seconds of the batch.
+
+    Raises
+    ------
+    ResourceLimitError
+        What the trials keep, or the device evaluations they cost, is beyond
+        :class:`~kirchhoff_sim.solvers.resources.ResourceLimits` (before any trial runs).
     """
+    trials = 1 + sum(s.trials for s in specs)
+    estimate_trials(net, len(X), make_solver(**spec.solver), trials, batch_size=spec.batch_size,
+                    keep_readout=any(s.keep_readout for s in specs)).check(ResourceLimits())
     calls = [{"spec": spec.without_noise().to_dict(), "trial_indices": [0]}]
     spans = []
     for s in specs:
@@ -208,7 +219,7 @@ def mismatch_sweep(net, X, y, sigmas=DEFAULT_MISMATCH_SIGMAS, trials: int = DEFA
     """
     base = MonteCarloSpec() if spec is None else as_spec(spec)
     X, y = check_labelled_data(net, X, y)
-    specs = [replace(base, sigma_g=check_sigma(s, "sigma"), trials=as_int(trials, "trials", minimum=1))
+    specs = [replace(base, sigma_g=check_sigma(s, "sigma", log_normal=True), trials=as_int(trials, "trials", minimum=1))
              for s in sigmas]
     runner = as_runner(executor)
     nominal, per_spec, seconds = _with_nominal(runner, net, X, y, base, specs)

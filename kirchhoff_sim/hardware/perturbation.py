@@ -32,11 +32,17 @@ __all__ = ["quantise", "perturb", "with_ktc_noise", "with_readout_noise", "check
 
 MAX_BITS = MAX_PRECISION_BITS   # finer levels than float64's mantissa are not representable
 QUANTISATION_MODES = ("per_group", "per_net")
+#: the largest σ of a log-normal mismatch factor ``exp(σ·z)``: σ = 10 already spreads a
+#: parameter over e^±30 at 3σ, and ``exp`` overflows float64 for σ·|z| > 709
+MAX_LOG_NORMAL_SIGMA = 10.0
+#: the largest σ of additive noise (normalised volts): the plausible bound of any node voltage
+MAX_SIGMA = 1e6
 
 
-def check_sigma(value, name: str) -> float:
-    """A standard deviation: a finite real number ``>= 0``."""
-    return as_real(value, name, minimum=0.0)
+def check_sigma(value, name: str, log_normal: bool = False) -> float:
+    """A standard deviation: a real number in ``0 .. MAX_SIGMA``, or for a log-normal
+    mismatch factor ``exp(σ·z)`` in ``0 .. MAX_LOG_NORMAL_SIGMA``."""
+    return as_real(value, name, minimum=0.0, maximum=MAX_LOG_NORMAL_SIGMA if log_normal else MAX_SIGMA)
 
 
 # ---------------------------------------------------------------- quantisation
@@ -152,8 +158,8 @@ def perturb(net, rng, *, sigma_g: float = 0.0, sigma_c: float = 0.0) -> Kirchhof
     -------
     KirchhoffNet
     """
-    sigma_g = check_sigma(sigma_g, "sigma_g")
-    sigma_c = check_sigma(sigma_c, "sigma_c")
+    sigma_g = check_sigma(sigma_g, "sigma_g", log_normal=True)
+    sigma_c = check_sigma(sigma_c, "sigma_c", log_normal=True)
     if not isinstance(rng, np.random.Generator):
         raise InputError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
     params = []

@@ -135,8 +135,8 @@ class MonteCarloSpec:
 
     def __post_init__(self, capacitance_unit, voltage_unit, conductance_unit):
         checked = {
-            "sigma_g": check_sigma(self.sigma_g, "MonteCarloSpec.sigma_g"),
-            "sigma_c": check_sigma(self.sigma_c, "MonteCarloSpec.sigma_c"),
+            "sigma_g": check_sigma(self.sigma_g, "MonteCarloSpec.sigma_g", log_normal=True),
+            "sigma_c": check_sigma(self.sigma_c, "MonteCarloSpec.sigma_c", log_normal=True),
             "readout_noise": check_sigma(self.readout_noise, "MonteCarloSpec.readout_noise"),
             "trials": as_int(self.trials, "MonteCarloSpec.trials", minimum=1),
             "seed": as_int(self.seed, "MonteCarloSpec.seed", minimum=0),

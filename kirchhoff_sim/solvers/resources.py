@@ -13,14 +13,23 @@ computes, from the net's size, the batch, the solver and what is saved or record
   one step's working arrays;
 
 and :meth:`ResourceEstimate.check` refuses a request over :class:`ResourceLimits` with a
-:class:`~kirchhoff_sim.errors.ResourceLimitError` that gives the figures. All of it is
-arithmetic on sizes: cheap, deterministic, no clock. The step count of an adaptive run is
+:class:`~kirchhoff_sim.errors.ResourceLimitError` that gives the figures. The estimate is
+arithmetic on sizes: cheap, deterministic, no clock (only the default memory limit reads
+the machine). The step count of an adaptive run is
 not known up front; its recorded states are counted as they are stored
 (:meth:`ResourceEstimate.check_recorded`).
 
-The memory limit defaults to the machine's physical memory (``os.sysconf``), not to the
-memory free at the moment, which changes with every other process: a request beyond
-physical memory is impossible, one below it may still have to wait for swap.
+The memory limit defaults to a fraction, :data:`MEMORY_FRACTION`, of the memory available
+when the limits are made (``MemAvailable`` of ``/proc/meminfo``; the physical memory where
+that cannot be read). The figures are lower bounds — the arrays a result is copied into
+on its way to a file, NumPy's temporaries and the interpreter are not counted (a
+trajectory of 10⁸ save times passed a check against the whole physical memory and then
+took 18 GB) — and other processes need their memory too, so a request is refused well
+before it would exhaust the machine rather than when it would just fit.
+
+:func:`estimate_trials` applies the same limits to a Monte Carlo run (what its trials
+keep, and the device evaluations they cost at least), and :func:`check_workers` bounds
+the processes a local run may start by the machine's CPUs.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..checks import as_int
 from ..errors import InputError, ResourceLimitError
 
 MAX_FIXED_STEPS = 10_000_000        # all layers: ~10 minutes of a small net's Python steps
@@ -38,6 +48,10 @@ FLOAT_BYTES = 8
 TAPE_BYTES_PER_STEP = 40            # a Python float in a list (32) and a list slot (8)
 IMPLICIT_RECORD_BYTES = 8           # a step's weights: a reference (BDF2 adds an object)
 BDF2_RECORD_BYTES = 200             # BDF2's per-step Coefficients object
+MEMORY_FRACTION = 0.5               # of the available memory: headroom for what is not counted
+TRIAL_RECORD_BYTES = 512            # a trial's result dict (keys, floats, array header, list slot)
+TRIAL_INDEX_BYTES = 44              # a trial index as int64 and as a Python int in its job's list
+WORKERS_PER_CPU = 4                 # local worker processes or threads a CPU may be given
 
 
 def physical_memory() -> int | None:
@@ -46,6 +60,36 @@ def physical_memory() -> int | None:
         return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
     except (AttributeError, ValueError, OSError):
         return None
+
+
+def available_memory() -> int | None:
+    """Bytes the kernel says can be allocated now without swapping (Linux
+    ``MemAvailable``), else the physical memory, else None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return physical_memory()
+
+
+def check_workers(workers, name: str = "workers") -> int:
+    """``workers`` as an int in ``1 .. WORKERS_PER_CPU × CPUs``: local processes or
+    threads beyond that only compete for the CPUs (and each holds its own memory).
+
+    Raises
+    ------
+    InputError
+        Not an integer >= 1, or more than the bound (the message gives it).
+    """
+    workers = as_int(workers, name, minimum=1)
+    cpus = os.cpu_count() or 1
+    if workers > WORKERS_PER_CPU * cpus:
+        raise InputError(f"{name} {workers} is more than this machine can run usefully: at most "
+                         f"{WORKERS_PER_CPU * cpus} ({WORKERS_PER_CPU} per CPU, {cpus} CPUs)")
+    return workers
 
 
 @dataclass(frozen=True)
@@ -59,7 +103,8 @@ class ResourceLimits:
     max_device_evaluations : float
         Device evaluations (edges × samples × evaluations) of a fixed or replayed grid.
     memory_bytes : int or None
-        Bytes the request may hold at once; None: the machine's physical memory.
+        Bytes the request may hold at once; None: :data:`MEMORY_FRACTION` of the memory
+        available when the limits are made (:func:`available_memory`).
     """
 
     max_fixed_steps: int = MAX_FIXED_STEPS
@@ -73,10 +118,14 @@ class ResourceLimits:
                 continue
             if isinstance(value, (str, bytes, bool)) or not (np.isfinite(value) and value > 0):
                 raise InputError(f"ResourceLimits.{name} must be a number > 0, got {value!r}")
+        if self.memory_bytes is None:      # read once: an adaptive run asks at every step
+            available = available_memory()
+            object.__setattr__(self, "_default_memory",
+                               None if available is None else int(MEMORY_FRACTION * available))
 
     @property
     def memory(self) -> int | None:
-        return self.memory_bytes if self.memory_bytes is not None else physical_memory()
+        return self.memory_bytes if self.memory_bytes is not None else self._default_memory
 
 
 @dataclass
@@ -100,6 +149,7 @@ class ResourceEstimate:
     device_evaluations: float | None
     memory: dict = field(default_factory=dict)
     state_bytes: int = 0
+    advice: str = ("save fewer times, record fewer states (checkpointing), or split the batch")
 
     @property
     def total_bytes(self) -> int:
@@ -111,6 +161,8 @@ class ResourceEstimate:
         if self.fixed_steps is not None:
             text = (f"{self.fixed_steps:.3g} steps, ≥ {self.device_evaluations:.3g} device "
                     f"evaluations, {text}")
+        elif self.device_evaluations is not None:
+            text = f"≥ {self.device_evaluations:.3g} device evaluations, {text}"
         return text
 
     def check(self, limits: ResourceLimits) -> None:
@@ -130,9 +182,9 @@ class ResourceEstimate:
         if memory is not None and self.total_bytes > memory:
             raise ResourceLimitError(
                 f"the request needs {_size(self.total_bytes)} of memory, more than the "
-                f"{_size(memory)} available (ResourceLimits.memory_bytes; default: physical "
-                f"memory): save fewer times, record fewer states (checkpointing), or split "
-                f"the batch [{self.describe()}]", self)
+                f"{_size(memory)} allowed (ResourceLimits.memory_bytes; default: "
+                f"{MEMORY_FRACTION:.0%} of the memory available): {self.advice} "
+                f"[{self.describe()}]", self)
 
     def check_recorded(self, recorded_bytes: int, limits: ResourceLimits, where: dict) -> None:
         """Raise if the states recorded so far by an adaptive run, with the rest of the
@@ -159,7 +211,8 @@ def estimate_resources(net, batch: int, solver, n_save: int = 1, record_states=F
     state = (N + 1) * B * FLOAT_BYTES
     steps = _fixed_steps(net, solver)
     implicit = bool(getattr(solver, "implicit", False))
-    memory = {"saved trajectory": int(n_save) * state}
+    memory = {"saved trajectory": int(n_save) * state,
+              "save times": 2 * int(n_save) * FLOAT_BYTES}      # the times and their check
     evaluations = None
     if steps is not None:
         per_step = 3 if implicit else getattr(getattr(solver, "tableau", None), "stages", 1)
@@ -176,6 +229,33 @@ def estimate_resources(net, batch: int, solver, n_save: int = 1, record_states=F
             memory["recorded states"] = (2 * (steps // every) + 2 * len(net.layers) + every) * state
     memory["working arrays"] = _working_bytes(net, B, solver, state)
     return ResourceEstimate(steps, evaluations, memory, state)
+
+
+def estimate_trials(net, samples: int, solver, trials: int, *, batch_size: int | None = None,
+                    keep_readout: bool = False) -> ResourceEstimate:
+    """Estimate what ``trials`` Monte Carlo trials of ``net`` on ``samples`` inputs keep
+    and cost, before any of them runs.
+
+    Each trial keeps its result (a record, its ``(samples,)`` predictions and, with
+    ``keep_readout``, its ``(samples, n_readout)`` read-out, each once in the trial's
+    record and once in the stacked result) and its index in a job; one trial's simulation
+    (a batch of ``batch_size`` samples) runs at a time. The device evaluations are those
+    of the fixed grid, or for an adaptive step the lower bound of one evaluation per edge
+    and sample, times ``trials``.
+    """
+    samples, trials = int(samples), int(trials)
+    batch = samples if batch_size is None else max(1, min(int(batch_size), samples))
+    one_batch = estimate_resources(net, batch, solver)
+    kept = samples * FLOAT_BYTES * (1 + (len(net.readout) if keep_readout else 0))
+    memory = {"trial results": trials * (TRIAL_RECORD_BYTES + 2 * kept + 2 * FLOAT_BYTES),
+              "trial indices": trials * TRIAL_INDEX_BYTES,
+              "one trial's simulation": one_batch.total_bytes}
+    if one_batch.device_evaluations is not None:
+        per_trial = one_batch.device_evaluations * -(-samples // batch)
+    else:
+        per_trial = float(samples) * sum(layer.num_edges for layer in net.layers)
+    return ResourceEstimate(None, per_trial * trials, memory, one_batch.state_bytes,
+                            advice="run fewer trials or on fewer samples")
 
 
 def _per_layer(net, solver) -> list:

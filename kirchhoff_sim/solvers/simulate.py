@@ -106,7 +106,7 @@ def simulate(net, x, solver=None, save_at=None, record_states: bool = False,
     limits : ResourceLimits, optional
         Steps, work and memory the request may need; it is estimated before any work
         and refused beyond them (default :class:`ResourceLimits()`: 1e7 fixed steps,
-        1e13 device evaluations, the machine's physical memory).
+        1e13 device evaluations, half the memory available).
 
     Returns
     -------

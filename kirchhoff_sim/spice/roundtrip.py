@@ -35,9 +35,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.interpolate import CubicSpline
 
-from ..checks import as_choice, as_int, as_real_array
+from ..checks import as_choice, as_real_array
 from ..errors import InputError, SpiceError, SpiceStoppedEarlyError
 from ..network import as_batch
+from ..solvers.resources import check_workers
 from ..units import PhysicalScale
 from .netlist import Netlist, to_netlist
 from .runner import BACKENDS, END_TIME_RTOL, SpiceResult, run_netlist
@@ -301,5 +302,5 @@ def resolve_workers(workers: int | None, count: int, backend: str = "subprocess"
     as_choice(backend, "SPICE backend", BACKENDS)
     if workers is None:
         workers = min(DEFAULT_WORKERS, os.cpu_count() or 1, max(count, 1))
-    workers = as_int(workers, "workers", minimum=1)
+    workers = check_workers(workers, "workers")
     return 1 if backend == "shared" or count <= 1 else workers

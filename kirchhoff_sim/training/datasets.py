@@ -46,6 +46,7 @@ CIRCLES_FACTOR = 0.5  # inner circle's radius relative to the outer one
 DIGITS_MAX_PIXEL = 16.0  # load_digits pixels count the set bits of a 4×4 block: 0..16
 MIN_SAMPLES_PER_CLASS = 2  # a stratified split puts each class on both sides
 MAX_ROWS_LISTED = 10  # bad rows named in an error message before "and N more"
+MAX_SAMPLES = 10 ** 8  # points a synthetic set may be asked for (the package's bound on counts)
 
 TASKS = ("classification", "regression")
 FILE_FORMATS = (".npz", ".csv")
@@ -195,8 +196,8 @@ def load_dataset(
     ----------
     name : {"moons", "circles", "digits"}
     n_samples : int
-        Number of points drawn for the synthetic sets; ignored by ``"digits"``, which
-        always has its 1,797 images.
+        Number of points drawn for the synthetic sets, 1 .. :data:`MAX_SAMPLES`; ignored
+        by ``"digits"``, which always has its 1,797 images.
     noise : float or None
         Standard deviation of the Gaussian noise of the synthetic sets; ``None`` takes
         :data:`MOONS_NOISE` or :data:`CIRCLES_NOISE`. Must be ``None`` for ``"digits"``.
@@ -221,8 +222,8 @@ def load_dataset(
     make = _BUILTIN.get(name) if isinstance(name, str) else None
     if make is None:
         raise DatasetError(f"unknown data set {name!r}; valid names are {', '.join(DATASET_NAMES)}")
-    if not _is_int(n_samples) or n_samples < 1:
-        raise InputError(f"n_samples must be a positive integer, got {n_samples!r}")
+    if not _is_int(n_samples) or not 1 <= n_samples <= MAX_SAMPLES:
+        raise InputError(f"n_samples must be an integer in 1 .. {MAX_SAMPLES:.0e}, got {n_samples!r}")
     if noise is not None and not (_is_real(noise) and np.isfinite(noise) and noise >= 0):
         raise InputError(f"noise must be a finite number >= 0 or None, got {noise!r}")
     _check_split_args(test_size, seed, "test_size")
