@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -173,7 +174,10 @@ def _read_arrays(source, path: str) -> dict:
                     arrays[name] = data.reshape(shape, order="F" if fortran else "C").copy()
     except ModelFileError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, zlib.error,
+            # a flipped flag bit: "encrypted, password required" (RuntimeError) or
+            # "compressed patched data" / an unknown compression (NotImplementedError)
+            RuntimeError, NotImplementedError) as exc:
         raise ModelFileError(f"{path}: not a readable .npz model file ({exc})") from None
     return arrays
 

@@ -267,3 +267,25 @@ def test_cell_pins_add_to_the_node_capacitance(characterised):
     # ground node vcm, edge 2 is off)
     expected = 1 + np.array([pins["src"], pins["dst"] + pins["src"]]) / PROFILE.scale.C0
     assert capacitance == pytest.approx(expected, rel=1e-6)
+
+
+# ------------------------------------------------------------------ a trained net as transistors (slow)
+@pytest.mark.slow
+def test_the_moons_net_on_sky130_transistors_agrees_with_its_cell_models(characterised, sky130):
+    # two test points of the committed moons net trained on the cells, at transistor level
+    # in ngspice (1,650 transistors, about three minutes): the class, the read-out at T
+    # and the whole waveform against the solver running the cell models
+    from pathlib import Path
+
+    from kirchhoff_sim import modelfile
+    from kirchhoff_sim.training import datasets
+
+    net = modelfile.load_net(Path(__file__).resolve().parents[1] / "netlists/models/moons_sky130.npz")
+    X = datasets.load_dataset("moons", seed=0, n_samples=2000).X_test[:2]
+    report = transistor.validate_transistor(net, X, PROFILE, characterised, sky130)
+    assert report.class_agreement == 2
+    for sample in report.samples:
+        assert sample.final_abs_error <= 0.03 * sample.swing      # measured 1.2 % (bench_transistor.py)
+        assert sample.max_rel_error <= 0.06                        # measured 3.4 %
+        assert 0 < sample.bias_energy_j < sample.energy_j < 1e-8
+    assert report.transistors == report.cells * 25

@@ -176,3 +176,18 @@ def test_a_truncated_zip_is_not_readable_as_a_model(model_bytes, tmp_path):
     path.write_bytes(model_bytes[: len(model_bytes) // 2])
     with pytest.raises(KirchhoffError):
         modelfile.read_model_file(path)
+
+
+@pytest.mark.parametrize("flag, what", [(0x01, "encrypted"), (0x20, "patched")])
+def test_a_flipped_zip_flag_bit_is_a_model_file_error(model_bytes, tmp_path, flag, what):
+    # Hypothesis found these: bit 0 of a member's general-purpose flags makes zipfile ask
+    # for a password (RuntimeError), bit 5 refuse "compressed patched data"
+    # (NotImplementedError); both must be a ModelFileError like any other corruption
+    data = bytearray(model_bytes)
+    central = data.find(b"PK\x01\x02")            # the first central-directory entry
+    data[central + 8] |= flag                       # its flags: offset 8 in the entry
+    data[6] |= flag                                 # and the local header's (offset 6)
+    path = tmp_path / "flagged.npz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ks.errors.ModelFileError, match="not a readable"):
+        modelfile.read_model_file(path)

@@ -170,7 +170,8 @@ def transistor_capacitance(net, cells: CellMap, characterisation: CellCharacteri
     capacitance = np.array([characterisation.mim_capacitance_f(s) for s in sides])
     pins = characterisation.pin_capacitance_f
     for pin, nodes in (("src", cells.src), ("dst", cells.dst)):
-        np.add.at(capacitance, nodes[cells.on & (nodes > 0)] - 1, pins[pin])
+        on_nodes = nodes[cells.on & (nodes > 0)]
+        capacitance += pins[pin] * np.bincount(on_nodes - 1, minlength=net.num_nodes)
     return capacitance / scale.C0
 
 
