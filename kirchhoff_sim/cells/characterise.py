@@ -108,6 +108,11 @@ class CellCharacterisation:
     delay_s: float = 0.0
     sweep_seconds: float = 0.0
 
+    @property
+    def cell_design(self) -> TanhCellDesign:
+        """The design that was characterised, as a :class:`TanhCellDesign`."""
+        return TanhCellDesign(**self.design)
+
     def slope(self, saturation_a):
         """``β`` (1/V) at saturation current(s) ``saturation_a`` (A)."""
         return self.slope_per_v + self.slope_per_v_per_log_a * np.log(saturation_a)
@@ -158,9 +163,11 @@ def netlist_header(pdk: PDK, corner: str, temperature_c: float, title: str) -> l
     return [title, pdk.lib_card(corner), ".option scale=1.0u", f".temp {temperature_c:g}"]
 
 
-def supply_lines(d: TanhCellDesign) -> list[str]:
-    """The supply and the cascode bias references (ideal sources, counted as such)."""
-    return [f"Vdd vdd 0 {d.vdd:g}", f"Vcp vcp 0 {d.vcp:g}", f"Vcn vcn 0 {d.vcn:g}"]
+def supply_lines(d: TanhCellDesign, common_mode: bool = False) -> list[str]:
+    """The supply and the cascode bias references (ideal sources, counted as such), with
+    ``common_mode`` also ``vcm``, a net's ground node."""
+    return [f"Vdd vdd 0 {d.vdd:g}", f"Vcp vcp 0 {d.vcp:g}", f"Vcn vcn 0 {d.vcn:g}"] + \
+        ([f"Vcm vcm 0 {d.vcm:g}"] if common_mode else [])
 
 
 def sweep_z(d: TanhCellDesign = TANH_CELL) -> np.ndarray:

@@ -23,21 +23,25 @@ and the latency read from the waveforms.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from ..devices import TanhCell
 from ..errors import CellMappingError, InputError
+from ..fileio import atomic_write_bytes
 from ..spice.runner import run_netlist
+from ..spice.validate import plain_record
 from ..spice.safety import sanitise_title
 from .characterise import CellCharacterisation, netlist_header, supply_lines
 from .library import MIM_CAP, cell_subcircuits, transistor_counts
 from .pdk import PDK
 
-__all__ = ["CellMap", "map_cells", "transistor_capacitance", "to_transistor_netlist", "TransistorNetlist",
+__all__ = ["CellMap", "check_cell_families", "map_cells", "transistor_capacitance", "to_transistor_netlist", "TransistorNetlist",
            "validate_transistor", "TransistorSample", "TransistorReport"]
 
 #: a parameter within this relative distance of a window edge counts as inside (rounding)
@@ -90,6 +94,41 @@ def _listed(indices) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
+def _cell_edges(net):
+    """Per group: layer index, src, dst and parameters of every edge, in layer order.
+
+    Raises
+    ------
+    CellMappingError
+        A device family with no cell, naming the families and their edges.
+    """
+    layers, srcs, dsts, params, foreign = [], [], [], [], {}
+    first = 0
+    for k, layer in enumerate(net.layers):
+        for group in layer.groups:
+            n = group.num_edges
+            if not isinstance(group.device, TanhCell):
+                foreign.setdefault(type(group.device).__name__, []).extend(range(first, first + n))
+            else:
+                params.append(np.asarray(group.params))
+            layers.append(np.full(n, k))
+            srcs.append(group.src)
+            dsts.append(group.dst)
+            first += n
+    if foreign:
+        described = "; ".join(f"{family}: edges {_listed(edges)}" for family, edges in foreign.items())
+        raise CellMappingError(f"no sky130 cell realises the device famil{'y' if len(foreign) == 1 else 'ies'} "
+                               f"{', '.join(foreign)} ({described}); the cell library has TanhCell only "
+                               f"(train with --profile sky130)")
+    return layers, srcs, dsts, params
+
+
+def check_cell_families(net) -> None:
+    """Raise :class:`~kirchhoff_sim.errors.CellMappingError` unless every device of
+    ``net`` has a cell (naming the families and edges that have none)."""
+    _cell_edges(net)
+
+
 def map_cells(net, characterisation: CellCharacterisation, scale) -> CellMap:
     """Map each trained device to its cell's orientation, bias and offset.
 
@@ -112,24 +151,7 @@ def map_cells(net, characterisation: CellCharacterisation, scale) -> CellMap:
         its operating range (naming the edges and values).
     """
     design = characterisation.design
-    layers, srcs, dsts, params, foreign = [], [], [], [], {}
-    first = 0
-    for k, layer in enumerate(net.layers):
-        for group in layer.groups:
-            n = group.num_edges
-            if not isinstance(group.device, TanhCell):
-                foreign.setdefault(type(group.device).__name__, []).extend(range(first, first + n))
-            else:
-                params.append(np.asarray(group.params))
-            layers.append(np.full(n, k))
-            srcs.append(group.src)
-            dsts.append(group.dst)
-            first += n
-    if foreign:
-        described = "; ".join(f"{family}: edges {_listed(edges)}" for family, edges in foreign.items())
-        raise CellMappingError(f"no sky130 cell realises the device famil{'y' if len(foreign) == 1 else 'ies'} "
-                               f"{', '.join(foreign)} ({described}); the cell library has TanhCell only "
-                               f"(train with --profile sky130)")
+    layers, srcs, dsts, params = _cell_edges(net)
     p = np.concatenate(params, axis=1)
     offset, amplitude = p[0], p[1]
     unit = scale.G0 * scale.V0
@@ -200,6 +222,14 @@ class TransistorNetlist:
     transistors: int
     library: str
 
+    def save(self, path) -> str:
+        """Write the netlist to ``path`` atomically; returns the path written."""
+        return os.fspath(atomic_write_bytes(path, self.text.encode("ascii")))
+
+    def __repr__(self) -> str:
+        return (f"TransistorNetlist(corner={self.corner!r}, cells={self.cells}, transistors={self.transistors}, "
+                f"lines={self.text.count(chr(10))}, tstop={self.t_stop:.6g} s)")
+
 
 def _node(n: int) -> str:
     return "vcm" if n == 0 else f"n{n}"
@@ -207,7 +237,7 @@ def _node(n: int) -> str:
 
 def to_transistor_netlist(net, x, profile, characterisation: CellCharacterisation, pdk: PDK, *,
                           corner: str | None = None, cells: CellMap | None = None, reltol: float = 1e-4,
-                          points: int = 1000, title: str | None = None) -> TransistorNetlist:
+                          points: int = 250, title: str | None = None) -> TransistorNetlist:
     """The transistor-level netlist of ``net`` with input ``x`` (normalised volts).
 
     Parameters
@@ -258,7 +288,7 @@ def to_transistor_netlist(net, x, profile, characterisation: CellCharacterisatio
     lines += [f"* {cells.n_cells} cells, {cells.transistors()} transistors; corner {corner}; "
               f"V0={scale.V0:g} V, C0={scale.C0:g} F, G0={scale.G0:g} S",
               f".options reltol={reltol:g} abstol=1e-15 vntol=1e-7 method=gear"]
-    lines += cell_subcircuits() + supply_lines_with_cm(characterisation)
+    lines += cell_subcircuits(characterisation.cell_design) + supply_lines(characterisation.cell_design, common_mode=True)
     for k in range(len(net.layers)):
         points_k = [(0.0, design["vdd"] if k == 0 else 0.0)]
         if k > 0:
@@ -285,14 +315,6 @@ def to_transistor_netlist(net, x, profile, characterisation: CellCharacterisatio
               ".end"]
     return TransistorNetlist("\n".join(lines) + "\n", [_node(n) for n in range(1, net.num_nodes + 1)], t_stop,
                              corner, cells.n_cells, cells.transistors(), str(pdk.library))
-
-
-def supply_lines_with_cm(characterisation) -> list[str]:
-    """The supply, the cascode references and ``vcm``, the net's ground node."""
-    from .library import TanhCellDesign
-
-    design = TanhCellDesign(**characterisation.design)
-    return supply_lines(design) + [f"Vcm vcm 0 {design.vcm:g}"]
 
 
 @dataclass
@@ -339,6 +361,28 @@ class TransistorReport:
     def max_rel_error(self) -> float:
         return max(s.max_rel_error for s in self.samples)
 
+    def to_dict(self) -> dict:
+        """JSON-serialisable: the aggregates and every sample."""
+        return {"mode": "transistor", "corner": self.corner, "cells": self.cells, "transistors": self.transistors,
+                "t_stop_s": self.t_stop, "scale": self.scale.to_dict(), "num_samples": len(self.samples),
+                "aggregate": {"class_agreement": self.class_agreement, "max_rel_error": self.max_rel_error,
+                              "energy_j": float(np.mean([s.energy_j for s in self.samples])),
+                              "bias_energy_j": float(np.mean([s.bias_energy_j for s in self.samples])),
+                              "settling_s": max(s.settling_s for s in self.samples),
+                              "spice_seconds": float(np.mean([s.spice_seconds for s in self.samples]))},
+                "samples": [plain_record(asdict(s)) for s in self.samples], "notes": list(self.notes)}
+
+    def to_json(self, **kwargs) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def __str__(self) -> str:
+        rows = [f"{'sample':>6}  {'rel.swing':>10}  {'at T rel.':>10}  {'class s/n':>9}  {'energy (J)':>10}  "
+                f"{'ngspice s':>9}"]
+        for s in self.samples:
+            rows.append(f"{s.index:>6}  {s.max_rel_error:>10.3e}  {s.final_abs_error / s.swing:>10.3e}  "
+                        f"{s.solver_class:>4}/{s.spice_class:<4}  {s.energy_j:>10.3e}  {s.spice_seconds:>9.1f}")
+        return "\n".join([*rows, self.summary()])
+
     def summary(self) -> str:
         n = len(self.samples)
         energy = np.mean([s.energy_j for s in self.samples])
@@ -353,7 +397,7 @@ class TransistorReport:
 
 def validate_transistor(net, X, profile, characterisation: CellCharacterisation, pdk: PDK, *,
                         corner: str | None = None, solver=None, workers: int = 2, timeout: float = 1800.0,
-                        reltol: float = 1e-4) -> TransistorReport:
+                        reltol: float = 1e-4, points: int = 250) -> TransistorReport:
     """Run samples at transistor level in ngspice and compare with the cell-model solver.
 
     Parameters
@@ -374,6 +418,8 @@ def validate_transistor(net, X, profile, characterisation: CellCharacterisation,
         ngspice processes at once.
     timeout : float
         Seconds per ngspice run.
+    reltol, points : float, int
+        ngspice's reltol and the output step ``T/points`` (see :func:`to_transistor_netlist`).
 
     Returns
     -------
@@ -390,7 +436,7 @@ def validate_transistor(net, X, profile, characterisation: CellCharacterisation,
     cells = map_cells(net, characterisation, scale)
     reference = net.with_parameters(capacitance=transistor_capacitance(net, cells, characterisation, scale))
     netlists = [to_transistor_netlist(net, x, profile, characterisation, pdk, corner=corner, cells=cells,
-                                      reltol=reltol, title=f"sample {i}") for i, x in enumerate(X)]
+                                      reltol=reltol, points=points, title=f"sample {i}") for i, x in enumerate(X)]
 
     def run(netlist):
         return run_netlist(netlist.text, timeout=timeout, trusted_libraries=(netlist.library,))

@@ -42,6 +42,7 @@ from .energy import (
     sweep_edges,
 )
 from .feasibility import SEVERITIES, check_feasibility
+from ..cells.transistor import SETTLING_FRACTION
 from .formatting import format_si, format_signed
 from .montecarlo import MonteCarloSpec, mismatch_sweep, quantisation_sweep
 from ..technology import TechnologyProfile, default_profile
@@ -176,6 +177,90 @@ def run_spice_check(net, X, profile, energy: EnergyReport, samples, options=None
                       tolerance=ENERGY_AGREEMENT_RTOL, method=method, **fields)
 
 
+@dataclass
+class TransistorCheck:
+    """The net as sky130 transistor cells in ngspice, at each corner asked (issue #16).
+
+    Attributes
+    ----------
+    reports : list of TransistorReport
+        One per corner (:func:`~kirchhoff_sim.cells.transistor.validate_transistor`), the
+        design corner first.
+    accuracy : dict
+        Corner → accuracy of the transistor-level classes against the labels (empty
+        without labels).
+    solver_accuracy : float or None
+        The cell-model solver's accuracy on the same samples.
+    bias_power_w : float
+        The bias references' power, ``V_dd·Σ I_ref``, drawn whether or not a layer is on.
+    fit_error : float
+        The cell model's fit error as a fraction of full scale (the characterisation's).
+    """
+
+    reports: list
+    accuracy: dict
+    solver_accuracy: float | None
+    bias_power_w: float
+    fit_error: float
+
+    def to_dict(self) -> dict:
+        return {"corners": [r.to_dict() for r in self.reports], "accuracy": dict(self.accuracy),
+                "solver_accuracy": self.solver_accuracy, "bias_power_w": self.bias_power_w,
+                "fit_error": self.fit_error}
+
+    def __str__(self) -> str:
+        first = self.reports[0]
+        rows = [f"{first.cells} cells, {first.transistors} sky130 transistors (every device current through "
+                f"sky130_fd_pr devices; ideal sources only as supplies and bias references); cell model fit "
+                f"{self.fit_error:.2%} of full scale; bias references {format_si(self.bias_power_w, 'W')}"]
+        for r in self.reports:
+            n = len(r.samples)
+            energy = float(np.mean([s.energy_j for s in r.samples]))
+            bias = float(np.mean([s.bias_energy_j for s in r.samples]))
+            settle = max(s.settling_s for s in r.samples)
+            final = max(s.final_abs_error / s.swing for s in r.samples)
+            accuracy = f", accuracy {self.accuracy[r.corner]:.3f}" if r.corner in self.accuracy else ""
+            rows.append(f"{r.corner}: classes agree with the cell-model solver on {r.class_agreement}/{n}{accuracy}; "
+                        f"read-out at T within {final:.2%} of the swing (waveform {r.max_rel_error:.2%}); "
+                        f"energy {format_si(energy, 'J')} per inference from the supplies (bias references "
+                        f"{format_si(bias, 'J')} of it); read-out settled to {SETTLING_FRACTION:.0%} by "
+                        f"{format_si(settle, 's')} of T = {format_si(r.t_stop, 's')}; ngspice "
+                        f"{np.mean([s.spice_seconds for s in r.samples]):.1f} s per sample")
+        if self.solver_accuracy is not None:
+            rows.append(f"cell-model solver on the same samples: accuracy {self.solver_accuracy:.3f}")
+        return "\n".join(rows)
+
+
+def run_transistor_check(net, X, y, profile, samples: int, corners, *, pdk_root=None,
+                         workers: int = 2) -> TransistorCheck:
+    """Run the first ``samples`` rows of ``X`` as sky130 transistors at each of ``corners``.
+
+    Raises
+    ------
+    InputError
+        The profile names no PDK, or an unknown corner.
+    CellMappingError, PDKNotFoundError, SpiceError
+    """
+    from ..cells import characterisation_of
+    from ..cells.pdk import locate_pdk
+    from ..cells.transistor import check_cell_families, map_cells, validate_transistor
+
+    check_cell_families(net)
+    characterisation = characterisation_of(profile, pdk_root)
+    pdk = locate_pdk(pdk_root)
+    corners = [profile.corner] + [c for c in dict.fromkeys(corners) if c != profile.corner]
+    X = X[:samples]
+    reports = [validate_transistor(net, X, profile, characterisation, pdk, corner=c, workers=workers)
+               for c in corners]
+    accuracy, solver_accuracy = {}, None
+    if y is not None:
+        labels = np.asarray(y)[:len(X)]
+        accuracy = {r.corner: float(np.mean([s.spice_class for s in r.samples] == labels)) for r in reports}
+        solver_accuracy = float(np.mean([s.solver_class for s in reports[0].samples] == labels))
+    bias = map_cells(net, characterisation, profile.scale).bias_a.sum() * characterisation.design["vdd"]
+    return TransistorCheck(reports, accuracy, solver_accuracy, float(bias), float(characterisation.max_error))
+
+
 # ---------------------------------------------------------------- the report
 @dataclass
 class ChipReport:
@@ -189,6 +274,8 @@ class ChipReport:
     timing : TimingReport
     energy : EnergyReport
     spice : SpiceCheck or None
+    transistor : TransistorCheck or None
+        The transistor-level section (a net on a PDK profile's cells, when asked).
     findings : list of Finding
     robustness : dict or None
         ``nominal_accuracy``, ``sigma``, ``accuracy_at_sigma`` (mean, std, p5, p95 ...),
@@ -211,6 +298,7 @@ class ChipReport:
     spice: SpiceCheck | None
     findings: list
     robustness: dict | None
+    transistor: TransistorCheck | None = None
     notes: list = field(default_factory=list)
     waveforms: Waveforms | None = None
     settle: Settling | None = None
@@ -235,6 +323,7 @@ class ChipReport:
             "findings_summary": self.severity_counts(),
             "findings": [f.to_dict() for f in self.findings],
             "robustness": self.robustness,
+            "transistor_level": None if self.transistor is None else self.transistor.to_dict(),
             "notes": list(self.notes),
             "seconds": float(self.seconds),
         }
@@ -288,6 +377,8 @@ class ChipReport:
                 "accuracy vs bits: " + ", ".join(f"{row['bits']} {row['accuracy']:.3f}"
                                                  for row in r["quantisation_sweep"]),
             ])
+        if self.transistor is not None:
+            out += _section(f"transistor level ({self.profile.pdk})", str(self.transistor).splitlines())
         if self.notes:
             out += _section("notes", [f"- {x}" for x in self.notes])
         out.append(f"(report made in {self.seconds:.1f} s)")
@@ -344,7 +435,8 @@ def chip_report(net, X, y=None, profile: TechnologyProfile | None = None, *, spi
                 solver: dict | None = None, n_points: int = DEFAULT_WAVEFORM_POINTS,
                 settle_fraction: float = DEFAULT_SETTLE_FRACTION, spice_samples: int = 1,
                 sweep_sigmas=SWEEP_SIGMAS, sweep_bits=SWEEP_BITS, seed: int = 0, executor=None,
-                spice_options=None, spice_backend: str = "subprocess") -> ChipReport:
+                spice_options=None, spice_backend: str = "subprocess", transistor_samples: int = 0,
+                corners=(), pdk_root=None, workers: int = 2) -> ChipReport:
     """The chip report of ``net`` on a batch of inputs.
 
     Parameters
@@ -390,16 +482,43 @@ def chip_report(net, X, y=None, profile: TechnologyProfile | None = None, *, spi
         :class:`~.distributed.DaskRunner`).
     spice_options : SpiceOptions, optional
     spice_backend : {"subprocess", "shared"}
+    transistor_samples : int
+        Run this many samples as the profile's transistor cells in ngspice (0: no
+        transistor-level section; the profile must name a PDK).
+    corners : sequence of str
+        Corners run beside the profile's design corner (e.g. ``("ss", "ff")``).
+    pdk_root : path, optional
+        The PDK (default: located as :func:`~kirchhoff_sim.cells.pdk.locate_pdk` does).
+    workers : int
+        ngspice processes at once for the transistor-level runs.
 
     Returns
     -------
     ChipReport
+
+    Raises
+    ------
+    InputError
+        Bad batch, labels or options; transistor samples on a profile with no PDK.
+    CellMappingError, PDKNotFoundError, SpiceError
+        From the transistor-level section.
     """
     started = time.perf_counter()
     profile = default_profile() if profile is None else profile
     if not isinstance(profile, TechnologyProfile):
         raise InputError(f"profile must be a TechnologyProfile, got {type(profile).__name__}")
     X, y = _check_batch(net, X, y, samples)
+    transistor_samples = as_int(transistor_samples, "transistor_samples", minimum=0)
+    if transistor_samples:
+        from ..cells.pdk import check_corner
+        from ..cells.transistor import check_cell_families
+
+        for corner in corners:
+            check_corner(corner)
+        check_cell_families(net)
+        if profile.pdk == "none":
+            raise InputError(f"transistor-level samples need a profile with a PDK; {profile.name!r} names none "
+                             f"(use the sky130 profile)")
     solver = default_solver_spec() if solver is None else dict(solver)
     solver_object = make_solver(**solver)
     notes = []
@@ -447,6 +566,11 @@ def chip_report(net, X, y=None, profile: TechnologyProfile | None = None, *, spi
                                    for r in quantised],
             "solver": dict(solver), "seed": int(seed), "trials": int(mc_trials),
         }
+    transistor = None
+    if transistor_samples:
+        transistor = run_transistor_check(net, X, y, profile, transistor_samples, corners, pdk_root=pdk_root,
+                                          workers=workers)
     return ChipReport(net_summary=_net_summary(net), profile=profile, samples=len(X), timing=timing, energy=energy,
-                      spice=spice, findings=findings, robustness=robust, notes=notes, waveforms=waveforms,
+                      spice=spice, findings=findings, robustness=robust, transistor=transistor, notes=notes,
+                      waveforms=waveforms,
                       settle=settle, seconds=time.perf_counter() - started, readout_nodes=net.readout.copy())

@@ -173,7 +173,7 @@ class ValidationReport:
                 "all_classes_agree": self.all_classes_agree,
                 "spice_seconds": self.spice_seconds,
             },
-            "samples": [_plain(asdict(s)) for s in self.samples],
+            "samples": [plain_record(asdict(s)) for s in self.samples],
             "notes": list(self.notes),
             "assumptions": list(self.assumptions),
             "unsupported": list(self.unsupported),
@@ -196,10 +196,14 @@ class ValidationReport:
         return "\n".join([head, *rows, tail])
 
 
-def _plain(record: dict) -> dict:
+def plain_record(record: dict) -> dict:
+    """A flat record of numbers (and lists of numbers) as JSON-serialisable Python
+    bools, ints and floats."""
     out = {}
     for key, value in record.items():
-        if isinstance(value, (bool, np.bool_)):
+        if isinstance(value, (list, tuple, np.ndarray)):
+            out[key] = [float(v) for v in value]
+        elif isinstance(value, (bool, np.bool_)):
             out[key] = bool(value)
         elif isinstance(value, (int, np.integer)):
             out[key] = int(value)
