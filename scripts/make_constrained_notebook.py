@@ -11,12 +11,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import nbformat
-from nbclient import NotebookClient
+from notebook_writer import ROOT, write_notebook
 
-from kirchhoff_sim.fileio import atomic_write_text
-
-ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "notebooks" / "constrained_digits.ipynb"
 
 CELLS = [
@@ -116,13 +112,7 @@ legend = ax.legend()"""),
 
 
 def main() -> int:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
-    nb.cells = [nbformat.v4.new_markdown_cell(text) if kind == "markdown" else nbformat.v4.new_code_cell(text)
-                for kind, text in CELLS]
-    NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
-    atomic_write_text(OUT, nbformat.writes(nb))
-    print(f"wrote {OUT}")
+    write_notebook(CELLS, OUT)
     return 0
 
 

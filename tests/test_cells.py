@@ -352,3 +352,37 @@ def test_the_moons_net_on_sky130_transistors_agrees_with_its_cell_models(charact
         assert sample.max_rel_error <= 0.06                        # measured 3.4 %
         assert 0 < sample.bias_energy_j < sample.energy_j < 1e-8
     assert report.transistors == report.cells * 25
+
+
+def test_the_chip_report_of_a_cell_net_prints_its_profile(characterised):
+    # the sky130 profile's non-numeric fields (families, pdk, corner) in the report's text
+    from kirchhoff_sim.hardware.report import chip_report
+
+    net = modelfile.load_net(MODELS / "moons_sky130.npz")
+    from kirchhoff_sim.training import datasets
+
+    data = datasets.load_dataset("moons", seed=0, n_samples=2000)
+    report = chip_report(net, data.X_test, data.y_test, PROFILE, spice_check=False, robustness=False, samples=5)
+    text = str(report)
+    assert "device_families = TanhCell" in text and "pdk = sky130" in text
+    assert report.transistor is None and report.to_dict()["transistor_level"] is None
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"transistor_samples": 1, "corners": ("xx",)}, "unknown process corner"),
+    ({"transistor_samples": -1}, "transistor_samples"),
+])
+def test_bad_transistor_report_options_are_refused_before_any_work(kwargs, match):
+    from kirchhoff_sim.hardware.report import chip_report
+
+    net = modelfile.load_net(MODELS / "moons_sky130.npz")
+    with pytest.raises(InputError, match=match):
+        chip_report(net, np.zeros((2, 2)), None, PROFILE, spice_check=False, robustness=False, **kwargs)
+
+
+def test_a_transistor_report_of_a_net_without_cells_names_the_family():
+    from kirchhoff_sim.hardware.report import chip_report
+
+    net = modelfile.load_net(MODELS / "moons.npz")
+    with pytest.raises(CellMappingError, match="ShiftedReLU"):
+        chip_report(net, np.zeros((2, 2)), None, PROFILE, spice_check=False, robustness=False, transistor_samples=1)

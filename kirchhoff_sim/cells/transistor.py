@@ -352,6 +352,7 @@ class TransistorReport:
     t_stop: float
     scale: object
     notes: list = field(default_factory=list)
+    waveforms: list = field(default_factory=list)
 
     @property
     def class_agreement(self) -> int:
@@ -397,7 +398,7 @@ class TransistorReport:
 
 def validate_transistor(net, X, profile, characterisation: CellCharacterisation, pdk: PDK, *,
                         corner: str | None = None, solver=None, workers: int = 2, timeout: float = 1800.0,
-                        reltol: float = 1e-4, points: int = 250) -> TransistorReport:
+                        reltol: float = 1e-4, points: int = 250, keep_waveforms: bool = False) -> TransistorReport:
     """Run samples at transistor level in ngspice and compare with the cell-model solver.
 
     Parameters
@@ -420,6 +421,10 @@ def validate_transistor(net, X, profile, characterisation: CellCharacterisation,
         Seconds per ngspice run.
     reltol, points : float, int
         ngspice's reltol and the output step ``T/points`` (see :func:`to_transistor_netlist`).
+    keep_waveforms : bool
+        Keep each sample's read-out waveforms in :attr:`TransistorReport.waveforms` as
+        ``(t, v_spice, v_solver)``: times (s), shape (n_t,), and read-out voltages from
+        ``vcm`` (V), shape (n_t, n_readout) — for plots; not in :meth:`~TransistorReport.to_dict`.
 
     Returns
     -------
@@ -447,7 +452,7 @@ def validate_transistor(net, X, profile, characterisation: CellCharacterisation,
     vcm = characterisation.design["vcm"]
     vdd = characterisation.design["vdd"]
     readout = np.asarray(net.readout) - 1
-    samples = []
+    samples, waveforms = [], []
     solver = solver or Dopri5(rtol=1e-8, atol=1e-10)
     for i, (x, result) in enumerate(zip(X, results)):
         t = np.asarray(result.time)
@@ -464,6 +469,8 @@ def validate_transistor(net, X, profile, characterisation: CellCharacterisation,
         # the reference currents flow for the whole run, through their bias diodes
         bias_energy = float(vdd * cells.bias_a.sum() * t[-1])
         out = v_spice[:, readout]
+        if keep_waveforms:
+            waveforms.append((t, out, v_solver[:, readout]))
         settled = np.abs(out - out[-1]) <= SETTLING_FRACTION * swing
         last_unsettled = np.nonzero(~settled.all(axis=1))[0]
         settling = float(t[last_unsettled[-1] + 1]) if last_unsettled.size and last_unsettled[-1] + 1 < len(t) \
@@ -479,5 +486,5 @@ def validate_transistor(net, X, profile, characterisation: CellCharacterisation,
     notes = [f"solver reference: the cell models (TanhCell) on the realised node capacitances (MIM + cell pins)",
              f"waveforms compared at ngspice's {int(np.median([len(r.time) for r in results]))} time points (median)"]
     return TransistorReport(samples, netlists[0].corner, cells.n_cells, cells.transistors(), netlists[0].t_stop,
-                            scale, notes)
+                            scale, notes, waveforms)
 

@@ -403,8 +403,15 @@ def _overrides(profile: TechnologyProfile) -> str:
                if values[name] != default_values[name] or profile.sources[name] != defaults.sources[name]]
     if not changed:
         return "(the shipped representative values; 'kirchhoff-sim report --profile FILE' overrides any of them)"
-    return "changed from the shipped defaults: " + "; ".join(f"{name} = {values[name]:g} ({profile.sources[name]})"
+    return "changed from the shipped defaults: " + "; ".join(f"{name} = {_shown(values[name])} ({profile.sources[name]})"
                                                               for name in changed)
+
+
+def _shown(value) -> str:
+    """A profile value as text: numbers with ``g``, families as a comma-separated list."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
 
 
 def _section(title: str, lines) -> list:
