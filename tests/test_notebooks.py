@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
-#: notebooks whose cells take minutes (the two digits nets' findings and mismatch sweeps)
-SLOW = {"constrained_digits.ipynb"}
+#: notebooks whose cells take minutes (the two digits nets' findings and mismatch sweeps;
+#: transistor-level ngspice runs)
+SLOW = {"constrained_digits.ipynb", "sky130_transistor_level.ipynb"}
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW else p
@@ -36,3 +37,13 @@ def test_the_constrained_notebook_is_executed_and_shows_both_nets():
     text = "".join("".join(o.get("text", "")) for c in code for o in c.get("outputs", []))
     assert "unconstrained" in text and "constrained: 0 error" in text
     assert sum("image/png" in o.get("data", {}) for c in code for o in c.get("outputs", [])) == 2
+
+
+def test_the_transistor_notebook_is_executed_and_reaches_the_report():
+    cells = json.loads((NOTEBOOKS[0].parent / "sky130_transistor_level.ipynb").read_text())["cells"]
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert all(c.get("execution_count") for c in code), "run scripts/make_transistor_notebook.py"
+    text = "".join("".join(o.get("text", "")) for c in code for o in c.get("outputs", []))
+    assert "1650 transistors" in text and "== transistor level (sky130) ==" in text
+    assert all(f"{corner}: classes agree" in text for corner in ("tt", "ss", "ff"))
+    assert sum("image/png" in o.get("data", {}) for c in code for o in c.get("outputs", [])) == 1
