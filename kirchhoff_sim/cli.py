@@ -344,6 +344,7 @@ def cmd_export(args):
     check_output_path(args.output, "--output", inputs={"the model": args.model, "--input": args.input})
     net, meta, _ = read_model_file(args.model)
     transistor = _transistor_setup(args, net, meta)
+    scale = None if transistor else _scale(args.scale, meta)       # a bad --scale before the inputs
     X = _inputs_for(args, net, meta)
     if not 0 <= args.sample < len(X):
         raise InputError(f"--sample {args.sample} is out of range: there are {len(X)} samples")
@@ -356,7 +357,7 @@ def cmd_export(args):
                                         title=title, **_transistor_options(args))
         print(f"wrote {netlist.save(args.output)}: {netlist!r}")
         return
-    netlist = to_netlist(net, X[args.sample], scale=_scale(args.scale, meta), mode=args.mode,
+    netlist = to_netlist(net, X[args.sample], scale=scale, mode=args.mode,
                          options=_spice_options(args), title=title)
     path = netlist.save(args.output)
     print(f"wrote {path}: {netlist!r}")
@@ -369,6 +370,7 @@ def cmd_validate(args):
 
     net, meta, _ = read_model_file(args.model)
     transistor = _transistor_setup(args, net, meta)
+    scale = None if transistor else _scale(args.scale, meta)
     X = _inputs_for(args, net, meta)[:args.samples]
     if transistor:
         from .cells.transistor import validate_transistor
@@ -377,7 +379,7 @@ def cmd_validate(args):
         report = validate_transistor(net, X, profile, characterisation, pdk, corner=args.corner,
                                      workers=args.workers or 2, **_transistor_options(args))
     else:
-        report = validate(net, X, scale=_scale(args.scale, meta), mode=args.mode, options=_spice_options(args),
+        report = validate(net, X, scale=scale, mode=args.mode, options=_spice_options(args),
                           workers=args.workers)
     print(report.to_json() if args.json else report)
 
@@ -405,18 +407,12 @@ def _transistor_setup(args, net, meta):
         if getattr(args, name) is not None:
             raise InputError(f"{flag} does not apply to --mode transistor: the cells run at the scale of the "
                              f"profile the model was trained against, and ngspice steps by --points")
-    from .cells import characterisation_of
-    from .cells.pdk import locate_pdk
-    from .cells.transistor import check_cell_families
+    from .cells import prepare
 
-    check_cell_families(net)
     profile = profile_of_model(meta)
-    if profile.pdk == "none":
-        raise InputError(f"{args.model} was trained against the profile {profile.name!r}, which names no process "
-                         f"design kit; train it with --profile sky130 for --mode transistor")
-    if args.pdk is not None and args.pdk != profile.pdk:
+    if args.pdk is not None and profile.pdk not in ("none", args.pdk):
         raise InputError(f"--pdk {args.pdk}: {args.model} was trained against the {profile.pdk} cells")
-    return profile, characterisation_of(profile, args.pdk_root), locate_pdk(args.pdk_root)
+    return (profile, *prepare(net, profile, args.pdk_root))
 
 
 def _transistor_options(args) -> dict:
