@@ -30,20 +30,25 @@ def test_there_is_a_notebook():
     assert SLOW <= {p.name for p in NOTEBOOKS}
 
 
-def test_the_constrained_notebook_is_executed_and_shows_both_nets():
-    cells = json.loads((NOTEBOOKS[0].parent / "constrained_digits.ipynb").read_text())["cells"]
+def _executed(name: str, script: str):
+    """The committed notebook's printed text and its number of PNG figures, after checking
+    that every code cell was executed (by ``scripts/<script>``)."""
+    cells = json.loads((NOTEBOOKS[0].parent / name).read_text())["cells"]
     code = [c for c in cells if c["cell_type"] == "code"]
-    assert all(c.get("execution_count") for c in code), "run scripts/make_constrained_notebook.py"
-    text = "".join("".join(o.get("text", "")) for c in code for o in c.get("outputs", []))
+    assert all(c.get("execution_count") for c in code), f"run scripts/{script}"
+    outputs = [o for c in code for o in c.get("outputs", [])]
+    text = "".join("".join(o.get("text", "")) for o in outputs)
+    return text, sum("image/png" in o.get("data", {}) for o in outputs)
+
+
+def test_the_constrained_notebook_is_executed_and_shows_both_nets():
+    text, figures = _executed("constrained_digits.ipynb", "make_constrained_notebook.py")
     assert "unconstrained" in text and "constrained: 0 error" in text
-    assert sum("image/png" in o.get("data", {}) for c in code for o in c.get("outputs", [])) == 2
+    assert figures == 2
 
 
 def test_the_transistor_notebook_is_executed_and_reaches_the_report():
-    cells = json.loads((NOTEBOOKS[0].parent / "sky130_transistor_level.ipynb").read_text())["cells"]
-    code = [c for c in cells if c["cell_type"] == "code"]
-    assert all(c.get("execution_count") for c in code), "run scripts/make_transistor_notebook.py"
-    text = "".join("".join(o.get("text", "")) for c in code for o in c.get("outputs", []))
+    text, figures = _executed("sky130_transistor_level.ipynb", "make_transistor_notebook.py")
     assert "1650 transistors" in text and "== transistor level (sky130) ==" in text
     assert all(f"{corner}: classes agree" in text for corner in ("tt", "ss", "ff"))
-    assert sum("image/png" in o.get("data", {}) for c in code for o in c.get("outputs", [])) == 1
+    assert figures == 1

@@ -15,7 +15,45 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["cell_device", "characterisation_of"]
+__all__ = ["cell_device", "characterisation_of", "check_realisable", "prepare"]
+
+
+def _check_pdk(profile) -> None:
+    from ..errors import InputError
+
+    if profile.pdk == "none":
+        raise InputError(f"profile {profile.name!r} names no process design kit (pdk 'none'); "
+                         f"use --profile sky130 or a profile with \"pdk\": \"sky130\"")
+
+
+def check_realisable(net, profile) -> None:
+    """Before any work: every device of ``net`` has a cell and ``profile`` names a PDK.
+
+    Raises
+    ------
+    CellMappingError
+        A device family with no cell (naming the families and edges).
+    InputError
+        The profile names no PDK.
+    """
+    from .transistor import check_cell_families
+
+    check_cell_families(net)
+    _check_pdk(profile)
+
+
+def prepare(net, profile, pdk_root=None):
+    """What a transistor-level run of ``net`` needs: ``(characterisation, pdk)`` at the
+    profile's design corner, after :func:`check_realisable`.
+
+    Raises
+    ------
+    CellMappingError, InputError, PDKNotFoundError, SpiceError
+    """
+    from .pdk import locate_pdk
+
+    check_realisable(net, profile)
+    return characterisation_of(profile, pdk_root), locate_pdk(pdk_root)
 
 
 def characterisation_of(profile, pdk_root=None):
@@ -28,13 +66,10 @@ def characterisation_of(profile, pdk_root=None):
         The profile names no PDK (``pdk`` is "none").
     PDKNotFoundError, SpiceError
     """
-    from ..errors import InputError
     from .characterise import characterise
     from .pdk import locate_pdk
 
-    if profile.pdk == "none":
-        raise InputError(f"profile {profile.name!r} names no process design kit (pdk 'none'); "
-                         f"use --profile sky130 or a profile with \"pdk\": \"sky130\"")
+    _check_pdk(profile)
     return characterise(profile.corner, profile.temperature_k - 273.15, pdk=locate_pdk(pdk_root))
 
 

@@ -241,13 +241,10 @@ def run_transistor_check(net, X, y, profile, samples: int, corners, *, pdk_root=
         The profile names no PDK, or an unknown corner.
     CellMappingError, PDKNotFoundError, SpiceError
     """
-    from ..cells import characterisation_of
-    from ..cells.pdk import locate_pdk
-    from ..cells.transistor import check_cell_families, map_cells, validate_transistor
+    from ..cells import prepare
+    from ..cells.transistor import map_cells, validate_transistor
 
-    check_cell_families(net)
-    characterisation = characterisation_of(profile, pdk_root)
-    pdk = locate_pdk(pdk_root)
+    characterisation, pdk = prepare(net, profile, pdk_root)
     corners = [profile.corner] + [c for c in dict.fromkeys(corners) if c != profile.corner]
     X = X[:samples]
     reports = [validate_transistor(net, X, profile, characterisation, pdk, corner=c, workers=workers)
@@ -517,15 +514,12 @@ def chip_report(net, X, y=None, profile: TechnologyProfile | None = None, *, spi
     X, y = _check_batch(net, X, y, samples)
     transistor_samples = as_int(transistor_samples, "transistor_samples", minimum=0)
     if transistor_samples:
+        from ..cells import check_realisable
         from ..cells.pdk import check_corner
-        from ..cells.transistor import check_cell_families
 
         for corner in corners:
             check_corner(corner)
-        check_cell_families(net)
-        if profile.pdk == "none":
-            raise InputError(f"transistor-level samples need a profile with a PDK; {profile.name!r} names none "
-                             f"(use the sky130 profile)")
+        check_realisable(net, profile)
     solver = default_solver_spec() if solver is None else dict(solver)
     solver_object = make_solver(**solver)
     notes = []
