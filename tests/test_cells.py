@@ -86,6 +86,61 @@ def test_unknown_corners_are_refused(corner, sky130):
 
 
 # ------------------------------------------------------------------ the runner's one trusted file
+def _fake_pdk(tmp_path, library_text, extra=None):
+    """A --pdk-root at ``tmp_path / 'pdk'`` whose library holds ``library_text``, with
+    ``extra`` files {relative path: text} beside it."""
+    root = tmp_path / "pdk"
+    library = root.joinpath(*pdk_module.LIBRARY_PATH)
+    library.parent.mkdir(parents=True)
+    library.write_text(library_text)
+    for name, text in (extra or {}).items():
+        (library.parent / name).write_text(text)
+    return root
+
+
+@pytest.mark.parametrize("library_text, extra, match", [
+    (".lib tt\n.control\nshell touch {pwned}\n.endc\n.endl tt\n", None, r"line 2 .*\.control"),
+    (".lib tt\n.include /etc/passwd\n.endl tt\n", None, "outside its root"),
+    (".lib tt\n.include \"../../../../../x.spice\"\n.endl tt\n", None, "outside its root"),
+    (".lib tt\n.include \"models.spice\"\n.endl tt\n", {"models.spice": "* fine\n*#shell touch {pwned}\n"},
+     r"models\.spice line 2 .*control line in a comment"),
+    (".lib tt\n.lib models.spice tt\n.endl tt\n", {"models.spice": ".lib tt\nA1 1 0 src\n.endl tt\n"}, "kind A"),
+    (".lib tt\n.model src filesource (file=/etc/passwd)\n.endl tt\n", None, "file"),
+    (".lib tt\n.include missing.spice\n.endl tt\n", None, "not a file"),
+    (".lib tt\nR1 a b `touch {pwned}`\n.endl tt\n", None, "backquote"),
+])
+def test_a_hostile_pdk_library_is_refused_before_ngspice_sees_it(library_text, extra, match, tmp_path):
+    pwned = tmp_path / "pwned"
+    root = _fake_pdk(tmp_path, library_text.format(pwned=pwned),
+                     {k: v.format(pwned=pwned) for k, v in (extra or {}).items()})
+    with pytest.raises(UnsafeNameError, match=match):
+        pdk_module.locate_pdk(root)
+    assert not pwned.exists()
+
+
+def test_a_symbolic_link_out_of_the_pdk_is_refused(tmp_path):
+    outside = tmp_path / "outside.spice"
+    outside.write_text(".param a=1\n")
+    root = _fake_pdk(tmp_path, ".lib tt\n.include link.spice\n.endl tt\n")
+    (root.joinpath(*pdk_module.LIBRARY_PATH).parent / "link.spice").symlink_to(outside)
+    with pytest.raises(UnsafeNameError, match="outside its root"):
+        pdk_module.locate_pdk(root)
+
+
+def test_the_real_pdk_passes_its_check_and_its_fingerprint_covers_every_included_file(sky130, tmp_path):
+    assert len(sky130.digest) == 64
+    assert pdk_module.locate_pdk(sky130.root).digest == sky130.digest     # the same tree by --pdk-root
+
+
+def test_the_cli_refuses_a_hostile_pdk_root_in_one_line(tmp_path, capsys):
+    pwned = tmp_path / "pwned"
+    root = _fake_pdk(tmp_path, f".lib tt\n.control\nshell touch {pwned}\n.endc\n.endl tt\n")
+    code, _, err = _cli(capsys, "export", MODELS / "moons_sky130.npz", "-o", tmp_path / "x.cir", "--mode",
+                        "transistor", "--pdk-root", root)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and ".control" in err
+    assert not pwned.exists() and not (tmp_path / "x.cir").exists()
+
+
 def test_only_the_located_library_may_be_loaded(sky130):
     card = sky130.lib_card("tt")
     netlist = f"* t\n{card}\nV1 a 0 1\nR1 a 0 1k\n.op\n.end\n"
@@ -443,3 +498,30 @@ def test_sky130_mismatch_chips_on_a_dask_cluster_equal_the_serial_run(characteri
     assert "dask" in chips.runner and "tt_mm" in str(chips)
     record = json.loads(chips.to_json())
     assert record["library_section"] == "tt_mm" and record["instances"] == 2 and record["accuracy"] is None
+
+
+@pytest.mark.parametrize("argv, match", [
+    (("--transistor-mismatch", "2"), "give transistor_samples too"),
+    (("--transistor-samples", "1", "--transistor-mismatch", "-1"), "--transistor-mismatch"),
+    (("--transistor-samples", "1", "--transistor-mismatch", "x"), "--transistor-mismatch"),
+    (("--transistor-samples", "1", "--workers", "0"), "--workers"),
+])
+def test_bad_mismatch_report_options_exit_2_with_one_line(argv, match, capsys):
+    code, _, err = _cli(capsys, "report", MODELS / "moons_sky130.npz", "--no-spice", "--no-robustness", *argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert match in err
+
+
+@pytest.mark.slow
+def test_the_chip_report_runs_sky130_mismatch_chips_on_dask(characterised, cell_cache, capsys, monkeypatch):
+    # the CLI end to end: one moons test point at tt, and on two mismatched chips on a
+    # local two-worker Dask cluster (three transistor-level ngspice runs)
+    monkeypatch.setenv(ch.CACHE_VARIABLE, str(cell_cache))
+    code, printed, err = _cli(capsys, "report", MODELS / "moons_sky130.npz", "--samples", 4, "--no-spice",
+                              "--no-robustness", "--transistor-samples", 1, "--transistor-mismatch", 2, "--json")
+    assert code == 0, err
+    mismatch = json.loads(printed)["transistor_level"]["mismatch"]
+    assert mismatch["library_section"] == "tt_mm" and mismatch["instances"] == 2 and mismatch["samples"] == 1
+    assert len(set(mismatch["ngspice_seeds"])) == 2 and "dask" in mismatch["runner"]
+    assert 0 < mismatch["readout_shift_median"] <= mismatch["readout_shift_max"] < 0.5
+    assert len(mismatch["accuracy"]) == 2

@@ -257,8 +257,10 @@ def _terminal_currents(result):
 
 
 def _in_range(z, d: TanhCellDesign):
+    """Mask, shape (len(SWEEP_DST_FRACTIONS), len(z)): the sweep points whose src voltage
+    ``vd + z`` is inside the operating range too (dst always is)."""
     vd = d.vcm + np.asarray(SWEEP_DST_FRACTIONS)[:, None] * d.half_range_v
-    return np.abs(vd + z[None, :] - d.vcm) <= d.half_range_v * (1 + 1e-9) + 0 * vd
+    return np.abs(vd + z[None, :] - d.vcm) <= d.half_range_v * (1 + 1e-9)
 
 
 def fit_tanh_cell(sweeps: dict, d: TanhCellDesign = TANH_CELL) -> dict:

