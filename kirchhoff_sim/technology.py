@@ -462,7 +462,7 @@ def load_profile(path=None) -> TechnologyProfile:
 
 def profile_of_model(meta: dict, path=None) -> TechnologyProfile:
     """The technology profile a model runs on: ``path`` (a profile file, as
-    :func:`load_profile`) if given, else the one it was trained against with its fitted
+    :func:`load_profile`, or a built-in name, as :func:`as_profile`) if given, else the one it was trained against with its fitted
     V0 (``meta["technology"]["profile"]``, written by ``train --profile``), else the
     default profile.
 
@@ -480,7 +480,7 @@ def profile_of_model(meta: dict, path=None) -> TechnologyProfile:
         ``path`` cannot be read or holds bad values.
     """
     if path is not None:
-        return load_profile(path)
+        return as_profile(path, "--profile")       # a file, or a built-in name (default, sky130)
     recorded = (meta.get("technology") or {}) if isinstance(meta, dict) else {}
     if not isinstance(recorded, dict):
         raise ModelFileError(f"the model's technology metadata is malformed: {recorded!r:.80}")

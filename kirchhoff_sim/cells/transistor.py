@@ -410,11 +410,11 @@ class TransistorReport:
         return json.dumps(self.to_dict(), **kwargs)
 
     def __str__(self) -> str:
-        rows = [f"{'sample':>6}  {'rel.swing':>10}  {'at T rel.':>10}  {'class s/n':>9}  {'energy (J)':>10}  "
+        rows = [f"{'sample':>6}  {'rel.swing':>10}  {'at T rel.':>10}  {'class solver/ngspice':>20}  {'energy (J)':>10}  "
                 f"{'ngspice s':>9}"]
         for s in self.samples:
             rows.append(f"{s.index:>6}  {s.max_rel_error:>10.3e}  {s.final_abs_error / s.swing:>10.3e}  "
-                        f"{s.solver_class:>4}/{s.spice_class:<4}  {s.energy_j:>10.3e}  {s.spice_seconds:>9.1f}")
+                        f"{s.solver_class:>10}/{s.spice_class:<9}  {s.energy_j:>10.3e}  {s.spice_seconds:>9.1f}")
         return "\n".join([*rows, self.summary()])
 
     def summary(self) -> str:

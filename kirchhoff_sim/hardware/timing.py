@@ -297,14 +297,14 @@ class TimingReport:
         return out
 
     def __str__(self) -> str:
-        ns = 1e9
         lines = [
-            f"forward latency T·C0/G0 = {self.T:g} × {self.time_unit_s * ns:.4g} ns = {self.latency_s * ns:.4g} ns",
+            f"forward latency T·C0/G0 = {self.T:g} × {format_si(self.time_unit_s, 's')} = "
+            f"{format_si(self.latency_s, 's')}",
             f"read-out settled (within {self.settle_fraction:.0%} of its swing, slowest node, {self.samples} samples): "
-            f"median {self.settle_median_s * ns:.4g} ns ({self.settle_median_fraction:.1%} of T), "
-            f"max {self.settle_max_s * ns:.4g} ns ({self.settle_max_fraction:.1%} of T)",
-            f"class decided (argmax of the read-out final): median {self.decision_median_s * ns:.4g} ns "
-            f"({self.decision_median_fraction:.1%} of T), max {self.decision_max_s * ns:.4g} ns "
+            f"median {format_si(self.settle_median_s, 's')} ({self.settle_median_fraction:.1%} of T), "
+            f"max {format_si(self.settle_max_s, 's')} ({self.settle_max_fraction:.1%} of T)",
+            f"class decided (argmax of the read-out final): median {format_si(self.decision_median_s, 's')} "
+            f"({self.decision_median_fraction:.1%} of T), max {format_si(self.decision_max_s, 's')} "
             f"({self.decision_max_fraction:.1%} of T)",
             f"wall-clock on this machine (measured): our solver ({self.solver}) "
             f"{format_si(self.wallclock_solver_batch_s, 's')} for {self.samples} samples "
