@@ -223,11 +223,12 @@ def _training_profile(args, preset, net_kw, train_kw):
         for key, value in overrides.get("train", {}).items():
             if getattr(args, key, None) is None:
                 train_kw[key] = value
-    if profile.pdk != "none" and net_kw.get("device") == "TanhCell":
-        from .cells import cell_device, characterisation_of
+    if profile.pdk != "none" and net_kw.get("device") in ("TanhCell", "Diode"):
+        from .cells import cell_model, characterisation_of
 
         # the characterised cell at the profile's corner, temperature and scale
-        net_kw["device"] = cell_device(characterisation_of(profile, getattr(args, "pdk_root", None)), profile.scale)
+        net_kw["device"] = cell_model(net_kw["device"], characterisation_of(profile, getattr(args, "pdk_root", None)),
+                                      profile.scale)
     options = {key: value for overrides in presets for key, value in overrides.get("constraints", {}).items()}
     given = {"mismatch_sigma": args.mismatch_sigma, "rail_weight": args.rail_weight,
              "sparsity": args.sparsity}
