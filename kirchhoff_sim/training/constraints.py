@@ -43,7 +43,8 @@ parameter, never the parameter itself. Two maps (``reparametrisation``):
 ``gain_sign="positive"`` holds conductance-like parameters ``≥ 0`` (a negative latent is
 off): a ShiftedReLU with ``g ≥ 0`` has a non-negative slope (monotone, though with an
 offset it still carries current at zero bias); ``"auto"`` (the default) does so when the profile builds passive families only (a passive
-technology cannot realise a negative conductance). ``init="on"`` (``log_window``) starts
+technology cannot realise a negative conductance), and for a passive family on a profile
+with a cell library (``pdk`` not "none": its resistor cell cannot be negative either). ``init="on"`` (``log_window``) starts
 every conductance-like parameter on, near ``init_gain`` (default the floor of the window),
 with the sign of the net's initial parameter: the kaiming initial gains lie far below
 ``g_min``, so otherwise every device starts off and the net's output starts independent of
@@ -271,6 +272,15 @@ class HardwareConstraints:
             return not set(self.profile.device_families) <= set(FAMILY_SETS["passive"])
         return self.gain_sign == "any"
 
+    def signed_for(self, device) -> bool:
+        """:attr:`signed` for the groups of ``device``: under ``"auto"`` a passive family
+        on a profile with a cell library is unsigned whatever else the profile builds
+        (its cell, a resistor, cannot realise a negative conductance; a negative slope
+        there is a different family, an active cell)."""
+        if self.gain_sign == "auto" and device.passive and self.profile.pdk != "none":
+            return False
+        return self.signed
+
     # ------------------------------------------------------------------ the reparametrisation
     def _rows(self, device) -> tuple[np.ndarray, np.ndarray]:
         """Per parameter row of ``device``: is it conductance-like, is it an offset."""
@@ -300,7 +310,7 @@ class HardwareConstraints:
             b = self.offset_bound
             u_offset = b * np.arctanh(np.clip(p / b, -_ARTANH_LIMIT, _ARTANH_LIMIT))
             u_conductance = log_window_inverse(p, self.conductance_floor, self.conductance_bound, self.dead_zone,
-                                               signed=self.signed)
+                                               signed=self.signed_for(group.device))
             latents.append(np.where(conductance, u_conductance, np.where(offset, u_offset, p)))
         return latents
 
@@ -325,7 +335,7 @@ class HardwareConstraints:
             p = group.params
             rms = np.sqrt(np.mean(p * p, axis=1, keepdims=True))
             spread = np.divide(np.abs(p), rms, out=np.zeros_like(p), where=rms > 0)
-            sign = np.where(p < 0, -1.0, 1.0) if self.signed else 1.0
+            sign = np.where(p < 0, -1.0, 1.0) if self.signed_for(group.device) else 1.0
             out.append(np.where(conductance, sign * (start + 0.25 * self.dead_zone * spread), u))
         return out
 
@@ -338,7 +348,7 @@ class HardwareConstraints:
                 bound = self._bounds(group.device)[:, None]
                 conductance, _ = self._rows(group.device)
                 # unsigned: a conductance's latent below 0 is off, with the slope at 0 (straight-through)
-                t = np.tanh(u if self.signed else np.where(conductance, np.maximum(u, 0.0), u))
+                t = np.tanh(u if self.signed_for(group.device) else np.where(conductance, np.maximum(u, 0.0), u))
                 bounded = bound > 0
                 params.append(np.where(bounded, bound * t, u))
                 slopes.append(np.where(bounded, bound * (1.0 - t * t), 1.0))
@@ -347,7 +357,7 @@ class HardwareConstraints:
             b = self.offset_bound
             t = np.tanh(u / b)
             g, dg = log_window(u, self.conductance_floor, self.conductance_bound, self.dead_zone,
-                               signed=self.signed)
+                               signed=self.signed_for(group.device))
             params.append(np.where(conductance, g, np.where(offset, b * t, u)))
             slopes.append(np.where(conductance, dg, np.where(offset, 1.0 - t * t, 1.0)))
         return params, slopes
