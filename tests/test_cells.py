@@ -383,6 +383,11 @@ def test_the_diode_cell_model_is_the_family_at_the_cells_thermal_voltage(charact
     assert device.thermal_voltage == pytest.approx(characterised.diode["thermal_voltage_v"] / PROFILE.scale.V0)
     assert 0.52 < device.thermal_voltage < 0.66             # n = 1.0-1.27 at V0 = 50 mV
     assert devices.from_spec(device.spec()) == device
+    # its window (which constrained training keeps i_s in) is the widths the cell may draw
+    net = _passive_net(characterised, diode_params=[[device.i_s_min, device.i_s_max], [0.0, 0.0]])
+    widths = transistor.map_cells(net, characterised, PROFILE.scale).size_um[3:]
+    assert widths == pytest.approx([library.DIODE_CELL.width_min_um, library.DIODE_CELL.width_max_um])
+    assert device.parameter_window("r_s") == (0.0, 0.0)
     with pytest.raises(CellMappingError, match="ShiftedReLU"):
         cells.cell_model("ShiftedReLU", characterised, PROFILE.scale)
 
@@ -409,6 +414,8 @@ def test_conductances_and_diodes_map_to_strip_lengths_and_widths(characterised):
     i_s = cells.diode_device(characterised, PROFILE.scale).default_i_s * PROFILE.scale.G0 * PROFILE.scale.V0
     assert characterised.diode_saturation_a(mapped.size_um[3]) == pytest.approx(i_s)
     assert mapped.transistors() == 2 * 4 + 5 and np.all(mapped.bias_a == 0)
+    assert transistor.cell_fit_error(mapped, characterised) == max(characterised.resistor["max_error"],
+                                                                   characterised.diode["max_error"])
 
 
 @pytest.mark.parametrize("conductances, match", [

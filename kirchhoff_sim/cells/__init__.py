@@ -105,8 +105,10 @@ def cell_device(characterisation, scale):
 def diode_device(characterisation, scale):
     """The :class:`~kirchhoff_sim.devices.Diode` of a characterisation's diode cell at a
     physical scale: normalised thermal voltage ``n·U_T/V0`` (the fitted ideality at the
-    characterisation's temperature), default saturation current the geometric middle of
-    the cell's window and no series resistance (the cell has none to program).
+    characterisation's temperature), the saturation-current window of the cell's widths
+    (``i_s_min``/``i_s_max``, which constrained training keeps ``i_s`` inside), default
+    ``i_s`` the window's geometric middle and no series resistance (the cell has none to
+    program).
 
     Parameters
     ----------
@@ -120,10 +122,10 @@ def diode_device(characterisation, scale):
     from ..devices import Diode
 
     design = characterisation.diode["design"]
-    middle = math.sqrt(design["width_min_um"] * design["width_max_um"])
+    unit = scale.G0 * scale.V0
+    low, high = (float(characterisation.diode_saturation_a(design[k])) / unit for k in ("width_min_um", "width_max_um"))
     return Diode(thermal_voltage=characterisation.diode["thermal_voltage_v"] / scale.V0,
-                 default_i_s=float(characterisation.diode_saturation_a(middle)) / (scale.G0 * scale.V0),
-                 default_r_s=0.0)
+                 default_i_s=math.sqrt(low * high), default_r_s=0.0, i_s_min=low, i_s_max=high)
 
 
 def cell_model(family: str, characterisation, scale):

@@ -52,7 +52,7 @@ from .characterise import CellCharacterisation, netlist_header, supply_lines
 from .library import DIODE_WIDTH_PARAMETER, MIM_CAP, RESISTOR_LENGTH_PARAMETER, cell_subcircuits, transistor_counts
 from .pdk import PDK
 
-__all__ = ["CELL_FAMILIES", "CellMap", "check_cell_families", "map_cells", "transistor_capacitance", "to_transistor_netlist", "TransistorNetlist",
+__all__ = ["CELL_FAMILIES", "CellMap", "cell_fit_error", "check_cell_families", "map_cells", "transistor_capacitance", "to_transistor_netlist", "TransistorNetlist",
            "validate_transistor", "TransistorSample", "TransistorReport"]
 
 #: a parameter within this relative distance of a window edge counts as inside (rounding)
@@ -289,6 +289,13 @@ CELL_FAMILIES = {
     "Conductance": CellFamily(("ks_res",), _map_conductance, _passive_lines("ks_res", RESISTOR_LENGTH_PARAMETER)),
     "Diode": CellFamily(("ks_diode",), _map_diode, _passive_lines("ks_diode", DIODE_WIDTH_PARAMETER)),
 }
+
+
+def cell_fit_error(cells: CellMap, characterisation: CellCharacterisation) -> float:
+    """The worst fit error (fraction of full scale) of the cell models ``cells`` uses."""
+    errors = {"TanhCell": characterisation.max_error, "Conductance": characterisation.resistor["max_error"],
+              "Diode": characterisation.diode["max_error"]}
+    return float(max((errors[f] for f in set(cells.family[cells.on])), default=0.0))
 
 
 def map_cells(net, characterisation: CellCharacterisation, scale) -> CellMap:
