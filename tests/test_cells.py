@@ -2,7 +2,7 @@
 ngspice with the real sky130 models, the fitted cell model, the mapping of trained
 parameters to cells, and the transistor-level netlist.
 
-The characterisation runs once per test session (about a minute, two ngspice processes)
+The characterisation runs once per test session (one to two minutes, two ngspice processes)
 into a temporary cache folder, so the tests measure the circuit and never read a
 result this machine cached earlier.
 """

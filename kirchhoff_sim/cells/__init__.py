@@ -60,7 +60,7 @@ def prepare(net, profile, pdk_root=None):
 
 def characterisation_of(profile, pdk_root=None):
     """The cell characterisation at ``profile``'s corner and temperature (cached; the
-    first call runs ngspice for about a minute and a half).
+    first call runs ngspice for one to two minutes).
 
     Raises
     ------

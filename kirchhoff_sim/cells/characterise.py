@@ -82,7 +82,8 @@ K_OVER_Q = 1.380649e-23 / 1.602176634e-19
 
 @dataclass(frozen=True)
 class CellCharacterisation:
-    """What the sweeps measured of the tanh cell at one corner and temperature.
+    """What the sweeps measured of the cells at one corner and temperature (the tanh
+    cell's fields first, then the passive cells' ``resistor`` and ``diode``).
 
     Attributes
     ----------
