@@ -89,8 +89,8 @@ Diode — ``ks_diode``
     on silicon is the emitter of the vertical p+/n-well/substrate PNP, which would take
     most of its current to the substrate; a diode-connected NPN carries about 0.35 pA at
     0.3 V and its base recombination (NE = 1.79) adds a second exponential; a
-    diode-connected nfet with its body on ``vss`` depends on ``vd`` by a factor 2.3 over
-    ±0.15 V (body effect) and with its body on the source it conducts backwards through
+    diode-connected nfet with its body on ``vss`` depends on ``vd`` by a factor 2.3 per
+    0.15 V (body effect), and with its body on the source it conducts backwards through
     the body-biased channel (−80 pA at −0.3 V against +160 pA forward). The profile's
     ±0.15 V range limits the forward bias to 0.3 V, which is why only a subthreshold
     channel (not a junction) carries currents of the net's scale (nA) in a few µm².
