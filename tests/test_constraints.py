@@ -73,6 +73,40 @@ def test_latents_reproduce_the_parameters_they_came_from():
         np.testing.assert_allclose(q, p, rtol=1e-12, atol=1e-14)
 
 
+# ---------------------------------------------------------------- a cell model's physical window
+#: a diode cell model (kirchhoff_sim.cells.diode_device): i_s within the cell's widths, r_s none
+CELL_DIODE = ks.devices.Diode(thermal_voltage=0.584, default_i_s=1e-5, i_s_min=1.3e-6, i_s_max=8.9e-5)
+
+
+@pytest.mark.parametrize("reparametrisation", ["tanh", "log_window"])
+def test_a_cell_diodes_saturation_current_stays_in_its_window_and_its_slope_is_exact(reparametrisation):
+    hw = HardwareConstraints(reparametrisation=reparametrisation)
+    net = small_net(device=CELL_DIODE)
+    rng = np.random.default_rng(3)
+    far = [rng.normal(scale=30.0, size=p.shape) for p in net.parameters]      # whatever the optimiser does
+    for p in hw.params_from_latent(net, far)[0]:
+        # the closed window (tanh reaches ±1 in floating point far out), which the mapping accepts
+        assert (p[0] >= CELL_DIODE.i_s_min * (1 - 1e-12)).all() and (p[0] <= CELL_DIODE.i_s_max * (1 + 1e-12)).all()
+        assert (p[1] == 0).all()                                               # no series resistance
+    u = [rng.normal(size=p.shape) for p in net.parameters]
+    theta, slopes = hw.params_from_latent(net, u)
+    h = 1e-6
+    for k in range(len(u)):
+        up, down = [x.copy() for x in u], [x.copy() for x in u]
+        up[k] += h
+        down[k] -= h
+        fd = (hw.params_from_latent(net, up)[0][k] - hw.params_from_latent(net, down)[0][k]) / (2 * h)
+        np.testing.assert_allclose(slopes[k], fd, rtol=1e-6, atol=1e-18)
+        assert (slopes[k][1] == 0).all()
+        # a step is relative: ln i_s moves by at most ln(i_s_max/i_s_min)/2 per unit of latent
+        assert (slopes[k][0] / theta[k][0] <= 0.5 * np.log(CELL_DIODE.i_s_max / CELL_DIODE.i_s_min) + 1e-12).all()
+    back, _ = hw.params_from_latent(net, hw.latent_from_params(net))
+    for p, q in zip(net.parameters, back):
+        np.testing.assert_allclose(q, p, rtol=1e-12)
+    assert ks.devices.from_spec(CELL_DIODE.spec()) == CELL_DIODE
+    assert "i_s_min" not in ks.devices.Diode().spec()                          # older model files unchanged
+
+
 # ---------------------------------------------------------------- the log-window reparametrisation
 LOG_WINDOW = {"reparametrisation": "log_window"}
 

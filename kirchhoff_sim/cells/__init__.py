@@ -3,9 +3,11 @@
 The pipeline: :mod:`~kirchhoff_sim.cells.pdk` finds the PDK's SPICE models;
 :mod:`~kirchhoff_sim.cells.library` holds the cells (transistor-level subcircuits);
 :mod:`~kirchhoff_sim.cells.characterise` sweeps them in ngspice and fits the cell models;
-:func:`cell_device` turns a fit into an ordinary device of our library
-(:class:`~kirchhoff_sim.devices.TanhCell`) at a profile's physical scale, so the solver,
-the adjoint and the report need no special case; :mod:`~kirchhoff_sim.cells.transistor`
+:func:`cell_device` and :func:`diode_device` turn a fit into an ordinary device of our
+library (:class:`~kirchhoff_sim.devices.TanhCell`, :class:`~kirchhoff_sim.devices.Diode`)
+at a profile's physical scale, so the solver, the adjoint and the report need no special
+case (:func:`cell_model` picks the one of a family; the conductance cell's model is
+:class:`~kirchhoff_sim.devices.Conductance` itself, its fit error the cell's deviation); :mod:`~kirchhoff_sim.cells.transistor`
 writes a trained net as cells, supplies, biases and clocks.
 
 Importing this package runs nothing and needs no PDK; the functions that do say so.
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["cell_device", "characterisation_of", "check_realisable", "prepare"]
+__all__ = ["cell_device", "cell_model", "characterisation_of", "check_realisable", "diode_device", "prepare"]
 
 
 def _check_pdk(profile) -> None:
@@ -58,7 +60,7 @@ def prepare(net, profile, pdk_root=None):
 
 def characterisation_of(profile, pdk_root=None):
     """The cell characterisation at ``profile``'s corner and temperature (cached; the
-    first call runs ngspice for about a minute and a half).
+    first call runs ngspice for one to two minutes).
 
     Raises
     ------
@@ -98,3 +100,52 @@ def cell_device(characterisation, scale):
         slope_per_log_amplitude=scale.V0 * characterisation.slope_per_v_per_log_a,
         amplitude_min=design["bias_min_a"] / unit_current, amplitude_max=design["bias_max_a"] / unit_current,
         cell=f"{characterisation.pdk} tanh cell, {characterisation.corner}, {characterisation.temperature_c:g} C")
+
+
+def diode_device(characterisation, scale):
+    """The :class:`~kirchhoff_sim.devices.Diode` of a characterisation's diode cell at a
+    physical scale: normalised thermal voltage ``n·U_T/V0`` (the fitted ideality at the
+    characterisation's temperature), the saturation-current window of the cell's widths
+    (``i_s_min``/``i_s_max``, which constrained training keeps ``i_s`` inside), default
+    ``i_s`` the window's geometric middle and no series resistance (the cell has none to
+    program).
+
+    Parameters
+    ----------
+    characterisation : CellCharacterisation
+    scale : PhysicalScale
+
+    Returns
+    -------
+    Diode
+    """
+    from ..devices import Diode
+
+    design = characterisation.diode["design"]
+    unit = scale.G0 * scale.V0
+    low, high = (float(characterisation.diode_saturation_a(design[k])) / unit for k in ("width_min_um", "width_max_um"))
+    return Diode(thermal_voltage=characterisation.diode["thermal_voltage_v"] / scale.V0,
+                 default_i_s=math.sqrt(low * high), default_r_s=0.0, i_s_min=low, i_s_max=high)
+
+
+def cell_model(family: str, characterisation, scale):
+    """The device a net of ``family`` is trained with on the cells: the characterised
+    :class:`~kirchhoff_sim.devices.TanhCell` (:func:`cell_device`), the diode cell's
+    :class:`~kirchhoff_sim.devices.Diode` (:func:`diode_device`), or
+    :class:`~kirchhoff_sim.devices.Conductance` (whose cell realises ``g`` exactly, within
+    its fit error).
+
+    Raises
+    ------
+    CellMappingError
+        A family with no cell.
+    """
+    from ..devices import Conductance
+    from ..errors import CellMappingError
+
+    makers = {"TanhCell": cell_device, "Diode": diode_device,
+              "Conductance": lambda characterisation, scale: Conductance()}
+    if family not in makers:
+        raise CellMappingError(f"no sky130 cell realises the device family {family}; the cell library has "
+                               f"{', '.join(makers)}")
+    return makers[family](characterisation, scale)

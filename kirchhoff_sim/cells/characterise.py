@@ -17,8 +17,22 @@ terminals inside the operating range, as a fraction of the saturation current.
 A second run measures the pins' small-signal capacitances at the operating point: a
 1 mV, 1 MHz sine on a pin, and the out-of-phase part of its current, ``C = I_q/(2πf·A)``.
 
+The passive cells (the poly resistor of ``Conductance``, the DTMOS diode of ``Diode``) are
+swept the same way, one DC run each, at three sizes (strip lengths, diode widths) and the
+three destination voltages, and fitted across the sizes (:func:`fit_resistor_cell`,
+:func:`fit_diode_cell`):
+
+    resistor:  i = z / (R_fixed + ρ·L)                         (L the strip length, µm)
+    diode:     i = j_w·(W + ΔW)·(exp(z / nU_T) − 1)           (W the width, µm)
+
+with the error, again, the worst distance of either terminal's current from the fitted
+model over the operating range, as a fraction of the cell's full scale (its current at
+the largest branch voltage of the range, 0.3 V). Their pin capacitances are measured as
+the tanh cell's, switched off, at the smallest and largest size, and fitted linear in the
+size.
+
 Results are cached as JSON (written atomically) per PDK fingerprint, corner, temperature
-and cell design, under :func:`cache_directory`.
+and cell designs, under :func:`cache_directory`.
 """
 
 from __future__ import annotations
@@ -37,14 +51,15 @@ from scipy import optimize
 from ..errors import InputError, ModelFileError
 from ..fileio import atomic_write_text
 from ..spice.runner import run_netlist
-from .library import MIM_CAP, TANH_CELL, TanhCellDesign, cell_subcircuits
+from .library import (DIODE_CELL, DIODE_WIDTH_PARAMETER, MIM_CAP, RESISTOR_CELL, RESISTOR_LENGTH_PARAMETER,
+                      TANH_CELL, DiodeCellDesign, ResistorCellDesign, TanhCellDesign, cell_subcircuits)
 from .pdk import PDK, check_corner, locate_pdk
 
 __all__ = ["CellCharacterisation", "characterise", "cache_directory", "CACHE_VARIABLE"]
 
 CACHE_VARIABLE = "KIRCHHOFF_SIM_CACHE"
 CACHE_FORMAT = "kirchhoff_sim.cell_characterisation"
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 #: bias currents of the sweep (A), log-spaced over the cell's window (TanhCellDesign)
 SWEEP_BIASES = (10e-9, 21.5e-9, 46.4e-9, 100e-9)
 #: node voltages the sweep holds dst at, as fractions of the operating half-range
@@ -57,11 +72,18 @@ CAP_AMPLITUDE_V, CAP_FREQUENCY_HZ = 1e-3, 1e6
 MIM_TEST_SIDES_UM = (20.0, 40.0)
 #: ngspice processes run at once (one per core of the 2-core machines this targets)
 PARALLEL_RUNS = 2
+#: strip lengths (µm) of the resistor sweep: about the window's ends (5 MΩ, 0.5 MΩ) and between
+RESISTOR_SWEEP_LENGTHS_UM = (65.0, 220.0, 680.0)
+#: widths (µm) of the diode sweep: the window's ends and between
+DIODE_SWEEP_WIDTHS_UM = (1.0, 7.0, 50.0)
+#: Boltzmann constant over the elementary charge (V/K), CODATA 2018 (exact)
+K_OVER_Q = 1.380649e-23 / 1.602176634e-19
 
 
 @dataclass(frozen=True)
 class CellCharacterisation:
-    """What the sweeps measured of the tanh cell at one corner and temperature.
+    """What the sweeps measured of the cells at one corner and temperature (the tanh
+    cell's fields first, then the passive cells' ``resistor`` and ``diode``).
 
     Attributes
     ----------
@@ -88,6 +110,18 @@ class CellCharacterisation:
         The cell's internal delay (its mirror poles) at the bottom of the bias window:
         seconds from a 0.1 V branch-voltage step to half of the output's change. It
         scales as 1/bias, like the node time constant ``C/(β·I)``.
+    resistor : dict
+        The conductance cell (``ks_res``): ``design`` (:class:`ResistorCellDesign` as a
+        dict), ``r_fixed_ohm`` and ``ohm_per_um`` of ``R(L) = R_fixed + ρ·L``,
+        ``ohm_per_square`` (ρ times the drawn width), ``max_error`` (fraction of full
+        scale), ``linearity_error`` (each length against its own best line, same units),
+        ``off_leakage`` (the switched-off cell's current over the on cell's full scale),
+        ``per_length`` and ``pin_capacitance_f`` (per pin, ``[c0, c1]`` of ``C = c0 + c1·L``).
+    diode : dict
+        The diode cell (``ks_diode``): ``design``, ``thermal_voltage_v`` (``n·U_T``, V),
+        ``ideality``, ``is_per_um`` and ``width_offset_um`` of ``I_s = j_w·(W + ΔW)``,
+        ``max_error`` (fraction of full scale), ``off_leakage``, ``per_width`` and
+        ``pin_capacitance_f`` (``C = c0 + c1·W``).
     """
 
     pdk: str
@@ -106,6 +140,8 @@ class CellCharacterisation:
     pin_capacitance_f: dict = field(default_factory=dict)
     mim_capacitor: dict = field(default_factory=dict)
     delay_s: float = 0.0
+    resistor: dict = field(default_factory=dict)
+    diode: dict = field(default_factory=dict)
     sweep_seconds: float = 0.0
 
     @property
@@ -130,6 +166,36 @@ class CellCharacterisation:
         """Capacitance (F) of a square MIM capacitor of side ``side_um``."""
         fit = self.mim_capacitor
         return fit["c_per_um2"] * (side_um + fit["dw_um"]) ** 2
+
+    @property
+    def resistor_design(self) -> ResistorCellDesign:
+        return ResistorCellDesign(**self.resistor["design"])
+
+    @property
+    def diode_design(self) -> DiodeCellDesign:
+        return DiodeCellDesign(**self.diode["design"])
+
+    def resistance_ohm(self, length_um):
+        """Resistance (Ω) of the conductance cell with a strip of ``length_um``."""
+        return self.resistor["r_fixed_ohm"] + self.resistor["ohm_per_um"] * np.asarray(length_um)
+
+    def resistor_length_um(self, conductance_s):
+        """Strip length (µm) whose cell has conductance ``conductance_s`` (S)."""
+        return (1.0 / np.asarray(conductance_s) - self.resistor["r_fixed_ohm"]) / self.resistor["ohm_per_um"]
+
+    def diode_saturation_a(self, width_um):
+        """Saturation current (A) of the diode cell of width ``width_um``."""
+        return self.diode["is_per_um"] * (np.asarray(width_um) + self.diode["width_offset_um"])
+
+    def diode_width_um(self, saturation_a):
+        """Width (µm) of the diode cell whose saturation current is ``saturation_a`` (A)."""
+        return np.asarray(saturation_a) / self.diode["is_per_um"] - self.diode["width_offset_um"]
+
+    def pin_capacitance(self, cell: str, pin: str, size):
+        """Capacitance (F) of ``pin`` (``"src"``/``"dst"``) of a passive ``cell``
+        (``"resistor"``: size a length, ``"diode"``: a width, µm)."""
+        c0, c1 = getattr(self, cell)["pin_capacitance_f"][pin]
+        return c0 + c1 * np.asarray(size)
 
     def to_json(self) -> str:
         return json.dumps({"format": CACHE_FORMAT, "version": CACHE_VERSION, **asdict(self)}, indent=1)
@@ -246,6 +312,14 @@ def capacitance_netlist(pdk: PDK, corner: str, temperature_c: float, d: TanhCell
         lines += [f"I{pin} vdd nb{pin} {bias_a:g}", f"XB{pin} nb{pin} 0 ks_bias",
                   f"Vs{pin} s{pin} 0 {vs}", f"Vd{pin} d{pin} 0 {vd}",
                   f"X{pin} s{pin} s{pin} d{pin} vdd 0 nb{pin} vcp vcn en ks_tanh_p"]
+    for cell, (subckt, parameter, sizes) in PASSIVE_CELLS.items():
+        for size in (min(sizes), max(sizes)):
+            for pin in ("src", "dst"):
+                name = f"{cell[0]}{pin}{sizes.index(size)}"
+                sine = f"SIN({d.vcm:g} {CAP_AMPLITUDE_V:g} {CAP_FREQUENCY_HZ:g})"
+                lines += [f"Vs{name} s{name} 0 {sine if pin == 'src' else f'{d.vcm:g}'}",
+                          f"Vd{name} d{name} 0 {sine if pin == 'dst' else f'{d.vcm:g}'}",
+                          f"X{name} s{name} d{name} vdd 0 0 {subckt} {parameter}={float(size)!r}"]
     for k, side in enumerate(MIM_TEST_SIDES_UM):
         lines += [f"Vmim{k} mim{k} 0 SIN({d.vcm:g} {CAP_AMPLITUDE_V:g} {CAP_FREQUENCY_HZ:g})",
                   f"XMIM{k} mim{k} 0 {MIM_CAP} W={side:g} L={side:g}"]
@@ -280,6 +354,132 @@ def step_delay(result) -> float:
     progress = (current - before) / (current[-1] - before)
     below = np.nonzero((t > STEP_AT_S) & (progress < 0.5))[0]
     return float(t[below[-1] + 1] - STEP_AT_S) if below.size else 0.0
+
+
+#: the passive cells: subcircuit, its size parameter, the sizes swept and the design's field
+PASSIVE_CELLS = {"resistor": ("ks_res", RESISTOR_LENGTH_PARAMETER, RESISTOR_SWEEP_LENGTHS_UM),
+                 "diode": ("ks_diode", DIODE_WIDTH_PARAMETER, DIODE_SWEEP_WIDTHS_UM)}
+
+
+def passive_sweep_netlist(pdk: PDK, corner: str, temperature_c: float, cell: str,
+                          d: ResistorCellDesign | DiodeCellDesign, tanh: TanhCellDesign = TANH_CELL,
+                          sizes=None) -> str:
+    """The DC sweep of a passive cell (``"resistor"`` or ``"diode"``) at every size of
+    its sweep and every dst voltage: instance ``k = size_index·3 + dst_index`` has the
+    ammeters ``vms{k}`` (into src) and ``vmd{k}`` (out of dst); one more instance, the
+    largest size switched off (``en`` at 0 V), has ``vmsoff``/``vmdoff`` at dst = vcm."""
+    subckt, parameter, default_sizes = PASSIVE_CELLS[cell]
+    sizes = default_sizes if sizes is None else sizes
+    z = sweep_z(tanh)
+    lines = netlist_header(pdk, corner, temperature_c, f"* kirchhoff_sim {cell} cell DC characterisation")
+    lines += cell_subcircuits(tanh, **({cell: d})) + supply_lines(tanh) + [f"Ven en 0 {d.vdd:g}", "Voff off 0 0",
+                                                                             "Vz z 0 0"]
+    instances = [(f"{i * len(SWEEP_DST_FRACTIONS) + j}", size, fraction, "en")
+                 for i, size in enumerate(sizes) for j, fraction in enumerate(SWEEP_DST_FRACTIONS)]
+    instances.append(("off", max(sizes), 0.0, "off"))
+    for k, size, fraction, enable in instances:
+        lines += [f"Vd{k} d{k} 0 {d.vcm + fraction * d.half_range_v:g}", f"E{k} sq{k} d{k} z 0 1",
+                  f"Vms{k} sq{k} s{k} 0", f"Vmd{k} d{k} dc{k} 0",
+                  f"X{k} s{k} dc{k} vdd 0 {enable} {subckt} {parameter}={float(size)!r}"]
+    step = (z[-1] - z[0]) / (len(z) - 1)
+    lines += [f".dc Vz {float(z[0])!r} {float(z[-1] + step / 2)!r} {float(step)!r}", ".end"]
+    return "\n".join(lines) + "\n"
+
+
+def passive_sweeps(result, sizes) -> dict:
+    """``{size: (z, i_src, i_dst)}`` of a passive sweep (terminal currents as
+    :func:`_terminal_currents`), and ``"off"``: the switched-off instance's."""
+    z = np.asarray(result.time)
+    n = len(SWEEP_DST_FRACTIONS)
+    out = {}
+    for i, size in enumerate(sizes):
+        keys = [i * n + j for j in range(n)]
+        out[float(size)] = (z, np.stack([result.vectors[f"i(vms{k})"] for k in keys]),
+                            np.stack([-result.vectors[f"i(vmd{k})"] for k in keys]))
+    out["off"] = (z, result.vectors["i(vmsoff)"][None, :], -result.vectors["i(vmdoff)"][None, :])
+    return out
+
+
+def _full_scale_z(d) -> float:
+    """The largest branch voltage of the operating range (both terminals within vcm ± h)."""
+    return 2.0 * d.half_range_v
+
+
+def fit_resistor_cell(sweeps: dict, d: ResistorCellDesign = RESISTOR_CELL) -> dict:
+    """``R(L) = R_fixed + ρ·L`` from :func:`passive_sweeps` of the resistor cell: each
+    length's conductance by least squares through the origin (both terminals, every dst
+    voltage, the operating range), then a line through the lengths' resistances."""
+    per_length, lengths, resistances = [], [], []
+    full = _full_scale_z(d)
+    for length, (z, src, dst) in sweeps.items():
+        if length == "off":
+            continue
+        ok = _in_range(z, d)
+        zz = np.broadcast_to(z, src.shape)[ok]
+        current = 0.5 * (src + dst)[ok]
+        g = float(np.sum(zz * current) / np.sum(zz * zz))
+        linear = float(np.max(np.abs(np.stack([src, dst]) - g * z)[:, ok]) / (g * full))
+        per_length.append({"length_um": float(length), "conductance_s": g, "linearity_error": linear})
+        lengths.append(float(length))
+        resistances.append(1.0 / g)
+    rho, r_fixed = np.polyfit(lengths, resistances, 1)
+    worst = 0.0
+    for length, (z, src, dst) in sweeps.items():
+        if length == "off":
+            continue
+        g = 1.0 / (r_fixed + rho * length)
+        ok = _in_range(z, d)
+        worst = max(worst, float(np.max(np.abs(np.stack([src, dst]) - g * z)[:, ok]) / (g * full)))
+    z, src, dst = sweeps["off"]
+    g_on = 1.0 / (r_fixed + rho * max(lengths))
+    off = float(np.max(np.abs(np.stack([src, dst]))[..., np.abs(z) <= d.half_range_v * (1 + 1e-9)]) / (g_on * full))
+    return {"design": asdict(d), "r_fixed_ohm": float(r_fixed), "ohm_per_um": float(rho),
+            "ohm_per_square": float(rho * d.width), "max_error": worst,
+            "linearity_error": max(f["linearity_error"] for f in per_length), "off_leakage": off,
+            "per_length": per_length}
+
+
+def fit_diode_cell(sweeps: dict, temperature_c: float, d: DiodeCellDesign = DIODE_CELL) -> dict:
+    """``I = j_w·(W + ΔW)·(exp(z/nU_T) − 1)`` from :func:`passive_sweeps` of the diode cell,
+    by least squares over every width, dst voltage and branch voltage of the operating
+    range, each width's residual divided by its full scale (the measured current at the
+    largest branch voltage): the fit minimises the error it reports."""
+    widths = [w for w in sweeps if w != "off"]
+    full = _full_scale_z(d)
+    data = []
+    for w in widths:
+        z, src, dst = sweeps[w]
+        ok = _in_range(z, d)
+        scale = float(np.max(0.5 * (src + dst)[:, np.isclose(z, full)]))
+        data.append((w, np.broadcast_to(z, src.shape)[ok], 0.5 * (src + dst)[ok], scale))
+    u_t = K_OVER_Q * (temperature_c + 273.15)
+
+    def model(theta, w, z):
+        log_j, dw, nvt = theta
+        return np.exp(log_j) * (w + dw) * np.expm1(z / nvt)
+
+    def residual(theta):
+        return np.concatenate([(model(theta, w, z) - i) / scale for w, z, i, scale in data])
+
+    first = data[0]
+    guess_nvt = 1.07 * u_t
+    guess_j = first[3] / np.expm1(full / guess_nvt) / first[0]
+    log_j, dw, nvt = optimize.least_squares(residual, x0=[math.log(guess_j), 0.0, guess_nvt], method="lm").x
+    theta = (log_j, dw, nvt)
+    worst, per_width = 0.0, []
+    for w in widths:
+        z, src, dst = sweeps[w]
+        ok = _in_range(z, d)
+        fs = float(model(theta, w, full))
+        error = float(np.max(np.abs(np.stack([src, dst]) - model(theta, w, z))[:, ok]) / fs)
+        per_width.append({"width_um": float(w), "full_scale_a": fs, "error": error})
+        worst = max(worst, error)
+    z, src, dst = sweeps["off"]
+    fs_max = float(model(theta, max(widths), full))
+    off = float(np.max(np.abs(np.stack([src, dst]))[..., np.abs(z) <= d.half_range_v * (1 + 1e-9)]) / fs_max)
+    return {"design": asdict(d), "thermal_voltage_v": float(nvt), "ideality": float(nvt / u_t),
+            "is_per_um": float(math.exp(log_j)), "width_offset_um": float(dw), "max_error": worst,
+            "off_leakage": off, "per_width": per_width}
 
 
 def _terminal_currents(result):
@@ -359,6 +559,22 @@ def pin_capacitances(result) -> dict:
     return {"src": _driven_capacitance(result, "vssrc"), "dst": _driven_capacitance(result, "vddst")}
 
 
+def passive_pin_capacitances(result) -> dict:
+    """``{cell: {pin: [c0, c1]}}`` of ``C = c0 + c1·size`` (F, size in µm) for each
+    passive cell, from its smallest and largest size in the capacitance run."""
+    out = {}
+    for cell, (_, _, sizes) in PASSIVE_CELLS.items():
+        small, large = min(sizes), max(sizes)
+        out[cell] = {}
+        for pin in ("src", "dst"):
+            source = f"v{pin[0]}{cell[0]}{pin}"
+            c_small = _driven_capacitance(result, f"{source}{sizes.index(small)}")
+            c_large = _driven_capacitance(result, f"{source}{sizes.index(large)}")
+            slope = (c_large - c_small) / (large - small)
+            out[cell][pin] = [float(c_small - slope * small), float(slope)]
+    return out
+
+
 def mim_capacitor_fit(result) -> dict:
     """``{"c_per_um2": c_a, "dw_um": dw}`` of ``C = c_a·(side + dw)²`` from the two
     measured MIM capacitors."""
@@ -369,9 +585,11 @@ def mim_capacitor_fit(result) -> dict:
 
 
 def characterise(corner: str = "tt", temperature_c: float = 27.0, *, pdk: PDK | None = None,
-                 design: TanhCellDesign = TANH_CELL, use_cache: bool = True, timeout: float = 900.0
+                 design: TanhCellDesign = TANH_CELL, use_cache: bool = True, timeout: float = 900.0,
+                 resistor: ResistorCellDesign = RESISTOR_CELL, diode: DiodeCellDesign = DIODE_CELL
                  ) -> CellCharacterisation:
-    """Characterise the tanh cell in ngspice (or read the cached result).
+    """Characterise the cells in ngspice (or read the cached result): the tanh cell, the
+    conductance cell and the diode cell.
 
     Parameters
     ----------
@@ -381,6 +599,8 @@ def characterise(corner: str = "tt", temperature_c: float = 27.0, *, pdk: PDK | 
     pdk : PDK, optional
         Default :func:`~kirchhoff_sim.cells.pdk.locate_pdk`.
     design : TanhCellDesign
+    resistor : ResistorCellDesign
+    diode : DiodeCellDesign
     use_cache : bool
         Read and write the cache (:func:`cache_directory`).
     timeout : float
@@ -405,7 +625,7 @@ def characterise(corner: str = "tt", temperature_c: float = 27.0, *, pdk: PDK | 
         raise InputError(f"temperature {temperature_c!r} °C is outside -60..175 °C")
     pdk = pdk or locate_pdk()
     path = cache_directory() / (f"{pdk.name}-{pdk.fingerprint}-{corner}-{temperature_c:g}C-"
-                                f"{_design_key(design)}-v{CACHE_VERSION}.json")
+                                f"{_design_key(design, resistor, diode)}-v{CACHE_VERSION}.json")
     if use_cache and path.is_file():
         try:
             cached = CellCharacterisation.from_json(path.read_text(encoding="utf-8"), str(path))
@@ -420,24 +640,35 @@ def characterise(corner: str = "tt", temperature_c: float = 27.0, *, pdk: PDK | 
             for o in "pn" for bias in SWEEP_BIASES}
     jobs["caps"] = capacitance_netlist(pdk, corner, temperature_c, design)
     jobs["step"] = step_netlist(pdk, corner, temperature_c, design)
+    jobs["resistor"] = passive_sweep_netlist(pdk, corner, temperature_c, "resistor", resistor, design)
+    jobs["diode"] = passive_sweep_netlist(pdk, corner, temperature_c, "diode", diode, design)
 
     def run(key):
-        return run_netlist(jobs[key], analysis="dc" if isinstance(key, tuple) else "tran", timeout=timeout,
+        return run_netlist(jobs[key], analysis="tran" if key in ("caps", "step") else "dc", timeout=timeout,
                            trusted_libraries=trusted)
 
     with ThreadPoolExecutor(PARALLEL_RUNS) as pool:     # each run is its own ngspice process
         results = dict(zip(jobs, pool.map(run, jobs)))
+    elapsed = sum(r.elapsed for r in results.values())
     caps, step = results.pop("caps"), results.pop("step")
+    passive = {cell: results.pop(cell) for cell in PASSIVE_CELLS}
     sweeps = {key: (np.asarray(r.time), *_terminal_currents(r)) for key, r in results.items()}
+    pins = passive_pin_capacitances(caps)
+    resistor_fit = fit_resistor_cell(passive_sweeps(passive["resistor"], RESISTOR_SWEEP_LENGTHS_UM), resistor)
+    diode_fit = fit_diode_cell(passive_sweeps(passive["diode"], DIODE_SWEEP_WIDTHS_UM), temperature_c, diode)
     result = CellCharacterisation(
         pdk=pdk.name, pdk_fingerprint=pdk.fingerprint, corner=corner, temperature_c=float(temperature_c),
         design=asdict(design), **fit_tanh_cell(sweeps, design), pin_capacitance_f=pin_capacitances(caps),
-        mim_capacitor=mim_capacitor_fit(caps), delay_s=step_delay(step), sweep_seconds=sum(r.elapsed for r in results.values()) + caps.elapsed + step.elapsed)
+        mim_capacitor=mim_capacitor_fit(caps), delay_s=step_delay(step),
+        resistor={**resistor_fit, "pin_capacitance_f": pins["resistor"]},
+        diode={**diode_fit, "pin_capacitance_f": pins["diode"]}, sweep_seconds=elapsed)
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, result.to_json())
     return result
 
 
-def _design_key(design: TanhCellDesign) -> str:
-    return hashlib.sha256(json.dumps(asdict(design), sort_keys=True).encode()).hexdigest()[:10]
+def _design_key(design: TanhCellDesign, resistor: ResistorCellDesign = RESISTOR_CELL,
+                diode: DiodeCellDesign = DIODE_CELL) -> str:
+    designs = {"tanh": asdict(design), "resistor": asdict(resistor), "diode": asdict(diode)}
+    return hashlib.sha256(json.dumps(designs, sort_keys=True).encode()).hexdigest()[:10]

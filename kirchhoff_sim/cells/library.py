@@ -39,6 +39,83 @@ Tanh transconductor — ``ks_tanh_p`` / ``ks_tanh_n``
     the ``src`` gate (a gate draws no current, so it delivers no energy); on a chip it
     is a trimmed reference (a floating-gate or sample-and-hold voltage).
 
+Conductance — ``ks_res``
+    A sky130 extra-high-sheet poly resistor, ``sky130_fd_pr__res_xhigh_po`` (pins ``r0 r1
+    sub``, parameters ``w``, ``l`` in µm; about 2 kΩ/□), in series with the layer clock's
+    transmission gate. Why this resistor: the profile's conductance window is 0.2–2 µS,
+    i.e. 0.5–5 MΩ. At the narrowest drawn width (0.35 µm, 7.4 kΩ per µm of length with
+    the model's current-crowding term) that is a 68–680 µm strip; the 300 Ω/□ ``res_high_po``
+    would need about seven times the length (4.5 mm for 5 MΩ), and an nfet in triode is
+    10–100 % nonlinear (first study). The model's voltage coefficient,
+    ``√(1 + (1.3·|V|/L)²)``, is below 10⁻⁵ for |V| ≤ 0.3 V over ≥ 50 µm, and its substrate
+    term moves R by about 6·10⁻⁴ per volt of the strip's potential (0.01 % over the
+    operating range), so the cell is linear to well inside the 2 % target; its body
+    resistor ignores temperature coefficients in ngspice (the PDK writes it as a
+    voltage-dependent R), so at another temperature only the heads and the switch move.
+    The mapping (:func:`~kirchhoff_sim.cells.transistor.map_cells`) chooses the length at
+    the fixed width from the characterised ``R(L) = R_fixed + ρ·L`` (heads, switch and
+    ``ρ`` fitted in ngspice), within :attr:`ResistorCellDesign.length_min_um` ..
+    ``length_max_um``.
+    The switch is a transmission gate (nfet and pfet W/L = 4/0.15 µm, the complement of the
+    clock from an inverter in the cell): at vcm = 0.9 V with a 1.8 V gate both devices run
+    with little overdrive (the nfet's body effect, the pfet's |Vth| ≈ 1 V), so the pair is
+    made wide enough that its on-resistance is a small fraction of the smallest resistor
+    and its variation over vcm ± 0.15 V — the cell's only real nonlinearity — a small
+    part of the fit error. Measured in ngspice (sky130 tt, 27 °C): ``R_fixed`` = 2.23 kΩ
+    (the switch ≈ 2.0 kΩ and the two heads), 0.4 % of the 0.5 MΩ end of the window;
+    ρ = 7.37 kΩ/µm (2.58 kΩ per drawn square at 0.35 µm: the model's narrow-width
+    current crowding); fit error 0.40 % of full scale (at 65 µm, falling to 0.05 % at
+    680 µm; with a 2 µm switch it was 0.75 %). Off, the gate leaves the strip floating on
+    ``dst`` (leakage 5·10⁻⁶ of full scale): no current flows outside the layer. The
+    strip's parasitic capacitance to the substrate loads the pins (measured off at
+    1 MHz: ``src`` 2.4 fF, the switch; ``dst`` 2.7 fF + 0.028 fF/µm, 22 fF at 680 µm); it
+    is added to the node capacitances, and the strip's distributed RC (≤ 0.1 µs at 5 MΩ)
+    is far below the node time constant C0/G (≥ 10 µs).
+
+Diode — ``ks_diode``
+    A diode-connected nfet with its body tied to its gate and drain (a "DTMOS" diode, in
+    an isolated p-well: sky130's deep n-well), the anode all three (``src``) and the
+    cathode the source (``dst``), in series with the clock's transmission gate. In weak
+    inversion, with all voltages taken from the body, the channel current is
+    ``I_spec·e^{(V_gb − V_T0)/nU_T}·(e^{−V_sb/U_T} − e^{−V_db/U_T})`` (EKV; Enz, Krummenacher
+    & Vittoz 1995); tying gate, drain and body together makes ``V_gb = V_db = 0`` and
+    ``V_sb = −(vs − vd)``, so ``I = I_s·(e^{(vs−vd)/U_T} − 1)``, the Shockley law with
+    ideality 1 in both directions (reverse, it saturates at ``−I_s``). Measured in ngspice
+    (sky130 tt, 27 °C, L = 1 µm): ideality 1.05–1.09 over 0.05–0.3 V (DIBL and the onset of
+    moderate inversion), the current the same to 0.1 % at vd = 0.75, 0.9 and 1.05 V (a
+    true two-terminal). Why not the others: ``diode_pw2nd`` has the substrate as its
+    anode (it cannot float between two signal nodes); ``diode_pd2nw`` floats but carries
+    under 4 fA at 0.3 V forward (ideality 1.36 and the PDK's small saturation density) and
+    on silicon is the emitter of the vertical p+/n-well/substrate PNP, which would take
+    most of its current to the substrate; a diode-connected NPN carries about 0.35 pA at
+    0.3 V and its base recombination (NE = 1.79) adds a second exponential; a
+    diode-connected nfet with its body on ``vss`` depends on ``vd`` by a factor 2.3 per
+    0.15 V (body effect), and with its body on the source it conducts backwards through
+    the body-biased channel (−80 pA at −0.3 V against +160 pA forward). The profile's
+    ±0.15 V range limits the forward bias to 0.3 V, which is why only a subthreshold
+    channel (not a junction) carries currents of the net's scale (nA) in a few µm².
+    The cell's fit over the operating range (|vs − vd| ≤ 0.3 V, three widths, three
+    cathode voltages, tt, 27 °C): ideality n = 1.13 (n·U_T = 29.2 mV), ``j_w`` =
+    0.090 pA/µm, ΔW = −0.29 µm, error 0.98 % of full scale at W = 1 and 7 µm and 1.57 % at
+    50 µm (the switch's drop at 0.13 µA; 8/0.15 µm devices); off, 2·10⁻⁶ of full scale.
+    The mapping takes ``i_s`` to the width at L = 1 µm from the characterised
+    ``I_s(W) = j_w·(W + ΔW)``; the fitted ideality fixes the Diode family's normalised
+    thermal voltage ``n·U_T/V0`` (0.584 at V0 = 50 mV): a net whose Diode devices have
+    another one (the family's default 0.025852 means ideality 0.05 at V0 = 50 mV, which no
+    junction or channel has: an ideality is ≥ 1) is refused, as is a series resistance
+    ``r_s > 0`` (the cell has no programmable one; the switch's ≈ 2 kΩ is part of the fit).
+    The switch sits on the cathode side, so the p-well stays at the anode's potential;
+    the well's junction to the deep n-well (on ``vdd``) is reverse-biased by ≥ 0.6 V and
+    its leakage (fA) is not in the netlist. The largest current, at 0.3 V forward and the
+    widest device (50 µm), is 0.13 µA, so that the switch drops < 1 % of U_T. The DTMOS
+    diode's ``I_s`` (a subthreshold current) and ``n·U_T`` move with temperature: the fit
+    is per characterisation temperature, like the others. And with the process corner:
+    ``j_w`` is 0.057 pA/µm at ss and 0.143 at ff (tt 0.090; n 1.12 and 1.14, fit errors
+    1.40 % and 1.55 %), so a net mapped at tt and run at ss/ff sees its diode currents
+    −36 %/+60 % — much more than the resistor cell, whose strip does not change with the
+    corner in this PDK (ρ identical; only the switch: ``R_fixed`` 4.05 kΩ at ss, 1.27 kΩ
+    at ff, fit errors 0.74 % and 0.26 %).
+
 Bias generation
     Each cell has its own reference current (an ideal current source from ``vdd`` into a
     diode-connected nfet matching the tail) — on a chip the output of a current DAC.
@@ -57,11 +134,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["TanhCellDesign", "TANH_CELL", "cell_subcircuits", "NFET", "PFET", "MIM_CAP"]
+__all__ = ["TanhCellDesign", "TANH_CELL", "ResistorCellDesign", "RESISTOR_CELL", "DiodeCellDesign", "DIODE_CELL",
+           "cell_subcircuits", "NFET", "PFET", "MIM_CAP", "XHIGH_PO"]
 
 NFET = "sky130_fd_pr__nfet_01v8"
 PFET = "sky130_fd_pr__pfet_01v8"
 MIM_CAP = "sky130_fd_pr__cap_mim_m3_1"
+XHIGH_PO = "sky130_fd_pr__res_xhigh_po"
 #: MIM capacitance per area, F/µm² (sky130 documentation: cap_mim_m3_1, 2 fF/µm²)
 MIM_CAP_PER_AREA = 2e-15
 
@@ -95,6 +174,51 @@ class TanhCellDesign:
 
 
 TANH_CELL = TanhCellDesign()
+
+
+@dataclass(frozen=True)
+class ResistorCellDesign:
+    """Sizes (µm), window and levels (V) of the poly-resistor conductance cell."""
+
+    #: drawn width of the xhigh_po strip (the PDK's narrowest, 0.35 µm)
+    width: float = 0.35
+    #: the lengths the mapping may draw: the PDK's minimum 0.5 µm is far below the window;
+    #: 1 mm is our limit on one strip (a folded 2 µm-pitch serpentine of 1 mm is 45 µm square)
+    length_min_um: float = 0.5
+    length_max_um: float = 1000.0
+    #: the conductance window (S): the sky130 profile's, 0.5–5 MΩ
+    conductance_min_s: float = 0.2e-6
+    conductance_max_s: float = 2e-6
+    switch_w: float = 4.0
+    switch_l: float = 0.15
+    inverter_w: float = 1.0
+    inverter_l: float = 0.15
+    vdd: float = 1.8
+    vcm: float = 0.9
+    half_range_v: float = 0.15
+
+
+RESISTOR_CELL = ResistorCellDesign()
+
+
+@dataclass(frozen=True)
+class DiodeCellDesign:
+    """Sizes (µm), window and levels (V) of the DTMOS diode cell."""
+
+    length: float = 1.0
+    #: widths the mapping may draw (the saturation current scales with W)
+    width_min_um: float = 1.0
+    width_max_um: float = 50.0
+    switch_w: float = 8.0
+    switch_l: float = 0.15
+    inverter_w: float = 1.0
+    inverter_l: float = 0.15
+    vdd: float = 1.8
+    vcm: float = 0.9
+    half_range_v: float = 0.15
+
+
+DIODE_CELL = DiodeCellDesign()
 
 
 def _fet(name, drain, gate, source, body, model, w, l):
@@ -136,14 +260,45 @@ def _bias_subcircuit(d: TanhCellDesign) -> list[str]:
     return [".subckt ks_bias nb vss", _fet("MB", "nb", "nb", "vss", "vss", NFET, d.tail_w, d.tail_l), ".ends"]
 
 
-def cell_subcircuits(design: TanhCellDesign = TANH_CELL) -> list[str]:
+def _switch(a: str, b: str, d) -> list[str]:
+    """The layer switch between ``a`` and ``b``: a transmission gate driven by ``en`` and,
+    from the cell's inverter, its complement ``enb``."""
+    return [_fet("MSN", a, "en", b, "vss", NFET, d.switch_w, d.switch_l),
+            _fet("MSP", a, "enb", b, "vdd", PFET, d.switch_w, d.switch_l),
+            _fet("MIN", "enb", "en", "vss", "vss", NFET, d.inverter_w, d.inverter_l),
+            _fet("MIP", "enb", "en", "vdd", "vdd", PFET, d.inverter_w, d.inverter_l)]
+
+
+#: the instance parameter of ``ks_res`` (strip length, µm) and ``ks_diode`` (width, µm)
+RESISTOR_LENGTH_PARAMETER, DIODE_WIDTH_PARAMETER = "lres", "wdio"
+
+
+def _resistor_subcircuit(d: ResistorCellDesign) -> list[str]:
+    """``.subckt ks_res src dst vdd vss en lres=…``: switch from src to m, strip from m to dst."""
+    return [f".subckt ks_res src dst vdd vss en {RESISTOR_LENGTH_PARAMETER}=100",
+            *_switch("src", "m", d),
+            f"XR m dst vss {XHIGH_PO} w={d.width:g} l={{{RESISTOR_LENGTH_PARAMETER}}}", ".ends"]
+
+
+def _diode_subcircuit(d: DiodeCellDesign) -> list[str]:
+    """``.subckt ks_diode src dst vdd vss en wdio=…``: the DTMOS diode from src to m
+    (drain, gate and body on src), the switch from m to dst."""
+    return [f".subckt ks_diode src dst vdd vss en {DIODE_WIDTH_PARAMETER}=1",
+            f"XD src src m src {NFET} W={{{DIODE_WIDTH_PARAMETER}}} L={d.length:g}",
+            *_switch("m", "dst", d), ".ends"]
+
+
+def cell_subcircuits(design: TanhCellDesign = TANH_CELL, resistor: ResistorCellDesign = RESISTOR_CELL,
+                     diode: DiodeCellDesign = DIODE_CELL) -> list[str]:
     """The ``.subckt`` definitions of the cell library, as netlist lines."""
     return (_tanh_subcircuit("ks_tanh_p", design, negative=False)
-            + _tanh_subcircuit("ks_tanh_n", design, negative=True) + _bias_subcircuit(design))
+            + _tanh_subcircuit("ks_tanh_n", design, negative=True) + _bias_subcircuit(design)
+            + _resistor_subcircuit(resistor) + _diode_subcircuit(diode))
 
 
 def transistor_counts(design: TanhCellDesign = TANH_CELL) -> dict:
-    """``{subcircuit name: transistors per instance}``, counted from the definitions."""
+    """``{subcircuit name: transistors per instance}``, counted from the definitions (a
+    resistor is not a transistor; the diode cell's DTMOS is)."""
     counts, name = {}, None
     for line in cell_subcircuits(design):
         if line.startswith(".subckt"):

@@ -1,12 +1,24 @@
 """A trained net as sky130 transistors: cells, supplies, biases and clocks; run and compared.
 
-:func:`map_cells` takes each trained device to its cell (DESIGN.md §8): a
-:class:`~kirchhoff_sim.devices.TanhCell` edge with offset ``c`` and amplitude ``A``
-becomes the cell of orientation ``sign(A)`` with reference current
-``I_ref = |A|·G0·V0 / η`` and a gate offset ``V_off = δ − c·V0`` (``η``, ``δ`` from the
-characterisation), or no cell at all when ``A = 0`` (off). What the cells cannot carry is
-refused per edge: another family, a bias outside the cell's window, an offset beyond the
-operating range.
+:func:`map_cells` takes each trained device to its cell (DESIGN.md §8), one mapping per
+family (:data:`CELL_FAMILIES`):
+
+* a :class:`~kirchhoff_sim.devices.TanhCell` edge with offset ``c`` and amplitude ``A``
+  becomes the cell of orientation ``sign(A)`` with reference current
+  ``I_ref = |A|·G0·V0 / η`` and a gate offset ``V_off = δ − c·V0`` (``η``, ``δ`` from the
+  characterisation), or no cell at all when ``A = 0`` (off);
+* a :class:`~kirchhoff_sim.devices.Conductance` edge ``g`` becomes the poly-resistor cell
+  whose strip length gives ``R_fixed + ρ·L = 1/(g·G0)``, or no cell when ``g = 0`` (an
+  open circuit, realised exactly by building nothing, as an off device of the
+  constrained training is);
+* a :class:`~kirchhoff_sim.devices.Diode` edge ``i_s`` becomes the DTMOS diode cell whose
+  width gives ``j_w·(W + ΔW) = i_s·G0·V0``; its family's normalised thermal voltage must
+  be the cell's ``n·U_T/V0`` (:func:`~kirchhoff_sim.cells.diode_device`).
+
+What the cells cannot carry is refused per edge: a family with no cell, a bias outside
+the tanh cell's window, an offset beyond the operating range, a negative conductance or
+one outside the resistor's window, a diode of another thermal voltage, with a series
+resistance, or of a saturation current outside the widths the cell may draw.
 
 :func:`to_transistor_netlist` writes one sample's circuit: the ``.lib`` card of the
 located PDK at the profile's corner, the cell subcircuits, the supply ``vdd`` and the
@@ -32,17 +44,16 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..checks import as_int
-from ..devices import TanhCell
 from ..errors import CellMappingError, InputError
 from ..fileio import atomic_write_bytes
 from ..spice.runner import run_netlist
 from ..spice.validate import plain_record
 from ..spice.safety import sanitise_title
 from .characterise import CellCharacterisation, netlist_header, supply_lines
-from .library import MIM_CAP, cell_subcircuits, transistor_counts
+from .library import DIODE_WIDTH_PARAMETER, MIM_CAP, RESISTOR_LENGTH_PARAMETER, cell_subcircuits, transistor_counts
 from .pdk import PDK
 
-__all__ = ["CellMap", "check_cell_families", "node_voltages", "delivered_energy", "cell_model_net", "map_cells", "transistor_capacitance", "to_transistor_netlist", "TransistorNetlist",
+__all__ = ["CELL_FAMILIES", "CellMap", "cell_fit_error", "cell_model_net", "node_voltages", "delivered_energy", "check_cell_families", "map_cells", "transistor_capacitance", "to_transistor_netlist", "TransistorNetlist",
            "validate_transistor", "TransistorSample", "TransistorReport"]
 
 #: a parameter within this relative distance of a window edge counts as inside (rounding)
@@ -52,6 +63,10 @@ CLOCK_EDGE_FRACTION = 1e-3
 #: read-out settled: within this fraction of the swing of its final value
 SETTLING_FRACTION = 0.01
 MAX_LISTED_EDGES = 6
+#: a Diode's normalised thermal voltage counts as the cell's within this relative distance:
+#: an error δ in n·U_T moves the current at the top of the range (0.3 V ≈ 10 n·U_T) by ≈ 10·δ,
+#: so 1e-4 keeps it to 0.1 % of full scale
+THERMAL_VOLTAGE_TOLERANCE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -61,32 +76,39 @@ class CellMap:
     Attributes
     ----------
     layer, src, dst : ndarray of int, shape (E,)
+    family : ndarray of str, shape (E,)
+        The device family (a key of :data:`CELL_FAMILIES`).
     on : ndarray of bool, shape (E,)
-        False for an off device (``A = 0``): no cell is built.
+        False for an off device (``A = 0``, ``g = 0``): no cell is built.
     negative : ndarray of bool, shape (E,)
-        The ``ks_tanh_n`` orientation (``A < 0``).
+        The ``ks_tanh_n`` orientation (``A < 0``); False for other families.
     bias_a : ndarray, shape (E,)
-        Reference current (A); 0 when off.
+        Reference current (A) of a tanh cell; 0 when off and for the passive cells.
     offset_v : ndarray, shape (E,)
-        Gate offset source (V).
+        Gate offset source (V) of a tanh cell; 0 for other families.
+    size_um : ndarray, shape (E,)
+        The strip length of a resistor cell or the width of a diode cell (µm); 0 else.
     """
 
     layer: np.ndarray
     src: np.ndarray
     dst: np.ndarray
+    family: np.ndarray
     on: np.ndarray
     negative: np.ndarray
     bias_a: np.ndarray
     offset_v: np.ndarray
+    size_um: np.ndarray
 
     @property
     def n_cells(self) -> int:
         return int(self.on.sum())
 
     def transistors(self) -> int:
-        """Transistors of the netlist: every on cell with its bias diode."""
+        """Transistors of the netlist: every on cell (a tanh cell with its bias diode)."""
         counts = transistor_counts()
-        return self.n_cells * (counts["ks_tanh_p"] + counts["ks_bias"])
+        return sum(int(np.sum(self.on & (self.family == name))) * sum(counts[c] for c in family.subcircuits)
+                   for name, family in CELL_FAMILIES.items())
 
 
 def _listed(indices) -> str:
@@ -96,32 +118,36 @@ def _listed(indices) -> str:
 
 
 def _cell_edges(net):
-    """Per group: layer index, src, dst and parameters of every edge, in layer order.
+    """Every edge's layer, src, dst and family in layer order, and per family the groups
+    ``(global edge indices, parameters (n_params, n), device)``.
 
     Raises
     ------
     CellMappingError
         A device family with no cell, naming the families and their edges.
     """
-    layers, srcs, dsts, params, foreign = [], [], [], [], {}
+    layers, srcs, dsts, families, groups, foreign = [], [], [], [], {}, {}
     first = 0
     for k, layer in enumerate(net.layers):
         for group in layer.groups:
             n = group.num_edges
-            if not isinstance(group.device, TanhCell):
-                foreign.setdefault(type(group.device).__name__, []).extend(range(first, first + n))
+            family = type(group.device).__name__
+            edges = np.arange(first, first + n)
+            if family not in CELL_FAMILIES:
+                foreign.setdefault(family, []).extend(edges)
             else:
-                params.append(np.asarray(group.params))
+                groups.setdefault(family, []).append((edges, np.asarray(group.params, dtype=float), group.device))
             layers.append(np.full(n, k))
             srcs.append(group.src)
             dsts.append(group.dst)
+            families.append(np.full(n, family, dtype=object))
             first += n
     if foreign:
         described = "; ".join(f"{family}: edges {_listed(edges)}" for family, edges in foreign.items())
         raise CellMappingError(f"no sky130 cell realises the device famil{'y' if len(foreign) == 1 else 'ies'} "
-                               f"{', '.join(foreign)} ({described}); the cell library has TanhCell only "
-                               f"(train with --profile sky130)")
-    return layers, srcs, dsts, params
+                               f"{', '.join(foreign)} ({described}); the cell library has "
+                               f"{', '.join(CELL_FAMILIES)} (train with --profile sky130)")
+    return np.concatenate(layers), np.concatenate(srcs), np.concatenate(dsts), np.concatenate(families), groups
 
 
 def check_cell_families(net) -> None:
@@ -130,13 +156,157 @@ def check_cell_families(net) -> None:
     _cell_edges(net)
 
 
+def _outside(values, low, high):
+    """Indices where ``values`` leave ``[low, high]`` by more than the rounding slack."""
+    return np.nonzero((values < low * (1 - _WINDOW_SLACK)) | (values > high * (1 + _WINDOW_SLACK)))[0]
+
+
+def _map_tanh(edges, p, devices_, characterisation, scale) -> dict:
+    """Orientation, reference current and gate offset of tanh cells (module docstring)."""
+    design = characterisation.design
+    offset, amplitude = p[0], p[1]
+    unit = scale.G0 * scale.V0
+    on = amplitude != 0
+    saturation = np.abs(amplitude) * unit
+    eta = characterisation.efficiency(np.where(on, saturation, 1.0))
+    bias = np.where(on, saturation / eta, 0.0)
+    low, high = design["bias_min_a"], design["bias_max_a"]
+    outside = _outside(bias, low, high)
+    outside = outside[on[outside]]
+    if outside.size:
+        worst = outside[np.argmax(np.abs(np.log(bias[outside] / math.sqrt(low * high))))]
+        raise CellMappingError(
+            f"{outside.size} cell(s) need a bias current outside the cell's window [{low:.3g}, {high:.3g}] A: "
+            f"edges {_listed(edges[outside])} (edge {edges[worst]}: {bias[worst]:.4g} A for amplitude "
+            f"{amplitude[worst]:.4g}); train against the sky130 profile, whose window is the cell's")
+    negative = amplitude < 0
+    delta = np.where(negative, characterisation.offset_v["n"], characterisation.offset_v["p"])
+    beyond = np.nonzero(on & (np.abs(offset * scale.V0) > design["half_range_v"] * (1 + _WINDOW_SLACK)))[0]
+    if beyond.size:
+        worst = beyond[np.argmax(np.abs(offset[beyond]))]
+        raise CellMappingError(
+            f"{beyond.size} cell(s) have an input offset beyond the operating range ±{design['half_range_v']:g} V: "
+            f"edges {_listed(edges[beyond])} (edge {edges[worst]}: {offset[worst] * scale.V0:.4g} V)")
+    return {"on": on, "negative": negative, "bias_a": bias, "offset_v": np.where(on, delta - offset * scale.V0, 0.0)}
+
+
+def _map_conductance(edges, p, devices_, characterisation, scale) -> dict:
+    """Strip lengths of resistor cells: ``g·G0 = 1/(R_fixed + ρ·L)``; ``g = 0`` is no cell."""
+    d = characterisation.resistor["design"]
+    conductance = p[0] * scale.G0
+    negative = np.nonzero(conductance < 0)[0]
+    if negative.size:
+        worst = negative[np.argmin(conductance[negative])]
+        raise CellMappingError(
+            f"{negative.size} Conductance edge(s) are negative, which a resistor cannot realise: edges "
+            f"{_listed(edges[negative])} (edge {edges[worst]}: g = {p[0][worst]:.4g}); a negative slope needs an "
+            f"active cell (TanhCell), or train the conductances with gain_sign='positive'")
+    on = conductance != 0
+    low, high = d["conductance_min_s"], d["conductance_max_s"]
+    outside = _outside(conductance, low, high)
+    outside = outside[on[outside]]
+    if outside.size:
+        worst = outside[np.argmax(np.abs(np.log(conductance[outside] / math.sqrt(low * high))))]
+        raise CellMappingError(
+            f"{outside.size} Conductance edge(s) lie outside the resistor cell's window [{low:.3g}, {high:.3g}] S: "
+            f"edges {_listed(edges[outside])} (edge {edges[worst]}: {conductance[worst]:.4g} S); train against the "
+            f"sky130 profile, whose conductance window is the cell's")
+    length = np.where(on, characterisation.resistor_length_um(np.where(on, conductance, high)), 0.0)
+    too = _outside(length, d["length_min_um"], d["length_max_um"])
+    too = too[on[too]]
+    if too.size:
+        raise CellMappingError(
+            f"{too.size} Conductance edge(s) need a strip outside the drawable lengths [{d['length_min_um']:g}, "
+            f"{d['length_max_um']:g}] um at this characterisation: edges {_listed(edges[too])} (edge "
+            f"{edges[too[0]]}: {length[too[0]]:.4g} um)")
+    return {"on": on, "size_um": length}
+
+
+def _map_diode(edges, p, devices_, characterisation, scale) -> dict:
+    """Widths of DTMOS diode cells: ``j_w·(W + ΔW) = i_s·G0·V0``; refused: another thermal
+    voltage (per group), a series resistance, a width outside the window."""
+    d = characterisation.diode["design"]
+    cell_voltage = characterisation.diode["thermal_voltage_v"] / scale.V0
+    for group_edges, device in devices_:
+        if abs(device.thermal_voltage / cell_voltage - 1) > THERMAL_VOLTAGE_TOLERANCE:
+            ideality = device.thermal_voltage * scale.V0 / (characterisation.diode["thermal_voltage_v"]
+                                                           / characterisation.diode["ideality"])
+            raise CellMappingError(
+                f"Diode edges {_listed(group_edges)} have the normalised thermal voltage "
+                f"{device.thermal_voltage:.6g}, i.e. n·U_T = {device.thermal_voltage * scale.V0 * 1e3:.4g} mV at "
+                f"V0 = {scale.V0:g} V (ideality {ideality:.3g}); the sky130 diode cell's is {cell_voltage:.6g} "
+                f"(ideality {characterisation.diode['ideality']:.3f}){'; no junction or channel has an ideality below 1' if ideality < 1 else ''}: "
+                f"build the net's diodes with kirchhoff_sim.cells.diode_device")
+    series = np.nonzero(p[1] != 0)[0]
+    if series.size:
+        raise CellMappingError(
+            f"{series.size} Diode edge(s) have a series resistance, which the diode cell has none of: edges "
+            f"{_listed(edges[series])} (edge {edges[series[0]]}: r_s = {p[1][series[0]]:.4g}); train with r_s = 0 "
+            f"or put a Conductance edge in series")
+    width = characterisation.diode_width_um(p[0] * scale.G0 * scale.V0)
+    outside = _outside(width, d["width_min_um"], d["width_max_um"])
+    if outside.size:
+        worst = outside[np.argmax(np.abs(np.log(np.maximum(width[outside], 1e-300)
+                                                / math.sqrt(d["width_min_um"] * d["width_max_um"]))))]
+        low, high = (characterisation.diode_saturation_a(w) / (scale.G0 * scale.V0)
+                     for w in (d["width_min_um"], d["width_max_um"]))
+        raise CellMappingError(
+            f"{outside.size} Diode edge(s) have a saturation current outside the cell's window i_s in "
+            f"[{low:.4g}, {high:.4g}] (widths {d['width_min_um']:g}-{d['width_max_um']:g} um): edges "
+            f"{_listed(edges[outside])} (edge {edges[worst]}: i_s = {p[0][worst]:.4g})")
+    return {"on": np.ones(len(edges), dtype=bool), "size_um": width}
+
+
+@dataclass(frozen=True)
+class CellFamily:
+    """How one device family becomes cells: its subcircuits (for the transistor count),
+    its mapping ``(edges, params, [(edges, device) per group], characterisation, scale)
+    -> {CellMap column: values}`` and its netlist lines."""
+
+    subcircuits: tuple
+    map: object
+    lines: object
+
+
+def _tanh_lines(e, s, d, cells):
+    gate, lines = s, []
+    if cells.offset_v[e] != 0.0:
+        gate = f"g{e}"
+        lines.append(f"Vo{e} {gate} {s} {float(cells.offset_v[e])!r}")
+    return lines + [f"Ib{e} vdd nb{e} {float(cells.bias_a[e])!r}", f"XB{e} nb{e} 0 ks_bias",
+                    f"X{e} {s} {gate} {d} vdd 0 nb{e} vcp vcn clk{cells.layer[e]} "
+                    f"ks_tanh_{'n' if cells.negative[e] else 'p'}"]
+
+
+def _passive_lines(subckt, parameter):
+    def lines(e, s, d, cells):
+        return [f"X{e} {s} {d} vdd 0 clk{cells.layer[e]} {subckt} {parameter}={float(cells.size_um[e])!r}"]
+    return lines
+
+
+#: the families the cell library realises
+CELL_FAMILIES = {
+    "TanhCell": CellFamily(("ks_tanh_p", "ks_bias"), _map_tanh, _tanh_lines),
+    "Conductance": CellFamily(("ks_res",), _map_conductance, _passive_lines("ks_res", RESISTOR_LENGTH_PARAMETER)),
+    "Diode": CellFamily(("ks_diode",), _map_diode, _passive_lines("ks_diode", DIODE_WIDTH_PARAMETER)),
+}
+
+
+def cell_fit_error(cells: CellMap, characterisation: CellCharacterisation) -> float:
+    """The worst fit error (fraction of full scale) of the cell models ``cells`` uses."""
+    errors = {"TanhCell": characterisation.max_error, "Conductance": characterisation.resistor["max_error"],
+              "Diode": characterisation.diode["max_error"]}
+    return float(max((errors[f] for f in set(cells.family[cells.on])), default=0.0))
+
+
 def map_cells(net, characterisation: CellCharacterisation, scale) -> CellMap:
-    """Map each trained device to its cell's orientation, bias and offset.
+    """Map each trained device to its cell: orientation, bias and offset of a tanh cell,
+    strip length of a resistor cell, width of a diode cell (module docstring).
 
     Parameters
     ----------
     net : KirchhoffNet
-        Every device a :class:`~kirchhoff_sim.devices.TanhCell`.
+        Every device of a family in :data:`CELL_FAMILIES`.
     characterisation : CellCharacterisation
     scale : PhysicalScale
 
@@ -148,36 +318,22 @@ def map_cells(net, characterisation: CellCharacterisation, scale) -> CellMap:
     ------
     CellMappingError
         A device family with no cell (naming the families and edges), or parameters a
-        cell cannot realise: a bias current outside the cell's window, an offset beyond
-        its operating range (naming the edges and values).
+        cell cannot realise (naming the edges and values): a bias current outside the
+        tanh cell's window, an offset beyond its operating range, a negative conductance
+        or one outside the resistor's window, a diode of another thermal voltage, with a
+        series resistance or a saturation current outside the cell's widths.
     """
-    design = characterisation.design
-    layers, srcs, dsts, params = _cell_edges(net)
-    p = np.concatenate(params, axis=1)
-    offset, amplitude = p[0], p[1]
-    unit = scale.G0 * scale.V0
-    on = amplitude != 0
-    saturation = np.abs(amplitude) * unit
-    eta = characterisation.efficiency(np.where(on, saturation, 1.0))
-    bias = np.where(on, saturation / eta, 0.0)
-    low, high = design["bias_min_a"], design["bias_max_a"]
-    outside = np.nonzero(on & ((bias < low * (1 - _WINDOW_SLACK)) | (bias > high * (1 + _WINDOW_SLACK))))[0]
-    if outside.size:
-        worst = outside[np.argmax(np.abs(np.log(bias[outside] / math.sqrt(low * high))))]
-        raise CellMappingError(
-            f"{outside.size} cell(s) need a bias current outside the cell's window [{low:.3g}, {high:.3g}] A: "
-            f"edges {_listed(outside)} (edge {worst}: {bias[worst]:.4g} A for amplitude {amplitude[worst]:.4g}); "
-            f"train against the sky130 profile, whose window is the cell's")
-    negative = amplitude < 0
-    delta = np.where(negative, characterisation.offset_v["n"], characterisation.offset_v["p"])
-    offset_v = np.where(on, delta - offset * scale.V0, 0.0)
-    beyond = np.nonzero(on & (np.abs(offset * scale.V0) > design["half_range_v"] * (1 + _WINDOW_SLACK)))[0]
-    if beyond.size:
-        worst = beyond[np.argmax(np.abs(offset[beyond]))]
-        raise CellMappingError(
-            f"{beyond.size} cell(s) have an input offset beyond the operating range ±{design['half_range_v']:g} V: "
-            f"edges {_listed(beyond)} (edge {worst}: {offset[worst] * scale.V0:.4g} V)")
-    return CellMap(np.concatenate(layers), np.concatenate(srcs), np.concatenate(dsts), on, negative, bias, offset_v)
+    layer, src, dst, family, groups = _cell_edges(net)
+    n = len(layer)
+    columns = {"on": np.zeros(n, dtype=bool), "negative": np.zeros(n, dtype=bool), "bias_a": np.zeros(n),
+               "offset_v": np.zeros(n), "size_um": np.zeros(n)}
+    for name, members in groups.items():
+        edges = np.concatenate([m[0] for m in members])
+        params = np.concatenate([m[1] for m in members], axis=1)
+        mapped = CELL_FAMILIES[name].map(edges, params, [(m[0], m[2]) for m in members], characterisation, scale)
+        for column, values in mapped.items():
+            columns[column][edges] = values
+    return CellMap(layer, src, dst, family, **columns)
 
 
 def _node_capacitor_sides(net, characterisation, scale) -> np.ndarray:
@@ -191,10 +347,10 @@ def transistor_capacitance(net, cells: CellMap, characterisation: CellCharacteri
     on it (both layers' cells load a node whether their layer is on or not)."""
     sides = _node_capacitor_sides(net, characterisation, scale)
     capacitance = np.array([characterisation.mim_capacitance_f(s) for s in sides])
-    pins = characterisation.pin_capacitance_f
     for pin, nodes in (("src", cells.src), ("dst", cells.dst)):
-        on_nodes = nodes[cells.on & (nodes > 0)]
-        capacitance += pins[pin] * np.bincount(on_nodes - 1, minlength=net.num_nodes)
+        loads = cell_pin_capacitances(cells, characterisation, pin)
+        counted = cells.on & (nodes > 0)
+        capacitance += np.bincount(nodes[counted] - 1, weights=loads[counted], minlength=net.num_nodes)
     return capacitance / scale.C0
 
 
@@ -203,6 +359,17 @@ def cell_model_net(net, cells: CellMap, characterisation: CellCharacterisation, 
     solver runs as the reference of a transistor-level check (its devices are the cell
     models already)."""
     return net.with_parameters(capacitance=transistor_capacitance(net, cells, characterisation, scale))
+
+
+def cell_pin_capacitances(cells: CellMap, characterisation: CellCharacterisation, pin: str) -> np.ndarray:
+    """Capacitance (F) of every edge's cell at ``pin`` (``"src"``/``"dst"``), shape (E,):
+    the tanh cell's measured pin, the passive cells' fitted linear in their size."""
+    loads = np.where(cells.family == "TanhCell", characterisation.pin_capacitance_f[pin], 0.0)
+    for family, cell in (("Conductance", "resistor"), ("Diode", "diode")):
+        ours = cells.family == family
+        if ours.any():
+            loads[ours] = characterisation.pin_capacitance(cell, pin, cells.size_um[ours])
+    return loads
 
 
 @dataclass(frozen=True)
@@ -252,7 +419,7 @@ def to_transistor_netlist(net, x, profile, characterisation: CellCharacterisatio
     Parameters
     ----------
     net : KirchhoffNet
-        TanhCell devices only.
+        Devices of the families in :data:`CELL_FAMILIES`.
     x : array_like, shape (d,)
     profile : TechnologyProfile
         Its scale (V0, C0, G0) and, unless ``corner`` is given, its corner.
@@ -307,7 +474,8 @@ def to_transistor_netlist(net, x, profile, characterisation: CellCharacterisatio
               f"{'' if mismatch_seed is None else f' with mismatch (seed {mismatch_seed})'}; "
               f"V0={scale.V0:g} V, C0={scale.C0:g} F, G0={scale.G0:g} S",
               f".options reltol={reltol:g} abstol=1e-15 vntol=1e-7 method=gear"]
-    lines += cell_subcircuits(characterisation.cell_design) + supply_lines(characterisation.cell_design, common_mode=True)
+    lines += cell_subcircuits(characterisation.cell_design, characterisation.resistor_design,
+                              characterisation.diode_design) + supply_lines(characterisation.cell_design, common_mode=True)
     for k in range(len(net.layers)):
         points_k = [(0.0, design["vdd"] if k == 0 else 0.0)]
         if k > 0:
@@ -318,14 +486,7 @@ def to_transistor_netlist(net, x, profile, characterisation: CellCharacterisatio
     for n, side in enumerate(_node_capacitor_sides(net, characterisation, scale), start=1):
         lines.append(f"XC{n} {_node(n)} 0 {MIM_CAP} W={float(side)!r} L={float(side)!r}")
     for e in np.nonzero(cells.on)[0]:
-        s, d = _node(int(cells.src[e])), _node(int(cells.dst[e]))
-        gate = s
-        if cells.offset_v[e] != 0.0:
-            gate = f"g{e}"
-            lines.append(f"Vo{e} {gate} {s} {float(cells.offset_v[e])!r}")
-        lines += [f"Ib{e} vdd nb{e} {float(cells.bias_a[e])!r}", f"XB{e} nb{e} 0 ks_bias",
-                  f"X{e} {s} {gate} {d} vdd 0 nb{e} vcp vcn clk{cells.layer[e]} "
-                  f"ks_tanh_{'n' if cells.negative[e] else 'p'}"]
+        lines += CELL_FAMILIES[cells.family[e]].lines(e, _node(int(cells.src[e])), _node(int(cells.dst[e])), cells)
     vcm = design["vcm"]
     lines.append(".ic " + " ".join(f"v({_node(n)})={float(vcm + scale.V0 * v)!r}"
                                    for n, v in enumerate(initial, start=1)))
@@ -437,7 +598,7 @@ def validate_transistor(net, X, profile, characterisation: CellCharacterisation,
     Parameters
     ----------
     net : KirchhoffNet
-        TanhCell devices (trained against the sky130 profile).
+        Devices of the families in :data:`CELL_FAMILIES` (trained against the sky130 profile).
     X : array_like, shape (B, d)
     profile : TechnologyProfile
     characterisation : CellCharacterisation
@@ -513,7 +674,8 @@ def validate_transistor(net, X, profile, characterisation: CellCharacterisation,
             readout_solver=final_solver.tolist(), readout_spice=final_spice.tolist(), energy_j=energy,
             bias_energy_j=bias_energy, settling_s=settling, spice_seconds=float(result.elapsed),
             spice_points=int(len(t))))
-    notes = [f"solver reference: the cell models (TanhCell) on the realised node capacitances (MIM + cell pins)",
+    notes = [f"solver reference: the cell models ({', '.join(sorted(set(cells.family)))}) on the realised node "
+             f"capacitances (MIM + cell pins)",
              f"waveforms compared at ngspice's {int(np.median([len(r.time) for r in results]))} time points (median)"]
     return TransistorReport(samples, netlists[0].corner, cells.n_cells, cells.transistors(), netlists[0].t_stop,
                             scale, notes, waveforms)

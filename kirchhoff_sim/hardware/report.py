@@ -195,7 +195,8 @@ class TransistorCheck:
     bias_power_w : float
         The bias references' power, ``V_dd·Σ I_ref``, drawn whether or not a layer is on.
     fit_error : float
-        The cell model's fit error as a fraction of full scale (the characterisation's).
+        The worst fit error of the cell models the net uses, as a fraction of full scale
+        (the characterisation's, :func:`~kirchhoff_sim.cells.transistor.cell_fit_error`).
     """
 
     reports: list
@@ -252,7 +253,7 @@ def run_transistor_check(net, X, y, profile, samples: int, corners, *, pdk_root=
     """
     from ..cells import prepare
     from ..cells.mismatch import transistor_monte_carlo
-    from ..cells.transistor import map_cells, validate_transistor
+    from ..cells.transistor import cell_fit_error, map_cells, validate_transistor
 
     characterisation, pdk = prepare(net, profile, pdk_root)
     corners = [profile.corner] + [c for c in dict.fromkeys(corners) if c != profile.corner]
@@ -264,7 +265,8 @@ def run_transistor_check(net, X, y, profile, samples: int, corners, *, pdk_root=
         labels = np.asarray(y)[:len(X)]
         accuracy = {r.corner: float(np.mean([s.spice_class for s in r.samples] == labels)) for r in reports}
         solver_accuracy = float(np.mean([s.solver_class for s in reports[0].samples] == labels))
-    bias = map_cells(net, characterisation, profile.scale).bias_a.sum() * characterisation.design["vdd"]
+    cells = map_cells(net, characterisation, profile.scale)
+    bias = cells.bias_a.sum() * characterisation.design["vdd"]
     mismatch = None
     if mismatch_instances:
         labels = None if y is None else np.asarray(y)[:len(X)]
@@ -275,7 +277,7 @@ def run_transistor_check(net, X, y, profile, samples: int, corners, *, pdk_root=
                 executor = stack.enter_context(DaskRunner(n_workers=workers))
             mismatch = transistor_monte_carlo(net, X, labels, profile, characterisation, pdk,
                                               instances=mismatch_instances, seed=seed, executor=executor)
-    return TransistorCheck(reports, accuracy, solver_accuracy, float(bias), float(characterisation.max_error),
+    return TransistorCheck(reports, accuracy, solver_accuracy, float(bias), cell_fit_error(cells, characterisation),
                            mismatch)
 
 

@@ -43,11 +43,17 @@ parameter, never the parameter itself. Two maps (``reparametrisation``):
 ``gain_sign="positive"`` holds conductance-like parameters ``≥ 0`` (a negative latent is
 off): a ShiftedReLU with ``g ≥ 0`` has a non-negative slope (monotone, though with an
 offset it still carries current at zero bias); ``"auto"`` (the default) does so when the profile builds passive families only (a passive
-technology cannot realise a negative conductance). ``init="on"`` (``log_window``) starts
+technology cannot realise a negative conductance), and for a passive family on a profile
+with a cell library (``pdk`` not "none": its resistor cell cannot be negative either). ``init="on"`` (``log_window``) starts
 every conductance-like parameter on, near ``init_gain`` (default the floor of the window),
 with the sign of the net's initial parameter: the kaiming initial gains lie far below
 ``g_min``, so otherwise every device starts off and the net's output starts independent of
 its input.
+
+**Physical parameters** (a diode's ``i_s``, ``r_s``) are left as they are, except where the
+device is a cell model with a realisable window (:meth:`~kirchhoff_sim.devices.Device.parameter_window`:
+the sky130 diode cell's ``i_s``, :func:`kirchhoff_sim.cells.diode_device`): there
+:func:`bounded_log` keeps it inside the window with multiplicative steps.
 
 **Realisable projection (quantisation-aware training).** The forward pass uses
 :math:`P(\theta)`, the nearest realisable value: for a conductance, magnitudes
@@ -93,7 +99,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..checks import as_choice, as_int, as_real
-from ..devices import BIAS, CONDUCTANCE, parameter_roles
+from ..devices import BIAS, CONDUCTANCE, PHYSICAL, parameter_roles
 from ..errors import InputError
 from ..technology import FAMILY_SETS, TechnologyProfile, default_profile
 from ..units import ktc_noise_sigma
@@ -271,6 +277,15 @@ class HardwareConstraints:
             return not set(self.profile.device_families) <= set(FAMILY_SETS["passive"])
         return self.gain_sign == "any"
 
+    def signed_for(self, device) -> bool:
+        """:attr:`signed` for the groups of ``device``: under ``"auto"`` a passive family
+        on a profile with a cell library is unsigned whatever else the profile builds
+        (its cell, a resistor, cannot realise a negative conductance; a negative slope
+        there is a different family, an active cell)."""
+        if self.gain_sign == "auto" and device.passive and self.profile.pdk != "none":
+            return False
+        return self.signed
+
     # ------------------------------------------------------------------ the reparametrisation
     def _rows(self, device) -> tuple[np.ndarray, np.ndarray]:
         """Per parameter row of ``device``: is it conductance-like, is it an offset."""
@@ -294,14 +309,15 @@ class HardwareConstraints:
                 bounded = bound > 0
                 ratio = np.clip(np.divide(p, bound, out=np.zeros_like(p), where=bounded),
                                 -_ARTANH_LIMIT, _ARTANH_LIMIT)
-                latents.append(np.where(bounded, np.arctanh(ratio), p))     # unsigned: a negative θ is off
+                latents.append(_window_latents(group.device, p, np.where(bounded, np.arctanh(ratio), p)))
                 continue
             conductance, offset = self._rows(group.device)
             b = self.offset_bound
             u_offset = b * np.arctanh(np.clip(p / b, -_ARTANH_LIMIT, _ARTANH_LIMIT))
             u_conductance = log_window_inverse(p, self.conductance_floor, self.conductance_bound, self.dead_zone,
-                                               signed=self.signed)
-            latents.append(np.where(conductance, u_conductance, np.where(offset, u_offset, p)))
+                                               signed=self.signed_for(group.device))
+            latents.append(_window_latents(group.device, p,
+                                           np.where(conductance, u_conductance, np.where(offset, u_offset, p))))
         return latents
 
     def initial_latents(self, net) -> list:
@@ -325,7 +341,7 @@ class HardwareConstraints:
             p = group.params
             rms = np.sqrt(np.mean(p * p, axis=1, keepdims=True))
             spread = np.divide(np.abs(p), rms, out=np.zeros_like(p), where=rms > 0)
-            sign = np.where(p < 0, -1.0, 1.0) if self.signed else 1.0
+            sign = np.where(p < 0, -1.0, 1.0) if self.signed_for(group.device) else 1.0
             out.append(np.where(conductance, sign * (start + 0.25 * self.dead_zone * spread), u))
         return out
 
@@ -338,18 +354,18 @@ class HardwareConstraints:
                 bound = self._bounds(group.device)[:, None]
                 conductance, _ = self._rows(group.device)
                 # unsigned: a conductance's latent below 0 is off, with the slope at 0 (straight-through)
-                t = np.tanh(u if self.signed else np.where(conductance, np.maximum(u, 0.0), u))
+                t = np.tanh(u if self.signed_for(group.device) else np.where(conductance, np.maximum(u, 0.0), u))
                 bounded = bound > 0
-                params.append(np.where(bounded, bound * t, u))
-                slopes.append(np.where(bounded, bound * (1.0 - t * t), 1.0))
+                _append_windowed(group.device, u, np.where(bounded, bound * t, u),
+                                 np.where(bounded, bound * (1.0 - t * t), 1.0), params, slopes)
                 continue
             conductance, offset = self._rows(group.device)
             b = self.offset_bound
             t = np.tanh(u / b)
             g, dg = log_window(u, self.conductance_floor, self.conductance_bound, self.dead_zone,
-                               signed=self.signed)
-            params.append(np.where(conductance, g, np.where(offset, b * t, u)))
-            slopes.append(np.where(conductance, dg, np.where(offset, 1.0 - t * t, 1.0)))
+                               signed=self.signed_for(group.device))
+            _append_windowed(group.device, u, np.where(conductance, g, np.where(offset, b * t, u)),
+                             np.where(conductance, dg, np.where(offset, 1.0 - t * t, 1.0)), params, slopes)
         return params, slopes
 
     def realisable(self, net, params) -> list:
@@ -428,6 +444,59 @@ def _window_log_ratio(floor, ceiling, dead_zone) -> float:
     if not floor < ceiling:
         raise InputError(f"log_window: the window's floor {floor!r} must be below its ceiling {ceiling!r}")
     return math.log(ceiling / floor)
+
+
+def _windows(device) -> list:
+    """``[(row, low, high)]``: the physical parameters of ``device`` with a window
+    (:meth:`~kirchhoff_sim.devices.Device.parameter_window`, a diode cell's ``i_s``)."""
+    return [(k, *window) for k, name in enumerate(device.param_names)
+            if parameter_roles(device)[name] == PHYSICAL and (window := device.parameter_window(name)) is not None]
+
+
+def bounded_log(u, low: float, high: float):
+    r"""A physical parameter held inside its window ``(low, high)``, and its slope:
+
+    .. math::
+
+        \theta = \sqrt{\text{low}\cdot\text{high}}\; e^{(r/2)\tanh u}, \quad
+        r = \ln(\text{high}/\text{low}), \qquad
+        \frac{\partial\theta}{\partial u} = \theta\,\frac{r}{2}\,(1 - \tanh^2 u)
+
+    A latent step moves ``ln θ`` by at most ``r/2`` times the step — a relative change, as
+    a saturation current wants (its effect is exponential in the voltage, so an additive
+    Adam step of ``lr`` on ``i_s ≈ 10⁻⁵`` would multiply it a thousandfold)."""
+    t = np.tanh(u)
+    half = 0.5 * math.log(high / low)
+    theta = math.sqrt(low * high) * np.exp(half * t)
+    return theta, theta * half * (1.0 - t * t)
+
+
+def bounded_log_inverse(theta, low: float, high: float):
+    """The latent of :func:`bounded_log` (a value at or beyond the window to its edge)."""
+    half = 0.5 * math.log(high / low)
+    ratio = np.log(np.maximum(theta, 1e-300) / math.sqrt(low * high)) / half
+    return np.arctanh(np.clip(ratio, -_ARTANH_LIMIT, _ARTANH_LIMIT))
+
+
+def _window_latents(device, p, latents):
+    for row, low, high in _windows(device):
+        latents = latents.copy()
+        latents[row] = 0.0 if low == high else bounded_log_inverse(p[row], low, high)
+    return latents
+
+
+def _append_windowed(device, u, theta, slope, params, slopes):
+    """Append ``θ``, ``∂θ/∂u`` of a group with its windowed rows replaced: inside the window
+    by :func:`bounded_log`, a window of one value (``low == high``: a parameter the cell
+    does not have, such as the diode cell's series resistance) held there, slope 0."""
+    for row, low, high in _windows(device):
+        theta, slope = theta.copy(), slope.copy()
+        if low == high:
+            theta[row], slope[row] = low, 0.0
+        else:
+            theta[row], slope[row] = bounded_log(u[row], low, high)
+    params.append(theta)
+    slopes.append(slope)
 
 
 def log_window(u, floor: float, ceiling: float, dead_zone: float, signed: bool = True):
