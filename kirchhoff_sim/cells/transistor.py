@@ -156,9 +156,17 @@ def check_cell_families(net) -> None:
     _cell_edges(net)
 
 
-def _outside(values, low, high):
-    """Indices where ``values`` leave ``[low, high]`` by more than the rounding slack."""
-    return np.nonzero((values < low * (1 - _WINDOW_SLACK)) | (values > high * (1 + _WINDOW_SLACK)))[0]
+def _outside(values, low, high, on=None):
+    """Indices (of the edges that are ``on``, default every edge) where ``values`` leave
+    ``[low, high]`` by more than the rounding slack."""
+    mask = (values < low * (1 - _WINDOW_SLACK)) | (values > high * (1 + _WINDOW_SLACK))
+    return np.nonzero(mask if on is None else mask & on)[0]
+
+
+def _farthest(values, indices, low, high) -> int:
+    """The one of ``indices`` whose value lies farthest (in log) from the window's middle:
+    the edge an error message names."""
+    return int(indices[np.argmax(np.abs(np.log(np.maximum(values[indices], 1e-300) / math.sqrt(low * high))))])
 
 
 def _map_tanh(edges, p, devices_, characterisation, scale) -> dict:
@@ -171,10 +179,9 @@ def _map_tanh(edges, p, devices_, characterisation, scale) -> dict:
     eta = characterisation.efficiency(np.where(on, saturation, 1.0))
     bias = np.where(on, saturation / eta, 0.0)
     low, high = design["bias_min_a"], design["bias_max_a"]
-    outside = _outside(bias, low, high)
-    outside = outside[on[outside]]
+    outside = _outside(bias, low, high, on)
     if outside.size:
-        worst = outside[np.argmax(np.abs(np.log(bias[outside] / math.sqrt(low * high))))]
+        worst = _farthest(bias, outside, low, high)
         raise CellMappingError(
             f"{outside.size} cell(s) need a bias current outside the cell's window [{low:.3g}, {high:.3g}] A: "
             f"edges {_listed(edges[outside])} (edge {edges[worst]}: {bias[worst]:.4g} A for amplitude "
@@ -203,17 +210,15 @@ def _map_conductance(edges, p, devices_, characterisation, scale) -> dict:
             f"active cell (TanhCell), or train the conductances with gain_sign='positive'")
     on = conductance != 0
     low, high = d["conductance_min_s"], d["conductance_max_s"]
-    outside = _outside(conductance, low, high)
-    outside = outside[on[outside]]
+    outside = _outside(conductance, low, high, on)
     if outside.size:
-        worst = outside[np.argmax(np.abs(np.log(conductance[outside] / math.sqrt(low * high))))]
+        worst = _farthest(conductance, outside, low, high)
         raise CellMappingError(
             f"{outside.size} Conductance edge(s) lie outside the resistor cell's window [{low:.3g}, {high:.3g}] S: "
             f"edges {_listed(edges[outside])} (edge {edges[worst]}: {conductance[worst]:.4g} S); train against the "
             f"sky130 profile, whose conductance window is the cell's")
     length = np.where(on, characterisation.resistor_length_um(np.where(on, conductance, high)), 0.0)
-    too = _outside(length, d["length_min_um"], d["length_max_um"])
-    too = too[on[too]]
+    too = _outside(length, d["length_min_um"], d["length_max_um"], on)
     if too.size:
         raise CellMappingError(
             f"{too.size} Conductance edge(s) need a strip outside the drawable lengths [{d['length_min_um']:g}, "
@@ -246,8 +251,7 @@ def _map_diode(edges, p, devices_, characterisation, scale) -> dict:
     width = characterisation.diode_width_um(p[0] * scale.G0 * scale.V0)
     outside = _outside(width, d["width_min_um"], d["width_max_um"])
     if outside.size:
-        worst = outside[np.argmax(np.abs(np.log(np.maximum(width[outside], 1e-300)
-                                                / math.sqrt(d["width_min_um"] * d["width_max_um"]))))]
+        worst = _farthest(width, outside, d["width_min_um"], d["width_max_um"])
         low, high = (characterisation.diode_saturation_a(w) / (scale.G0 * scale.V0)
                      for w in (d["width_min_um"], d["width_max_um"]))
         raise CellMappingError(
