@@ -163,6 +163,19 @@ Rectifier — ``ks_relu_p`` / ``ks_relu_n`` (the ShiftedReLU family itself)
     src/dst imbalance ≤ 0.10 %; off (tail switch open), 1·10⁻⁵ of full scale. So the cell
     realises :class:`~kirchhoff_sim.devices.ShiftedReLU` directly (within the 2 % target),
     and no separate fitted model family is needed.
+    What is still weak, measured on a trained net (``train --task moons --profile sky130
+    --device ShiftedReLU``, 2 epochs, 60 cells; one sample): transistor level and solver
+    agree on the class but differ by 8.6 % of the swing at T (the tanh moons net: 2.3 %).
+    Two causes, measured on one cell: the turn-on from deep off takes 1.4 µs to 50 % (the
+    rectifier node ``r`` falls to ``vss`` below threshold and is recharged by the small
+    current just above it; 0.22 µs on to on, independent of ``wm``), against node time
+    constants of a few µs when a dozen cells share a 20 pF node; and the fit error
+    (≤ 1.33 % of each cell's full scale, partly a systematic compression at large ``u``)
+    adds up coherently over the cells of a node. A clamp on ``r`` (an nfet follower from
+    a 0.75 V line, switched by ``en``) cut the turn-on to 0.60 µs but rounded the corner
+    (1.1 nA at threshold per unit cell, summed over the many cells below threshold) and
+    made the same net worse, 11.3 %; it is not in the cell. Open: faster mirrors (a higher
+    unit current density), and a fitted compression term.
 
 Bias generation
     Each cell has its own reference current (an ideal current source from ``vdd`` into a
