@@ -817,7 +817,7 @@ def unfitted_relu_sweep(sky130):
 
 def test_the_rectifier_is_shifted_relu_within_two_percent_of_full_scale(characterised):
     relu = characterised.relu
-    assert relu["max_error"] <= 0.02                 # measured 1.22 % (vs the ideal relu, no fitted corner)
+    assert relu["max_error"] <= 0.02                 # measured 1.61 % (vs the ideal relu, no fitted corner)
     assert relu["error_below_two_half_ranges"] <= 0.02
     assert relu["imbalance"] <= 0.01 and relu["off_leakage"] < 1e-4
     assert 0.15e-6 < relu["gain_per_unit_s"] < 0.25e-6    # the unit cell: about 0.2 uS, the window's floor
