@@ -300,9 +300,9 @@ def test_trained_parameters_map_to_orientation_bias_and_offset(characterised):
 
 
 def test_a_family_with_no_cell_names_the_family_and_edges(characterised):
-    net = KirchhoffNet([Layer(np.array([[1, 2], [2, 0]]), devices.ShiftedReLU(), 1.0,
+    net = KirchhoffNet([Layer(np.array([[1, 2], [2, 0]]), devices.ShiftedLeakyReLU(), 1.0,
                               params=np.ones((2, 2)))], num_nodes=2)
-    with pytest.raises(CellMappingError, match=r"ShiftedReLU.*edges 0, 1"):
+    with pytest.raises(CellMappingError, match=r"ShiftedLeakyReLU.*edges 0, 1"):
         transistor.map_cells(net, characterised, PROFILE.scale)
 
 
@@ -469,8 +469,8 @@ def test_the_diode_cell_model_is_the_family_at_the_cells_thermal_voltage(charact
     widths = transistor.map_cells(net, characterised, PROFILE.scale).size_um[3:]
     assert widths == pytest.approx([library.DIODE_CELL.width_min_um, library.DIODE_CELL.width_max_um])
     assert device.parameter_window("r_s") == (0.0, 0.0)
-    with pytest.raises(CellMappingError, match="ShiftedReLU"):
-        cells.cell_model("ShiftedReLU", characterised, PROFILE.scale)
+    with pytest.raises(CellMappingError, match="ShiftedLeakyReLU"):
+        cells.cell_model("ShiftedLeakyReLU", characterised, PROFILE.scale)
 
 
 def _passive_net(characterised, conductances=(1.0, 0.5, 0.0), diode_params=None, diode=None):
@@ -586,7 +586,8 @@ def test_a_mixed_net_is_sky130_devices_only_and_agrees_with_the_solver(character
 
 
 def test_the_sky130_profile_builds_the_cells_families():
-    assert set(PROFILE.device_families) == set(transistor.CELL_FAMILIES) == {"TanhCell", "Conductance", "Diode"}
+    assert set(PROFILE.device_families) == set(transistor.CELL_FAMILIES) == {"TanhCell", "Conductance", "Diode",
+                                                                             "ShiftedReLU"}
 
 
 # ------------------------------------------------------------------ the command line
@@ -616,7 +617,7 @@ def test_export_writes_the_transistor_netlist_at_the_corner_asked(characterised,
 
 
 @pytest.mark.parametrize("argv, match", [
-    (("moons.npz", "--mode", "transistor"), "no sky130 cell realises the device family ShiftedReLU"),
+    (("moons.npz", "--mode", "transistor"), "names no process design kit"),
     (("moons_sky130.npz", "--corner", "ss"), "--corner applies only to --mode transistor"),
     (("moons_sky130.npz", "--points", "100"), "--points applies only to --mode transistor"),
     (("moons_sky130.npz", "--mode", "transistor", "--scale", "0.1,1e-13,1e-6"), "--scale does not apply"),
@@ -800,3 +801,166 @@ def test_the_chip_report_runs_sky130_mismatch_chips_on_dask(characterised, cell_
     assert len(set(mismatch["ngspice_seeds"])) == 2 and "dask" in mismatch["runner"]
     assert 0 < mismatch["readout_shift_median"] <= mismatch["readout_shift_max"] < 0.5
     assert len(mismatch["accuracy"]) == 2
+
+
+# ------------------------------------------------------------------ the rectifier (ShiftedReLU)
+#: a width multiple the fit did not see (between the sweep's 1 and 10)
+UNFITTED_RELU_SCALE = 3.16
+
+
+@pytest.fixture(scope="session")
+def unfitted_relu_sweep(sky130):
+    text = ch.relu_sweep_netlist(sky130, "tt", 27.0, scales=(UNFITTED_RELU_SCALE,))
+    result = run_netlist(text, analysis="dc", trusted_libraries=(str(sky130.library),))
+    return ch.relu_sweeps(result, (UNFITTED_RELU_SCALE,))
+
+
+def test_the_rectifier_is_shifted_relu_within_two_percent_of_full_scale(characterised):
+    relu = characterised.relu
+    assert relu["max_error"] <= 0.02                 # measured 1.61 % (vs the ideal relu, no fitted corner)
+    assert relu["error_below_two_half_ranges"] <= 0.02
+    assert relu["imbalance"] <= 0.01 and relu["off_leakage"] < 1e-4
+    assert 0.15e-6 < relu["gain_per_unit_s"] < 0.25e-6    # the unit cell: about 0.2 uS, the window's floor
+    assert max(abs(v) for v in relu["offset_v"].values()) < 0.02
+    design = characterised.relu_design
+    scales = characterised.relu_scale([design.gain_min_s, design.gain_max_s])
+    assert 0.5 < scales[0] < scales[1] < 15                # the window is about the sweep's 1..10
+    for pin in ("src", "dst"):
+        assert 0 < characterised.pin_capacitance("relu", pin, 1.0) < characterised.pin_capacitance("relu", pin, 10.0) \
+            < 200e-15
+    assert characterised.relu_design == library.RELU_CELL
+
+
+def _relu_model_current(characterised, orientation, u):
+    """ShiftedReLU's current (A) for the cell of width multiple UNFITTED_RELU_SCALE driven
+    by the gate difference ``u`` (V), through the mapping's inverse (threshold 0: the
+    gate offset is then the fitted δ, which the sweep's gate difference leaves out)."""
+    scale = PROFILE.scale
+    g = UNFITTED_RELU_SCALE * characterised.relu["gain_per_unit_s"] / scale.G0 * (1 if orientation == "p" else -1)
+    z = (u - characterised.relu["offset_v"][orientation]) / scale.V0
+    device = cells.cell_model("ShiftedReLU", characterised, scale)
+    return device.current(z[None, :], np.zeros((1, len(z))), np.array([[[0.0]], [[g]]]))[0] * scale.G0 * scale.V0
+
+
+@pytest.mark.parametrize("orientation", ["p", "n"])
+def test_the_rectifier_model_predicts_a_width_it_was_not_fitted_at(orientation, characterised, unfitted_relu_sweep):
+    u, src, dst = unfitted_relu_sweep[(orientation, UNFITTED_RELU_SCALE)]
+    model = _relu_model_current(characterised, orientation, u)
+    full = UNFITTED_RELU_SCALE * characterised.relu["gain_per_unit_s"] * 3 * library.RELU_CELL.half_range_v
+    ok = ch._relu_in_range(u, library.RELU_CELL)
+    assert np.max(np.abs(np.stack([src, dst]) - model)[:, ok]) <= 0.02 * full
+
+
+@pytest.mark.parametrize("orientation", ["p", "n"])
+def test_the_rectifiers_current_leaves_src_and_enters_dst(orientation, unfitted_relu_sweep):
+    u, src, dst = unfitted_relu_sweep[(orientation, UNFITTED_RELU_SCALE)]
+    sign = 1.0 if orientation == "p" else -1.0
+    middle = 1                                       # dst at vcm
+    above, below = u > 0.02, u < -0.02
+    assert np.all(sign * src[middle, above] > 0) and np.all(sign * dst[middle, above] > 0)
+    # below the threshold: nothing (a rectifier, not a tanh)
+    full = np.max(np.abs(src))
+    assert np.max(np.abs(np.stack([src, dst])[:, :, below])) <= 1e-3 * full
+    # what leaves src enters dst: the cascode mirrors leave nothing in the supplies
+    assert np.max(np.abs(src - dst)) <= 1e-2 * full
+    # monotone in the gate difference
+    assert np.all(np.diff(sign * 0.5 * (src + dst)[middle]) >= -1e-3 * full)
+
+
+def test_the_rectifier_model_derivatives_match_finite_differences(characterised):
+    device = cells.cell_model("ShiftedReLU", characterised, PROFILE.scale)
+    assert device == devices.ShiftedReLU()                  # the family itself, no fitted stand-in
+    rng = np.random.default_rng(2)
+    vs, vd = rng.uniform(-3, 3, size=(2, 40, 2))
+    p = np.stack([rng.uniform(-3, 3, (40, 1)), rng.uniform(0.2, 2.0, (40, 1)) * rng.choice([-1, 1], (40, 1))])
+    keep = np.abs(vs - vd - p[0]) > 1e-3                    # away from the corner
+    lin = device.linearise(vs, vd, p)
+    h = 1e-7
+    for fd, exact in (((device.current(vs + h, vd, p) - device.current(vs - h, vd, p)) / (2 * h), lin.di_dvs),
+                      ((device.current(vs, vd + h, p) - device.current(vs, vd - h, p)) / (2 * h), lin.di_dvd)):
+        assert np.allclose(fd[keep], exact[keep], rtol=1e-6, atol=1e-9)
+    for k in range(2):
+        step = np.zeros_like(p)
+        step[k] = h
+        fd = (device.current(vs, vd, p + step) - device.current(vs, vd, p - step)) / (2 * h)
+        assert np.allclose(fd[keep], lin.di_dp[k][keep], rtol=1e-6, atol=1e-9)
+
+
+def _relu_net(gains=(1.0, -0.5), thresholds=(0.5, -1.0)):
+    layer = Layer.from_groups([
+        (np.array([[1, 2], [2, 1]]), devices.ShiftedReLU(), np.array([thresholds, gains], dtype=float)),
+        (np.array([[1, 0], [2, 0]]), devices.Conductance(), np.array([[1.0, 1.0]])),
+    ], duration=2.0)
+    return KirchhoffNet([layer], num_nodes=2, input_nodes=[1, 2], readout=[1, 2])
+
+
+def test_shifted_relus_map_to_orientation_width_bias_and_offset(characterised):
+    scale = PROFILE.scale
+    layer = Layer.from_groups([(np.array([[1, 2], [2, 1], [1, 0]]), devices.ShiftedReLU(),
+                                np.array([[0.5, -1.0, 0.0], [1.0, -0.5, 0.0]]))], duration=1.0)
+    net = KirchhoffNet([layer], num_nodes=2, input_nodes=[1], readout=[1, 2])
+    mapped = transistor.map_cells(net, characterised, scale)
+    relu = characterised.relu
+    assert list(mapped.on) == [True, True, False] and list(mapped.negative) == [False, True, False]
+    wm = np.array([1.0, 0.5]) * scale.G0 / relu["gain_per_unit_s"]
+    assert mapped.size_um[:2] == pytest.approx(wm)
+    assert mapped.bias_a[:2] == pytest.approx(wm * library.RELU_CELL.unit_tail_a) and mapped.bias_a[2] == 0
+    assert mapped.offset_v[:2] == pytest.approx([relu["offset_v"]["p"] - 0.5 * scale.V0,
+                                                 relu["offset_v"]["n"] + 1.0 * scale.V0])
+    counts = library.transistor_counts()
+    assert counts["ks_relu_p"] == counts["ks_relu_n"] == 27 and counts["ks_relu_bias"] == 1
+    assert mapped.transistors() == 2 * (27 + 1)
+    assert transistor.cell_fit_error(mapped, characterised) == relu["max_error"]
+
+
+@pytest.mark.parametrize("params, match", [
+    ([[0.0, 0.0, 0.0], [1.0, 5.0, -0.05]], r"ShiftedReLU edge\(s\) have a gain outside.*edges 1, 2 "),
+    ([[0.0, 3.5, -4.0], [1.0, 1.0, 1.0]], r"threshold beyond the operating range.*edges 1, 2 .*edge 2: -0\.2 V"),
+])
+def test_unrealisable_shifted_relus_are_named_per_edge_before_any_work(params, match, characterised):
+    layer = Layer.from_groups([(np.array([[1, 2], [2, 1], [1, 0]]), devices.ShiftedReLU(),
+                                np.array(params, dtype=float))], duration=1.0)
+    net = KirchhoffNet([layer], num_nodes=2, input_nodes=[1], readout=[1, 2])
+    with pytest.raises(CellMappingError, match=match):
+        transistor.map_cells(net, characterised, PROFILE.scale)
+    with pytest.raises(CellMappingError, match=match):
+        cells.check_realisable(net, PROFILE)                 # the design alone decides: no ngspice
+
+
+def test_a_relu_net_is_sky130_devices_only_and_agrees_with_the_solver(characterised, sky130):
+    net = _relu_net()
+    x = np.array([2.5, -1.5])
+    netlist = transistor.to_transistor_netlist(net, x, PROFILE, characterised, sky130)
+    body, subckt = [], None
+    for line in netlist.text.splitlines()[1:]:
+        if not line or line.startswith(("*", "+")):
+            continue
+        if line.startswith(".subckt"):
+            subckt = line.split()[1]
+        elif line.startswith(".ends"):
+            subckt = None
+        elif subckt in ("ks_relu_p", "ks_relu_n", "ks_relu_bias"):
+            assert line.startswith("X") and "sky130_fd_pr__" in line, line
+        elif subckt is None and not line.startswith("."):
+            body.append(line)
+    assert {line[0].upper() for line in body} <= {"X", "V", "I"}
+    for line in body:
+        if line.startswith("V"):                        # references and the threshold offsets only
+            assert re.fullmatch(r"vdd|vcp|vcn|vcm|vclk\d+|vo\d+", line.split()[0].lower()), line
+    assert sum(" ks_relu_p " in line for line in body) == 1 and sum(" ks_relu_n " in line for line in body) == 1
+    check_netlist_safe(netlist.text, trusted_libraries=(netlist.library,))
+    report = transistor.validate_transistor(net, x[None, :], PROFILE, characterised, sky130, workers=1)
+    assert report.samples[0].max_rel_error <= 0.02
+    assert report.cells == 4 and report.transistors == 2 * (27 + 1) + 2 * 4
+
+
+def test_a_relu_net_trained_on_the_sky130_profile_is_realisable(tmp_path, capsys):
+    # no characterisation needed: ShiftedReLU is its cell's model, and training keeps every
+    # gain 0 or in the window and every threshold within the rails (±3 normalised)
+    out = tmp_path / "relu.npz"
+    code, _, err = _cli(capsys, "train", "--task", "moons", "--profile", "sky130", "--device", "ShiftedReLU",
+                        "--epochs", "1", "--no-progress", "--out", out)
+    assert code == 0, err
+    net = modelfile.load_net(out)
+    assert {type(g.device).__name__ for layer in net.layers for g in layer.groups} == {"ShiftedReLU"}
+    cells.check_realisable(net, PROFILE)

@@ -7,7 +7,8 @@ The pipeline: :mod:`~kirchhoff_sim.cells.pdk` finds the PDK's SPICE models;
 library (:class:`~kirchhoff_sim.devices.TanhCell`, :class:`~kirchhoff_sim.devices.Diode`)
 at a profile's physical scale, so the solver, the adjoint and the report need no special
 case (:func:`cell_model` picks the one of a family; the conductance cell's model is
-:class:`~kirchhoff_sim.devices.Conductance` itself, its fit error the cell's deviation); :mod:`~kirchhoff_sim.cells.transistor`
+:class:`~kirchhoff_sim.devices.Conductance` itself and the rectifier's
+:class:`~kirchhoff_sim.devices.ShiftedReLU` itself, their fit errors the cells' deviation); :mod:`~kirchhoff_sim.cells.transistor`
 writes a trained net as cells, supplies, biases and clocks.
 
 Importing this package runs nothing and needs no PDK; the functions that do say so.
@@ -29,19 +30,22 @@ def _check_pdk(profile) -> None:
 
 
 def check_realisable(net, profile) -> None:
-    """Before any work: every device of ``net`` has a cell and ``profile`` names a PDK.
+    """Before any work: every device of ``net`` has a cell, the parameters that the cell
+    designs alone bound (rectifier gains and thresholds) are inside them, and ``profile``
+    names a PDK.
 
     Raises
     ------
     CellMappingError
-        A device family with no cell (naming the families and edges).
+        A device family with no cell, or a parameter beyond its cell (naming the edges).
     InputError
         The profile names no PDK.
     """
-    from .transistor import check_cell_families
+    from .transistor import check_cell_families, check_cell_parameters
 
     check_cell_families(net)
     _check_pdk(profile)
+    check_cell_parameters(net, profile.scale)
 
 
 def prepare(net, profile, pdk_root=None):
@@ -132,19 +136,20 @@ def cell_model(family: str, characterisation, scale):
     """The device a net of ``family`` is trained with on the cells: the characterised
     :class:`~kirchhoff_sim.devices.TanhCell` (:func:`cell_device`), the diode cell's
     :class:`~kirchhoff_sim.devices.Diode` (:func:`diode_device`), or
-    :class:`~kirchhoff_sim.devices.Conductance` (whose cell realises ``g`` exactly, within
-    its fit error).
+    :class:`~kirchhoff_sim.devices.Conductance` or :class:`~kirchhoff_sim.devices.ShiftedReLU`
+    (whose cells realise the family itself, within their fit errors).
 
     Raises
     ------
     CellMappingError
         A family with no cell.
     """
-    from ..devices import Conductance
+    from ..devices import Conductance, ShiftedReLU
     from ..errors import CellMappingError
 
     makers = {"TanhCell": cell_device, "Diode": diode_device,
-              "Conductance": lambda characterisation, scale: Conductance()}
+              "Conductance": lambda characterisation, scale: Conductance(),
+              "ShiftedReLU": lambda characterisation, scale: ShiftedReLU()}
     if family not in makers:
         raise CellMappingError(f"no sky130 cell realises the device family {family}; the cell library has "
                                f"{', '.join(makers)}")

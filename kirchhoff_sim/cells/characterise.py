@@ -31,6 +31,18 @@ the largest branch voltage of the range, 0.3 V). Their pin capacitances are meas
 the tanh cell's, switched off, at the smallest and largest size, and fitted linear in the
 size.
 
+The rectifier (``ShiftedReLU``'s cell) is swept in one more DC run: both orientations,
+width multiples 1 and 10 (the gain window's ends), the three destination voltages, the
+gate difference ``u`` over ±0.45 V in 3.75 mV steps (src halfway between vcm and the gate,
+as a threshold offset would put it), and fitted as the *ideal* rectifier
+(:func:`fit_relu_cell`):
+
+    rectifier: i = ±wm·g_u·relu(u − δ)                        (wm the width multiple)
+
+with the error the worst distance of either terminal from it, over the gates within
+vcm ± 0.3 V, as a fraction of ``wm·g_u·0.45 V``. Its pins are measured switched off at
+both width multiples and fitted linear in ``wm``.
+
 Results are cached as JSON (written atomically) per PDK fingerprint, corner, temperature
 and cell designs, under :func:`cache_directory`.
 """
@@ -51,15 +63,15 @@ from scipy import optimize
 from ..errors import InputError, ModelFileError
 from ..fileio import atomic_write_text
 from ..spice.runner import run_netlist
-from .library import (DIODE_CELL, DIODE_WIDTH_PARAMETER, MIM_CAP, RESISTOR_CELL, RESISTOR_LENGTH_PARAMETER,
-                      TANH_CELL, DiodeCellDesign, ResistorCellDesign, TanhCellDesign, cell_subcircuits)
+from .library import (DIODE_CELL, DIODE_WIDTH_PARAMETER, MIM_CAP, RELU_CELL, RELU_SCALE_PARAMETER, RESISTOR_CELL, RESISTOR_LENGTH_PARAMETER, TANH_CELL, DiodeCellDesign,
+                      ReLUCellDesign, ResistorCellDesign, TanhCellDesign, cell_subcircuits)
 from .pdk import PDK, check_corner, locate_pdk
 
 __all__ = ["CellCharacterisation", "characterise", "cache_directory", "CACHE_VARIABLE"]
 
 CACHE_VARIABLE = "KIRCHHOFF_SIM_CACHE"
 CACHE_FORMAT = "kirchhoff_sim.cell_characterisation"
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 #: bias currents of the sweep (A), log-spaced over the cell's window (TanhCellDesign)
 SWEEP_BIASES = (10e-9, 21.5e-9, 46.4e-9, 100e-9)
 #: node voltages the sweep holds dst at, as fractions of the operating half-range
@@ -76,6 +88,11 @@ PARALLEL_RUNS = 2
 RESISTOR_SWEEP_LENGTHS_UM = (65.0, 220.0, 680.0)
 #: widths (µm) of the diode sweep: the window's ends and between
 DIODE_SWEEP_WIDTHS_UM = (1.0, 7.0, 50.0)
+#: width multiples ``wm`` (unit cells in parallel) of the rectifier sweep: the gain window's ends
+RELU_SWEEP_SCALES = (1.0, 10.0)
+#: the rectifier's swept gate difference spans ± this many half-ranges (the branch voltage's
+#: ±2 plus a threshold of ±1), in steps of a fortieth of a half-range (3.75 mV)
+RELU_SWEEP_SPAN, RELU_SWEEP_STEPS_PER_HALF_RANGE = 3.0, 40
 #: Boltzmann constant over the elementary charge (V/K), CODATA 2018 (exact)
 K_OVER_Q = 1.380649e-23 / 1.602176634e-19
 
@@ -122,6 +139,14 @@ class CellCharacterisation:
         ``ideality``, ``is_per_um`` and ``width_offset_um`` of ``I_s = j_w·(W + ΔW)``,
         ``max_error`` (fraction of full scale), ``off_leakage``, ``per_width`` and
         ``pin_capacitance_f`` (``C = c0 + c1·W``).
+    relu : dict
+        The rectifier cell (``ks_relu_p``/``_n``): ``design`` (:class:`ReLUCellDesign`),
+        ``gain_per_unit_s`` (``g_u``, the gain of one unit cell: ``i = wm·g_u·relu(u − δ)``,
+        ``u`` the gate difference), ``offset_v`` (``δ`` per orientation), ``max_error``
+        (fraction of full scale, the current at the largest gate difference of the
+        operating range), ``error_below_two_half_ranges`` (the same for ``u − δ`` ≤ 0.3 V),
+        ``imbalance``, ``off_leakage``, ``per_scale`` and ``pin_capacitance_f``
+        (``C = c0 + c1·wm``).
     """
 
     pdk: str
@@ -142,6 +167,7 @@ class CellCharacterisation:
     delay_s: float = 0.0
     resistor: dict = field(default_factory=dict)
     diode: dict = field(default_factory=dict)
+    relu: dict = field(default_factory=dict)
     sweep_seconds: float = 0.0
 
     @property
@@ -191,9 +217,18 @@ class CellCharacterisation:
         """Width (µm) of the diode cell whose saturation current is ``saturation_a`` (A)."""
         return np.asarray(saturation_a) / self.diode["is_per_um"] - self.diode["width_offset_um"]
 
+    @property
+    def relu_design(self) -> ReLUCellDesign:
+        return ReLUCellDesign(**self.relu["design"])
+
+    def relu_scale(self, gain_s):
+        """Width multiple ``wm`` of the rectifier cell of gain ``gain_s`` (S)."""
+        return np.asarray(gain_s) / self.relu["gain_per_unit_s"]
+
     def pin_capacitance(self, cell: str, pin: str, size):
         """Capacitance (F) of ``pin`` (``"src"``/``"dst"``) of a passive ``cell``
-        (``"resistor"``: size a length, ``"diode"``: a width, µm)."""
+        (``"resistor"``: size a length, ``"diode"``: a width, µm) or of the rectifier
+        (``"relu"``: size its width multiple)."""
         c0, c1 = getattr(self, cell)["pin_capacitance_f"][pin]
         return c0 + c1 * np.asarray(size)
 
@@ -241,6 +276,12 @@ class CellCharacterisation:
         if {"p", "n"} - set(self.offset_v) or {"src", "dst"} - set(self.pin_capacitance_f) \
                 or {"c_per_um2", "dw_um"} - set(self.mim_capacitor):
             return "offset_v, pin_capacitance_f or mim_capacitor lacks an entry"
+        relu = self.relu
+        if not isinstance(relu, dict) or not isinstance(relu.get("design"), dict) \
+                or not isinstance(relu.get("gain_per_unit_s"), (int, float)) \
+                or not math.isfinite(relu["gain_per_unit_s"]) or relu["gain_per_unit_s"] <= 0 \
+                or not isinstance(relu.get("offset_v"), dict) or {"p", "n"} - set(relu["offset_v"]):
+            return "relu lacks a design, a positive unit gain or its offsets"
         window = np.array([design.bias_min_a, design.bias_max_a])
         if not (np.all(self.slope(window) > 0) and np.all(self.efficiency(window) > 0)
                 and self.mim_capacitor["c_per_um2"] > 0 and min(self.pin_capacitance_f.values()) >= 0
@@ -296,14 +337,14 @@ def sweep_netlist(pdk: PDK, corner: str, temperature_c: float, bias_a: float, or
 
 
 def capacitance_netlist(pdk: PDK, corner: str, temperature_c: float, d: TanhCellDesign = TANH_CELL,
-                        bias_a: float = 31.6e-9) -> str:
+                        bias_a: float = 31.6e-9, relu: ReLUCellDesign = RELU_CELL) -> str:
     """A transient with a small sine on one pin at a time (src, then dst) of a cell at vcm,
     with the cell's tail switched off: biased on, the cell's delayed transconductance
     adds a quadrature current ``−g·τ·dv/dt`` (a negative "capacitance", measured −5 fF
     at 31.6 nA) that is its internal delay, not a capacitance; the delay is measured on
     its own (:func:`step_netlist`)."""
     lines = netlist_header(pdk, corner, temperature_c, "* kirchhoff_sim tanh cell pin capacitance")
-    lines += cell_subcircuits(d) + supply_lines(d) + ["Ven en 0 0"]
+    lines += cell_subcircuits(d, relu=relu) + supply_lines(d) + ["Ven en 0 0"]
     period = 1.0 / CAP_FREQUENCY_HZ
     for pin in ("src", "dst"):
         sine = f"SIN({d.vcm:g} {CAP_AMPLITUDE_V:g} {CAP_FREQUENCY_HZ:g})"
@@ -320,6 +361,16 @@ def capacitance_netlist(pdk: PDK, corner: str, temperature_c: float, d: TanhCell
                 lines += [f"Vs{name} s{name} 0 {sine if pin == 'src' else f'{d.vcm:g}'}",
                           f"Vd{name} d{name} 0 {sine if pin == 'dst' else f'{d.vcm:g}'}",
                           f"X{name} s{name} d{name} vdd 0 0 {subckt} {parameter}={float(size)!r}"]
+    for index, scale in enumerate((min(RELU_SWEEP_SCALES), max(RELU_SWEEP_SCALES))):
+        for pin in ("src", "dst"):
+            name = f"u{pin}{index}"  # "u": the resistor is "r"
+            sine = f"SIN({d.vcm:g} {CAP_AMPLITUDE_V:g} {CAP_FREQUENCY_HZ:g})"
+            lines += [f"I{name} vdd nb{name} {relu.unit_tail_a * scale!r}",
+                      f"XB{name} nb{name} 0 ks_relu_bias {RELU_SCALE_PARAMETER}={scale!r}",
+                      f"Vs{name} s{name} 0 {sine if pin == 'src' else f'{d.vcm:g}'}",
+                      f"Vd{name} d{name} 0 {sine if pin == 'dst' else f'{d.vcm:g}'}",
+                      f"X{name} s{name} s{name} d{name} vdd 0 nb{name} vcp vcn 0 ks_relu_p "
+                      f"{RELU_SCALE_PARAMETER}={scale!r}"]
     for k, side in enumerate(MIM_TEST_SIDES_UM):
         lines += [f"Vmim{k} mim{k} 0 SIN({d.vcm:g} {CAP_AMPLITUDE_V:g} {CAP_FREQUENCY_HZ:g})",
                   f"XMIM{k} mim{k} 0 {MIM_CAP} W={side:g} L={side:g}"]
@@ -482,6 +533,104 @@ def fit_diode_cell(sweeps: dict, temperature_c: float, d: DiodeCellDesign = DIOD
             "off_leakage": off, "per_width": per_width}
 
 
+def relu_sweep_z(d: ReLUCellDesign = RELU_CELL) -> np.ndarray:
+    """The rectifier's swept gate difference (V): ±3 half-ranges in 3.75 mV steps."""
+    n = int(round(2 * RELU_SWEEP_SPAN * RELU_SWEEP_STEPS_PER_HALF_RANGE))
+    return np.linspace(-RELU_SWEEP_SPAN * d.half_range_v, RELU_SWEEP_SPAN * d.half_range_v, n + 1)
+
+
+def relu_sweep_netlist(pdk: PDK, corner: str, temperature_c: float, d: ReLUCellDesign = RELU_CELL,
+                       tanh: TanhCellDesign = TANH_CELL, scales=RELU_SWEEP_SCALES) -> str:
+    """The DC sweep of the rectifier: both orientations, every width multiple of ``scales``
+    and every dst voltage, the gate difference ``u`` swept (an ideal copy on the gate, as
+    the tanh cell's) and src halfway between vcm and the gate (within its range wherever
+    the gate is within vcm ± 2 half-ranges, as a threshold offset puts it). Instance ``{o}{k}``, ``k = scale_index·3 + dst_index``, has the
+    ammeters ``vms{o}{k}`` (into src) and ``vmd{o}{k}`` (out of dst); ``off`` is the
+    largest positive cell switched off at dst = vcm."""
+    z = relu_sweep_z(d)
+    lines = netlist_header(pdk, corner, temperature_c, "* kirchhoff_sim rectifier cell DC characterisation")
+    lines += cell_subcircuits(tanh, relu=d) + supply_lines(tanh, common_mode=True) + [f"Ven en 0 {d.vdd:g}", "Voff off 0 0", "Vz z 0 0"]
+    instances = [(f"{o}{i * len(SWEEP_DST_FRACTIONS) + j}", o, scale, fraction, "en")
+                 for o in "pn" for i, scale in enumerate(scales) for j, fraction in enumerate(SWEEP_DST_FRACTIONS)]
+    instances.append(("off", "p", max(scales), 0.0, "off"))
+    for k, o, scale, fraction, enable in instances:
+        lines += [f"I{k} vdd nb{k} {d.unit_tail_a * scale!r}", f"XB{k} nb{k} 0 ks_relu_bias {RELU_SCALE_PARAMETER}={scale!r}",
+                  f"Vd{k} d{k} 0 {d.vcm + fraction * d.half_range_v:g}", f"E{k} g{k} d{k} z 0 1",
+                  f"Es{k} sq{k} vcm g{k} vcm 0.5", f"Vms{k} sq{k} s{k} 0", f"Vmd{k} d{k} dc{k} 0",
+                  f"X{k} s{k} g{k} dc{k} vdd 0 nb{k} vcp vcn {enable} ks_relu_{o} {RELU_SCALE_PARAMETER}={scale!r}"]
+    step = (z[-1] - z[0]) / (len(z) - 1)
+    lines += [f".dc Vz {float(z[0])!r} {float(z[-1] + step / 2)!r} {float(step)!r}", ".end"]
+    return "\n".join(lines) + "\n"
+
+
+def relu_sweeps(result, scales=RELU_SWEEP_SCALES) -> dict:
+    """``{(orientation, wm): (u, i_src, i_dst)}`` of :func:`relu_sweep_netlist` (each
+    current ``(3, n_u)``, leaving src and entering dst), and ``"off"``."""
+    u = np.asarray(result.time)
+    n = len(SWEEP_DST_FRACTIONS)
+    out = {}
+    for o in "pn":
+        for i, scale in enumerate(scales):
+            keys = [f"{o}{i * n + j}" for j in range(n)]
+            out[(o, float(scale))] = (u, np.stack([result.vectors[f"i(vms{k})"] for k in keys]),
+                                      np.stack([-result.vectors[f"i(vmd{k})"] for k in keys]))
+    out["off"] = (u, result.vectors["i(vmsoff)"][None, :], -result.vectors["i(vmdoff)"][None, :])
+    return out
+
+
+def _relu_in_range(u, d: ReLUCellDesign):
+    """Mask ``(3, n_u)``: the gate ``vd + u`` within vcm ± 2 half-ranges (src within its
+    range and a threshold within ± one half-range)."""
+    vd = np.asarray(SWEEP_DST_FRACTIONS)[:, None] * d.half_range_v
+    return np.abs(vd + u[None, :]) <= 2 * d.half_range_v * (1 + 1e-9)
+
+
+def fit_relu_cell(sweeps: dict, d: ReLUCellDesign = RELU_CELL) -> dict:
+    """``i = ±wm·g_u·relu(u − δ_o)`` from :func:`relu_sweeps`: the ideal rectifier, one
+    unit gain ``g_u`` and one offset per orientation, by least squares over every width
+    multiple, dst voltage and gate difference of the operating range, each residual
+    divided by its full scale ``wm·g_u·3h`` (the current at the largest gate difference);
+    the fit error is the worst distance of either terminal from the fitted ideal relu."""
+    keys = [k for k in sweeps if k != "off"]
+    full_u = RELU_SWEEP_SPAN * d.half_range_v
+
+    def model(theta, o, scale, u):
+        g, dp, dn = theta
+        return (1.0 if o == "p" else -1.0) * scale * g * 1e-6 * np.maximum(u - (dp if o == "p" else dn), 0.0)
+
+    data = []
+    for o, scale in keys:
+        u, src, dst = sweeps[(o, scale)]
+        ok = _relu_in_range(u, d)
+        data.append((o, scale, np.broadcast_to(u, src.shape)[ok], 0.5 * (src + dst)[ok]))
+
+    def residual(theta):
+        return np.concatenate([(model(theta, o, scale, u) - i) / (scale * theta[0] * 1e-6 * full_u)
+                               for o, scale, u, i in data])
+
+    g, dp, dn = optimize.least_squares(residual, x0=[0.2, 0.0, 0.0]).x
+    theta = (g, dp, dn)
+    worst = inner = imbalance = 0.0
+    per_scale = []
+    for o, scale in keys:
+        u, src, dst = sweeps[(o, scale)]
+        ok = _relu_in_range(u, d)
+        full = scale * g * 1e-6 * full_u
+        error = np.abs(np.stack([src, dst]) - model(theta, o, scale, u))
+        e = float(np.max(error[:, ok]) / full)
+        near = ok & (u[None, :] - (dp if o == "p" else dn) <= 2 * d.half_range_v)
+        e2 = float(np.max(error[:, near]) / (full * 2 / 3))
+        imb = float(np.max(np.abs(src - dst)[ok]) / full)
+        per_scale.append({"orientation": o, "scale": float(scale), "full_scale_a": float(full), "error": e,
+                          "error_below_two_half_ranges": e2, "imbalance": imb})
+        worst, inner, imbalance = max(worst, e), max(inner, e2), max(imbalance, imb)
+    u, src, dst = sweeps["off"]
+    off = float(np.max(np.abs(np.stack([src, dst]))) / (max(RELU_SWEEP_SCALES) * g * 1e-6 * full_u))
+    return {"design": asdict(d), "gain_per_unit_s": float(g * 1e-6), "offset_v": {"p": float(dp), "n": float(dn)},
+            "max_error": worst, "error_below_two_half_ranges": inner, "imbalance": imbalance, "off_leakage": off,
+            "per_scale": per_scale}
+
+
 def _terminal_currents(result):
     """``(i_src, i_dst)`` of every instance, each ``(len(SWEEP_DST_FRACTIONS), n_z)``:
     the current leaving src and the current entering dst."""
@@ -561,7 +710,8 @@ def pin_capacitances(result) -> dict:
 
 def passive_pin_capacitances(result) -> dict:
     """``{cell: {pin: [c0, c1]}}`` of ``C = c0 + c1·size`` (F, size in µm) for each
-    passive cell, from its smallest and largest size in the capacitance run."""
+    passive cell, from its smallest and largest size in the capacitance run, and for the
+    rectifier (``"relu"``, switched off; size its width multiple)."""
     out = {}
     for cell, (_, _, sizes) in PASSIVE_CELLS.items():
         small, large = min(sizes), max(sizes)
@@ -572,6 +722,12 @@ def passive_pin_capacitances(result) -> dict:
             c_large = _driven_capacitance(result, f"{source}{sizes.index(large)}")
             slope = (c_large - c_small) / (large - small)
             out[cell][pin] = [float(c_small - slope * small), float(slope)]
+    small, large = min(RELU_SWEEP_SCALES), max(RELU_SWEEP_SCALES)
+    out["relu"] = {}
+    for pin in ("src", "dst"):
+        c_small, c_large = (_driven_capacitance(result, f"v{pin[0]}u{pin}{k}") for k in range(2))
+        slope = (c_large - c_small) / (large - small)
+        out["relu"][pin] = [float(c_small - slope * small), float(slope)]
     return out
 
 
@@ -586,10 +742,10 @@ def mim_capacitor_fit(result) -> dict:
 
 def characterise(corner: str = "tt", temperature_c: float = 27.0, *, pdk: PDK | None = None,
                  design: TanhCellDesign = TANH_CELL, use_cache: bool = True, timeout: float = 900.0,
-                 resistor: ResistorCellDesign = RESISTOR_CELL, diode: DiodeCellDesign = DIODE_CELL
-                 ) -> CellCharacterisation:
+                 resistor: ResistorCellDesign = RESISTOR_CELL, diode: DiodeCellDesign = DIODE_CELL,
+                 relu: ReLUCellDesign = RELU_CELL) -> CellCharacterisation:
     """Characterise the cells in ngspice (or read the cached result): the tanh cell, the
-    conductance cell and the diode cell.
+    conductance cell, the diode cell and the rectifier.
 
     Parameters
     ----------
@@ -601,6 +757,7 @@ def characterise(corner: str = "tt", temperature_c: float = 27.0, *, pdk: PDK | 
     design : TanhCellDesign
     resistor : ResistorCellDesign
     diode : DiodeCellDesign
+    relu : ReLUCellDesign
     use_cache : bool
         Read and write the cache (:func:`cache_directory`).
     timeout : float
@@ -625,20 +782,22 @@ def characterise(corner: str = "tt", temperature_c: float = 27.0, *, pdk: PDK | 
         raise InputError(f"temperature {temperature_c!r} °C is outside -60..175 °C")
     pdk = pdk or locate_pdk()
     path = cache_directory() / (f"{pdk.name}-{pdk.fingerprint}-{corner}-{temperature_c:g}C-"
-                                f"{_design_key(design, resistor, diode)}-v{CACHE_VERSION}.json")
+                                f"{_design_key(design, resistor, diode, relu)}-v{CACHE_VERSION}.json")
     if use_cache and path.is_file():
         try:
             cached = CellCharacterisation.from_json(path.read_text(encoding="utf-8"), str(path))
             # the entry must be what its name says: this PDK, corner, temperature and design
             if (cached.pdk, cached.pdk_fingerprint, cached.corner, cached.temperature_c, cached.design) == \
-                    (pdk.name, pdk.fingerprint, corner, float(temperature_c), asdict(design)):
+                    (pdk.name, pdk.fingerprint, corner, float(temperature_c), asdict(design)) \
+                    and cached.relu.get("design") == asdict(relu):
                 return cached
         except (ModelFileError, OSError, UnicodeDecodeError):
             pass    # a damaged cache entry is measured again and replaced
     trusted = (str(pdk.library),)
     jobs = {(o, bias): sweep_netlist(pdk, corner, temperature_c, bias, o, design)
             for o in "pn" for bias in SWEEP_BIASES}
-    jobs["caps"] = capacitance_netlist(pdk, corner, temperature_c, design)
+    jobs["caps"] = capacitance_netlist(pdk, corner, temperature_c, design, relu=relu)
+    jobs["relu"] = relu_sweep_netlist(pdk, corner, temperature_c, relu, design)
     jobs["step"] = step_netlist(pdk, corner, temperature_c, design)
     jobs["resistor"] = passive_sweep_netlist(pdk, corner, temperature_c, "resistor", resistor, design)
     jobs["diode"] = passive_sweep_netlist(pdk, corner, temperature_c, "diode", diode, design)
@@ -652,6 +811,7 @@ def characterise(corner: str = "tt", temperature_c: float = 27.0, *, pdk: PDK | 
     elapsed = sum(r.elapsed for r in results.values())
     caps, step = results.pop("caps"), results.pop("step")
     passive = {cell: results.pop(cell) for cell in PASSIVE_CELLS}
+    relu_fit = fit_relu_cell(relu_sweeps(results.pop("relu")), relu)
     sweeps = {key: (np.asarray(r.time), *_terminal_currents(r)) for key, r in results.items()}
     pins = passive_pin_capacitances(caps)
     resistor_fit = fit_resistor_cell(passive_sweeps(passive["resistor"], RESISTOR_SWEEP_LENGTHS_UM), resistor)
@@ -661,7 +821,8 @@ def characterise(corner: str = "tt", temperature_c: float = 27.0, *, pdk: PDK | 
         design=asdict(design), **fit_tanh_cell(sweeps, design), pin_capacitance_f=pin_capacitances(caps),
         mim_capacitor=mim_capacitor_fit(caps), delay_s=step_delay(step),
         resistor={**resistor_fit, "pin_capacitance_f": pins["resistor"]},
-        diode={**diode_fit, "pin_capacitance_f": pins["diode"]}, sweep_seconds=elapsed)
+        diode={**diode_fit, "pin_capacitance_f": pins["diode"]},
+        relu={**relu_fit, "pin_capacitance_f": pins["relu"]}, sweep_seconds=elapsed)
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, result.to_json())
@@ -669,6 +830,6 @@ def characterise(corner: str = "tt", temperature_c: float = 27.0, *, pdk: PDK | 
 
 
 def _design_key(design: TanhCellDesign, resistor: ResistorCellDesign = RESISTOR_CELL,
-                diode: DiodeCellDesign = DIODE_CELL) -> str:
-    designs = {"tanh": asdict(design), "resistor": asdict(resistor), "diode": asdict(diode)}
+                diode: DiodeCellDesign = DIODE_CELL, relu: ReLUCellDesign = RELU_CELL) -> str:
+    designs = {"tanh": asdict(design), "resistor": asdict(resistor), "diode": asdict(diode), "relu": asdict(relu)}
     return hashlib.sha256(json.dumps(designs, sort_keys=True).encode()).hexdigest()[:10]

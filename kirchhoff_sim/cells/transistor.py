@@ -13,12 +13,17 @@ family (:data:`CELL_FAMILIES`):
   constrained training is);
 * a :class:`~kirchhoff_sim.devices.Diode` edge ``i_s`` becomes the DTMOS diode cell whose
   width gives ``j_w·(W + ΔW) = i_s·G0·V0``; its family's normalised thermal voltage must
-  be the cell's ``n·U_T/V0`` (:func:`~kirchhoff_sim.cells.diode_device`).
+  be the cell's ``n·U_T/V0`` (:func:`~kirchhoff_sim.cells.diode_device`);
+* a :class:`~kirchhoff_sim.devices.ShiftedReLU` edge with threshold ``θ`` and gain ``g``
+  becomes the rectifier of orientation ``sign(g)`` made of ``wm = |g|·G0/g_u`` unit cells
+  (width multiple; strip ``L_u/wm``, reference current ``wm·I_u``) with a gate offset
+  ``V_off = δ − θ·V0``, or no cell when ``g = 0``.
 
 What the cells cannot carry is refused per edge: a family with no cell, a bias outside
 the tanh cell's window, an offset beyond the operating range, a negative conductance or
 one outside the resistor's window, a diode of another thermal voltage, with a series
-resistance, or of a saturation current outside the widths the cell may draw.
+resistance, or of a saturation current outside the widths the cell may draw, a rectifier
+gain outside the cell's window or a threshold beyond the operating range.
 
 :func:`to_transistor_netlist` writes one sample's circuit: the ``.lib`` card of the
 located PDK at the profile's corner, the cell subcircuits, the supply ``vdd`` and the
@@ -50,10 +55,11 @@ from ..spice.runner import run_netlist
 from ..spice.validate import plain_record
 from ..spice.safety import sanitise_title
 from .characterise import CellCharacterisation, netlist_header, supply_lines
-from .library import DIODE_WIDTH_PARAMETER, MIM_CAP, RESISTOR_LENGTH_PARAMETER, cell_subcircuits, transistor_counts
+from .library import (DIODE_WIDTH_PARAMETER, MIM_CAP, RELU_CELL, RELU_SCALE_PARAMETER, RESISTOR_LENGTH_PARAMETER,
+                      ReLUCellDesign, cell_subcircuits, transistor_counts)
 from .pdk import PDK
 
-__all__ = ["CELL_FAMILIES", "CellMap", "cell_fit_error", "cell_model_net", "node_voltages", "delivered_energy", "check_cell_families", "map_cells", "transistor_capacitance", "to_transistor_netlist", "TransistorNetlist",
+__all__ = ["CELL_FAMILIES", "CellMap", "cell_fit_error", "cell_model_net", "check_cell_parameters", "node_voltages", "delivered_energy", "check_cell_families", "map_cells", "transistor_capacitance", "to_transistor_netlist", "TransistorNetlist",
            "validate_transistor", "TransistorSample", "TransistorReport"]
 
 #: a parameter within this relative distance of a window edge counts as inside (rounding)
@@ -83,11 +89,12 @@ class CellMap:
     negative : ndarray of bool, shape (E,)
         The ``ks_tanh_n`` orientation (``A < 0``); False for other families.
     bias_a : ndarray, shape (E,)
-        Reference current (A) of a tanh cell; 0 when off and for the passive cells.
+        Reference current (A) of a tanh or rectifier cell; 0 when off and for the passive cells.
     offset_v : ndarray, shape (E,)
-        Gate offset source (V) of a tanh cell; 0 for other families.
+        Gate offset source (V) of a tanh or rectifier cell; 0 for other families.
     size_um : ndarray, shape (E,)
-        The strip length of a resistor cell or the width of a diode cell (µm); 0 else.
+        The strip length of a resistor cell or the width of a diode cell (µm), the width
+        multiple ``wm`` of a rectifier (dimensionless); 0 else.
     """
 
     layer: np.ndarray
@@ -261,6 +268,62 @@ def _map_diode(edges, p, devices_, characterisation, scale) -> dict:
     return {"on": np.ones(len(edges), dtype=bool), "size_um": width}
 
 
+def _map_relu(edges, p, devices_, characterisation, scale) -> dict:
+    """Orientation, width multiple, reference current and gate offset of rectifier cells:
+    ``wm = |g|·G0/g_u`` within the gain window, ``V_off = δ − θ·V0`` with ``|θ·V0|`` within
+    the operating range; ``g = 0`` is no cell."""
+    fit = characterisation.relu
+    d = fit["design"]
+    _refuse_relu(edges, p, d, scale)
+    threshold, gain = p[0], p[1]
+    on = gain != 0
+    gain_s = np.abs(gain) * scale.G0
+    negative = gain < 0
+    wm = np.where(on, characterisation.relu_scale(gain_s), 0.0)
+    delta = np.where(negative, fit["offset_v"]["n"], fit["offset_v"]["p"])
+    return {"on": on, "negative": negative, "bias_a": wm * d["unit_tail_a"], "size_um": wm,
+            "offset_v": np.where(on, delta - threshold * scale.V0, 0.0)}
+
+
+def _refuse_relu(edges, p, d: dict, scale) -> None:
+    """Raise :class:`CellMappingError` naming the ShiftedReLU edges whose gain lies
+    outside the rectifier's window or whose threshold beyond the operating range (a
+    question of the design, not of the characterisation: asked before any work)."""
+    threshold, gain = p[0], p[1]
+    on = gain != 0
+    gain_s = np.abs(gain) * scale.G0
+    low, high = d["gain_min_s"], d["gain_max_s"]
+    outside = _outside(gain_s, low, high)
+    outside = outside[on[outside]]
+    if outside.size:
+        worst = outside[np.argmax(np.abs(np.log(gain_s[outside] / math.sqrt(low * high))))]
+        raise CellMappingError(
+            f"{outside.size} ShiftedReLU edge(s) have a gain outside the rectifier cell's window [{low:.3g}, "
+            f"{high:.3g}] S: edges {_listed(edges[outside])} (edge {edges[worst]}: |g| = {gain_s[worst]:.4g} S for "
+            f"gain {gain[worst]:.4g}); train against the sky130 profile, whose conductance window is the cell's")
+    beyond = np.nonzero(on & (np.abs(threshold * scale.V0) > d["half_range_v"] * (1 + _WINDOW_SLACK)))[0]
+    if beyond.size:
+        worst = beyond[np.argmax(np.abs(threshold[beyond]))]
+        raise CellMappingError(
+            f"{beyond.size} ShiftedReLU edge(s) have a threshold beyond the operating range ±{d['half_range_v']:g} V: "
+            f"edges {_listed(edges[beyond])} (edge {edges[worst]}: {threshold[worst] * scale.V0:.4g} V)")
+
+
+def check_cell_parameters(net, scale, relu: ReLUCellDesign = RELU_CELL) -> None:
+    """The refusals that need no characterisation: ShiftedReLU gains and thresholds
+    against the rectifier's design (:func:`_refuse_relu`).
+
+    Raises
+    ------
+    CellMappingError
+    """
+    *_, groups = _cell_edges(net)
+    if "ShiftedReLU" in groups:
+        members = groups["ShiftedReLU"]
+        _refuse_relu(np.concatenate([m[0] for m in members]), np.concatenate([m[1] for m in members], axis=1),
+                     asdict(relu), scale)
+
+
 @dataclass(frozen=True)
 class CellFamily:
     """How one device family becomes cells: its subcircuits (for the transistor count),
@@ -282,6 +345,18 @@ def _tanh_lines(e, s, d, cells):
                     f"ks_tanh_{'n' if cells.negative[e] else 'p'}"]
 
 
+def _relu_lines(e, s, d, cells):
+    gate, lines = s, []
+    if cells.offset_v[e] != 0.0:
+        gate = f"g{e}"
+        lines.append(f"Vo{e} {gate} {s} {float(cells.offset_v[e])!r}")
+    wm = float(cells.size_um[e])
+    return lines + [f"Ib{e} vdd nb{e} {float(cells.bias_a[e])!r}",
+                    f"XB{e} nb{e} 0 ks_relu_bias {RELU_SCALE_PARAMETER}={wm!r}",
+                    f"X{e} {s} {gate} {d} vdd 0 nb{e} vcp vcn clk{cells.layer[e]} "
+                    f"ks_relu_{'n' if cells.negative[e] else 'p'} {RELU_SCALE_PARAMETER}={wm!r}"]
+
+
 def _passive_lines(subckt, parameter):
     def lines(e, s, d, cells):
         return [f"X{e} {s} {d} vdd 0 clk{cells.layer[e]} {subckt} {parameter}={float(cells.size_um[e])!r}"]
@@ -293,19 +368,21 @@ CELL_FAMILIES = {
     "TanhCell": CellFamily(("ks_tanh_p", "ks_bias"), _map_tanh, _tanh_lines),
     "Conductance": CellFamily(("ks_res",), _map_conductance, _passive_lines("ks_res", RESISTOR_LENGTH_PARAMETER)),
     "Diode": CellFamily(("ks_diode",), _map_diode, _passive_lines("ks_diode", DIODE_WIDTH_PARAMETER)),
+    "ShiftedReLU": CellFamily(("ks_relu_p", "ks_relu_bias"), _map_relu, _relu_lines),
 }
 
 
 def cell_fit_error(cells: CellMap, characterisation: CellCharacterisation) -> float:
     """The worst fit error (fraction of full scale) of the cell models ``cells`` uses."""
     errors = {"TanhCell": characterisation.max_error, "Conductance": characterisation.resistor["max_error"],
-              "Diode": characterisation.diode["max_error"]}
+              "Diode": characterisation.diode["max_error"], "ShiftedReLU": characterisation.relu["max_error"]}
     return float(max((errors[f] for f in set(cells.family[cells.on])), default=0.0))
 
 
 def map_cells(net, characterisation: CellCharacterisation, scale) -> CellMap:
     """Map each trained device to its cell: orientation, bias and offset of a tanh cell,
-    strip length of a resistor cell, width of a diode cell (module docstring).
+    strip length of a resistor cell, width of a diode cell, orientation, width multiple,
+    bias and offset of a rectifier (module docstring).
 
     Parameters
     ----------
@@ -325,7 +402,8 @@ def map_cells(net, characterisation: CellCharacterisation, scale) -> CellMap:
         cell cannot realise (naming the edges and values): a bias current outside the
         tanh cell's window, an offset beyond its operating range, a negative conductance
         or one outside the resistor's window, a diode of another thermal voltage, with a
-        series resistance or a saturation current outside the cell's widths.
+        series resistance or a saturation current outside the cell's widths, a rectifier
+        gain outside its window or a threshold beyond the operating range.
     """
     layer, src, dst, family, groups = _cell_edges(net)
     n = len(layer)
@@ -367,9 +445,10 @@ def cell_model_net(net, cells: CellMap, characterisation: CellCharacterisation, 
 
 def cell_pin_capacitances(cells: CellMap, characterisation: CellCharacterisation, pin: str) -> np.ndarray:
     """Capacitance (F) of every edge's cell at ``pin`` (``"src"``/``"dst"``), shape (E,):
-    the tanh cell's measured pin, the passive cells' fitted linear in their size."""
+    the tanh cell's measured pin, the passive cells' and the rectifier's fitted linear in
+    their size (the rectifier's: its width multiple)."""
     loads = np.where(cells.family == "TanhCell", characterisation.pin_capacitance_f[pin], 0.0)
-    for family, cell in (("Conductance", "resistor"), ("Diode", "diode")):
+    for family, cell in (("Conductance", "resistor"), ("Diode", "diode"), ("ShiftedReLU", "relu")):
         ours = cells.family == family
         if ours.any():
             loads[ours] = characterisation.pin_capacitance(cell, pin, cells.size_um[ours])
@@ -479,7 +558,7 @@ def to_transistor_netlist(net, x, profile, characterisation: CellCharacterisatio
               f"V0={scale.V0:g} V, C0={scale.C0:g} F, G0={scale.G0:g} S",
               f".options reltol={reltol:g} abstol=1e-15 vntol=1e-7 method=gear"]
     lines += cell_subcircuits(characterisation.cell_design, characterisation.resistor_design,
-                              characterisation.diode_design) + supply_lines(characterisation.cell_design, common_mode=True)
+                              characterisation.diode_design, characterisation.relu_design) + supply_lines(characterisation.cell_design, common_mode=True)
     for k in range(len(net.layers)):
         points_k = [(0.0, design["vdd"] if k == 0 else 0.0)]
         if k > 0:
