@@ -9,7 +9,7 @@ every gain, then the trainer's dopri5 (rtol 1e-4, atol 1e-6) on all 450 samples.
 Both are measured in this script on the same trials (seed 0), alternating for a few
 rounds so that a change in the machine's load hits both alike; medians are reported:
 
-* baseline — :class:`~kirchhoff_sim.hardware.executors.SerialRunner` in this process;
+* baseline — :class:`~kirchhoff_sim.executors.SerialRunner` in this process;
 * Dask — :class:`~kirchhoff_sim.hardware.distributed.DaskRunner`, a ``LocalCluster`` of 2
   worker processes × 1 thread. Its start-up and a warm-up map (the workers import the
   package) are timed separately and not counted in the throughput.
@@ -40,6 +40,7 @@ from common import timed, write_results  # noqa: E402
 from kirchhoff_sim.training.datasets import dataset_of_model  # noqa: E402
 from kirchhoff_sim.hardware import MonteCarloSpec, SerialRunner  # noqa: E402
 from kirchhoff_sim.hardware.distributed import DaskRunner  # noqa: E402
+from kirchhoff_sim.hardware.executors import map_trials  # noqa: E402
 from kirchhoff_sim.modelfile import read_model_file  # noqa: E402
 
 MODEL = Path(__file__).resolve().parent.parent / "netlists" / "models" / "digits.npz"
@@ -73,12 +74,12 @@ def main():
     print(f"{net!r} ({MODEL.name}); {len(X)} digits test images; {trials} trials at σ_g = {SIGMA}")
 
     serial = SerialRunner()
-    serial.map_trials(net, X, y, spec, trial_indices=[trials])          # warm caches
+    map_trials(serial, net, X, y, spec, trial_indices=[trials])          # warm caches
     start = time.perf_counter()
     with DaskRunner(n_workers=WORKERS, threads_per_worker=1) as runner:
         startup_s = time.perf_counter() - start
         warm = time.perf_counter()
-        runner.map_trials(net, X, y, spec, trial_indices=[trials, trials + 1])   # workers import
+        map_trials(runner, net, X, y, spec, trial_indices=[trials, trials + 1])   # workers import
         warmup_s = time.perf_counter() - warm
         description = runner.description
         # alternate the two so that a change in the machine's load hits both alike
@@ -86,10 +87,10 @@ def main():
         serial_cpu, dask_cpu = [], []     # CPU seconds per trial: overhead vs. waiting for a CPU
         for r in range(rounds):
             cpu = time.process_time()
-            serial_s, serial_trials = timed(lambda: serial.map_trials(net, X, y, spec), repeat=1, warmup=0)
+            serial_s, serial_trials = timed(lambda: map_trials(serial, net, X, y, spec), repeat=1, warmup=0)
             serial_cpu.append((time.process_time() - cpu) / trials)
             cpu = _worker_cpu(runner)
-            dask_s, dask_trials = timed(lambda: runner.map_trials(net, X, y, spec), repeat=1, warmup=0)
+            dask_s, dask_trials = timed(lambda: map_trials(runner, net, X, y, spec), repeat=1, warmup=0)
             dask_cpu.append((_worker_cpu(runner) - cpu) / trials)
             serial_times.append(serial_s)
             dask_times.append(dask_s)

@@ -18,6 +18,7 @@ half-written model. The same format in memory (:func:`net_to_bytes`,
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import zipfile
@@ -27,11 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from . import devices
-from .errors import KirchhoffError, ModelFileError
+from .errors import InputError, KirchhoffError, ModelFileError
 from .fileio import atomic_save_npz, atomic_write, check_input_file, npz_bytes
 from .network import EdgeGroup, KirchhoffNet, Layer
 
-__all__ = ["save_net", "load_net", "read_model_file", "net_to_bytes", "net_from_bytes",
+__all__ = ["save_net", "load_net", "read_model_file", "net_to_bytes", "net_from_bytes", "received_net",
            "FORMAT", "VERSION", "atomic_write"]
 
 FORMAT = "kirchhoff_sim.model"
@@ -81,6 +82,34 @@ def net_from_bytes(data: bytes):
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ModelFileError(f"expected model-file bytes, got {type(data).__name__}")
     return _read(io.BytesIO(bytes(data)), "model bytes")[0]
+
+
+_RECEIVED_NETS = 4                       # nets rebuilt from bytes kept per process
+
+
+@functools.lru_cache(maxsize=_RECEIVED_NETS)
+def _net_of_bytes(data: bytes) -> KirchhoffNet:
+    return net_from_bytes(data)
+
+
+def received_net(net) -> KirchhoffNet:
+    """``net`` itself, or the net in its model-file bytes: what a job of a runner
+    (:mod:`~kirchhoff_sim.executors`) receives, since a cluster gets the bytes. The bytes
+    are rebuilt once per process, so the net returned for them is shared: never modify it
+    in place (copy it with :meth:`~kirchhoff_sim.network.KirchhoffNet.with_parameters`).
+
+    Raises
+    ------
+    InputError
+        ``net`` is neither.
+    ModelFileError
+        The bytes are not a model file.
+    """
+    if isinstance(net, KirchhoffNet):
+        return net
+    if isinstance(net, (bytes, bytearray, memoryview)):
+        return _net_of_bytes(bytes(net))
+    raise InputError(f"expected a KirchhoffNet or its model-file bytes, got {type(net).__name__}")
 
 
 def _payload(net, metadata, arrays) -> dict:

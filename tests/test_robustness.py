@@ -28,6 +28,7 @@ from kirchhoff_sim.hardware import (
     run_trial,
 )
 from kirchhoff_sim.hardware.distributed import DaskRunner
+from kirchhoff_sim.hardware.executors import map_trials
 from kirchhoff_sim.hardware.montecarlo import MonteCarloResult
 from kirchhoff_sim.modelfile import net_from_bytes, net_to_bytes, save_net
 from kirchhoff_sim.network import KirchhoffNet, Layer
@@ -231,8 +232,8 @@ def test_monte_carlo_is_reproducible_by_seed(trained, data):
 def test_a_trial_does_not_depend_on_the_others(trained, data):
     net, _ = trained
     spec = MonteCarloSpec(sigma_g=0.2, ktc=True, readout_noise=0.2, trials=6, seed=3)
-    full = SerialRunner().map_trials(net, *data, spec)
-    alone = SerialRunner().map_trials(net, *data, spec, trial_indices=[3, 4])
+    full = map_trials(SerialRunner(), net, *data, spec)
+    alone = map_trials(SerialRunner(), net, *data, spec, trial_indices=[3, 4])
     assert [t["trial"] for t in alone] == [3, 4]
     for t_alone, t_full in zip(alone, full[3:5]):
         assert t_alone["loss"] == t_full["loss"]
@@ -314,7 +315,7 @@ def test_distributed_run_equals_serial_run(trained, data, runner):
     assert np.array_equal(serial.predictions, distributed.predictions)
     assert serial.nominal_loss == distributed.nominal_loss
     assert runner.parallelism == 2 and "2 workers" in distributed.runner
-    alone = runner.map_trials(net, *data, spec, trial_indices=[3, 4])
+    alone = map_trials(runner, net, *data, spec, trial_indices=[3, 4])
     assert [t["loss"] for t in alone] == serial.losses[3:5].tolist()
 
 
@@ -336,7 +337,7 @@ def test_unreachable_scheduler_fails_quickly_and_clearly():
     with pytest.raises(SchedulerConnectionError, match="cannot connect"):
         DaskRunner("not-an-address::", connect_timeout=BAD_ADDRESS_TIMEOUT_SECONDS).start()
     with pytest.raises(InputError, match="not started"):
-        DaskRunner().map_trials(None, None, None, MonteCarloSpec())
+        map_trials(DaskRunner(), None, None, None, MonteCarloSpec())
 
 
 # ------------------------------------------------------------------ CLI

@@ -13,7 +13,7 @@ analysis, so one seed is the same chip for every input; instance ``k`` of a run 
 Every (instance, sample) is one ngspice process, a task of the executor: a
 :class:`~kirchhoff_sim.hardware.distributed.DaskRunner` (one ngspice at a time per
 single-threaded worker, so a 2-worker local cluster runs two) or, serially, a
-:class:`~kirchhoff_sim.hardware.executors.SerialRunner`. What travels is plain data: the
+:class:`~kirchhoff_sim.executors.SerialRunner`. What travels is plain data: the
 net as its model file's bytes, the characterisation as its JSON, the profile as its
 dict and the PDK's paths (a remote worker needs the PDK at the same path).
 
@@ -62,7 +62,7 @@ def run_mismatch_sample(net, X, y, *, profile: dict, characterisation: str, pdk:
         ``readout_v``: read-out voltages at ``T`` from ``vcm`` (V), ``energy_j``: energy
         the sources delivered (J), ``spice_seconds``.
     """
-    from ..hardware.trials import received_net
+    from ..modelfile import received_net
     from ..technology import TechnologyProfile
     from .transistor import delivered_energy, node_voltages, to_transistor_netlist
 
@@ -204,7 +204,7 @@ def transistor_monte_carlo(net, X, y, profile, characterisation: CellCharacteris
         Bad counts, seed, corner, or labels of the wrong length.
     CellMappingError, SpiceError, ClusterLostError
     """
-    from ..hardware.executors import as_runner
+    from ..executors import as_runner
     from ..solvers import Dopri5, simulate
     from .transistor import cell_model_net, map_cells
 

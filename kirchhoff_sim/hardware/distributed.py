@@ -1,6 +1,6 @@
 """The Dask executor: hardware jobs on a local Dask cluster or an existing scheduler.
 
-:class:`DaskRunner` is a :class:`~kirchhoff_sim.hardware.executors.Runner`: hand it to
+:class:`DaskRunner` is a :class:`~kirchhoff_sim.executors.Runner`: hand it to
 :func:`~kirchhoff_sim.hardware.montecarlo.monte_carlo`,
 :func:`~kirchhoff_sim.hardware.montecarlo.mismatch_sweep` or
 :func:`~kirchhoff_sim.hardware.montecarlo.quantisation_sweep` as ``executor=``::
@@ -13,7 +13,7 @@
 
 What travels: the net as its model file's bytes (plain arrays and JSON,
 :func:`~kirchhoff_sim.modelfile.net_to_bytes`; rebuilt once per worker process by
-:func:`~kirchhoff_sim.hardware.trials.received_net`), the inputs and the labels — each
+:func:`~kirchhoff_sim.modelfile.received_net`), the inputs and the labels — each
 sent once per map, as a task every job depends on — and per job a spec dict and a list of
 trial indices. Dask pickles the tasks themselves (a reference to a module-level function
 and those plain arguments), which is its in-cluster transport.
@@ -44,6 +44,7 @@ Faults, and what each becomes (each bounded by ``connect_timeout``):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import re
@@ -52,7 +53,7 @@ import struct
 import time
 
 import numpy as np
-from distributed import Client, LocalCluster, Security, as_completed
+from distributed import Client, LocalCluster, Security
 from distributed.client import CancelledError
 
 from ..checks import as_int, as_positive
@@ -60,7 +61,7 @@ from ..errors import ClusterLostError, InputError, SchedulerConnectionError
 from ..modelfile import net_to_bytes
 from ..network import KirchhoffNet
 from ..solvers.resources import check_workers
-from .executors import Runner
+from ..executors import Runner
 
 __all__ = ["DaskRunner", "probe_scheduler", "DEFAULT_CONNECT_TIMEOUT_SECONDS"]
 
@@ -261,14 +262,15 @@ def _shared(value):
     return value
 
 
-def _apply(fn, net, X, y, call):
-    """Run one call on a worker (``call`` is passed as a dict, so its keys can never clash
-    with ``Client.submit``'s own keywords such as ``key`` or ``workers``)."""
-    return fn(net, X, y, **call)
+def _apply(fn, item, *shared):
+    """Run one job on a worker: ``fn(*shared, item)`` (the shared futures are top-level
+    arguments, which Dask resolves to their values)."""
+    return fn(*shared, item)
 
 
 class DaskRunner(Runner):
-    """Robustness jobs on ``dask.distributed``: a local cluster, or an existing scheduler.
+    """Jobs on ``dask.distributed`` (Monte Carlo trials, ngspice samples, training shards,
+    inference chunks): a local cluster, or an existing scheduler.
 
     Use it as a context manager (or call :meth:`start` and :meth:`close`).
 
@@ -407,50 +409,66 @@ class DaskRunner(Runner):
         return f"DaskRunner({target}, {'started' if self.client else 'not started'})"
 
     # ------------------------------------------------------------------ work
-    def map_calls(self, fn, net, X, y, calls: list) -> list:
-        """``[fn(net, X, y, **call) for call in calls]`` as one Dask task per call.
+    def share(self, value):
+        """A future of ``value``, made by a task of its own rather than scattered: the
+        scheduler keeps the task, so a copy lost with its worker is made again (a
+        scattered value lost with its last worker cannot be, and fails the run)."""
+        if isinstance(value, np.ndarray):
+            value = np.ascontiguousarray(value)
+        return self._require_client().submit(_shared, value, pure=False)
 
-        The net (as model-file bytes), ``X`` and ``y`` go to the cluster once, each as a
-        task every job depends on; results come back in the order of ``calls``. A failing task's exception is
-        re-raised here, and the other tasks are cancelled. A worker lost mid-run is not a
-        failure: the scheduler reruns its tasks on the others (``retries`` is left at 0,
-        since it only repeats tasks that *raised*, and a trial that raised would raise
-        again).
+    def share_net(self, net):
+        """A future of the net's model-file bytes (plain arrays and JSON)."""
+        return self.share(net_to_bytes(net) if isinstance(net, KirchhoffNet) else bytes(net))
+
+    def release(self, *handles) -> None:
+        client = self.client
+        futures = [h for h in handles if hasattr(h, "key")]
+        if client is not None and client.status == "running" and futures:
+            client.cancel(futures)
+
+    def imap(self, fn, shared: tuple, items, window: int | None = None):
+        """``fn(*shared, item)`` as one Dask task per item, yielded in order.
+
+        At most ``window`` tasks (default twice the cluster's threads) are out at once. A
+        failing task's exception is re-raised here and the tasks still out are cancelled.
+        A worker lost mid-run is not a failure: the scheduler reruns its tasks on the
+        others (``retries`` is left at 0, since it only repeats tasks that *raised*, and a
+        pure job that raised would raise again).
 
         Raises
         ------
         ClusterLostError
             The scheduler went away (or cancelled the tasks) before every result arrived;
-            the message names how many jobs finished and the first trial that did not.
+            the message names how many jobs had come back and the first that did not (its
+            first trial, for Monte Carlo calls).
         """
         client = self._require_client()
         address = client.scheduler.address
-        data = net_to_bytes(net) if isinstance(net, KirchhoffNet) else bytes(net)
-        finished = set()
-        futures = shared = []
+        window = max(1, 2 * self.parallelism if window is None else int(window))
+        total = len(items) if hasattr(items, "__len__") else None
+        pending, done, lost = collections.deque(), 0, None
         try:
-            shared = [client.submit(_shared, value, pure=False)
-                      for value in (data, np.ascontiguousarray(X), np.ascontiguousarray(y))]
-            futures = [client.submit(_apply, fn, *shared, call, pure=False) for call in calls]
-            position = {future.key: i for i, future in enumerate(futures)}
-            # Watch the jobs finish before gathering: a lost scheduler's message says which
-            # had finished, and the client forgets that when it cancels the futures. (Not
-            # with_results=True: its per-future fetch can fail without a result, and then
-            # as_completed waits for that future for ever.)
-            for future in as_completed(futures, loop=client.loop):
-                if future.status != "finished":
-                    future.result()               # raises the job's error, or its cancellation
-                finished.add(position[future.key])
-            return client.gather(futures)
+            for item in items:
+                pending.append((item, client.submit(_apply, fn, item, *shared, pure=False)))
+                while len(pending) >= window:
+                    yield pending[0][1].result()
+                    pending.popleft()
+                    done += 1
+            while pending:
+                yield pending[0][1].result()
+                pending.popleft()
+                done += 1
+            return
         except CancelledError as exc:
-            lost = _cluster_lost(address, calls, finished, getattr(exc, "reason", None))
+            lost = _cluster_lost(address, done, total, pending, getattr(exc, "reason", None))
         except OSError:
             if client.status == "running":        # a task's own OSError: re-raise it
                 raise
-            lost = _cluster_lost(address, calls, finished, SCHEDULER_LOST)
+            lost = _cluster_lost(address, done, total, pending, SCHEDULER_LOST)
         finally:
-            if client.status == "running":
-                client.cancel(futures + shared)
+            if client.status == "running" and pending:
+                client.cancel([future for _, future in pending])
         # The client would keep trying to reconnect for connect_timeout, then log that it
         # failed: close it now (start() connects again), without the log of that retry
         # being cancelled.
@@ -476,21 +494,23 @@ def _quiet_reconnect_cancellation():
         logger.removeFilter(dropper)
 
 
-def _cluster_lost(address: str, calls: list, finished: set, reason: str | None) -> ClusterLostError:
+def _cluster_lost(address: str, done: int, total: int | None, pending, reason: str | None) -> ClusterLostError:
     """The error for a run whose jobs were cancelled (``reason``, Dask's word for why)
-    when the ``finished`` of ``calls`` had come back."""
+    after the first ``done`` of ``total`` jobs (None: not known) had come back;
+    ``pending`` holds ``(item, future)`` of the jobs still out."""
     if reason in (None, SCHEDULER_LOST):
         what = f"the Dask scheduler at {address} went away during the run"
     elif reason == "scheduler-restart":
         what = f"the Dask cluster at {address} was restarted during the run"
     else:
         what = f"the Dask cluster at {address} cancelled the run's jobs ({reason})"
-    unfinished = [i for i in range(len(calls)) if i not in finished]
-    first_trial = (calls[unfinished[0]].get("trial_indices") or [None])[0] if unfinished else None
+    first = pending[0][0] if pending else None
+    first_trial = ((first.get("trial_indices") or [None])[0] if isinstance(first, dict) else None)
     where = (f", the first unfinished one starting at trial {first_trial}" if first_trial is not None
-             else f", the first unfinished one being job {unfinished[0]}" if unfinished
+             else f", the first unfinished one being job {done}" if pending
              else ", but not all of their results had arrived")
+    of = f" of {total}" if total is not None else ""
     return ClusterLostError(
-        f"{what}: {len(finished)} of {len(calls)} jobs had finished{where}; run it again",
-        address=address, finished_jobs=len(finished), total_jobs=len(calls),
+        f"{what}: {done}{of} jobs had finished{where}; run it again",
+        address=address, finished_jobs=done, total_jobs=total,
         first_unfinished_trial=first_trial)

@@ -20,7 +20,8 @@ import numpy as np
 from ..checks import as_choice, as_int
 from ..solvers import make_solver
 from ..solvers.resources import ResourceLimits, estimate_trials
-from .executors import Runner, as_runner
+from ..executors import Runner, as_runner
+from .executors import trial_calls
 from .perturbation import MAX_BITS, QUANTISATION_MODES, check_sigma
 from .trials import (
     MonteCarloSpec,
@@ -158,7 +159,7 @@ def _with_nominal(runner: Runner, net, X, y, spec: MonteCarloSpec, specs) -> tup
     calls = [{"spec": spec.without_noise().to_dict(), "trial_indices": [0]}]
     spans = []
     for s in specs:
-        chunk_calls = runner.trial_calls(s, range(s.trials))
+        chunk_calls = trial_calls(runner, s, range(s.trials))
         spans.append((len(calls), len(calls) + len(chunk_calls)))
         calls += chunk_calls
     start = time.perf_counter()

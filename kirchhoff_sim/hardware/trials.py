@@ -13,13 +13,12 @@ one quantisation point (:func:`run_quantised`). Trial ``i`` draws all its random
 A job receives the net as a :class:`~kirchhoff_sim.network.KirchhoffNet` or as its
 model file's bytes (:func:`~kirchhoff_sim.modelfile.net_to_bytes`, how a net travels to
 a worker); bytes are rebuilt once per process and kept in a small LRU cache
-(:func:`received_net`), however many jobs run on the same net. The spec travels as the
+(:func:`~kirchhoff_sim.modelfile.received_net`), however many jobs run on the same net. The spec travels as the
 dict of :meth:`MonteCarloSpec.to_dict`.
 """
 
 from __future__ import annotations
 
-import functools
 import threading
 import warnings
 from dataclasses import InitVar, asdict, dataclass, field, fields, replace
@@ -28,8 +27,7 @@ import numpy as np
 
 from ..checks import as_choice, as_int, as_positive
 from ..errors import InputError, SimulationError, SpiceError
-from ..modelfile import net_from_bytes
-from ..network import KirchhoffNet
+from ..modelfile import received_net
 from ..solvers import default_solver_spec, make_solver, simulate
 from ..spice import SpiceOptions, to_netlist
 from ..spice.roundtrip import run_compiled
@@ -43,28 +41,11 @@ __all__ = ["MonteCarloSpec", "BACKENDS", "DEFAULT_TRIALS", "DEFAULT_BATCH_SIZE",
 DEFAULT_TRIALS = 100
 DEFAULT_BATCH_SIZE = 512                 # samples per simulate() call, as evaluate() uses
 BACKENDS = ("solver", "ngspice")
-_MODEL_CACHE_SIZE = 4                    # deserialised nets kept per process
 #: keywords of earlier releases for the scale's units (folded into ``scale``, one release)
 _LEGACY_UNITS = {"voltage_unit": "V0", "capacitance_unit": "C0", "conductance_unit": "G0"}
 
 # one ngspice process per worker process at a time, even with several worker threads
 _NGSPICE_LOCK = threading.Lock()
-
-
-# ---------------------------------------------------------------- the net a job receives
-@functools.lru_cache(maxsize=_MODEL_CACHE_SIZE)
-def _net_of_bytes(data: bytes) -> KirchhoffNet:
-    return net_from_bytes(data)
-
-
-def received_net(net) -> KirchhoffNet:
-    """``net`` itself, or the net in its model-file bytes (rebuilt once per process: the
-    cached net is never modified in place, every perturbation makes a copy)."""
-    if isinstance(net, KirchhoffNet):
-        return net
-    if isinstance(net, (bytes, bytearray, memoryview)):
-        return _net_of_bytes(bytes(net))
-    raise InputError(f"expected a KirchhoffNet or its model-file bytes, got {type(net).__name__}")
 
 
 # ---------------------------------------------------------------- the spec

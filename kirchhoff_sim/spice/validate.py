@@ -19,7 +19,7 @@ sample. A sample's predicted class is the argmax of the read-out voltages at ``T
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -196,6 +196,40 @@ class ValidationReport:
         return "\n".join([head, *rows, tail])
 
 
+def _validate_chunk(net, settings: dict, chunk: dict) -> ValidationReport:
+    """The job of one chunk of samples (see ``validate(executor=...)``)."""
+    from ..modelfile import received_net
+
+    return validate(received_net(net), chunk["x"], samples=chunk["samples"], workers=1, **settings)
+
+
+def _validate_on(executor, net, X, samples, chunk_size: int, settings: dict) -> ValidationReport:
+    """:func:`validate` in chunks of ``chunk_size`` samples, as jobs of ``executor``."""
+    from ..executors import as_runner
+
+    runner = as_runner(executor)
+    labels = list(range(len(X))) if samples is None else [int(i) for i in samples]
+    if len(labels) != len(X):
+        raise InputError(f"samples names {len(labels)} indices for {len(X)} rows of X")
+    to_netlist(net, X[0], scale=settings["scale"] or PhysicalScale.default(), mode=settings["mode"],
+               options=settings["options"] or SpiceOptions())     # bad options fail before any job
+    chunks = [{"x": X[a:a + chunk_size], "samples": labels[a:a + chunk_size]}
+              for a in range(0, len(X), chunk_size)]
+    shared = (runner.share_net(net), settings)
+    try:
+        reports = list(runner.imap(_validate_chunk, shared, chunks))
+    finally:
+        runner.release(shared[0])
+    first = reports[0]
+    solvers = {json.dumps(r.solver, sort_keys=True) for r in reports}
+    notes = list(first.notes) + [f"run as {len(chunks)} job(s) of {chunk_size} sample(s) on "
+                                 f"{runner.description}; the solver's reference was computed per job"]
+    if len(solvers) > 1:
+        notes.append(f"the jobs' references used different solvers (a stiff chunk falls back to BDF2): "
+                     f"{sorted(solvers)}")
+    return replace(first, samples=[s for r in reports for s in r.samples], notes=notes)
+
+
 def plain_record(record: dict) -> dict:
     """A flat record of numbers (and lists of numbers) as JSON-serialisable Python
     bools, ints and floats."""
@@ -235,7 +269,7 @@ def validate(net, X, *, solver=None, scale: PhysicalScale | None = None,
              mode: str = "behavioral", options: SpiceOptions | None = None,
              backend: str = "subprocess", n_points: int = 201,
              timeout: float = DEFAULT_TIMEOUT_SECONDS, workers: int | None = None,
-             samples=None) -> ValidationReport:
+             samples=None, executor=None, chunk_size: int = 1) -> ValidationReport:
     """Compare ngspice's transient with our solver's, sample by sample.
 
     Parameters
@@ -263,6 +297,15 @@ def validate(net, X, *, solver=None, scale: PhysicalScale | None = None,
         Parallel ngspice processes (subprocess backend); default ``min(4, CPUs, B)``.
     samples : sequence of int, optional
         Indices into ``X`` reported in :attr:`SampleAgreement.index` (default 0..B-1).
+    executor : Runner, optional
+        Run the samples as jobs of this runner (a
+        :class:`~kirchhoff_sim.hardware.distributed.DaskRunner` for a cluster), in
+        chunks of ``chunk_size`` samples, each validated on its worker with one ngspice
+        at a time; the reports are joined in sample order. The solver's reference is then
+        computed per chunk, so the waveform errors equal those of a serial run with the
+        same ``chunk_size`` (the ngspice seconds are each run's own).
+    chunk_size : int
+        Samples per job with ``executor`` (≥ 1, default 1).
 
     Returns
     -------
@@ -280,6 +323,10 @@ def validate(net, X, *, solver=None, scale: PhysicalScale | None = None,
     as_choice(backend, "SPICE backend", BACKENDS)
     n_points = as_int(n_points, "n_points", minimum=2)
     X = as_batch(X)
+    if executor is not None:
+        return _validate_on(executor, net, X, samples, as_int(chunk_size, "chunk_size", minimum=1),
+                            {"solver": solver, "scale": scale, "mode": mode, "options": options,
+                             "backend": backend, "n_points": n_points, "timeout": timeout})
     scale = PhysicalScale.default() if scale is None else scale
     options = SpiceOptions() if options is None else options
     reference_given = solver is not None

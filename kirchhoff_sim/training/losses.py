@@ -45,6 +45,10 @@ def mean_squared_error(prediction: np.ndarray, target: np.ndarray):
     return float(np.mean(diff ** 2)), 2.0 * diff / diff.size
 
 
+#: the losses by the names a :class:`~kirchhoff_sim.training.trainer.TrainConfig` gives them
+LOSSES = {"cross_entropy": cross_entropy, "mse": mean_squared_error}
+
+
 def bind(loss, target):
     """``loss`` with its target fixed: the ``readout -> (value, grad)`` form gradients take."""
     return lambda readout: loss(readout, target)

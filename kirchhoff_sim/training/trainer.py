@@ -5,6 +5,14 @@ epoch's shuffle from ``(seed, epoch)``, and a checkpoint holds the parameters, t
 optimiser's moments and the history exactly (float64, no pickle). Resuming from the
 last checkpoint therefore continues bit-for-bit as the uninterrupted run would have.
 
+Each step's gradient is computed in ``config.shards`` pieces
+(:mod:`~kirchhoff_sim.training.data_parallel`), here or, with ``executor=`` a
+:class:`~kirchhoff_sim.hardware.distributed.DaskRunner`, on a Dask cluster, with the same
+result bit for bit. A cluster lost mid-epoch ends the run with
+:class:`~kirchhoff_sim.errors.ClusterLostError` after writing a checkpoint of the last
+finished step, from which ``resume=True`` continues, here or on another cluster, as the
+uninterrupted run would have.
+
 A step whose loss or gradient is not finite, or whose simulation fails, raises
 :class:`~kirchhoff_sim.errors.TrainingDivergedError` naming the epoch and batch; the
 parameters are left as they were before that step.
@@ -20,18 +28,20 @@ from pathlib import Path
 import numpy as np
 
 from ..checks import as_choice, as_int, as_positive, as_real
-from ..errors import InputError, ModelFileError, SimulationError, TrainingDivergedError
+from ..errors import ClusterLostError, InputError, ModelFileError, SimulationError, TrainingDivergedError
+from ..executors import as_runner
+from ..inference import DEFAULT_CHUNK_SIZE, readouts
 from ..modelfile import read_model_file, save_net
-from ..sensitivity import gradient
-from ..solvers import default_solver_spec, make_solver, simulate
+from ..solvers import default_solver_spec, make_solver
 from .datasets import Dataset, minibatches, train_validation_split
 from .constraints import HardwareConstraints
-from .losses import bind, cross_entropy, mean_squared_error
+from .data_parallel import ShardedGradient
+from .losses import LOSSES
 from .optim import Adam, AdamW, ConstantSchedule, CosineSchedule, StepSchedule
 
-LOSSES = {"cross_entropy": cross_entropy, "mse": mean_squared_error}
 _OPTIMIZER_PREFIX = "optimizer/"   # checkpoint arrays holding the optimiser state
 _LATENT_PREFIX = "latent/"         # ... and the latents of a constrained run
+_BEFORE_SHARDS = {"shards": 1}     # what a checkpoint written before TrainConfig.shards ran with
 
 
 @dataclass
@@ -40,6 +50,10 @@ class TrainConfig:
 
     ``solver`` is a spec for :func:`~kirchhoff_sim.solvers.make_solver`; the default is
     :data:`~kirchhoff_sim.solvers.DEFAULT_SOLVER` (Dopri5, rtol 1e-4, atol 1e-6).
+    ``shards`` is the number of pieces each minibatch's gradient is computed in
+    (:mod:`~kirchhoff_sim.training.data_parallel`), 1 to ``batch_size``: the jobs a
+    cluster runs in parallel. It is part of the run (each piece gets its own adaptive
+    step grid), so the same ``shards`` gives the same result wherever the pieces run.
     """
 
     epochs: int = 20
@@ -57,13 +71,17 @@ class TrainConfig:
     solver: dict = field(default_factory=default_solver_spec)
     #: :meth:`HardwareConstraints.to_dict` of a run trained against a technology profile
     constraints: dict | None = None
+    shards: int = 1
 
     def __post_init__(self):
         as_choice(self.optimizer, "optimizer", ("adam", "adamw"))
         as_choice(self.schedule, "schedule", ("constant", "step", "cosine"))
         as_choice(self.loss, "loss", tuple(LOSSES))
-        for name in ("epochs", "batch_size", "checkpoint_every", "step_size"):
+        for name in ("epochs", "batch_size", "checkpoint_every", "step_size", "shards"):
             setattr(self, name, as_int(getattr(self, name), f"TrainConfig.{name}", minimum=1))
+        if self.shards > self.batch_size:
+            raise InputError(f"TrainConfig.shards ({self.shards}) cannot exceed the batch size ({self.batch_size}): "
+                             f"every shard needs a sample")
         self.seed = as_int(self.seed, "TrainConfig.seed", minimum=0)
         self.lr = as_positive(self.lr, "TrainConfig.lr")
         self.weight_decay = as_real(self.weight_decay, "TrainConfig.weight_decay", minimum=0.0)
@@ -97,11 +115,26 @@ class TrainConfig:
         return cls(params, lr=self.lr, weight_decay=self.weight_decay, schedule=schedule)
 
 
-def evaluate(net, X, y, loss: str = "cross_entropy", solver=None, batch_size: int = 512) -> dict:
-    """Loss (and accuracy for classification) of ``net`` on ``(X, y)``."""
-    outputs = [simulate(net, X[i:i + batch_size], solver=solver).readout(net)
-               for i in range(0, len(X), batch_size)]
-    out = np.concatenate(outputs)
+def evaluate(net, X, y, loss: str = "cross_entropy", solver=None, batch_size: int = DEFAULT_CHUNK_SIZE,
+             executor=None) -> dict:
+    """Loss (and accuracy for classification) of ``net`` on ``(X, y)``.
+
+    The read-out is simulated in chunks of ``batch_size`` samples
+    (:func:`~kirchhoff_sim.inference.readouts`), here or on ``executor``'s cluster, with
+    the same result.
+
+    Raises
+    ------
+    InputError
+        Bad ``X``, ``y`` or ``loss``.
+    SimulationError
+        A chunk's simulation failed.
+    ClusterLostError
+        ``executor``'s cluster went away.
+    """
+    if loss not in LOSSES:
+        raise InputError(f"unknown loss {loss!r}; use one of {list(LOSSES)}")
+    out = readouts(net, X, solver=solver, chunk_size=batch_size, executor=executor)
     value, _ = LOSSES[loss](out, y)
     result = {"loss": value}
     if loss == "cross_entropy":
@@ -120,10 +153,14 @@ class TrainResult:
     optimizer: object = None
     epochs_run: int = 0          # epochs trained by this call (0: a resumed run was complete)
     checkpoint_arrays: dict = field(default_factory=dict)   # what else a checkpoint keeps (latents)
+    #: where this call's steps spent their time: ``steps``, ``wall`` (seconds of the steps
+    #: on the driver), ``compute`` (the slowest shard's job, summed over steps),
+    #: ``compute_total`` (every shard's) and ``reduce`` (the driver's reductions)
+    timing: dict = field(default_factory=dict)
 
 
 def train(net, data: Dataset, config: TrainConfig | None = None, *, checkpoint=None,
-          resume: bool = False, progress: bool = True, log=print) -> TrainResult:
+          resume: bool = False, progress: bool = True, log=print, executor=None) -> TrainResult:
     """Train ``net`` on ``data.X_train``/``data.y_train``.
 
     Parameters
@@ -141,10 +178,25 @@ def train(net, data: Dataset, config: TrainConfig | None = None, *, checkpoint=N
         Show a tqdm progress bar per epoch.
     log : callable or None
         Receives one line per epoch.
+    executor : Runner, optional
+        Where the shards of each step and the validation chunks run (default here; a
+        started :class:`~kirchhoff_sim.hardware.distributed.DaskRunner` for a cluster).
+        The result does not depend on it.
+
+    Raises
+    ------
+    InputError
+        The data do not fit the net, or ``resume`` from a checkpoint of another run.
+    TrainingDivergedError
+        A step's loss or gradient is not finite, or its simulation failed (the epoch and
+        batch are named; the parameters are those before the step).
+    ClusterLostError
+        ``executor``'s cluster went away; with ``checkpoint``, the message names the
+        checkpoint of the last finished step written before raising.
     """
     config = config or TrainConfig()
     solver = make_solver(**config.solver)
-    loss_fn = LOSSES[config.loss]
+    runner = as_runner(executor)
     X_tr, y_tr, X_val, y_val = _split(data, config)
     if len(X_tr) == 0:
         raise InputError(f"data set {data.name!r} has no training samples"
@@ -152,51 +204,68 @@ def train(net, data: Dataset, config: TrainConfig | None = None, *, checkpoint=N
     if net.input_width is not None and data.n_features != net.input_width:
         raise InputError(f"data set {data.name!r} has {data.n_features} features but the net takes "
                          f"{net.input_width} inputs")
-    stepper = _stepper(net, config, solver, loss_fn)
+    stepper = _stepper(net, config, runner)
     optimizer = config.make_optimizer(stepper.variables)
-    history, start = [], 0
+    history, start, partial = [], 0, None
     if resume and checkpoint is not None and Path(checkpoint).exists():
-        start, history = _restore(net, optimizer, checkpoint, config, stepper)
+        start, history, partial = _restore(net, optimizer, checkpoint, config, stepper)
         if log:
             log(f"run complete: {checkpoint} holds all {config.epochs} epochs; nothing to do"
-                if start >= config.epochs else f"resumed from {checkpoint} after epoch {start}")
-    for epoch in range(start, config.epochs):
-        t0 = time.perf_counter()
-        optimizer.set_epoch(epoch)
-        rng = np.random.default_rng([config.seed, epoch])
-        batches = minibatches(len(X_tr), config.batch_size, rng)
-        total, seen, correct = 0.0, 0, 0
-        bar = _progress(batches, epoch, config.epochs, progress)
-        for b, idx in enumerate(bar):
-            xb, yb = X_tr[idx], y_tr[idx]
-            loss, grads, readout = stepper.gradient(xb, yb, epoch, b)
-            optimizer.step(grads)
-            stepper.after_step()
-            total += loss * len(idx)
-            seen += len(idx)
+                if start >= config.epochs else
+                f"resumed from {checkpoint} after batch {partial['batches_done']} of epoch {start + 1}"
+                if partial else f"resumed from {checkpoint} after epoch {start}")
+    try:
+        for epoch in range(start, config.epochs):
+            t0 = time.perf_counter()
+            optimizer.set_epoch(epoch)
+            rng = np.random.default_rng([config.seed, epoch])
+            batches = minibatches(len(X_tr), config.batch_size, rng)
+            progress_ = {"epoch": epoch, "batches_done": 0, "total": 0.0, "seen": 0, "correct": 0}
+            if partial is not None and partial["epoch"] == epoch:
+                progress_ = dict(partial)                     # resuming in the middle of this epoch
+            todo = list(enumerate(batches))[progress_["batches_done"]:]
+            bar = _progress(todo, epoch, config.epochs, progress)
+            for b, idx in bar:
+                xb, yb = X_tr[idx], y_tr[idx]
+                try:
+                    loss, grads, readout = stepper.gradient(xb, yb, epoch, b)
+                except ClusterLostError as exc:
+                    raise _kept_after_loss(exc, net, optimizer, checkpoint, config, history, data.name,
+                                           stepper, progress_) from None
+                optimizer.step(grads)
+                stepper.after_step()
+                progress_["total"] += loss * len(idx)
+                progress_["seen"] += len(idx)
+                progress_["batches_done"] = b + 1
+                if config.loss == "cross_entropy":
+                    progress_["correct"] += int(np.sum(readout.argmax(axis=1) == yb))
+                if progress:
+                    bar.set_postfix(loss=f"{progress_['total'] / progress_['seen']:.4f}")
+            total, seen, correct = progress_["total"], progress_["seen"], progress_["correct"]
+            record = {"epoch": epoch + 1, "lr": optimizer.lr, "train_loss": total / seen}
             if config.loss == "cross_entropy":
-                correct += int(np.sum(readout.argmax(axis=1) == yb))
-            if progress:
-                bar.set_postfix(loss=f"{total / seen:.4f}")
-        record = {"epoch": epoch + 1, "lr": optimizer.lr, "train_loss": total / seen}
-        if config.loss == "cross_entropy":
-            record["train_accuracy"] = correct / seen
-        if len(X_val):
-            try:
-                val = evaluate(net, X_val, y_val, config.loss, solver)
-            except SimulationError as exc:
-                raise TrainingDivergedError(f"epoch {epoch + 1}: validating the updated parameters "
-                                            f"failed: {exc}; lower the learning rate") from exc
-            record.update({f"val_{k}": v for k, v in val.items()})
-        record["seconds"] = time.perf_counter() - t0
-        history.append(record)
-        if log:
-            log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-        last = epoch + 1 == config.epochs
-        if checkpoint is not None and ((epoch + 1) % config.checkpoint_every == 0 or last):
-            save_checkpoint(net, optimizer, checkpoint, config, history, data.name, stepper=stepper)
+                record["train_accuracy"] = correct / seen
+            if len(X_val):
+                try:
+                    val = evaluate(net, X_val, y_val, config.loss, solver, executor=runner)
+                except ClusterLostError as exc:
+                    raise _kept_after_loss(exc, net, optimizer, checkpoint, config, history, data.name,
+                                           stepper, progress_) from None
+                except SimulationError as exc:
+                    raise TrainingDivergedError(f"epoch {epoch + 1}: validating the updated parameters "
+                                                f"failed: {exc}; lower the learning rate") from exc
+                record.update({f"val_{k}": v for k, v in val.items()})
+            record["seconds"] = time.perf_counter() - t0
+            history.append(record)
+            if log:
+                log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+            last = epoch + 1 == config.epochs
+            if checkpoint is not None and ((epoch + 1) % config.checkpoint_every == 0 or last):
+                save_checkpoint(net, optimizer, checkpoint, config, history, data.name, stepper=stepper)
+    finally:
+        stepper.close()
     return TrainResult(net, history, config, optimizer, epochs_run=max(config.epochs - start, 0),
-                       checkpoint_arrays=stepper.checkpoint_arrays())
+                       checkpoint_arrays=stepper.checkpoint_arrays(), timing=dict(stepper.engine.timing))
 
 
 def _split(data, config):
@@ -206,33 +275,22 @@ def _split(data, config):
     return X, y, X[:0], y[:0]
 
 
-def _checked_gradient(net, x, loss, solver, epoch, batch, running_cost=None):
-    """The adjoint gradient of one training step, with a failed or non-finite step
-    reported as :class:`TrainingDivergedError` naming the epoch and batch."""
-    try:
-        # overflow anywhere in the step shows up as a non-finite loss or gradient below
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            extra = {} if running_cost is None else {"running_cost": running_cost}
-            g = gradient(net, x, loss, solver=solver, **extra)
-    except SimulationError as exc:
-        raise TrainingDivergedError(f"epoch {epoch + 1}, batch {batch}: the simulation failed: {exc}") from exc
-    if not np.isfinite(g.loss) or not all(np.isfinite(p).all() for p in g.params):
-        raise TrainingDivergedError(
-            f"epoch {epoch + 1}, batch {batch}: loss {g.loss} or its gradient is not finite; "
-            f"lower the learning rate")
-    return g
+def _settings(config) -> dict:
+    """What every shard's job needs of the run besides its samples."""
+    return {"loss": config.loss, "solver": dict(config.solver)}
 
 
 class _PlainStep:
     """One training step on the net's own parameters."""
 
-    def __init__(self, net, config, solver, loss_fn):
-        self.net, self.solver, self.loss_fn = net, solver, loss_fn
+    def __init__(self, net, config, runner):
+        self.net = net
         self.variables = net.parameters
+        self.engine = ShardedGradient(net, _settings(config), config.shards, runner)
 
     def gradient(self, xb, yb, epoch, batch):
-        g = _checked_gradient(self.net, xb, bind(self.loss_fn, yb), self.solver, epoch, batch)
-        return g.loss, g.params, g.solution.readout(self.net)
+        step = self.engine.gradient(xb, yb, epoch, batch)
+        return step.loss, step.params, step.readout
 
     def after_step(self):
         pass
@@ -243,6 +301,9 @@ class _PlainStep:
     def restore(self, extras, path):
         pass
 
+    def close(self):
+        self.engine.close()
+
 
 class _ConstrainedStep:
     """One training step against a technology profile (:mod:`.constraints`): the
@@ -250,15 +311,17 @@ class _ConstrainedStep:
     ``P(θ(u))``, with this step's mismatch and kT/C noise; the gradient comes back through
     the noise exactly, through ``P`` straight-through and through ``θ(u)`` exactly."""
 
-    def __init__(self, net, config, solver, loss_fn, hardware):
+    def __init__(self, net, config, runner, hardware):
         hardware.check_net(net)
-        self.net, self.config, self.solver, self.loss_fn, self.hw = net, config, solver, loss_fn, hardware
+        self.net, self.config, self.hw = net, config, hardware
         self.variables = hardware.initial_latents(net)
         self.after_step()
         # the net the steps simulate: the same topology, its parameters written in place
         # each step (its compiled assembly is kept); with kT/C noise every node is an input
         every_node = np.arange(1, net.num_nodes + 1) if hardware.ktc else None
         self.work = net.with_parameters(input_nodes=every_node)
+        self.engine = ShardedGradient(self.work, _settings(config), config.shards, runner)
+        self.rails = None if hardware.rail_weight == 0 else (*hardware.rails(), hardware.rail_weight)
 
     def gradient(self, xb, yb, epoch, batch):
         hw, net = self.hw, self.net
@@ -274,15 +337,14 @@ class _ConstrainedStep:
         if hw.ktc:
             x = net.initial_state(xb)[1:].T + hw.initial_noise(
                 net, hw.step_generator(self.config.seed, epoch, batch, "ktc"), len(xb))
-        g = _checked_gradient(self.work, x, bind(self.loss_fn, yb), self.solver, epoch, batch,
-                              running_cost=hw.running_cost(len(xb)))
-        grads = g.params if factors is None else [d * f for d, f in zip(g.params, factors)]
-        loss = g.loss
+        step = self.engine.gradient(x, yb, epoch, batch, rails=self.rails)
+        grads = step.params if factors is None else [d * f for d, f in zip(step.params, factors)]
+        loss = step.loss
         if hw.sparsity > 0:
             penalty, penalty_grads = hw.sparsity_penalty(net, hw.realisable(net, theta))
             loss += penalty
             grads = [d + q for d, q in zip(grads, penalty_grads)]
-        return loss, [d * s for d, s in zip(grads, slopes)], g.solution.readout(self.work)
+        return loss, [d * s for d, s in zip(grads, slopes)], step.readout
 
     def after_step(self):
         """The net holds the nominal realisable parameters of the current latents."""
@@ -302,12 +364,31 @@ class _ConstrainedStep:
             u[...] = extras[key]
         self.after_step()
 
+    def close(self):
+        self.engine.close()
 
-def _stepper(net, config, solver, loss_fn):
+
+def _stepper(net, config, runner):
     hardware = config.hardware()
     if hardware is None:
-        return _PlainStep(net, config, solver, loss_fn)
-    return _ConstrainedStep(net, config, solver, loss_fn, hardware)
+        return _PlainStep(net, config, runner)
+    return _ConstrainedStep(net, config, runner, hardware)
+
+
+def _kept_after_loss(lost, net, optimizer, checkpoint, config, history, dataset_name, stepper,
+                     progress) -> ClusterLostError:
+    """The error to raise for a cluster lost mid-epoch: with a ``checkpoint`` path, one
+    written first, of the state after the last finished step (``progress`` of its epoch
+    in it), that ``resume`` continues from bit for bit."""
+    if checkpoint is None:
+        return lost
+    save_checkpoint(net, optimizer, checkpoint, config, history, dataset_name, stepper=stepper,
+                    epoch_progress=progress)
+    where = (f"after batch {progress['batches_done']} of epoch {progress['epoch'] + 1}" if progress["batches_done"]
+             else f"after epoch {progress['epoch']}")
+    return ClusterLostError(f"{lost}; kept a checkpoint {where} in {checkpoint} (continue with --resume, "
+                            f"on any cluster or none)", address=lost.address, finished_jobs=lost.finished_jobs,
+                            total_jobs=lost.total_jobs, first_unfinished_trial=lost.first_unfinished_trial)
 
 
 def _progress(batches, epoch, epochs, enabled):
@@ -349,13 +430,15 @@ def training_settings(meta: dict) -> tuple[dict, str]:
 
 
 def save_checkpoint(net, optimizer, path, config, history, dataset_name, metadata: dict | None = None,
-                    stepper=None, arrays: dict | None = None):
+                    stepper=None, arrays: dict | None = None, epoch_progress: dict | None = None):
     """Write a resumable checkpoint: the net, ``metadata["training"]`` (config, history,
     data set, epochs done) and the optimiser state as ``extra/optimizer/<key>`` arrays.
 
     A finished run's model file is a checkpoint too, so ``--resume`` on it knows that the
     run is complete. ``metadata`` adds further top-level entries (the CLI's ``source``
-    and ``test`` figures).
+    and ``test`` figures). ``epoch_progress`` marks a checkpoint taken in the middle of
+    an epoch: ``epoch`` (0-based), ``batches_done`` and the running ``total`` loss,
+    ``seen`` and ``correct`` counts of that epoch.
     """
     extra = arrays or {}
     arrays = {f"{_OPTIMIZER_PREFIX}{k}": np.asarray(v) for k, v in optimizer.state_dict().items()}
@@ -363,7 +446,9 @@ def save_checkpoint(net, optimizer, path, config, history, dataset_name, metadat
         arrays.update(stepper.checkpoint_arrays())
     arrays.update(extra)
     meta = {"training": {"config": asdict(config), "history": history, "dataset": dataset_name,
-                         "epochs_done": len(history)}, **(metadata or {})}
+                         "epochs_done": len(history),
+                         **({"epoch_progress": epoch_progress} if epoch_progress else {})},
+            **(metadata or {})}
     return save_net(net, path, metadata=meta, arrays=arrays)
 
 
@@ -372,8 +457,9 @@ def _restore(net, optimizer, path, config, stepper):
     training = meta.get("training")
     if not training:
         raise ModelFileError(f"{path} is a model file but not a training checkpoint")
-    if training["config"] != json.loads(json.dumps(asdict(config))):
-        diff = {k: (v, asdict(config).get(k)) for k, v in training["config"].items() if asdict(config).get(k) != v}
+    saved_config = {**_BEFORE_SHARDS, **training["config"]}   # a checkpoint older than config.shards
+    if saved_config != json.loads(json.dumps(asdict(config))):
+        diff = {k: (v, asdict(config).get(k)) for k, v in saved_config.items() if asdict(config).get(k) != v}
         raise InputError(f"cannot resume from {path}: its training config differs: {diff}")
     if saved.num_params != net.num_params:
         raise InputError(f"cannot resume from {path}: it has {saved.num_params} parameters, the net {net.num_params}")
@@ -385,4 +471,16 @@ def _restore(net, optimizer, path, config, stepper):
                              f"written without it); train again without --resume")
     optimizer.load_state_dict(state)
     stepper.restore(extras, path)
-    return int(training["epochs_done"]), list(training["history"])
+    partial = training.get("epoch_progress")
+    if partial is not None and not _valid_progress(partial, len(training["history"])):
+        raise ModelFileError(f"cannot resume from {path}: its epoch progress {partial!r:.120} is malformed")
+    return int(training["epochs_done"]), list(training["history"]), partial
+
+
+def _valid_progress(partial, epochs_done: int) -> bool:
+    """Whether a checkpoint's ``epoch_progress`` is one :func:`save_checkpoint` wrote."""
+    counts = ("batches_done", "seen", "correct")
+    return (isinstance(partial, dict) and set(partial) == {"epoch", "total", *counts}
+            and partial["epoch"] == epochs_done and isinstance(partial["total"], float)
+            and all(isinstance(partial[k], int) and not isinstance(partial[k], bool) and partial[k] >= 0
+                    for k in counts))
