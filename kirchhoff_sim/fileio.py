@@ -166,6 +166,34 @@ def atomic_save_npy(path, array) -> Path:
     return atomic_write(path, lambda handle: np.save(handle, array, allow_pickle=False))
 
 
+def atomic_save_npy_chunks(path, shape: tuple, chunks, dtype=np.float64) -> Path:
+    """A ``.npy`` of ``shape`` written atomically from ``chunks``, consecutive row blocks
+    that arrive one by one (so the array never needs to be in memory whole).
+
+    Raises
+    ------
+    InputError
+        A chunk of another width, or rows that do not add up to ``shape[0]`` (the
+        temporary file is removed and ``path`` left as it was).
+    """
+    shape, dtype = tuple(int(n) for n in shape), np.dtype(dtype)
+
+    def write(handle):
+        np.lib.format.write_array_header_2_0(
+            handle, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
+        rows = 0
+        for chunk in chunks:
+            chunk = np.ascontiguousarray(chunk, dtype=dtype)
+            if chunk.shape[1:] != shape[1:]:
+                raise InputError(f"cannot write {str(path)!r}: a block of shape {chunk.shape} in an array "
+                                 f"of shape {shape}")
+            handle.write(chunk.tobytes())
+            rows += len(chunk)
+        if rows != shape[0]:
+            raise InputError(f"cannot write {str(path)!r}: {rows} rows arrived for an array of {shape[0]}")
+    return atomic_write(path, write)
+
+
 def atomic_save_npz(path, payload: dict) -> Path:
     """``np.savez(path, **payload)`` atomically."""
     return atomic_write(path, lambda handle: np.savez(handle, **payload))
