@@ -21,7 +21,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 import tracemalloc
 from dataclasses import asdict
 from pathlib import Path
@@ -39,19 +38,19 @@ from kirchhoff_sim.training import datasets
 from kirchhoff_sim.training.models import build_net
 from kirchhoff_sim.training.trainer import TrainConfig
 
+from faults import (HANG_GUARD_SECONDS, SUBPROCESS_TIMEOUT_SECONDS, cluster_process, finished_jobs, when,
+                    within)
+
 REPO = Path(__file__).resolve().parents[1]
 LOCALHOST = "127.0.0.1"
 CONNECT_TIMEOUT_SECONDS = 1.0      # the bound under test for every foreign peer
 LOST_CLUSTER_TIMEOUT_SECONDS = 2.0
-HANG_GUARD_SECONDS = 120.0         # generous: only turns a hang into a failure
-SUBPROCESS_TIMEOUT_SECONDS = 180.0
 MOONS_SAMPLES = 200                # 50 test samples
 TEST_SAMPLES = 40
 LOST_SCHEDULER_JOBS = 200          # one trial each (~0.1 s): the run is far from done when killed
 FINISHED_BEFORE_KILL = 2
 WORKER_LOSS_TRIALS = 24
 MAX_PROBE_ALLOCATION_BYTES = 4 * 2**20   # a peer announcing a 1 GiB frame must not get it
-POLL_SECONDS = 0.02
 
 MALFORMED_ADDRESSES = [
     ("not an address", "needs a host and a port"),
@@ -68,54 +67,8 @@ MALFORMED_ADDRESSES = [
 
 
 # ------------------------------------------------------------------ helpers
-def within(seconds, fn, *args, **kwargs):
-    """``fn(*args, **kwargs)`` run in a thread, or a test failure if it has not returned
-    after ``seconds`` (its exception, if any, is re-raised here)."""
-    outcome = {}
-
-    def run():
-        try:
-            outcome["value"] = fn(*args, **kwargs)
-        except BaseException as exc:       # handed to the test thread
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        pytest.fail(f"{getattr(fn, '__name__', fn)} hung for more than {seconds:g} s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome.get("value")
-
-
 def start_runner(address, timeout=CONNECT_TIMEOUT_SECONDS):
     return DaskRunner(address, connect_timeout=timeout).start()
-
-
-def when(condition, action, stop: threading.Event):
-    """Run ``action()`` in a thread as soon as ``condition()`` holds (unless ``stop`` is
-    set first); returns the thread and a list that collects its exceptions."""
-    errors = []
-
-    def watch():
-        try:
-            while not condition():
-                if stop.wait(POLL_SECONDS):
-                    raise AssertionError("the run ended before the fault could be injected")
-            action()
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread, errors
-
-
-def finished_jobs(client) -> int:
-    """Jobs of a DaskRunner map whose result is held by a worker."""
-    return sum(1 for key, holders in client.who_has().items()
-               if str(key).startswith("_apply") and holders)
 
 
 @contextlib.contextmanager
@@ -359,32 +312,6 @@ def test_tls_needs_certificates_and_a_tls_scheduler_answers_with_them(tls_securi
 
 
 # ------------------------------------------------------------------ faults mid-run
-CLUSTER_SCRIPT = textwrap.dedent("""
-    import logging, time
-    from distributed import LocalCluster
-    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
-                           host="127.0.0.1", dashboard_address=None, silence_logs=logging.CRITICAL)
-    print(cluster.scheduler_address, flush=True)
-    time.sleep(600)
-""")
-
-
-@contextlib.contextmanager
-def cluster_process():
-    """A scheduler and one worker in a subprocess (so it can be killed): its address
-    and the process."""
-    process = subprocess.Popen([sys.executable, "-c", CLUSTER_SCRIPT], cwd=REPO, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    try:
-        address = within(SUBPROCESS_TIMEOUT_SECONDS, process.stdout.readline).strip()
-        assert address.startswith("tcp://127.0.0.1:"), address
-        yield address, process
-    finally:
-        process.kill()
-        process.wait(timeout=SUBPROCESS_TIMEOUT_SECONDS)
-        process.stdout.close()
-
-
 def test_a_scheduler_killed_mid_run_is_a_typed_error_naming_the_trial(net, data):
     spec = MonteCarloSpec(sigma_g=0.1, trials=LOST_SCHEDULER_JOBS)
     calls = [{"spec": spec.to_dict(), "trial_indices": [i]} for i in range(LOST_SCHEDULER_JOBS)]

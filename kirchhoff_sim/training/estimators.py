@@ -22,6 +22,12 @@ fitted estimator's ``profile_`` holds the profile with the V0 fitted to keep the
 the rails and its current limit. The task presets pair it with layers of duration 0.05 (a
 conductance of at least g_min is a time constant C/g ≤ 1).
 
+``shards``, ``workers`` and ``scheduler`` train data-parallel
+(:mod:`~kirchhoff_sim.training.data_parallel`): each minibatch's gradient in ``shards``
+pieces, run on a local Dask cluster of ``workers`` processes or on the cluster of the
+``scheduler`` address (one started and stopped per ``fit``), with the same result as
+``shards`` pieces trained here. Prediction runs here.
+
 Both estimators pass scikit-learn's ``parametrize_with_checks`` (``tests/test_estimators.py``)
 with a fixed-step solver. With the default adaptive solver the step size is shared by the
 batch, so a sample's prediction depends on the other samples in ``X`` at the level of
@@ -66,7 +72,8 @@ class _KirchhoffEstimator(BaseEstimator):
                  batch_size=64, lr=1e-2, optimizer="adam", weight_decay=0.0, schedule="cosine",
                  method=DEFAULT_SOLVER["method"], rtol=DEFAULT_SOLVER["rtol"],
                  atol=DEFAULT_SOLVER["atol"], dt=None, validation_fraction=0.0,
-                 seed=0, verbose=False, profile=None, constraints=None):
+                 seed=0, verbose=False, profile=None, constraints=None, shards=1, workers=None,
+                 scheduler=None):
         self.hidden, self.layers, self.duration, self.device = hidden, layers, duration, device
         self.topology, self.image_shape, self.window = topology, image_shape, window
         self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
@@ -74,6 +81,7 @@ class _KirchhoffEstimator(BaseEstimator):
         self.method, self.rtol, self.atol, self.dt = method, rtol, atol, dt
         self.validation_fraction, self.seed, self.verbose = validation_fraction, seed, verbose
         self.profile, self.constraints = profile, constraints
+        self.shards, self.workers, self.scheduler = shards, workers, scheduler
 
     def __getstate__(self):
         # The fitted net caches its compiled layer assemblies, whose scratch arrays are
@@ -92,7 +100,23 @@ class _KirchhoffEstimator(BaseEstimator):
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                            optimizer=self.optimizer, weight_decay=self.weight_decay,
                            schedule=self.schedule, validation_fraction=self.validation_fraction,
-                           seed=self.seed, loss=self._loss, solver=solver, constraints=self._hardware())
+                           seed=self.seed, loss=self._loss, solver=solver, constraints=self._hardware(),
+                           shards=self.shards)
+
+    @contextmanager
+    def _executor(self):
+        """The Dask runner ``workers``/``scheduler`` ask for, started for one ``fit``; None
+        (train here) without either."""
+        if self.workers is not None and self.scheduler is not None:
+            raise InputError(f"{type(self).__name__}: workers= sizes a local Dask cluster; it cannot go "
+                             f"with scheduler=")
+        if self.workers is None and self.scheduler is None:
+            yield None
+            return
+        from ..hardware.distributed import DaskRunner      # Dask imports slowly: only when asked for
+
+        with DaskRunner(self.scheduler, n_workers=1 if self.workers is None else self.workers) as runner:
+            yield runner
 
     def _hardware(self) -> HardwareConstraints | None:
         """The constraints ``profile``/``constraints`` describe (InputError names a bad one)."""
@@ -122,8 +146,9 @@ class _KirchhoffEstimator(BaseEstimator):
                               duration=self.duration, device=self.device, topology=self.topology,
                               image_shape=self.image_shape, window=self.window, seed=config.seed)
         data = Dataset("fit", X, y_encoded, X[:0], y_encoded[:0], n_classes)
-        self.history_ = train(self.net_, data, config, progress=self.verbose,
-                              log=print if self.verbose else None).history
+        with self._executor() as runner:
+            self.history_ = train(self.net_, data, config, progress=self.verbose,
+                                  log=print if self.verbose else None, executor=runner).history
         self.solver_spec_ = dict(config.solver)
         hardware = config.hardware()
         if hardware is not None:
@@ -149,7 +174,8 @@ class KirchhoffClassifier(ClassifierMixin, _KirchhoffEstimator):
     ``profile`` (``"default"``, a profile file or a
     :class:`~kirchhoff_sim.technology.TechnologyProfile`) with ``constraints`` (a dict of
     :class:`~kirchhoff_sim.training.constraints.HardwareConstraints` options over
-    :data:`~kirchhoff_sim.training.constraints.RECOMMENDED`).
+    :data:`~kirchhoff_sim.training.constraints.RECOMMENDED`); ``shards`` (TrainConfig's),
+    ``workers`` (int) or ``scheduler`` (an address) to train on Dask (module docstring).
 
     Attributes
     ----------
