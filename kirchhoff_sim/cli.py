@@ -3,7 +3,7 @@
 Each subcommand is a small function ``cmd_<name>(args)``; :func:`main` turns any
 :class:`~kirchhoff_sim.errors.KirchhoffError` into a one-line message on stderr and exit
 status 2, so a mistake in a file or an option never ends in a traceback; Ctrl-C ends in
-one line saying what was kept, and exit status 130.
+one line saying what was kept, and exit status 130 (SIGTERM the same, 143).
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -857,7 +859,10 @@ def main(argv=None) -> int:
     tune_allocator()   # a command owns its process: keep solver temporaries on the heap
     outputs = _output_files(args)
     try:
-        args.func(args)
+        with _terminate_as_interrupt():
+            args.func(args)
+    except _Terminated:
+        return _interrupted(args, outputs, "terminated", TERMINATED_STATUS)
     except KeyboardInterrupt:
         return _interrupted(args, outputs)
     except KirchhoffError as exc:
@@ -872,6 +877,32 @@ def main(argv=None) -> int:
 
 #: exit status after Ctrl-C (128 + SIGINT), as a shell reports it
 INTERRUPTED_STATUS = 130
+#: exit status after SIGTERM (128 + SIGTERM)
+TERMINATED_STATUS = 128 + signal.SIGTERM
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is, so that it unwinds as Ctrl-C does: every
+    ``finally`` runs (temporary files and ngspice's scratch folders are removed)."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """While a command runs in the main thread, SIGTERM (``kill``, a batch system's
+    time limit) raises :class:`_Terminated` instead of ending the process where it
+    stands; the previous handler comes back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield                  # signal handlers can only be set from the main thread
+        return
+
+    def terminate(signum, frame):
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _output_files(args) -> dict:
@@ -891,9 +922,10 @@ def _stamp(path):
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def _interrupted(args, outputs: dict) -> int:
-    """Ctrl-C: one line saying what was kept (temporary files are already removed by the
-    atomic writer, so every file is either as it was or complete), exit status 130."""
+def _interrupted(args, outputs: dict, how: str = "interrupted", status: int = INTERRUPTED_STATUS) -> int:
+    """Ctrl-C (or SIGTERM): one line saying what was kept (temporary files are already
+    removed by the atomic writer, so every file is either as it was or complete), exit
+    status 130 (143)."""
     written = [path for path, before in outputs.items() if _stamp(path) is not None and _stamp(path) != before]
     if args.command == "train" and written:
         kept = f"kept the checkpoint of the last finished epoch in {written[0]} (continue with --resume)"
@@ -905,8 +937,8 @@ def _interrupted(args, outputs: dict) -> int:
         kept = "wrote " + ", ".join(written)
     else:
         kept = "nothing was written"
-    print(f"kirchhoff-sim {args.command}: interrupted; {kept}", file=sys.stderr)
-    return INTERRUPTED_STATUS
+    print(f"kirchhoff-sim {args.command}: {how}; {kept}", file=sys.stderr)
+    return status
 
 
 def _fail(command: str, message: str) -> int:

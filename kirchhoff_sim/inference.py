@@ -1,7 +1,6 @@
-"""Batch inference in chunks: node voltages at ``T`` of data sets of any size, here or on
-a cluster.
+"""Batch inference in chunks: node voltages at ``T`` of data sets of any size.
 
-:func:`iter_readouts` splits the inputs into chunks of ``chunk_size`` samples, simulates
+:func:`iter_readouts` runs here or on a cluster. It splits the inputs into chunks of ``chunk_size`` samples, simulates
 each as one job of a :class:`~kirchhoff_sim.executors.Runner` and yields the
 results in order. Only a bounded window of chunks is out at once and each chunk is sliced
 from ``X`` when its job is submitted, so a memory-mapped ``X``

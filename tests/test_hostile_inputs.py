@@ -634,3 +634,30 @@ def test_more_local_workers_than_the_machine_can_use_are_refused(model_file, cap
         DaskRunner(n_workers=too_many)
     code, _, err = run_cli(capsys, "montecarlo", model_file, "--workers", too_many)
     assert_one_line_error(code, err, f"--workers {too_many} is more than this machine can run usefully")
+
+
+def test_sigterm_unwinds_like_ctrl_c_and_leaves_no_ngspice_scratch_folder(tmp_path):
+    # a real `kill` of a real command while its ngspice runs: exit 143, one line, and the
+    # runner's scratch folder (under TMPDIR) removed on the way out
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    model = Path(__file__).resolve().parents[1] / "netlists" / "models" / "digits.npz"
+    command = [sys.executable, "-m", "kirchhoff_sim.cli", "validate", str(model), "--samples", "1", "--workers", "1"]
+    process = subprocess.Popen(command, env={**os.environ, "TMPDIR": str(scratch)}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(scratch.glob("kirchhoff_spice_*")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(scratch.glob("kirchhoff_spice_*")), "ngspice never started"
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    lines = err.strip().splitlines()
+    assert lines == ["kirchhoff-sim validate: terminated; nothing was written"], err
+    assert list(scratch.iterdir()) == []

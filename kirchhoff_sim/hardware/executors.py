@@ -1,5 +1,7 @@
-"""Monte Carlo trials on a runner (:mod:`~kirchhoff_sim.executors`): chunking trials
-into calls of :func:`~kirchhoff_sim.hardware.trials.run_trials`.
+"""Monte Carlo trials on a runner: trials chunked into calls of ``run_trials``.
+
+A runner is any :class:`~kirchhoff_sim.executors.Runner`; a call runs
+:func:`~kirchhoff_sim.hardware.trials.run_trials` on a chunk of trial indices.
 
 The runners themselves live in :mod:`kirchhoff_sim.executors` (every distributed job of
 the package goes through them); their names are re-exported here for code written
