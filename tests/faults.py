@@ -85,3 +85,29 @@ def cluster_process():
         process.kill()
         process.wait(timeout=SUBPROCESS_TIMEOUT_SECONDS)
         process.stdout.close()
+
+
+def with_the_worker_killed_once_busy(runner, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` on a one-worker ``runner`` whose worker process is killed
+    (SIGKILL) once a first job has finished and another is running; checks that it was
+    killed and replaced, and returns ``fn``'s result."""
+    import os
+    import signal
+
+    client = runner.client
+    (pid,) = client.run(os.getpid).values()
+
+    def busy_after_first_result():
+        return finished_jobs(client) >= 1 and any(
+            str(key).startswith("_apply") for keys in client.processing().values() for key in keys)
+
+    stop = threading.Event()
+    killer, errors = when(busy_after_first_result, lambda: os.kill(pid, signal.SIGKILL), stop)
+    try:
+        result = within(HANG_GUARD_SECONDS, fn, *args, **kwargs)
+    finally:
+        stop.set()
+        killer.join(HANG_GUARD_SECONDS)
+    assert not errors
+    assert pid not in client.run(os.getpid).values()     # the worker really was replaced
+    return result

@@ -8,8 +8,6 @@ a lost scheduler ends the run with a typed error and a checkpoint from which the
 resumes, anywhere, exactly as the uninterrupted run would have gone on.
 """
 import json
-import os
-import signal
 import threading
 
 import numpy as np
@@ -31,7 +29,7 @@ from kirchhoff_sim.training.losses import bind, cross_entropy
 from kirchhoff_sim.training.models import build_net
 from kirchhoff_sim.training.trainer import TrainConfig, evaluate, train
 
-from faults import HANG_GUARD_SECONDS, cluster_process, finished_jobs, when, within
+from faults import HANG_GUARD_SECONDS, cluster_process, when, with_the_worker_killed_once_busy, within
 
 FIXED = {"method": "rk4", "dt": 0.05}          # a step grid that does not depend on the batch
 MOONS = 160                  # 120 training samples: 96 to train on (3 steps of 32), 24 to validate
@@ -242,22 +240,7 @@ def test_validation_on_a_cluster_equals_serial(runner):
 def test_a_worker_killed_mid_epoch_does_not_change_the_result(moons):
     serial = run(moons, epochs=1, shards=2)
     with DaskRunner(n_workers=1, connect_timeout=LOST_CLUSTER_TIMEOUT_SECONDS) as one:
-        client = one.client
-        (pid,) = client.run(os.getpid).values()
-
-        def busy_after_a_step():
-            return finished_jobs(client) >= 1 and any(
-                str(key).startswith("_apply") for keys in client.processing().values() for key in keys)
-
-        stop = threading.Event()
-        killer, errors = when(busy_after_a_step, lambda: os.kill(pid, signal.SIGKILL), stop)
-        try:
-            distributed = within(HANG_GUARD_SECONDS, run, moons, one, epochs=1, shards=2)
-        finally:
-            stop.set()
-            killer.join(HANG_GUARD_SECONDS)
-        assert not errors
-        assert pid not in client.run(os.getpid).values()     # the worker really was replaced
+        distributed = with_the_worker_killed_once_busy(one, run, moons, one, epochs=1, shards=2)
     same_run(serial, distributed)
 
 

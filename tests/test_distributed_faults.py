@@ -12,9 +12,7 @@ import http.server
 import json
 import logging
 import math
-import os
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -39,7 +37,7 @@ from kirchhoff_sim.training.models import build_net
 from kirchhoff_sim.training.trainer import TrainConfig
 
 from faults import (HANG_GUARD_SECONDS, SUBPROCESS_TIMEOUT_SECONDS, cluster_process, finished_jobs, when,
-                    within)
+                    with_the_worker_killed_once_busy, within)
 
 REPO = Path(__file__).resolve().parents[1]
 LOCALHOST = "127.0.0.1"
@@ -341,22 +339,7 @@ def test_a_worker_killed_mid_run_is_rerun_and_the_result_is_unchanged(net, data)
     spec = MonteCarloSpec(sigma_g=0.2, readout_noise=0.1, trials=WORKER_LOSS_TRIALS, seed=3)
     serial = monte_carlo(net, *data, spec, executor=SerialRunner())
     with DaskRunner(n_workers=1, connect_timeout=LOST_CLUSTER_TIMEOUT_SECONDS) as runner:
-        client = runner.client
-        (pid,) = client.run(os.getpid).values()
-
-        def busy_after_first_result():
-            return finished_jobs(client) >= 1 and any(
-                str(key).startswith("_apply") for keys in client.processing().values() for key in keys)
-
-        stop = threading.Event()
-        killer, errors = when(busy_after_first_result, lambda: os.kill(pid, signal.SIGKILL), stop)
-        try:
-            distributed = within(HANG_GUARD_SECONDS, monte_carlo, net, *data, spec, executor=runner)
-        finally:
-            stop.set()
-            killer.join(HANG_GUARD_SECONDS)
-        assert not errors
-        assert pid not in client.run(os.getpid).values()     # the worker really was replaced
+        distributed = with_the_worker_killed_once_busy(runner, monte_carlo, net, *data, spec, executor=runner)
     assert np.array_equal(serial.accuracies, distributed.accuracies)
     assert np.array_equal(serial.losses, distributed.losses)
     assert np.array_equal(serial.predictions, distributed.predictions)

@@ -156,8 +156,8 @@ class ShardedGradient:
             raise InputError(f"ShardedGradient: unknown loss {settings.get('loss')!r}; use one of {list(LOSSES)}")
         self.net, self.settings, self.shards = net, dict(settings), int(shards)
         self.runner = as_runner(executor)
-        self.local = self.runner.share_net(net) is net       # jobs run on this net itself
-        self._net_handle = net if self.local else self.runner.share_net(net)
+        self._net_handle = self.runner.share_net(net)         # the net's structure goes once
+        self.local = self._net_handle is net                   # jobs run on this net itself
         #: seconds summed over this engine's steps: ``wall`` (the steps on the driver),
         #: ``compute`` (each step's slowest shard), ``compute_total`` (every shard) and
         #: ``reduce`` (the reductions); ``steps`` counts them
