@@ -161,7 +161,7 @@ def _simulate_in_chunks(args):
     """``simulate`` in chunks of ``--chunk-size`` samples, here or on a cluster: the input
     ``.npy`` is memory-mapped and the output written as the chunks come back, so neither
     needs to fit in memory."""
-    from .inference import DEFAULT_CHUNK_SIZE, iter_readouts
+    from .inference import DEFAULT_CHUNK_SIZE, check_inputs, iter_readouts
 
     if args.trajectory:
         raise InputError("--trajectory keeps the whole batch's waveforms in memory; run it without "
@@ -169,6 +169,10 @@ def _simulate_in_chunks(args):
     check_output_path(args.out, "--out", suffix=".npy", inputs={"the model": args.model, "--input": args.input})
     net = read_model_file(args.model)[0]
     x = load_array(args.input, mmap=True)
+    try:
+        check_inputs(net, x)               # before the cluster starts and the progress bar shows
+    except InputError as exc:
+        raise InputError(f"{args.input}: {exc}") from None
     solver = make_solver(args.method, args.dt, args.rtol, args.atol)
     chunk_size = args.chunk_size or DEFAULT_CHUNK_SIZE
     width = net.num_nodes if args.all_nodes else len(net.readout)

@@ -24,10 +24,10 @@ from .checks import as_int
 from .errors import InputError
 from .executors import as_runner
 from .modelfile import received_net
-from .network import as_batch
+from .network import as_batch, check_finite_inputs
 from .solvers import simulate
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "chunk_bounds", "iter_readouts", "readouts", "simulate_chunk"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "check_inputs", "chunk_bounds", "iter_readouts", "readouts", "simulate_chunk"]
 
 #: samples per chunk: large enough that numpy's per-call overheads are amortised over the
 #: batch, small enough that one hard sample sets the step grid of few others
@@ -56,13 +56,12 @@ def simulate_chunk(net, solver, all_nodes: bool, chunk: dict) -> np.ndarray:
     Raises
     ------
     InputError, SimulationError
-        As :func:`~kirchhoff_sim.solvers.simulate` (a chunk's message names its first row).
+        As :func:`~kirchhoff_sim.solvers.simulate`; a non-finite input is named by its row in
+        the whole input (``chunk["start"]`` + its row in the chunk).
     """
     net = received_net(net)
-    try:
-        solution = simulate(net, chunk["x"], solver=solver)
-    except InputError as exc:
-        raise InputError(f"inputs from row {chunk['start']}: {exc}") from None
+    check_finite_inputs(chunk["x"], first_row=chunk["start"])   # messages name rows of the whole X
+    solution = simulate(net, chunk["x"], solver=solver)
     return solution.final_state if all_nodes else solution.readout(net)
 
 
@@ -88,10 +87,11 @@ def iter_readouts(net, X, *, solver=None, chunk_size: int = DEFAULT_CHUNK_SIZE, 
     progress : bool
         A tqdm bar over the samples done.
 
-    Yields
-    ------
-    ndarray, shape (n, n_readout) or (n, N)
-        One per chunk, in the order of ``X``.
+    Returns
+    -------
+    iterator of ndarray, shape (n, n_readout) or (n, N)
+        One per chunk, in the order of ``X``. ``X`` and ``chunk_size`` are checked when
+        this is called, before a chunk is out.
 
     Raises
     ------
@@ -102,12 +102,36 @@ def iter_readouts(net, X, *, solver=None, chunk_size: int = DEFAULT_CHUNK_SIZE, 
     ClusterLostError
         The executor's cluster went away.
     """
+    X = check_inputs(net, X)
+    chunk_bounds(len(X), chunk_size)          # a bad chunk_size is refused now, not at the first chunk
+    return _iter_readouts(net, X, solver, chunk_size, executor, all_nodes, progress)
+
+
+def check_inputs(net, X):
+    """``X`` checked against ``net`` before any chunk is out: a real ``(B, d)`` array
+    (a ``numpy.memmap`` is checked without reading it) that is as wide as the net's input.
+
+    Returns
+    -------
+    ndarray or numpy.memmap, shape (B, d)
+
+    Raises
+    ------
+    InputError
+        ``X`` is not a ``(B, d)`` array of real numbers, or ``d`` does not fit the net.
+    """
     if isinstance(X, np.memmap):
         if X.ndim != 2 or 0 in X.shape or not (np.issubdtype(X.dtype, np.floating)
                                                  or np.issubdtype(X.dtype, np.integer)):
             raise InputError(f"inputs must be a (batch, features) array of real numbers, got {X.dtype} {X.shape}")
     else:
         X = as_batch(X)
+    net.check_input_width(X.shape[1])
+    return X
+
+
+def _iter_readouts(net, X, solver, chunk_size, executor, all_nodes, progress):
+    """The generator behind :func:`iter_readouts` (whose checks run when it is called)."""
     bounds = chunk_bounds(len(X), chunk_size)
     runner = as_runner(executor)
     net_handle = runner.share_net(net)

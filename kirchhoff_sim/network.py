@@ -25,6 +25,22 @@ MAX_NODES = 10 ** 8
 _UNTOUCHED_NODES_WARNING = r".*node\(s\) are touched by no edge"   # matches _warn_untouched
 
 
+def check_finite_inputs(x: np.ndarray, first_row: int = 0) -> None:
+    """Refuse non-finite input voltages ``x`` ``(B, d)``, naming the first bad one by its
+    row ``first_row + b`` (so a chunk of a larger input names the row of the whole input).
+
+    Raises
+    ------
+    InputError
+        Some entry is NaN or infinite.
+    """
+    bad = ~np.isfinite(x)
+    if bad.any():
+        b, f = np.argwhere(bad)[0]
+        raise InputError(f"input sample {first_row + b}, feature {f} is {x[b, f]} "
+                         f"({int(bad.sum())} non-finite values)")
+
+
 def as_batch(x) -> np.ndarray:
     """Input voltages as a float ``(B, d)`` array; one sample ``(d,)`` becomes ``(1, d)``.
 
@@ -392,6 +408,20 @@ class KirchhoffNet:
             group.params[...] = new
 
     # ------------------------------------------------------------------ state
+    def check_input_width(self, width: int) -> None:
+        """Refuse an input of ``width`` features that this net cannot take.
+
+        Raises
+        ------
+        InputError
+            ``width`` differs from ``len(input_nodes)``, or (input nodes left open) exceeds
+            the number of nodes.
+        """
+        if self.input_nodes is not None and width != len(self.input_nodes):
+            raise InputError(f"input has {width} features but the net takes {len(self.input_nodes)} input nodes")
+        if width > self.num_nodes:
+            raise InputError(f"input has {width} features but the net has only {self.num_nodes} nodes")
+
     def initial_state(self, x) -> np.ndarray:
         """Node voltages at t=0 for input ``x``: shape (N+1, B), row 0 is ground.
 
@@ -399,15 +429,9 @@ class KirchhoffNet:
         ``input_nodes`` (default ``1..d``); every other node starts at 0 V.
         """
         x = as_batch(x)
+        self.check_input_width(x.shape[1])
+        check_finite_inputs(x)
         nodes = self.input_nodes if self.input_nodes is not None else np.arange(1, x.shape[1] + 1)
-        if x.shape[1] != len(nodes):
-            raise InputError(f"input has {x.shape[1]} features but the net takes {len(nodes)} input nodes")
-        if x.shape[1] > self.num_nodes:
-            raise InputError(f"input has {x.shape[1]} features but the net has only {self.num_nodes} nodes")
-        bad = ~np.isfinite(x)
-        if bad.any():
-            b, f = np.argwhere(bad)[0]
-            raise InputError(f"input sample {b}, feature {f} is {x[b, f]} ({int(bad.sum())} non-finite values)")
         state = np.zeros((self.num_nodes + 1, x.shape[0]))
         state[nodes] = x.T
         return state

@@ -222,6 +222,45 @@ def test_chunk_sizes_are_checked():
             chunk_bounds(5, bad)
 
 
+def test_a_bad_input_in_a_chunk_is_named_by_its_row_in_the_whole_input(runner):
+    net = small_net()
+    X = np.zeros((700, 2))
+    X[603, 1] = np.nan
+    for executor in (None, runner):
+        with pytest.raises(InputError, match=r"input sample 603, feature 1 is nan"):
+            readouts(net, X, chunk_size=300, executor=executor)
+
+
+@pytest.mark.parametrize("X, fragment", [
+    (np.zeros((10, 3)), "input has 3 features but the net takes 2"),
+    (np.zeros((10, 0)), "inputs"),
+    (np.zeros(0), "inputs"),
+])
+def test_inputs_that_do_not_fit_the_net_are_refused_before_any_chunk_runs(X, fragment):
+    class NoJobs(SerialRunner):
+        def imap(self, *args, **kwargs):
+            raise AssertionError("a chunk was submitted")
+
+    with pytest.raises(InputError, match=fragment):
+        iter_readouts(small_net(), X, executor=NoJobs())        # refused on the call, not at next()
+
+
+@pytest.mark.parametrize("X, fragment", [
+    (np.zeros(2), "input has 2 features"),       # a 1-D file is one sample: too narrow for this net
+    (np.zeros((4, 5)), "input has 5 features but the net takes 3"),
+])
+def test_cli_refuses_inputs_that_do_not_fit_before_the_cluster_starts(tmp_path, capsys, monkeypatch, X, fragment):
+    model = tmp_path / "m.npz"
+    save_net(build_net(3, 2, hidden=2, layers=1, device="ShiftedReLU"), model)
+    np.save(tmp_path / "x.npy", X)
+    monkeypatch.setattr(cli, "_executor", lambda args: pytest.fail("the cluster was started"))
+    status = cli.main(["simulate", str(model), "--input", str(tmp_path / "x.npy"), "--out", str(tmp_path / "y.npy"),
+                       "--workers", "2"])
+    err = capsys.readouterr().err
+    assert status == 2 and fragment in err and str(tmp_path / "x.npy") in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "y.npy").exists()
+
+
 def test_validation_on_a_cluster_equals_serial(runner):
     from kirchhoff_sim.spice import validate
 
