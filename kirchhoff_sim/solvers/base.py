@@ -390,8 +390,12 @@ def gershgorin(assembly, V: np.ndarray, stats):
     and whether every disc lies in the closed left half-plane,
     ``J_nn + Σ_{m≠n} |J_nm| ≤ 0`` — then no eigenvalue has a positive real part, the
     linearised circuit cannot grow, and a blow-up is the integrator's, not the circuit's.
-    One linearisation, counted in ``stats``.
+    One linearisation, counted in ``stats``. An assembly that is not a KirchhoffNet
+    layer's (a KINN window, :mod:`kirchhoff_sim.kinn`) brings its own ``gershgorin``.
     """
+    own = getattr(assembly, "gershgorin", None)
+    if own is not None:
+        return own(V, stats)
     _, gs, gd, _ = assembly.linearise(V, params=False)
     stats.n_fevals += 1
     stats.n_jevals += 1

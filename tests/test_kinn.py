@@ -1,0 +1,237 @@
+"""KINN cells and cascades (issue #11): exact update, transient solvers, gradients.
+
+The closed forms: one stage from ``v0`` with a held drive ``I`` is
+``v(t) = v0·e^{−λt} + (I/G)(1 − e^{−λt})``, ``λ = G/C``. A cascade of ``n`` equal stages
+(``C``, ``G`` and inter-stage transconductance ``K`` the same everywhere) from an impulse
+``v_0(0) = v0`` has ``v_j(t) = v0·(Kt/C)^j/j!·e^{−λt}``, and its step response to ``I``
+held on stage 0 is ``v_j(t) = (I/G)(K/G)^j·P(j+1, λt)`` with ``P`` the regularised lower
+incomplete gamma function (the Erlang distribution's CDF).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import special
+
+from kirchhoff_sim import kinn
+from kirchhoff_sim.errors import InputError, ParameterError, StiffnessError
+from kirchhoff_sim.sensitivity import replay_solver
+from kirchhoff_sim.solvers import BDF2, RK4, Dopri5, Euler
+
+EXACT_RTOL = 1e-13          # the matrix exponential against a closed form
+SOLVER_ATOL = 1e-9          # Dopri5 at rtol 1e-12 against the same closed form
+GRADIENT_RTOL = 1e-6        # the package's acceptance criterion for adjoints
+
+
+def tight():
+    return Dopri5(rtol=1e-12, atol=1e-14)
+
+
+def cascade(stages, width=1, c=1.0, g=1.0, k=1.0, drive=0.0, duration=1.0):
+    """A net whose drive is the constant φ(b) = tanh(b): W = 0, so every window holds it."""
+    net = kinn.KinnNet(width, stages, width, width, durations=(duration,))
+    net.W[:] = 0.0
+    net.b[:] = np.arctanh(drive)
+    net.log_c[:] = np.log(c)
+    net.log_g[:] = np.log(g)
+    net.k[:] = k
+    return net
+
+
+def rich_net(seed=1, width=6, stages=3, inputs=4, outputs=2, durations=(1.0, 0.7)):
+    """Every parameter away from its initial value, so no gradient term vanishes."""
+    net = kinn.KinnNet(width, stages, inputs, outputs, durations=durations, seed=seed)
+    rng = np.random.default_rng(seed)
+    net.b[:] = rng.normal(size=net.b.shape)
+    net.k[:] = rng.uniform(0.5, 1.2, net.k.shape)
+    net.log_c[:] = rng.normal(0, 0.3, net.log_c.shape)
+    net.log_g[:] = rng.normal(0, 0.3, net.log_g.shape)
+    net.alpha[:] = rng.normal(size=net.alpha.shape)
+    return net
+
+
+def stages_at(net, final_state, stage):
+    return net.stage_voltages(final_state)[stage]
+
+
+# ------------------------------------------------------------------ closed forms
+@pytest.mark.parametrize("c, g, v0, drive, t", [(1.0, 1.0, 0.0, 0.5, 1.0), (0.3, 2.5, 0.8, -0.4, 0.9),
+                                                (2.0, 0.1, -1.2, 0.9, 3.0)])
+def test_one_stage_step_and_impulse_response(c, g, v0, drive, t):
+    net = cascade(1, c=c, g=g, drive=drive, duration=t)
+    lam = g / c
+    closed = v0 * math.exp(-lam * t) + drive / g * (1 - math.exp(-lam * t))
+    # the KINN update v⁺ = a·v + (1 − a)·I/G, a = e^{−GΔ/C}
+    a = math.exp(-g * t / c)
+    assert a * v0 + (1 - a) * drive / g == pytest.approx(closed, rel=EXACT_RTOL)
+    v = kinn.exact_update(net, np.full((1, 1, 1), v0), np.full((1, 1), drive), t)
+    assert v[0, 0, 0] == pytest.approx(closed, rel=EXACT_RTOL, abs=1e-16)
+    assert kinn.exponential_euler(net, [[v0]])[0, 0] == pytest.approx(closed, rel=EXACT_RTOL, abs=1e-16)
+    solved = kinn.simulate(net, [[v0]], solver=tight()).final_state[0, 0]
+    assert abs(solved - closed) <= SOLVER_ATOL
+
+
+@pytest.mark.parametrize("stages", [2, 3, 5])
+def test_equal_stage_cascade_impulse_response_is_erlang(stages):
+    c, g, k, t, v0 = 0.5, 1.5, 2.0, 1.3, 0.7
+    net = cascade(stages, c=c, g=g, k=k, duration=t)
+    lam = g / c
+    closed = np.array([v0 * (k * t / c) ** j / math.factorial(j) * math.exp(-lam * t) for j in range(stages)])
+    exact = kinn.exponential_euler(net, [[v0]])[0]
+    np.testing.assert_allclose(exact, closed, rtol=EXACT_RTOL, atol=1e-16)
+    solved = kinn.simulate(net, [[v0]], solver=tight()).final_state[0]
+    np.testing.assert_allclose(solved, closed, rtol=0, atol=SOLVER_ATOL)
+
+
+@pytest.mark.parametrize("stages", [1, 2, 4])
+def test_equal_stage_cascade_step_response_is_the_incomplete_gamma(stages):
+    c, g, k, t, drive = 1.0, 0.8, 1.1, 2.0, 0.6
+    net = cascade(stages, c=c, g=g, k=k, drive=drive, duration=t)
+    lam = g / c
+    closed = np.array([drive / g * (k / g) ** j * special.gammainc(j + 1, lam * t) for j in range(stages)])
+    exact = kinn.exponential_euler(net, [[0.0]])[0]
+    np.testing.assert_allclose(exact, closed, rtol=EXACT_RTOL, atol=1e-16)
+    solved = kinn.simulate(net, [[0.0]], solver=tight()).final_state[0]
+    np.testing.assert_allclose(solved, closed, rtol=0, atol=SOLVER_ATOL)
+
+
+def test_distinct_stages_exact_update_equals_the_transient_solver():
+    net = rich_net()
+    net.W[:] = 0.0                                  # held drive φ(b): the update is exact
+    x = np.random.default_rng(2).normal(size=(7, 4))
+    exact = kinn.exponential_euler(net, x)
+    solved = kinn.simulate(net, x, solver=tight()).final_state
+    np.testing.assert_allclose(exact, solved, rtol=0, atol=SOLVER_ATOL)
+    # and k steps of Δ/k are one step of Δ (a semigroup), to round-off
+    np.testing.assert_allclose(kinn.exponential_euler(net, x, steps=16), exact, rtol=0, atol=1e-13)
+
+
+def test_the_exact_update_is_stable_for_any_step():
+    net = rich_net()
+    net.log_g[:] = 3.0                               # fast cells: G/C ≈ 20 and more
+    v = np.random.default_rng(3).normal(size=(net.stages, net.width, 2))
+    drive = np.ones((net.width, 2))
+    huge = kinn.exact_update(net, v, drive, 1e6)
+    # every state forgets its start and settles at the cascade's steady state
+    rhs = np.zeros((net.width, net.stages, 1))
+    rhs[:, 0, 0] = -1.0 / net.capacitance[0]                         # A v = −e0·I/C0 per channel
+    steady = np.linalg.solve(kinn.cascade_matrices(net), rhs)[:, :, 0]
+    np.testing.assert_allclose(huge[:, :, 0], steady.T, rtol=1e-12)
+    assert np.all(np.isfinite(huge))
+
+
+def test_with_feedback_the_update_is_exponential_euler_of_order_one():
+    net = rich_net()
+    x = np.random.default_rng(4).normal(size=(5, 4))
+    reference = kinn.simulate(net, x, solver=tight()).final_state
+    errors = [np.abs(kinn.exponential_euler(net, x, steps=s) - reference).max() for s in (20, 40, 80)]
+    assert errors[0] > 1e-4                          # the drive is not held: not exact
+    for coarse, fine in zip(errors, errors[1:]):
+        assert coarse / fine == pytest.approx(2.0, rel=0.05)
+
+
+def test_positivity_of_c_and_g_is_by_construction():
+    net = rich_net()
+    net.set_flat_params(np.random.default_rng(5).normal(0, 4, net.num_params))
+    assert np.all(net.capacitance > 0) and np.all(net.conductance > 0)
+    assert np.all(np.linalg.eigvals(kinn.cascade_matrices(net)).real < 0)
+
+
+# ------------------------------------------------------------------ gradients
+def squared_error(readout):
+    d = readout - 0.3
+    return 0.5 * float((d * d).sum()), d
+
+
+@pytest.mark.parametrize("solver", [lambda: RK4(0.05), lambda: Dopri5(rtol=1e-6, atol=1e-8), lambda: Euler(0.02)],
+                         ids=["rk4", "dopri5", "euler"])
+def test_gradients_match_finite_differences_for_every_parameter(solver):
+    net = rich_net()
+    x = np.random.default_rng(6).normal(size=(5, 4))
+    grad = kinn.gradient(net, x, squared_error, solver=solver())
+    replay = replay_solver(grad.solution)
+    flat = net.get_flat_params()
+
+    def loss_at(params, xx=x):
+        net.set_flat_params(params)
+        try:
+            return squared_error(kinn.outputs(net, xx, solver=replay))[0]
+        finally:
+            net.set_flat_params(flat)
+
+    rng = np.random.default_rng(7)
+    offset, eps = 0, 1e-6
+    names = [f"{n}{l}" for l in range(net.num_windows) for n in ("W", "b")] + list(kinn.network.CELL_PARAMETERS)
+    for name, p in zip(names, net.parameters):
+        direction = np.zeros_like(flat)
+        direction[offset:offset + p.size] = rng.normal(size=p.size)
+        fd = (loss_at(flat + eps * direction) - loss_at(flat - eps * direction)) / (2 * eps)
+        assert grad.flat @ direction == pytest.approx(fd, rel=GRADIENT_RTOL), name
+        offset += p.size
+    dx = rng.normal(size=x.shape)
+    fd = (loss_at(flat, x + eps * dx) - loss_at(flat, x - eps * dx)) / (2 * eps)
+    assert float((grad.inputs * dx).sum()) == pytest.approx(fd, rel=GRADIENT_RTOL)
+    assert grad.stats.n_vjps > 0
+
+
+def test_vjp_and_jvp_are_transposes():
+    net = rich_net()
+    assembly = net.assemblies()[1]
+    rng = np.random.default_rng(8)
+    V = net.initial_state(rng.normal(size=(3, 4)))
+    V[1:] += rng.normal(size=V[1:].shape)
+    nu, v_dot = rng.normal(size=V.shape), rng.normal(size=V.shape)
+    nu[0] = v_dot[0] = 0.0
+    pieces = net.window_gradient_views(net.parameters, 1)
+    theta_dot = [rng.normal(size=p.shape) for p in pieces]
+    theta_bar = [np.zeros_like(p) for p in pieces]
+    left = float((nu * assembly.jvp(V, v_dot, theta_dot)).sum())
+    right = float((assembly.vjp(V, nu, theta_bar) * v_dot).sum()) + sum(float((a * b).sum())
+                                                                       for a, b in zip(theta_bar, theta_dot))
+    assert left == pytest.approx(right, rel=1e-12)
+
+
+# ------------------------------------------------------------------ refusals
+def test_an_implicit_solver_is_refused_with_the_reason():
+    with pytest.raises(InputError, match="explicit solvers"):
+        kinn.simulate(rich_net(), np.zeros((1, 4)), solver=BDF2(dt=0.1))
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"width": 3, "stages": 2, "inputs": 4, "outputs": 1}, "cannot take 4 inputs"),
+    ({"width": 3, "stages": 0, "inputs": 2, "outputs": 1}, "stages"),
+    ({"width": 3, "stages": 2, "inputs": 2, "outputs": 1, "durations": (1.0, -1.0)}, "durations"),
+    ({"width": 3, "stages": 2, "inputs": 2, "outputs": 1, "durations": ()}, "durations"),
+    ({"width": 3, "stages": 2, "inputs": 2, "outputs": 1, "activation": "softplus"}, "φ\\(0\\) = 0"),
+])
+def test_bad_shapes_and_options_are_refused(kwargs, fragment):
+    with pytest.raises(InputError, match=fragment):
+        kinn.KinnNet(**kwargs)
+
+
+def test_bad_inputs_and_parameters_are_refused():
+    net = rich_net()
+    with pytest.raises(InputError, match="input has 3 features but the KINN takes 4"):
+        kinn.simulate(net, np.zeros((2, 3)))
+    with pytest.raises(InputError, match="input sample 1, feature 2 is nan"):
+        kinn.exponential_euler(net, [[0, 0, 0, 0], [0, 0, np.nan, 0]])
+    with pytest.raises(ParameterError, match="expected"):
+        net.set_flat_params(np.zeros(3))
+    bad = net.get_flat_params()
+    bad[5] = np.inf
+    before = net.get_flat_params()
+    with pytest.raises(ParameterError, match="parameter 5 is not finite"):
+        net.set_flat_params(bad)
+    assert np.array_equal(net.get_flat_params(), before)
+    with pytest.raises(InputError, match="dt"):
+        kinn.zoh_matrices(net, -1.0)
+
+
+def test_stiff_cells_on_a_too_long_fixed_step_raise_stiffness_error():
+    net = rich_net()
+    net.log_g[:] = np.log(400.0)                     # λ = G/C ≈ 400: RK4 needs h < 2.8/400
+    with pytest.raises(StiffnessError, match="stiff"):
+        kinn.simulate(net, np.ones((1, 4)), solver=RK4(0.05))
