@@ -235,3 +235,52 @@ def test_stiff_cells_on_a_too_long_fixed_step_raise_stiffness_error():
     net.log_g[:] = np.log(400.0)                     # λ = G/C ≈ 400: RK4 needs h < 2.8/400
     with pytest.raises(StiffnessError, match="stiff"):
         kinn.simulate(net, np.ones((1, 4)), solver=RK4(0.05))
+
+
+# ------------------------------------------------------------------ SPICE, in the real ngspice
+@pytest.mark.parametrize("activation", ["tanh", "relu", "leaky_relu"])
+def test_ngspice_agrees_with_the_solver_within_1e_4_of_the_swing(activation):
+    from kirchhoff_sim.kinn.netlist import SPICE_SWING_RTOL, validate
+
+    net = rich_net()
+    net.activation = kinn.network.get_activation(activation)
+    X = np.random.default_rng(9).normal(size=(2, 4))
+    report = validate(net, X)
+    assert report.agrees, report.max_waveform_error
+    assert np.all(report.max_waveform_error <= SPICE_SWING_RTOL)
+    assert np.all(report.swing > 0.5)                 # a real transient, not a flat line
+    netlist = report.netlists[0]
+    assert netlist.counts["B"] == net.width * net.num_windows      # the drive only is behavioural
+    assert netlist.counts["C"] == net.num_nodes
+
+
+def test_an_identity_kinn_of_one_window_is_primitive_elements_only():
+    from kirchhoff_sim.kinn.netlist import validate
+
+    net = rich_net(durations=(1.5,))
+    net.activation = kinn.network.get_activation("identity")
+    report = validate(net, np.random.default_rng(10).normal(size=(1, 4)), primitive=True)
+    text = report.netlists[0].text
+    assert report.netlists[0].behavioural == 0
+    assert not [line for line in text.splitlines() if line[:1] in "BbEeFfHhAaXx"]
+    assert report.agrees, report.max_waveform_error
+
+
+def test_ngspice_reproduces_the_erlang_impulse_response():
+    from kirchhoff_sim.kinn.netlist import validate
+
+    net = cascade(4, c=0.5, g=1.5, k=2.0, duration=1.3)
+    report = validate(net, [[0.7]], n_points=2)
+    assert report.agrees
+    spice_final = report.max_readout_error[0]
+    assert spice_final <= 1e-4
+
+
+def test_the_netlist_title_cannot_inject_lines():
+    from kirchhoff_sim.kinn.netlist import to_netlist
+
+    lines = to_netlist(rich_net(), np.zeros(4), title="x\n.control\nshell rm -rf /\n.endc").text.splitlines()
+    assert lines[0] == "x .control shell rm -rf / .endc"     # one title line: ngspice reads it as a comment
+    assert not any(line.strip().lower().startswith((".control", "shell", ".endc")) for line in lines)
+    with pytest.raises(InputError, match="ONE sample"):
+        to_netlist(rich_net(), np.zeros((2, 4)))

@@ -636,6 +636,16 @@ def _assumptions(net, scale, options, mode, n_layers, d) -> list[str]:
     return out
 
 
+def options_line(options: SpiceOptions, scale: PhysicalScale) -> str:
+    """The ``.options`` line of ``options`` (normalised tolerances) in the units of ``scale``."""
+    return (
+        f".options method={options.method} maxord={options.maxord} reltol={options.reltol!r} "
+        f"abstol={options.abstol * scale.current_unit!r} vntol={options.vntol * scale.V0!r} "
+        f"chgtol={options.chgtol * scale.charge_unit!r} trtol={options.trtol!r} "
+        f"temp={float(options.temperature)!r} tnom={float(options.temperature)!r}"
+    )
+
+
 def _assemble(net, initial, names, scale, options, writer, title, boundaries_phys,
               half_width_phys, max_step):
     """Put the whole netlist text together; returns (text, element counts)."""
@@ -649,12 +659,7 @@ def _assemble(net, initial, names, scale, options, writer, title, boundaries_phy
     boundaries_phys = [float(t) for t in boundaries_phys]
     tstop = boundaries_phys[-1]
     tmax = max_step * scale.time_unit
-    option_line = (
-        f".options method={options.method} maxord={options.maxord} reltol={options.reltol!r} "
-        f"abstol={options.abstol * scale.current_unit!r} vntol={options.vntol * scale.V0!r} "
-        f"chgtol={options.chgtol * scale.charge_unit!r} trtol={options.trtol!r} "
-        f"temp={float(options.temperature)!r} tnom={float(options.temperature)!r}"
-    )
+    option_line = options_line(options, scale)
     models = list(writer.models)
     if writer.counts["S"]:
         models.append(f".model swgate SW(VT=0.5 VH=0 RON={options.switch_ron / scale.G0!r} "

@@ -178,7 +178,8 @@ class NgspiceRun:
                 continue
             inside = (time >= start - slack) & (time <= stop + slack)
             if inside.sum() >= CUBIC_MIN_POINTS:
-                out[on_grid] = CubicSpline(time[inside], values[inside], axis=0)(grid[on_grid])
+                with np.errstate(under="ignore"):      # a node that sits at ~0 V: underflow is exact
+                    out[on_grid] = CubicSpline(time[inside], values[inside], axis=0)(grid[on_grid])
             else:
                 out[on_grid] = np.stack([np.interp(grid[on_grid], time, values[:, n])
                                          for n in range(self.num_nodes)], axis=1)
