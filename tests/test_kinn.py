@@ -284,3 +284,59 @@ def test_the_netlist_title_cannot_inject_lines():
     assert not any(line.strip().lower().startswith((".control", "shell", ".endc")) for line in lines)
     with pytest.raises(InputError, match="ONE sample"):
         to_netlist(rich_net(), np.zeros((2, 4)))
+
+
+# ------------------------------------------------------------------ training and the chip report
+def test_fit_lowers_the_loss_and_predicts_in_batches():
+    from kirchhoff_sim.kinn.fit import fit, predict
+
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(64, 4))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    net = kinn.KinnNet(4, 2, 4, 2, durations=(1.0, 1.0))
+    solver = RK4(0.1)
+    history = fit(net, X, y, epochs=25, batch_size=16, lr=5e-2, solver=solver)
+    assert history[-1]["loss"] < 0.6 * history[0]["loss"]
+    assert np.array_equal(predict(net, X, solver=solver, batch_size=7), kinn.outputs(net, X, solver=solver))
+    with pytest.raises(InputError, match="loss must be one of"):
+        fit(net, X, y, loss="hinge")
+    with pytest.raises(InputError, match="64 samples but Y has 3"):
+        fit(net, X, y[:3])
+
+
+def test_the_chip_reports_energy_is_the_closed_form_of_one_discharging_cell():
+    from kirchhoff_sim.kinn.report import chip_report
+    from kirchhoff_sim.technology import default_profile
+
+    c, g, alpha, T, v0 = 0.8, 1.3, 0.7, 2.0, 0.5
+    net = cascade(1, c=c, g=g, duration=T)            # W = 0, b = 0, φ(0) = 0: a free decay
+    net.alpha[:] = alpha
+    profile = default_profile()
+    scale = profile.scale
+    report = chip_report(net, [[v0]], profile=profile, solver=tight(), n_points=4001)
+    lam = g / c
+    t_unit, i0 = scale.time_unit, scale.current_unit
+    # the output transconductance α·v into its summing node draws V_supply·∫|α v| dt
+    supply = profile.supply_voltage_v * i0 * t_unit * alpha * v0 * (1 - np.exp(-lam * T)) / lam
+    # the leak's G·v² and the output summing node's (α v)²·G0
+    dissipation = scale.V0 * i0 * t_unit * (g + alpha ** 2) * v0 ** 2 * (1 - np.exp(-2 * lam * T)) / (2 * lam)
+    assert report.energy["supply_j"] == pytest.approx(supply, rel=1e-5)
+    assert report.energy["resistor_dissipation_j"] == pytest.approx(dissipation, rel=1e-5)
+    assert report.energy["input_charging_j"] == pytest.approx(0.5 * scale.C0 * c * (scale.V0 * v0) ** 2, rel=1e-12)
+    assert report.latency_s == pytest.approx(T * t_unit)
+    assert report.inventory == {"capacitors": 1, "leak resistors": 1, "summing resistors": 2, "transconductors": 2}
+
+
+def test_the_chip_report_counts_the_active_elements_and_measures_robustness():
+    from kirchhoff_sim.kinn.report import chip_report
+
+    net = rich_net()
+    X = np.random.default_rng(12).normal(size=(6, 4))
+    y = np.argmax(kinn.outputs(net, X), axis=1)
+    report = chip_report(net, X, y, trials=2, solver=RK4(0.05))
+    assert report.active["window weights W"] == np.count_nonzero(net.W)
+    assert report.active["nonlinear drives phi"] == net.width * net.num_windows
+    assert report.robustness["nominal"] == 1.0      # the labels are the net's own decisions
+    assert 0.0 <= report.robustness["mismatch sigma 0.05 (worst of 2)"] <= 1.0
+    text = str(report)
+    assert "latency" in text and "rails" in text and report.to_dict()["energy"]["supply_j"] > 0
