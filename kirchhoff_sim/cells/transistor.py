@@ -559,13 +559,7 @@ def to_transistor_netlist(net, x, profile, characterisation: CellCharacterisatio
               f".options reltol={reltol:g} abstol=1e-15 vntol=1e-7 method=gear"]
     lines += cell_subcircuits(characterisation.cell_design, characterisation.resistor_design,
                               characterisation.diode_design, characterisation.relu_design) + supply_lines(characterisation.cell_design, common_mode=True)
-    for k in range(len(net.layers)):
-        points_k = [(0.0, design["vdd"] if k == 0 else 0.0)]
-        if k > 0:
-            points_k += [(boundaries[k], 0.0), (boundaries[k] + edge, design["vdd"])]
-        if k < len(net.layers) - 1:
-            points_k += [(boundaries[k + 1], design["vdd"]), (boundaries[k + 1] + edge, 0.0)]
-        lines.append(f"Vclk{k} clk{k} 0 PWL({' '.join(f'{float(t)!r} {float(v)!r}' for t, v in points_k)})")
+    lines += layer_clock_lines(boundaries, design["vdd"], edge)
     for n, side in enumerate(_node_capacitor_sides(net, characterisation, scale), start=1):
         lines.append(f"XC{n} {_node(n)} 0 {MIM_CAP} W={float(side)!r} L={float(side)!r}")
     for e in np.nonzero(cells.on)[0]:
@@ -580,6 +574,22 @@ def to_transistor_netlist(net, x, profile, characterisation: CellCharacterisatio
               ".end"]
     return TransistorNetlist("\n".join(lines) + "\n", [_node(n) for n in range(1, net.num_nodes + 1)], t_stop,
                              corner, cells.n_cells, cells.transistors(), str(pdk.library))
+
+
+def layer_clock_lines(boundaries: np.ndarray, vdd: float, edge: float) -> list[str]:
+    """PWL clocks ``clk<k>`` (0 V off, ``vdd`` on) of the windows between ``boundaries``
+    (seconds): each rises at its start and falls at its end over ``edge`` seconds, the
+    enable of the cells' tail switches."""
+    lines = []
+    n_layers = len(boundaries) - 1
+    for k in range(n_layers):
+        points_k = [(0.0, vdd if k == 0 else 0.0)]
+        if k > 0:
+            points_k += [(boundaries[k], 0.0), (boundaries[k] + edge, vdd)]
+        if k < n_layers - 1:
+            points_k += [(boundaries[k + 1], vdd), (boundaries[k + 1] + edge, 0.0)]
+        lines.append(f"Vclk{k} clk{k} 0 PWL({' '.join(f'{float(t)!r} {float(v)!r}' for t, v in points_k)})")
+    return lines
 
 
 def node_voltages(result, netlist: TransistorNetlist, vcm: float) -> np.ndarray:
