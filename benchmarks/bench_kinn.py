@@ -14,8 +14,12 @@
    of the same parameter count, and for context the identity ``u(t1) ≈ u(0)`` and the
    best linear map (least squares). Relative L2 error ``mean ‖û − u‖ / ‖u‖`` on the test set.
 
-The digits KINN's chip report (:func:`kirchhoff_sim.kinn.report.chip_report`, default
+The digits KINN is then checked in ngspice (:func:`kirchhoff_sim.kinn.netlist.validate`,
+ten test images: every waveform against our solver, relative to the swing), and its chip report (:func:`kirchhoff_sim.kinn.report.chip_report`, default
 technology profile, on the test images) is printed and stored with the figures.
+
+Last, a small KINN trained on two moons runs with its drives as sky130 transistor cells
+in ngspice, against the cell model in our solver.
 
 Both tasks also train the first-order KINN (one stage, ``n = 1``) of the same width, so
 the figure shows what the cascade's higher order buys. The machine's load is printed
@@ -147,6 +151,40 @@ def burgers(n_train: int, epochs: int, solver) -> dict:
     return out
 
 
+def transistor_drive(epochs: int, solver) -> dict:
+    """A small KINN trained on two moons, its drives as sky130 tanh cells in ngspice
+    against the cell model in our solver (:mod:`kirchhoff_sim.kinn.transistor`)."""
+    from kirchhoff_sim.cells import characterisation_of
+    from kirchhoff_sim.cells.pdk import locate_pdk
+    from kirchhoff_sim.kinn.transistor import validate_transistor
+    from kirchhoff_sim.technology import builtin_profile
+
+    profile = builtin_profile("sky130")
+    data = datasets.load_dataset("moons", n_samples=400)
+    print(f"moons: KINN 8 channels x 2 stages, {epochs} epochs ({load()})", flush=True)
+    net = kinn.KinnNet(8, 2, 2, 2, durations=(1.0, 1.0), activation="tanh", seed=0)
+    fit(net, data.X_train, data.y_train, epochs=epochs, batch_size=32, lr=2e-2, solver=solver)
+    accuracy = float((predict(net, data.X_test, solver=solver).argmax(axis=1) == data.y_test).mean())
+    characterisation = characterisation_of(profile)
+    X = data.X_test[:10]
+    print(f"  test accuracy {accuracy:.4f}; 10 test points at transistor level ({load()})", flush=True)
+    check = validate_transistor(net, X, profile, characterisation, locate_pdk())
+    out = {"test_accuracy": accuracy, "samples": len(X),
+           "max_waveform_error_of_swing": float(check.max_waveform_error.max()),
+           "median_waveform_error_of_swing": float(np.median(check.max_waveform_error)),
+           "max_readout_error_of_swing": float(check.max_readout_error.max()),
+           "decisions_agree": int(check.decisions_agree.sum()), "cell_fit_error": check.cell_fit_error,
+           "drive_transistors": check.transistors, "ngspice_seconds": check.spice_seconds,
+           "gate_excursion_v": check.gate_excursion_v, "node_excursion_v": check.node_excursion_v}
+    print(f"  waveforms within {out['max_waveform_error_of_swing']:.2%} of the swing (median "
+          f"{out['median_waveform_error_of_swing']:.2%}), read-out within {out['max_readout_error_of_swing']:.2%}, "
+          f"{out['decisions_agree']}/{len(X)} decisions agree; cell fit error {check.cell_fit_error:.2%}; "
+          f"{check.transistors} transistors; ngspice {check.spice_seconds:.1f} s; drive gates up to "
+          f"{check.gate_excursion_v:.3f} V and nodes up to {check.node_excursion_v:.3f} V from vcm "
+          f"(the cell's operating range ±0.15 V)", flush=True)
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few epochs (a smoke run, not the README's figures)")
@@ -164,6 +202,18 @@ def main():
     report = chip_report(model, data.X_test, data.y_test, solver=solver, trials=3 if args.quick else 8)
     print(report)
     results["digits_chip_report"] = report.to_dict()
+    from kirchhoff_sim.kinn.netlist import validate
+
+    n_spice = 3 if args.quick else 10
+    print(f"the digits KINN in ngspice: {n_spice} test images ({load()})", flush=True)
+    check = validate(model, data.X_test[:n_spice])
+    results["digits_ngspice"] = {"samples": n_spice, "max_waveform_error_of_swing": check.worst,
+                                 "max_readout_error_of_swing": float(check.max_readout_error.max()),
+                                 "ngspice_seconds": check.spice_seconds, "elements": check.netlists[0].counts}
+    print(f"  every stage and output waveform within {check.worst:.2e} of the swing "
+          f"(read-out at T within {check.max_readout_error.max():.2e}); elements {check.netlists[0].counts}; "
+          f"ngspice {check.spice_seconds:.1f} s", flush=True)
+    results["transistor_drive"] = transistor_drive(epochs, solver)
     write_results("kinn" + ("_quick" if args.quick else ""), results)
 
 

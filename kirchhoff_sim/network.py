@@ -25,6 +25,19 @@ MAX_NODES = 10 ** 8
 _UNTOUCHED_NODES_WARNING = r".*node\(s\) are touched by no edge"   # matches _warn_untouched
 
 
+class FlatParameters:
+    """The flat parameter vector of anything with a list of live ``parameters`` arrays
+    (a :class:`KirchhoffNet`, a :class:`~kirchhoff_sim.kinn.KinnNet`): its length and
+    its value, in the order of ``parameters``."""
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.size for p in self.parameters)
+
+    def get_flat_params(self) -> np.ndarray:
+        return np.concatenate([p.ravel() for p in self.parameters])
+
+
 def check_finite_inputs(x: np.ndarray, first_row: int = 0) -> None:
     """Refuse non-finite input voltages ``x`` ``(B, d)``, naming the first bad one by its
     row ``first_row + b`` (so a chunk of a larger input names the row of the whole input).
@@ -254,7 +267,7 @@ class Layer:
         return max((int(g.edges.max()) for g in self.groups if g.num_edges), default=0)
 
 
-class KirchhoffNet:
+class KirchhoffNet(FlatParameters):
     """A KirchhoffNet: layers of devices over nodes ``0..N`` with a capacitor per node.
 
     Parameters
@@ -386,12 +399,6 @@ class KirchhoffNet:
         """The parameter arrays ``(n_params, E)`` of every group (live, not copies)."""
         return [g.params for g in self.groups]
 
-    @property
-    def num_params(self) -> int:
-        return sum(p.size for p in self.parameters)
-
-    def get_flat_params(self) -> np.ndarray:
-        return np.concatenate([p.ravel() for p in self.parameters])
 
     def set_flat_params(self, flat) -> None:
         flat = np.asarray(flat, dtype=float)

@@ -37,7 +37,7 @@ import numpy as np
 from ..checks import as_int, as_real_array
 from ..errors import InputError
 from ..solvers import Dopri5
-from ..spice.netlist import _clock_lines, options_line
+from ..spice.netlist import _clock_lines, options_line, scale_and_options
 from ..spice.options import SpiceOptions
 from ..spice.roundtrip import NgspiceRun
 from ..spice.runner import run_netlist
@@ -126,12 +126,7 @@ def to_netlist(net, x, scale: PhysicalScale | None = None, options: SpiceOptions
     InputError
         A batch instead of one sample, bad inputs, scale or options.
     """
-    scale = PhysicalScale.default() if scale is None else scale
-    if not isinstance(scale, PhysicalScale):
-        raise InputError(f"scale must be a PhysicalScale, got {type(scale).__name__}")
-    options = SpiceOptions() if options is None else options
-    if not isinstance(options, SpiceOptions):
-        raise InputError(f"options must be a SpiceOptions, got {type(options).__name__}")
+    scale, options = scale_and_options(scale, options)
     x = as_real_array(x, "x (one sample of input voltages)", finite=False)
     if x.ndim != 1:
         raise InputError(f"to_netlist compiles ONE sample: x must have shape (d,), got {x.shape}")

@@ -48,7 +48,7 @@ import numpy as np
 from ..checks import as_int
 from ..devices import activation as get_activation
 from ..errors import InputError, ParameterError
-from ..network import as_batch, check_finite_inputs
+from ..network import FlatParameters, as_batch, check_finite_inputs
 
 __all__ = ["KinnNet", "KinnAssembly", "KinnWindow", "CELL_PARAMETERS", "PHI_AT_ZERO_ACTIVATIONS"]
 
@@ -75,7 +75,7 @@ class KinnWindow:
         self.groups = ()
 
 
-class KinnNet:
+class KinnNet(FlatParameters):
     """A bank of ``width`` KINN channels of ``stages`` cells, run through time windows.
 
     Parameters
@@ -196,12 +196,6 @@ class KinnNet:
         windows = [a for l in range(self.num_windows) for a in (self.W[l], self.b[l])]
         return windows + [getattr(self, name) for name in CELL_PARAMETERS]
 
-    @property
-    def num_params(self) -> int:
-        return sum(p.size for p in self.parameters)
-
-    def get_flat_params(self) -> np.ndarray:
-        return np.concatenate([p.ravel() for p in self.parameters])
 
     def set_flat_params(self, flat) -> None:
         """Write a flat parameter vector (the order of :attr:`parameters`) in place.

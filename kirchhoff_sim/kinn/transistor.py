@@ -191,6 +191,12 @@ class TransistorCheck:
         The characterisation's worst cell error (fraction of the saturation current).
     transistors : int
         Transistors in one netlist (the drive cells and their bias diodes).
+    gate_excursion_v : float
+        Largest ``|V(z) − vcm| = |W u + b|/β`` of any drive on our reference trajectories
+        (V): beyond the cell's operating range (``half_range_v``, 0.15 V) its body effect
+        bends the tanh away from the fit, so the error grows.
+    node_excursion_v : float
+        Largest stage or output voltage from ``vcm`` (V), against the same range.
     """
 
     max_waveform_error: np.ndarray
@@ -200,6 +206,8 @@ class TransistorCheck:
     mapping: DriveMapping
     cell_fit_error: float
     transistors: int
+    gate_excursion_v: float
+    node_excursion_v: float
 
 
 def reference_net(net, mapping: DriveMapping, scale):
@@ -227,6 +235,11 @@ def validate_transistor(net, X, profile, characterisation, pdk, *, n_points: int
     grid = np.linspace(0.0, net.T, n_points)
     ours = simulate(reference, X, solver=solver, save_at=grid).node_voltages
     vcm = characterisation.design["vcm"]
+    stages_all = reference.stage_voltages(ours.reshape(-1, net.num_nodes))          # (n, M, t·B)
+    u_all = reference.channel_outputs(stages_all)
+    z_all = np.einsum("lmk,kb->lmb", net.W, u_all) + net.b[:, :, None]
+    gate_excursion = float(np.abs(z_all).max()) / mapping.slope_per_v
+    node_excursion = float(max(np.abs(stages_all).max(), np.abs(u_all[:net.num_outputs]).max())) * scale.V0
     wave, final, agree, seconds = [], [], [], 0.0
     for b in range(X.shape[0]):
         text, stages, outputs = to_transistor_netlist(net, X[b], profile, characterisation, pdk, title=f"sample {b}")
@@ -244,4 +257,4 @@ def validate_transistor(net, X, profile, characterisation, pdk, *, n_points: int
     per_cell = transistor_counts(characterisation.cell_design)
     transistors = net.width * net.num_windows * (per_cell.get("ks_tanh_n", 0) + per_cell.get("ks_bias", 0))
     return TransistorCheck(np.array(wave), np.array(final), np.array(agree), seconds, mapping,
-                           float(characterisation.max_error), transistors)
+                           float(characterisation.max_error), transistors, gate_excursion, node_excursion)

@@ -420,6 +420,23 @@ def _clock_lines(boundaries_phys: np.ndarray, half_width: float) -> list[str]:
     return lines
 
 
+def scale_and_options(scale, options) -> tuple[PhysicalScale, SpiceOptions]:
+    """A compiler's ``scale`` and ``options`` arguments, defaults filled in and checked.
+
+    Raises
+    ------
+    InputError
+        Not a :class:`PhysicalScale` or a :class:`SpiceOptions` (or None).
+    """
+    scale = PhysicalScale.default() if scale is None else scale
+    if not isinstance(scale, PhysicalScale):
+        raise InputError(f"scale must be a PhysicalScale, got {type(scale).__name__}")
+    options = SpiceOptions() if options is None else options
+    if not isinstance(options, SpiceOptions):
+        raise InputError(f"options must be a SpiceOptions, got {type(options).__name__}")
+    return scale, options
+
+
 def to_netlist(net, x, scale: PhysicalScale | None = None, mode: str = "behavioral",
                options: SpiceOptions | None = None, title: str | None = None,
                node_names=None) -> Netlist:
@@ -460,12 +477,7 @@ def to_netlist(net, x, scale: PhysicalScale | None = None, mode: str = "behavior
     DeviceError
         A device without a SPICE form.
     """
-    scale = PhysicalScale.default() if scale is None else scale
-    if not isinstance(scale, PhysicalScale):
-        raise InputError(f"scale must be a PhysicalScale, got {type(scale).__name__}")
-    options = SpiceOptions() if options is None else options
-    if not isinstance(options, SpiceOptions):
-        raise InputError(f"options must be a SpiceOptions, got {type(options).__name__}")
+    scale, options = scale_and_options(scale, options)
     as_choice(mode, "netlist mode", MODES)
     # non-finite entries are refused by net.initial_state, which names the node
     x = as_real_array(x, "x (one sample of input voltages)", finite=False)
