@@ -72,13 +72,17 @@ def _checkpointed(solution, net, every: int, stats):
             tape.states = CheckpointedStates(tape.states, every, replay)
 
 
-def _trapezoid_weights(times) -> np.ndarray:
-    """Weights ``c_n`` of the trapezoid rule on a step grid: ``(h_{n-1} + h_n)/2``."""
-    h = np.diff(np.asarray(times, dtype=float))
-    weights = np.zeros(len(h) + 1)
-    weights[:-1] += h / 2
-    weights[1:] += h / 2
-    return weights
+def trapezoid_weights(t) -> np.ndarray:
+    """Weights ``w`` ``(n,)`` with ``Σ w_j f(t_j)`` the trapezoidal rule on the grid ``t``:
+    ``(h_{j-1} + h_j)/2`` (the one home of the rule: running costs on step grids, the
+    chip report's energy integrals)."""
+    t = np.asarray(t, dtype=float)
+    w = np.zeros(len(t))
+    if len(t) > 1:
+        h = np.diff(t)
+        w[:-1] += 0.5 * h
+        w[1:] += 0.5 * h
+    return w
 
 
 def running_cost_value(solution, running_cost) -> float:
@@ -86,7 +90,7 @@ def running_cost_value(solution, running_cost) -> float:
     (trapezoid weights of each layer's own grid)."""
     total = 0.0
     for tape in solution.tapes:
-        for n, c in enumerate(_trapezoid_weights(tape.times)):
+        for n, c in enumerate(trapezoid_weights(tape.times)):
             total += c * running_cost(tape.states[n])[0]
     return total
 
@@ -139,7 +143,7 @@ def gradient(net, x, loss, solver=None, checkpoint_every: int = 1, running_cost=
         assembly = net.assemblies()[k]
         extra = {}
         if running_cost is not None:
-            tape, weights = solution.tapes[k], _trapezoid_weights(solution.tapes[k].times)
+            tape, weights = solution.tapes[k], trapezoid_weights(solution.tapes[k].times)
             extra["state_source"] = (lambda n, tape=tape, weights=weights:
                                      weights[n] * running_cost(tape.states[n])[1])
         y_bar = solution.solver.adjoint_layer(assembly, solution.tapes[k], y_bar,

@@ -10,6 +10,7 @@ incomplete gamma function (the Erlang distribution's CDF).
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -378,3 +379,55 @@ def test_the_drive_mapping_refuses_what_the_cell_cannot_be(characterised):
     net.activation = kinn.network.get_activation("relu")
     with pytest.raises(CellMappingError, match="tanh transconductor"):
         map_drive(net, characterised, PhysicalScale(V0=0.05, C0=2e-11, G0=1e-6))
+
+
+def test_the_rail_cost_gradient_matches_finite_differences():
+    net = rich_net()
+    net.W *= 3.0                                      # summing nodes well beyond a rail of 0.5
+    x = np.random.default_rng(14).normal(size=(4, 4))
+    solver = RK4(0.05)
+    grad = kinn.gradient(net, x, squared_error, solver=solver, rail=0.5, rail_weight=2.0)
+    plain = kinn.gradient(net, x, squared_error, solver=solver)
+    assert grad.value > plain.value + 1e-3            # the cost is active
+    flat = net.get_flat_params()
+    rng = np.random.default_rng(15)
+    eps = 1e-6
+
+    def value_at(params):
+        net.set_flat_params(params)
+        try:
+            return kinn.gradient(net, x, squared_error, solver=solver, rail=0.5, rail_weight=2.0).value
+        finally:
+            net.set_flat_params(flat)
+
+    for _ in range(3):
+        direction = rng.normal(size=flat.size)
+        fd = (value_at(flat + eps * direction) - value_at(flat - eps * direction)) / (2 * eps)
+        assert grad.flat @ direction == pytest.approx(fd, rel=GRADIENT_RTOL)
+
+
+def test_training_against_a_profile_keeps_the_rails_and_the_conductance_window():
+    from kirchhoff_sim.kinn.fit import fit, profile_limits
+    from kirchhoff_sim.kinn.report import chip_report
+    from kirchhoff_sim.technology import default_profile
+
+    rng = np.random.default_rng(16)
+    X = np.clip(rng.normal(0, 1, size=(64, 4)), -2.5, 2.5)   # the inputs themselves inside ±3
+    y = (X[:, 0] > 0).astype(int)
+    profile = default_profile().replace(rail_low_v=-0.3, rail_high_v=0.3)   # 3 V0: tight
+    solver = RK4(0.1)
+
+    def widest(net):
+        report = chip_report(net, X, profile=profile, solver=solver)
+        return report, max(abs(v) for v in report.node_range_v)
+
+    free = kinn.KinnNet(4, 2, 4, 2, durations=(1.0, 1.0), seed=3)
+    free.W *= 2.0
+    held = copy.deepcopy(free)
+    fit(free, X, y, epochs=20, batch_size=16, lr=3e-2, solver=solver)
+    fit(held, X, y, epochs=20, batch_size=16, lr=3e-2, solver=solver, profile=profile, rail_weight=10.0)
+    rail, window = profile_limits(held, profile)
+    assert rail == pytest.approx(3.0)
+    assert widest(free)[1] > 0.3                      # unconstrained: beyond the ±0.3 V rails
+    assert widest(held)[1] <= 0.3                     # trained against them: inside
+    assert np.all((held.log_g >= window[0] - 1e-12) & (held.log_g <= window[1] + 1e-12))

@@ -54,6 +54,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..sensitivity import trapezoid_weights
+
 from ..devices import Conductance
 from ..errors import InputError
 from ..spice.roundtrip import END_TIME_RTOL, NgspiceRun
@@ -156,17 +158,6 @@ def edge_table(net) -> EdgeTable:
 
 
 # ---------------------------------------------------------------- quadrature
-def trapezoid_weights(t: np.ndarray) -> np.ndarray:
-    """Weights ``w`` with ``Σ w_j f(t_j)`` the trapezoidal rule on the grid ``t`` ``(n,)``."""
-    t = np.asarray(t, dtype=float)
-    w = np.zeros(len(t))
-    if len(t) > 1:
-        h = np.diff(t)
-        w[:-1] += 0.5 * h
-        w[1:] += 0.5 * h
-    return w
-
-
 def _coarse_weights(t: np.ndarray) -> np.ndarray:
     """Trapezoidal weights on every other point of ``t`` (and the last), zero elsewhere."""
     keep = np.arange(0, len(t), 2)

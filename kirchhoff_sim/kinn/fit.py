@@ -18,11 +18,21 @@ from ..training.losses import LOSSES, bind
 from ..training.optim import Adam, CosineSchedule
 from .transient import gradient, outputs
 
-__all__ = ["fit", "predict"]
+__all__ = ["fit", "predict", "profile_limits"]
+
+
+def profile_limits(net, profile) -> tuple[float, tuple[float, float]]:
+    """``(rail, (log_g_min, log_g_max))`` of a technology profile in the net's normalised
+    units: the smaller rail over ``V0``, and the leak conductance window over ``G0``."""
+    scale = profile.scale
+    rail = min(-profile.rail_low_v, profile.rail_high_v) / scale.V0
+    return rail, (float(np.log(profile.conductance_min_s / scale.G0)),
+                  float(np.log(profile.conductance_max_s / scale.G0)))
 
 
 def fit(net, X, Y, *, loss: str = "cross_entropy", epochs: int = 10, batch_size: int = 64,
-        lr: float = 1e-2, solver=None, seed: int = 0, progress: bool = False) -> list[dict]:
+        lr: float = 1e-2, solver=None, seed: int = 0, progress: bool = False, profile=None,
+        rail_weight: float = 1.0) -> list[dict]:
     """Train ``net`` in place on ``X`` ``(n, d)`` and targets ``Y``.
 
     Parameters
@@ -40,6 +50,12 @@ def fit(net, X, Y, *, loss: str = "cross_entropy", epochs: int = 10, batch_size:
         Seeds the shuffling.
     progress : bool
         A tqdm bar over the epochs.
+    profile : TechnologyProfile, optional
+        Train within the technology's limits: every node voltage (stages, output and
+        drive summing nodes) is held inside the rails by the running cost
+        :func:`~.transient.rail_penalty` (``rail_weight``) in the loss and its exact
+        adjoint, and after every step the leak conductances are projected into the
+        profile's conductance window (a projected gradient step).
 
     Returns
     -------
@@ -62,6 +78,9 @@ def fit(net, X, Y, *, loss: str = "cross_entropy", epochs: int = 10, batch_size:
     Y = np.asarray(Y)
     if len(X) != len(Y):
         raise InputError(f"X has {len(X)} samples but Y has {len(Y)}")
+    rail, window = (None, None) if profile is None else profile_limits(net, profile)
+    if window is not None:
+        np.clip(net.log_g, *window, out=net.log_g)
     optimiser = Adam(net.parameters, lr=lr, schedule=CosineSchedule(epochs))
     rng = np.random.default_rng(seed)
     history = []
@@ -76,11 +95,14 @@ def fit(net, X, Y, *, loss: str = "cross_entropy", epochs: int = 10, batch_size:
         order = rng.permutation(len(X))
         for a in range(0, len(X), batch_size):
             batch = order[a:a + batch_size]
-            grad = gradient(net, X[batch], bind(LOSSES[loss], Y[batch]), solver=solver)
+            grad = gradient(net, X[batch], bind(LOSSES[loss], Y[batch]), solver=solver, rail=rail,
+                            rail_weight=rail_weight)
             if not np.isfinite(grad.value) or not all(np.all(np.isfinite(g)) for g in grad.grads):
                 raise TrainingDivergedError(f"KINN training: epoch {epoch}, batch {a // batch_size}: "
                                             f"the loss or its gradient is not finite")
             optimiser.step(grad.grads)
+            if window is not None:
+                np.clip(net.log_g, *window, out=net.log_g)
             losses.append(grad.value)
         history.append({"epoch": epoch, "loss": float(np.mean(losses)),
                         "seconds": time.perf_counter() - start})

@@ -32,6 +32,7 @@ import numpy as np
 from ..checks import as_int
 from ..technology import default_profile
 from ..units import format_si
+from ..sensitivity import trapezoid_weights
 from .transient import simulate
 
 __all__ = ["KinnChipReport", "chip_report"]
@@ -50,11 +51,13 @@ class KinnChipReport:
     latency_s: float
     energy: dict
     findings: list
+    node_range_v: tuple = (0.0, 0.0)
     robustness: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"summary": self.summary, "inventory": self.inventory, "active": self.active,
                 "latency_s": self.latency_s, "energy": self.energy, "findings": self.findings,
+                "node_range_v": list(self.node_range_v),
                 "robustness": self.robustness}
 
     def __str__(self) -> str:
@@ -135,8 +138,7 @@ def chip_report(net, X, y=None, *, profile=None, metric=None, trials: int = 8, s
                       + np.abs(net.activation.value(z)).sum(axis=1))                     # (t, B)
     resistor_power = ((G[None, :, :, None] * v ** 2).sum(axis=(1, 2))                    # leaks
                       + (u ** 2).sum(axis=1) + (z ** 2).sum(axis=1))                     # summing nodes, G = 1
-    weights = np.full(n_points, ts[1] - ts[0])
-    weights[[0, -1]] *= 0.5                                                              # trapezoid rule
+    weights = trapezoid_weights(ts)
     time_unit = scale.time_unit
     supply_j = profile.supply_voltage_v * I0 * time_unit * (weights @ active_current)    # (B,)
     dissipation_j = V0 * I0 * time_unit * (weights @ resistor_power)
@@ -147,7 +149,7 @@ def chip_report(net, X, y=None, *, profile=None, metric=None, trials: int = 8, s
               "input_charging_j": float(input_j.mean()),
               "total_drawn_j": float((supply_j + input_j).mean())}
     energy["average_power_w"] = energy["total_drawn_j"] / latency
-    findings = _findings(net, profile, v, u, z, energy)
+    findings, node_range = _findings(net, profile, v, u, z, energy)
     inventory, active = _inventory(net)
     robustness = {}
     if y is not None:
@@ -155,10 +157,10 @@ def chip_report(net, X, y=None, *, profile=None, metric=None, trials: int = 8, s
     summary = (f"KINN chip report on '{profile.name}': {net.width} channels × {net.stages} stages, "
                f"{net.num_windows} window(s), {net.num_params} parameters; V0 = {format_si(V0, 'V')}, "
                f"C0 = {format_si(C0, 'F')}, G0 = {format_si(G0, 'S')}; {X.shape[0]} input(s)")
-    return KinnChipReport(summary, inventory, active, latency, energy, findings, robustness)
+    return KinnChipReport(summary, inventory, active, latency, energy, findings, node_range, robustness)
 
 
-def _findings(net, profile, v, u, z, energy) -> list[str]:
+def _findings(net, profile, v, u, z, energy) -> tuple[list[str], tuple[float, float]]:
     scale = profile.scale
     V0, G0 = scale.V0, scale.G0
     out = []
@@ -182,7 +184,7 @@ def _findings(net, profile, v, u, z, energy) -> list[str]:
                f"{format_si(profile.current_limit_a, 'A')}")
     out.append(f"average power {format_si(energy['average_power_w'], 'W')} against the budget "
                f"{format_si(profile.power_budget_w, 'W')}")
-    return out
+    return out, (low, high)
 
 
 def _accuracy(readout, y) -> float:

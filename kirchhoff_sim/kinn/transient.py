@@ -18,9 +18,10 @@ import numpy as np
 from ..errors import InputError
 from ..solvers import Dopri5
 from ..solvers import simulate as simulate_circuit
+from ..sensitivity import trapezoid_weights
 from ..solvers.base import Stats
 
-__all__ = ["KinnGradient", "simulate", "outputs", "gradient"]
+__all__ = ["KinnGradient", "simulate", "outputs", "gradient", "rail_penalty"]
 
 
 def _explicit(solver):
@@ -84,7 +85,37 @@ class KinnGradient:
         return np.concatenate([g.ravel() for g in self.grads])
 
 
-def gradient(net, x, loss, solver=None) -> KinnGradient:
+def rail_penalty(net, window: int, V: np.ndarray, limit: float, weight: float, scale: float = 1.0,
+                 grads: list | None = None) -> tuple[float, np.ndarray]:
+    """``φ = weight·Σ relu(|a| − limit)²`` over every node voltage of window ``window``'s
+    circuit at ``V`` ``(N+1, B)``: the stage nodes, the output summing nodes ``u`` and the
+    window's drive summing nodes ``z = W u + b`` (all are nodes of the chip).
+
+    Returns ``(scale·φ, scale·∂φ/∂V)``; with ``grads`` (shaped like ``net.parameters``) the
+    terms through ``α``, ``W`` and ``b`` (times ``scale``) are added to it.
+    """
+    v = net.stage_voltages(V)
+    u = net.channel_outputs(v)
+    z = net.W[window] @ u + net.b[window][:, None]
+    value, bars = 0.0, []
+    for a in (v, u, z):
+        over = np.maximum(np.abs(a) - limit, 0.0)
+        value += float(np.sum(over * over))
+        bars.append((2.0 * weight * scale) * over * np.sign(a))
+    v_bar, u_bar, z_bar = bars
+    u_bar = u_bar + net.W[window].T @ z_bar
+    v_bar = v_bar + net.alpha[:, :, None] * u_bar[None]
+    if grads is not None:
+        W_bar, b_bar, *_, alpha_bar = net.window_gradient_views(grads, window)
+        W_bar += z_bar @ u.T
+        b_bar += z_bar.sum(axis=1)
+        alpha_bar += np.einsum("jmb,mb->jm", v, u_bar)
+    out = np.zeros_like(V)
+    out[1:] = v_bar.reshape(net.num_nodes, V.shape[1])
+    return weight * scale * value, out
+
+
+def gradient(net, x, loss, solver=None, rail: float | None = None, rail_weight: float = 1.0) -> KinnGradient:
     """Loss and exact gradient of a KINN by the discrete adjoint of the forward run.
 
     Parameters
@@ -96,10 +127,17 @@ def gradient(net, x, loss, solver=None) -> KinnGradient:
         (:mod:`kirchhoff_sim.training.losses`).
     solver : optional
         An explicit solver (default Dopri5); adaptive steps are held at those accepted.
+    rail : float, optional
+        Keep every node voltage within ``±rail`` (normalised): the loss then includes
+        the running cost :func:`rail_penalty` (``rail_weight``) on every step state of
+        every window, trapezoid-weighted on the window's step grid, and its exact adjoint
+        enters the backward sweep at each state (as
+        :func:`kirchhoff_sim.sensitivity.gradient`'s ``running_cost`` does).
 
     Returns
     -------
     KinnGradient
+        ``value`` includes the rail cost.
 
     Raises
     ------
@@ -121,8 +159,19 @@ def gradient(net, x, loss, solver=None) -> KinnGradient:
     y_bar[1:] = (net.alpha[:, :, None] * u_bar[None]).reshape(net.num_nodes, B)
     grads[-1] += np.einsum("jmb,mb->jm", v, u_bar)
     stats = Stats()
+    rail_value = [0.0]
     for l in reversed(range(net.num_windows)):
+        extra = {}
+        if rail is not None:
+            tape = solution.tapes[l]
+            weights = trapezoid_weights(tape.times)
+
+            def source(n, l=l, tape=tape, weights=weights):
+                cost, state_bar = rail_penalty(net, l, tape.states[n], rail, rail_weight, weights[n], grads)
+                rail_value[0] += cost
+                return state_bar
+            extra["state_source"] = source
         y_bar = solution.solver.adjoint_layer(net.assemblies()[l], solution.tapes[l], y_bar,
-                                              net.window_gradient_views(grads, l), stats)
+                                              net.window_gradient_views(grads, l), stats, **extra)
     inputs_bar = y_bar[1:1 + net.num_inputs].T.copy()
-    return KinnGradient(float(value), grads, inputs_bar, solution, stats)
+    return KinnGradient(float(value) + rail_value[0], grads, inputs_bar, solution, stats)
