@@ -213,6 +213,55 @@ def test_bad_shapes_and_options_are_refused(kwargs, fragment):
         kinn.KinnNet(**kwargs)
 
 
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"width": 10 ** 5}, "width"),
+    ({"durations": "ab"}, "durations"),
+    ({"durations": [1 + 1j]}, "durations"),
+    ({"durations": [1e308, 1e308]}, "finite sum"),
+    ({"durations": [np.nan]}, "durations"),
+    ({"seed": "x"}, "seed"),
+    ({"width": 4000, "durations": [1.0] * 10}, "parameters"),
+])
+def test_sizes_durations_and_seeds_of_the_wrong_kind_are_refused(kwargs, fragment):
+    with pytest.raises(InputError, match=fragment):
+        kinn.KinnNet(**{"width": 3, "stages": 2, "inputs": 2, "outputs": 1, **kwargs})
+
+
+def test_a_batch_as_large_as_the_state_is_not_mistaken_for_it():
+    # N + 1 = 4 nodes incl. ground and a batch of 4: the read-out must still be (4, 2)
+    net = kinn.KinnNet(3, 1, 3, 2, durations=(1.0,))
+    X = np.random.default_rng(17).normal(size=(4, 3))
+    solution = kinn.simulate(net, X)
+    assert net.outputs(solution.final_state).shape == (4, 2)
+    assert np.array_equal(solution.readout(net), net.outputs(solution.final_state))
+    from kirchhoff_sim.kinn.fit import predict
+
+    assert predict(net, np.vstack([X, X]), batch_size=4).shape == (8, 2)
+    with pytest.raises(InputError, match="KINN node voltages are"):
+        net.outputs(np.zeros((4, 4)))
+
+
+def test_training_refuses_targets_that_do_not_fit_before_it_changes_the_net():
+    from kirchhoff_sim.kinn.fit import fit, predict
+
+    net = rich_net()
+    before = net.get_flat_params()
+    X = np.zeros((10, 4))
+    for Y, loss, fragment in ((np.array(["a"] * 10), "cross_entropy", "integer class indices"),
+                              (np.r_[np.zeros(9, int), 7], "cross_entropy", "labels must lie in 0..1"),
+                              (np.zeros((10, 3)), "mse", "must be \\(10, 2\\)"),
+                              (np.zeros(9, int), "cross_entropy", "10 samples but Y has 9")):
+        with pytest.raises(InputError, match=fragment):
+            fit(net, X, Y, loss=loss, batch_size=2)
+    assert np.array_equal(net.get_flat_params(), before)
+    with pytest.raises(InputError):
+        fit(net, np.zeros((0, 4)), np.zeros(0, int))
+    with pytest.raises(InputError):
+        predict(net, np.zeros((0, 4)))
+    with pytest.raises(InputError, match="input has 3 features"):
+        predict(net, np.zeros((2, 3)))
+
+
 def test_bad_inputs_and_parameters_are_refused():
     net = rich_net()
     with pytest.raises(InputError, match="input has 3 features but the KINN takes 4"):
@@ -227,15 +276,19 @@ def test_bad_inputs_and_parameters_are_refused():
     with pytest.raises(ParameterError, match="parameter 5 is not finite"):
         net.set_flat_params(bad)
     assert np.array_equal(net.get_flat_params(), before)
-    with pytest.raises(InputError, match="dt"):
-        kinn.zoh_matrices(net, -1.0)
+    with pytest.raises(ParameterError, match="KINN parameters"):
+        net.set_flat_params(["a"] * net.num_params)
+    for dt in (-1.0, None, np.ones(2), np.inf):
+        with pytest.raises(InputError, match="dt"):
+            kinn.zoh_matrices(net, dt)
 
 
 def test_stiff_cells_on_a_too_long_fixed_step_raise_stiffness_error():
     net = rich_net()
     net.log_g[:] = np.log(400.0)                     # λ = G/C ≈ 400: RK4 needs h < 2.8/400
-    with pytest.raises(StiffnessError, match="stiff"):
+    with pytest.raises(StiffnessError, match="stiff") as caught:
         kinn.simulate(net, np.ones((1, 4)), solver=RK4(0.05))
+    assert "exponential_euler" in str(caught.value) and "BDF2" not in str(caught.value)
 
 
 # ------------------------------------------------------------------ SPICE, in the real ngspice
@@ -326,6 +379,17 @@ def test_the_chip_reports_energy_is_the_closed_form_of_one_discharging_cell():
     assert report.energy["input_charging_j"] == pytest.approx(0.5 * scale.C0 * c * (scale.V0 * v0) ** 2, rel=1e-12)
     assert report.latency_s == pytest.approx(T * t_unit)
     assert report.inventory == {"capacitors": 1, "leak resistors": 1, "summing resistors": 2, "transconductors": 2}
+
+
+def test_the_chip_report_of_a_net_with_no_transconductance_and_one_bit_weights():
+    from kirchhoff_sim.kinn.report import chip_report
+    from kirchhoff_sim.technology import default_profile
+
+    net = cascade(1)
+    net.alpha[:] = 0.0                                # nothing is read: no transconductor is on
+    report = chip_report(net, [[0.5]], [0], profile=default_profile().replace(precision_bits=1), trials=1)
+    assert any("no transconductance is on" in f for f in report.findings)
+    assert report.robustness["1-bit weights"] == report.robustness["nominal"]
 
 
 def test_the_chip_report_counts_the_active_elements_and_measures_robustness():

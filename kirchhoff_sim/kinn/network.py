@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..checks import as_int
+from ..checks import as_int, as_real_array
 from ..devices import activation as get_activation
 from ..errors import InputError, ParameterError
 from ..network import FlatParameters, as_batch, check_finite_inputs
@@ -55,6 +55,9 @@ __all__ = ["KinnNet", "KinnAssembly", "KinnWindow", "CELL_PARAMETERS", "PHI_AT_Z
 #: the per-cell parameter arrays, each ``(n, M)`` (``k`` is ``(n−1, M)``), in their order
 #: after the windows' ``W`` and ``b`` in :attr:`KinnNet.parameters`
 CELL_PARAMETERS = ("log_c", "log_g", "k", "alpha")
+
+#: size bounds of a KinnNet (its W alone is windows·width² numbers)
+MAX_WIDTH, MAX_STAGES, MAX_WINDOWS, MAX_PARAMETERS = 1 << 14, 1 << 10, 1 << 12, 10 ** 8
 
 #: activations with φ(0) = 0: a switched-off transconductor then drives nothing, which the
 #: SPICE compiler's gating relies on (softplus, with φ(0) = ln 2, is refused)
@@ -114,22 +117,31 @@ class KinnNet(FlatParameters):
     Raises
     ------
     InputError
-        A size, duration or activation that is not as above.
+        A size, duration, seed or activation that is not as above, or more than
+        :data:`MAX_PARAMETERS` parameters (width ≤ :data:`MAX_WIDTH`, stages ≤
+        :data:`MAX_STAGES`, windows ≤ :data:`MAX_WINDOWS`).
     """
 
     def __init__(self, width: int, stages: int, inputs: int, outputs: int, durations=(1.0,),
                  activation: str = "tanh", seed: int = 0):
-        self.width = as_int(width, "width", minimum=1)
-        self.stages = as_int(stages, "stages", minimum=1)
+        self.width = as_int(width, "width", minimum=1, maximum=MAX_WIDTH)
+        self.stages = as_int(stages, "stages", minimum=1, maximum=MAX_STAGES)
         self.num_inputs = as_int(inputs, "inputs", minimum=1)
         self.num_outputs = as_int(outputs, "outputs", minimum=1)
+        seed = as_int(seed, "seed", minimum=0)
         if self.num_inputs > self.width or self.num_outputs > self.width:
             raise InputError(f"a KINN of width {self.width} cannot take {self.num_inputs} inputs and "
                              f"{self.num_outputs} outputs: both must be ≤ the width")
-        durations = np.atleast_1d(np.asarray(durations, dtype=float))
-        if durations.ndim != 1 or len(durations) == 0 or not np.all(np.isfinite(durations)) \
-                or np.any(durations <= 0):
-            raise InputError(f"durations must be one or more finite times > 0, got {durations.tolist()}")
+        durations = np.atleast_1d(as_real_array(durations, "durations", finite=False))
+        with np.errstate(over="ignore", invalid="ignore"):      # an infinite sum is refused below
+            total = durations.sum()
+        if durations.ndim != 1 or not 0 < len(durations) <= MAX_WINDOWS or not np.all(np.isfinite(durations)) \
+                or np.any(durations <= 0) or not np.isfinite(total):
+            raise InputError(f"durations must be 1 to {MAX_WINDOWS} finite times > 0 with a finite sum, "
+                             f"got {durations.tolist()}")
+        if len(durations) * self.width * (self.width + 1) + 4 * self.stages * self.width > MAX_PARAMETERS:
+            raise InputError(f"a KINN of width {self.width}, {self.stages} stages and {len(durations)} windows has "
+                             f"more than {MAX_PARAMETERS:.0e} parameters")
         self.durations = durations
         if activation not in PHI_AT_ZERO_ACTIVATIONS:
             raise InputError(f"KINN activation must be one of {', '.join(PHI_AT_ZERO_ACTIVATIONS)} "
@@ -173,12 +185,6 @@ class KinnNet(FlatParameters):
         return [KinnWindow(d, M * M + 3 * n * M) for d in self.durations]
 
     @property
-    def readout(self) -> np.ndarray:
-        """Stage-0 node of each read-out channel (for shapes; the read-out itself is
-        :meth:`outputs`, a combination of every stage)."""
-        return 1 + np.arange(self.num_outputs)
-
-    @property
     def capacitance(self) -> np.ndarray:
         """Stage capacitances ``C`` ``(n, M)`` (normalised, > 0)."""
         return np.exp(self.log_c)
@@ -205,7 +211,7 @@ class KinnNet(FlatParameters):
         ParameterError
             Wrong length, or a non-finite entry (checked before anything changes).
         """
-        flat = np.asarray(flat, dtype=float)
+        flat = as_real_array(flat, "KINN parameters", finite=False, error=ParameterError)
         if flat.shape != (self.num_params,):
             raise ParameterError(f"expected {self.num_params} KINN parameters, got shape {flat.shape}")
         if not np.all(np.isfinite(flat)):
@@ -244,18 +250,43 @@ class KinnNet(FlatParameters):
         return state
 
     def stage_voltages(self, V: np.ndarray) -> np.ndarray:
-        """``V`` ``(N+1, B)`` (or ``(B, N)`` node voltages) as ``(n, M, B)`` stage voltages."""
-        if V.shape[0] == self.num_nodes + 1:
-            return V[1:].reshape(self.stages, self.width, V.shape[1])
-        return V.T.reshape(self.stages, self.width, V.shape[0])
+        """A state ``V`` ``(N+1, B)`` (row 0 ground) as stage voltages ``(n, M, B)`` (a view).
+
+        Raises
+        ------
+        InputError
+            ``V`` is not ``(N+1, B)``.
+        """
+        if V.ndim != 2 or V.shape[0] != self.num_nodes + 1:
+            raise InputError(f"a KINN state is ({self.num_nodes + 1}, B), got {V.shape}")
+        return V[1:].reshape(self.stages, self.width, V.shape[1])
+
+    def stages_of(self, node_voltages: np.ndarray) -> np.ndarray:
+        """Node voltages ``(B, N)`` (a solution's ``final_state``, one save time of its
+        ``node_voltages``) as stage voltages ``(n, M, B)``.
+
+        Raises
+        ------
+        InputError
+            Not ``(B, N)``.
+        """
+        if node_voltages.ndim != 2 or node_voltages.shape[1] != self.num_nodes:
+            raise InputError(f"KINN node voltages are (B, {self.num_nodes}), got {node_voltages.shape}")
+        return node_voltages.T.reshape(self.stages, self.width, node_voltages.shape[0])
 
     def channel_outputs(self, v: np.ndarray) -> np.ndarray:
         """``u = Σ_j α_j v_j`` ``(M, B)`` of stage voltages ``v`` ``(n, M, B)``."""
         return np.einsum("jm,jmb->mb", self.alpha, v)
 
+    def drive_inputs(self, u: np.ndarray) -> np.ndarray:
+        """Every window's drive summing-node voltages ``z_l = W_l u + b_l`` ``(L, M, B)``
+        of channel outputs ``u`` ``(M, B)``."""
+        return np.einsum("lmk,kb->lmb", self.W, u) + self.b[:, :, None]
+
     def outputs(self, final_state: np.ndarray) -> np.ndarray:
-        """The read-out ``(B, n_out)`` of node voltages ``(B, N)`` at ``T``."""
-        return self.channel_outputs(self.stage_voltages(final_state))[:self.num_outputs].T
+        """The read-out ``(B, n_out)``, ``u`` of the read-out channels, of node voltages
+        ``(B, N)`` (InputError if not that shape)."""
+        return self.channel_outputs(self.stages_of(final_state))[:self.num_outputs].T
 
     def assemblies(self) -> list["KinnAssembly"]:
         """One assembly per window (built once; they read the live parameters)."""

@@ -18,8 +18,14 @@ report answers, on a :class:`~kirchhoff_sim.technology.TechnologyProfile`:
   transconductance magnitudes against the profile's programmable window, the largest
   element current against the current limit, and the power against the budget;
 * **robustness** — the task metric with every conductance, capacitance and
-  transconductance perturbed by log-normal mismatch ``σ`` (Monte Carlo), and with the
-  programmable parameters rounded to the profile's ``precision_bits``.
+  transconductance perturbed by log-normal mismatch ``σ`` (Monte Carlo; the bias currents
+  ``b`` are programmed references and are not perturbed, as the KirchhoffNet report
+  leaves bias-role parameters alone), and with the programmable parameters ``K``, ``α``,
+  ``W``, ``b`` rounded to the profile's ``precision_bits``.
+
+The summing networks of every window (``W``, ``b`` into the ``z`` nodes) are not
+switched in the netlist, so they conduct — and count in the energy and the rails — at
+every time; only the drives ``φ`` are gated to their windows.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from .transient import simulate
 
 __all__ = ["KinnChipReport", "chip_report"]
 
+#: samples simulated at once for the waveforms (memory ∝ this × time points × nodes)
+REPORT_CHUNK = 64
 #: the mismatch levels of the robustness sweep (relative σ of a log-normal factor)
 MISMATCH_SIGMAS = (0.01, 0.05)
 
@@ -123,25 +131,33 @@ def chip_report(net, X, y=None, *, profile=None, metric=None, trials: int = 8, s
     V0, C0, G0 = scale.V0, scale.C0, scale.G0
     I0 = scale.current_unit
     ts = np.linspace(0.0, net.T, n_points)
-    sol = simulate(net, X, solver=solver, save_at=ts)
-    v = np.stack([net.stage_voltages(sol.node_voltages[i]) for i in range(n_points)])   # (t, n, M, B)
-    u = np.einsum("jm,tjmb->tmb", net.alpha, v)                                          # (t, M, B)
-    window = np.searchsorted(net.layer_boundaries[1:-1], ts, side="right")                # window of each time
-    W, b = net.W[window], net.b[window]                                                  # (t, M, M), (t, M)
-    z = np.einsum("tmk,tkb->tmb", W, u) + b[:, :, None]
-    G = net.conductance
-    # every active element's output current (normalised), as |I| summed per time and sample
-    active_current = (np.abs(net.k[None, :, :, None] * v[:, :-1]).sum(axis=(1, 2))
-                      + np.abs(net.alpha[None, :, :, None] * v).sum(axis=(1, 2))
-                      + np.abs(W[:, :, :, None] * u[:, None, :, :]).sum(axis=(1, 2))
-                      + np.abs(b).sum(axis=1)[:, None]
-                      + np.abs(net.activation.value(z)).sum(axis=1))                     # (t, B)
-    resistor_power = ((G[None, :, :, None] * v ** 2).sum(axis=(1, 2))                    # leaks
-                      + (u ** 2).sum(axis=1) + (z ** 2).sum(axis=1))                     # summing nodes, G = 1
     weights = trapezoid_weights(ts)
+    window = np.searchsorted(net.layer_boundaries[1:-1], ts, side="right")     # the window of each time
+    # per unit |u_k|, the current of every window's W into its summing nodes (all are live)
+    w_column = np.abs(net.W).sum(axis=(0, 1))                                  # (M,)
+    supply, dissipation, low, high, peak_z = [], [], np.inf, -np.inf, 0.0
+    for a in range(0, len(X), REPORT_CHUNK):                                   # bounded memory in B
+        sol = simulate(net, X[a:a + REPORT_CHUNK], solver=solver, save_at=ts)
+        t_n, B_c, _ = sol.node_voltages.shape
+        v = sol.node_voltages.transpose(0, 2, 1).reshape(t_n, net.stages, net.width, B_c)
+        u = np.einsum("jm,tjmb->tmb", net.alpha, v)
+        z = np.einsum("lmk,tkb->tlmb", net.W, u) + net.b[None, :, :, None]      # (t, L, M, B_c)
+        drive = net.activation.value(z[np.arange(t_n), window])                 # only the window's φ is on
+        active = (np.abs(net.k[None, :, :, None] * v[:, :-1]).sum(axis=(1, 2))
+                  + np.abs(net.alpha[None, :, :, None] * v).sum(axis=(1, 2))
+                  + np.einsum("k,tkb->tb", w_column, np.abs(u))
+                  + np.abs(net.b).sum()
+                  + np.abs(drive).sum(axis=1))                                  # (t, B_c), normalised
+        resistors = ((net.conductance[None, :, :, None] * v ** 2).sum(axis=(1, 2))
+                     + (u ** 2).sum(axis=1) + (z ** 2).sum(axis=(1, 2)))       # leaks; summing nodes, G0
+        supply.append(weights @ active)
+        dissipation.append(weights @ resistors)
+        low = min(low, float(v.min()), float(u.min()), float(z.min()))
+        high = max(high, float(v.max()), float(u.max()), float(z.max()))
+        peak_z = max(peak_z, float(np.abs(z).max()))
     time_unit = scale.time_unit
-    supply_j = profile.supply_voltage_v * I0 * time_unit * (weights @ active_current)    # (B,)
-    dissipation_j = V0 * I0 * time_unit * (weights @ resistor_power)
+    supply_j = profile.supply_voltage_v * I0 * time_unit * np.concatenate(supply)       # (B,)
+    dissipation_j = V0 * I0 * time_unit * np.concatenate(dissipation)
     x0 = net.stage_voltages(net.initial_state(X))
     input_j = 0.5 * C0 * V0 ** 2 * (net.capacitance[:, :, None] * x0 ** 2).sum(axis=(0, 1))
     latency = net.T * time_unit
@@ -149,7 +165,7 @@ def chip_report(net, X, y=None, *, profile=None, metric=None, trials: int = 8, s
               "input_charging_j": float(input_j.mean()),
               "total_drawn_j": float((supply_j + input_j).mean())}
     energy["average_power_w"] = energy["total_drawn_j"] / latency
-    findings, node_range = _findings(net, profile, v, u, z, energy)
+    findings = _findings(net, profile, (V0 * low, V0 * high), I0 * peak_z, energy)
     inventory, active = _inventory(net)
     robustness = {}
     if y is not None:
@@ -157,15 +173,13 @@ def chip_report(net, X, y=None, *, profile=None, metric=None, trials: int = 8, s
     summary = (f"KINN chip report on '{profile.name}': {net.width} channels × {net.stages} stages, "
                f"{net.num_windows} window(s), {net.num_params} parameters; V0 = {format_si(V0, 'V')}, "
                f"C0 = {format_si(C0, 'F')}, G0 = {format_si(G0, 'S')}; {X.shape[0]} input(s)")
-    return KinnChipReport(summary, inventory, active, latency, energy, findings, node_range, robustness)
+    return KinnChipReport(summary, inventory, active, latency, energy, findings, (V0 * low, V0 * high), robustness)
 
 
-def _findings(net, profile, v, u, z, energy) -> tuple[list[str], tuple[float, float]]:
-    scale = profile.scale
-    V0, G0 = scale.V0, scale.G0
+def _findings(net, profile, node_range_v, peak_summing_a, energy) -> list[str]:
+    G0 = profile.scale.G0
+    low, high = node_range_v
     out = []
-    nodes = np.concatenate([v.reshape(v.shape[0], -1, v.shape[-1]), u, z], axis=1) * V0
-    low, high = float(nodes.min()), float(nodes.max())
     inside = profile.rail_low_v <= low and high <= profile.rail_high_v
     out.append(f"node voltages span [{low:.3g}, {high:.3g}] V: "
                + ("inside" if inside else "OUTSIDE") + f" the rails [{profile.rail_low_v:g}, {profile.rail_high_v:g}] V")
@@ -177,14 +191,19 @@ def _findings(net, profile, v, u, z, energy) -> tuple[list[str], tuple[float, fl
     gm = np.abs(np.concatenate([net.k.ravel(), net.alpha.ravel(), net.W.ravel()])) * G0
     gm = gm[gm > 0]
     floor = profile.precision_floor_s
-    out.append(f"transconductances {format_si(gm.min(), 'S')} .. {format_si(gm.max(), 'S')}; "
-               f"{int(np.count_nonzero(gm < floor))} of {gm.size} below the precision floor {format_si(floor, 'S')}")
-    peak = float(np.max(np.abs(z))) * scale.current_unit     # a unit summing conductance carries V(z)·G0
-    out.append(f"largest summing-node current {format_si(peak, 'A')} against the limit "
+    if gm.size == 0:
+        out.append("no transconductance is on (every K, α and W is 0)")
+    else:
+        out.append(f"transconductances {format_si(gm.min(), 'S')} .. {format_si(gm.max(), 'S')}; "
+                   f"{int(np.count_nonzero(gm < floor))} of {gm.size} below the precision floor "
+                   f"{format_si(floor, 'S')} of the profile's conductance window (g_max/2^bits; the "
+                   f"robustness line for 8-bit weights quantises every array to its own full scale)")
+    # a summing node's unit conductance carries V(z)·G0
+    out.append(f"largest summing-node current {format_si(peak_summing_a, 'A')} against the limit "
                f"{format_si(profile.current_limit_a, 'A')}")
     out.append(f"average power {format_si(energy['average_power_w'], 'W')} against the budget "
                f"{format_si(profile.power_budget_w, 'W')}")
-    return out, (low, high)
+    return out
 
 
 def _accuracy(readout, y) -> float:
@@ -214,7 +233,8 @@ def _robustness(net, X, y, profile, metric, trials, seed, solver) -> dict:
     quantised._assemblies = None
     for name in ("k", "alpha", "W", "b"):
         arr = getattr(quantised, name)
-        step = np.max(np.abs(arr)) / (2 ** (bits - 1) - 1) if np.any(arr) else 1.0
+        levels = max(2 ** (bits - 1) - 1, 1)            # signed: 2^(bits−1) − 1 steps each side
+        step = np.max(np.abs(arr)) / levels if np.any(arr) else 1.0
         arr[...] = np.round(arr / step) * step
     out[f"{bits}-bit weights"] = metric(quantised.outputs(simulate(quantised, X, solver=solver).final_state), y)
     return out

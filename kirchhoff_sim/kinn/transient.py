@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, StiffnessError
 from ..solvers import Dopri5
 from ..solvers import simulate as simulate_circuit
 from ..sensitivity import trapezoid_weights
@@ -49,7 +49,14 @@ def simulate(net, x, solver=None, **options):
     SimulationError
         As :func:`kirchhoff_sim.solvers.simulate`.
     """
-    return simulate_circuit(net, x, solver=_explicit(solver), **options)
+    try:
+        return simulate_circuit(net, x, solver=_explicit(solver), **options)
+    except StiffnessError as exc:
+        # the solvers' advice is an implicit method, which a KINN does not have
+        raise StiffnessError(f"{exc.args[0].split('; use an implicit method')[0]}; a KINN runs on explicit "
+                             f"methods only: take smaller steps, or kinn.exponential_euler (exact for the "
+                             f"cascade, stable for any step)", stiffness=exc.stiffness, layer=exc.layer,
+                             time=exc.time, step=exc.step, node=exc.node) from None
 
 
 def outputs(net, x, solver=None) -> np.ndarray:
@@ -85,31 +92,37 @@ class KinnGradient:
         return np.concatenate([g.ravel() for g in self.grads])
 
 
-def rail_penalty(net, window: int, V: np.ndarray, limit: float, weight: float, scale: float = 1.0,
+def rail_penalty(net, V: np.ndarray, limit: float, weight: float, scale: float = 1.0,
                  grads: list | None = None) -> tuple[float, np.ndarray]:
-    """``φ = weight·Σ relu(|a| − limit)²`` over every node voltage of window ``window``'s
-    circuit at ``V`` ``(N+1, B)``: the stage nodes, the output summing nodes ``u`` and the
-    window's drive summing nodes ``z = W u + b`` (all are nodes of the chip).
+    """``φ = weight·Σ relu(|a| − limit)²`` over every node voltage of the circuit at state
+    ``V`` ``(N+1, B)``: the stage nodes, the output summing nodes ``u`` and every window's
+    drive summing nodes ``z_l = W_l u + b_l`` (the summing networks are not switched, so
+    all of them are live at every time; :mod:`.netlist`).
 
     Returns ``(scale·φ, scale·∂φ/∂V)``; with ``grads`` (shaped like ``net.parameters``) the
     terms through ``α``, ``W`` and ``b`` (times ``scale``) are added to it.
+
+    Raises
+    ------
+    InputError
+        ``V`` is not a state ``(N+1, B)``.
     """
     v = net.stage_voltages(V)
     u = net.channel_outputs(v)
-    z = net.W[window] @ u + net.b[window][:, None]
+    z = net.drive_inputs(u)                                         # (L, M, B)
     value, bars = 0.0, []
     for a in (v, u, z):
         over = np.maximum(np.abs(a) - limit, 0.0)
         value += float(np.sum(over * over))
         bars.append((2.0 * weight * scale) * over * np.sign(a))
     v_bar, u_bar, z_bar = bars
-    u_bar = u_bar + net.W[window].T @ z_bar
+    u_bar = u_bar + np.einsum("lmk,lmb->kb", net.W, z_bar)
     v_bar = v_bar + net.alpha[:, :, None] * u_bar[None]
     if grads is not None:
-        W_bar, b_bar, *_, alpha_bar = net.window_gradient_views(grads, window)
-        W_bar += z_bar @ u.T
-        b_bar += z_bar.sum(axis=1)
-        alpha_bar += np.einsum("jmb,mb->jm", v, u_bar)
+        for l in range(net.num_windows):
+            grads[2 * l] += z_bar[l] @ u.T
+            grads[2 * l + 1] += z_bar[l].sum(axis=1)
+        grads[-1] += np.einsum("jmb,mb->jm", v, u_bar)
     out = np.zeros_like(V)
     out[1:] = v_bar.reshape(net.num_nodes, V.shape[1])
     return weight * scale * value, out
@@ -152,7 +165,7 @@ def gradient(net, x, loss, solver=None, rail: float | None = None, rail_weight: 
         raise InputError(f"loss gradient has shape {readout_bar.shape}, expected {(B, net.num_outputs)}")
     grads = [np.zeros_like(p) for p in net.parameters]
     # u = Σ_j α_j v_j on the read-out channels: its cotangent reaches every stage, and α
-    v = net.stage_voltages(solution.final_state)
+    v = net.stages_of(solution.final_state)
     u_bar = np.zeros((net.width, B))
     u_bar[:net.num_outputs] = readout_bar.T
     y_bar = np.zeros((net.num_nodes + 1, B))
@@ -167,7 +180,7 @@ def gradient(net, x, loss, solver=None, rail: float | None = None, rail_weight: 
             weights = trapezoid_weights(tape.times)
 
             def source(n, l=l, tape=tape, weights=weights):
-                cost, state_bar = rail_penalty(net, l, tape.states[n], rail, rail_weight, weights[n], grads)
+                cost, state_bar = rail_penalty(net, tape.states[n], rail, rail_weight, weights[n], grads)
                 rail_value[0] += cost
                 return state_bar
             extra["state_source"] = source

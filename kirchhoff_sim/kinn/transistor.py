@@ -37,7 +37,7 @@ import numpy as np
 from ..checks import as_int
 from ..errors import CellMappingError, InputError
 from ..spice.runner import run_netlist
-from ..spice.safety import sanitise_title
+from ..spice.safety import check_netlist_safe, sanitise_title
 from ..cells.characterise import netlist_header, supply_lines
 from ..cells.library import cell_subcircuits
 from ..cells.transistor import CLOCK_EDGE_FRACTION, layer_clock_lines
@@ -170,7 +170,9 @@ def to_transistor_netlist(net, x, profile, characterisation, pdk, *, points: int
     saved = [name for row in stage for name in row] + outputs
     lines += [f".tran {_r(t_stop / points)} {t_stop!r} 0 {_r(t_stop / points)}",
               ".save " + " ".join(f"v({name})" for name in saved), ".end"]
-    return "\n".join(lines) + "\n", [name for row in stage for name in row], outputs
+    text = "\n".join(lines) + "\n"
+    check_netlist_safe(text, (str(pdk.library),))
+    return text, [name for row in stage for name in row], outputs
 
 
 @dataclass
@@ -235,9 +237,9 @@ def validate_transistor(net, X, profile, characterisation, pdk, *, n_points: int
     grid = np.linspace(0.0, net.T, n_points)
     ours = simulate(reference, X, solver=solver, save_at=grid).node_voltages
     vcm = characterisation.design["vcm"]
-    stages_all = reference.stage_voltages(ours.reshape(-1, net.num_nodes))          # (n, M, t·B)
+    stages_all = reference.stages_of(ours.reshape(-1, net.num_nodes))              # (n, M, t·B)
     u_all = reference.channel_outputs(stages_all)
-    z_all = np.einsum("lmk,kb->lmb", net.W, u_all) + net.b[:, :, None]
+    z_all = reference.drive_inputs(u_all)
     gate_excursion = float(np.abs(z_all).max()) / mapping.slope_per_v
     node_excursion = float(max(np.abs(stages_all).max(), np.abs(u_all[:net.num_outputs]).max())) * scale.V0
     wave, final, agree, seconds = [], [], [], 0.0

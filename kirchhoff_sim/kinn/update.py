@@ -26,8 +26,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import expm
 
-from ..checks import as_int
-from ..errors import InputError
+from ..checks import as_int, as_real
 
 __all__ = ["cascade_matrices", "zoh_matrices", "exact_update", "exponential_euler"]
 
@@ -52,8 +51,7 @@ def zoh_matrices(net, dt: float) -> tuple[np.ndarray, np.ndarray]:
     InputError
         ``dt`` is not a finite number ≥ 0.
     """
-    if isinstance(dt, (bool, str, bytes)) or not np.isfinite(dt) or dt < 0:
-        raise InputError(f"the step dt must be a finite time ≥ 0, got {dt!r}")
+    dt = as_real(dt, "the step dt", minimum=0.0)
     A = cascade_matrices(net)
     M, n, _ = A.shape
     augmented = np.zeros((M, n + 1, n + 1))

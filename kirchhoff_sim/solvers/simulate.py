@@ -40,7 +40,11 @@ class Solution:
     solver: object
 
     def readout(self, net) -> np.ndarray:
-        """Read-out voltages at ``T``, ``(B, n_readout)``."""
+        """Read-out at ``T``, ``(B, n_readout)``: the read-out nodes' voltages, or for a net
+        whose read-out combines node voltages (a KINN's ``u = Σ α v``) its ``outputs``."""
+        combined = getattr(net, "outputs", None)
+        if callable(combined):
+            return combined(self.final_state)
         return self.final_state[:, net.readout - 1]
 
 
