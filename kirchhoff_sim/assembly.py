@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from . import kernels
 from .devices import Device
 
 CHUNK_ELEMENTS = 1 << 19   # edges × batch per chunk: 4 MiB float64 temporaries
@@ -98,10 +99,21 @@ class LayerAssembly:
         return self.scatter @ I
 
     def rhs(self, V: np.ndarray) -> np.ndarray:
-        """``dV/dt = C⁻¹ Aᵀ i(V)``, shape ``(N+1, B)`` (ground row zero)."""
+        """``dV/dt = C⁻¹ Aᵀ i(V)``, shape ``(N+1, B)`` (ground row zero).
+
+        With the numba backend (:mod:`kirchhoff_sim.kernels`) every chunk whose family has
+        a kernel is gathered, evaluated and scattered in one compiled loop.
+        """
         total = np.zeros_like(V)
+        fused = kernels.backend() == "numba"
+        if fused:
+            V = np.ascontiguousarray(V, dtype=np.float64)
         for chunk in self.chunks(V.shape[1]):
-            total += chunk.scatter @ chunk.currents(V)
+            device = chunk.group.device
+            if fused and kernels.supports(device):
+                kernels.rhs_into(total, V, chunk.src, chunk.dst, device, chunk.group.params[:, chunk.local])
+            else:
+                total += chunk.scatter @ chunk.currents(V)
         total *= self.inv_capacitance
         return total
 

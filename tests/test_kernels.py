@@ -1,0 +1,135 @@
+"""The fused numba right-hand side (issue #14, first part) against the NumPy reference.
+
+What must hold: for every device family and activation the kernel has, the node
+currents equal the NumPy path's to a few ulps of the largest edge current (only the
+scatter's summation order differs); the result is bit-identical for 1 and 2 threads; a
+whole simulation and its adjoint gradient are unchanged to round-off, with unchanged
+work counters; and a second process loads the compiled kernel from numba's cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import kirchhoff_sim as ks
+from kirchhoff_sim import devices, kernels
+from kirchhoff_sim.errors import InputError
+from kirchhoff_sim.sensitivity import check_gradient
+from kirchhoff_sim.training.losses import bind, cross_entropy
+
+ULPS = 8 * np.finfo(float).eps        # of the largest edge current: the scatter's reordering
+
+FAMILIES = [
+    devices.Conductance(), devices.ShiftedReLU(), devices.ShiftedLeakyReLU(), devices.TanhCell(),
+    *(devices.DifferenceActivation(a) for a in ("identity", "relu", "leaky_relu", "tanh", "softplus")),
+    *(devices.AffineActivation(a) for a in ("identity", "relu", "leaky_relu", "tanh", "softplus")),
+]
+
+
+@pytest.fixture
+def numba_backend():
+    before = kernels.backend()
+    kernels.use("numba")
+    yield
+    kernels.use(before)
+
+
+def net_of(device, nodes=9, layers=1, seed=0):
+    edges = ks.topology.fully_connected(nodes, repeat=(2, 1))
+    return ks.KirchhoffNet([ks.Layer(edges, device, 0.5) for _ in range(layers)], seed=seed, init="normal")
+
+
+def both(assembly, V):
+    kernels.use("numpy")
+    reference = assembly.rhs(V)
+    kernels.use("numba")
+    return reference, assembly.rhs(V)
+
+
+@pytest.mark.parametrize("device", FAMILIES, ids=lambda d: d.spec()["family"] + "-" + d.spec().get("activation", ""))
+def test_the_kernel_equals_the_numpy_reference(device, numba_backend):
+    net = net_of(device)
+    assembly = net.assemblies()[0]
+    rng = np.random.default_rng(1)
+    for batch in (1, 7, 37):                      # a partial column block, several blocks
+        V = rng.normal(0, 2, (net.num_nodes + 1, batch))
+        V[0] = 0.0
+        reference, fused = both(assembly, V)
+        scale = np.abs(assembly.edge_currents(V)).max() * np.abs(assembly.inv_capacitance).max()
+        assert np.max(np.abs(fused - reference)) <= ULPS * scale
+        assert np.all(fused[0] == 0.0)
+
+
+def test_the_kernel_is_bit_identical_on_one_and_two_threads(numba_backend):
+    net = net_of(devices.AffineActivation("tanh"), nodes=17)
+    assembly = net.assemblies()[0]
+    V = np.random.default_rng(2).normal(size=(net.num_nodes + 1, 64))
+    V[0] = 0.0
+    before = kernels.threads()
+    try:
+        kernels.set_threads(1)
+        one = assembly.rhs(V)
+        kernels.set_threads(2)
+        two = assembly.rhs(V)
+    finally:
+        kernels.set_threads(before)
+    assert np.array_equal(one, two)
+
+
+def test_a_diode_layer_falls_back_to_numpy(numba_backend):
+    net = net_of(devices.Diode(), nodes=5)
+    assembly = net.assemblies()[0]
+    V = np.random.default_rng(3).uniform(-0.2, 0.2, (net.num_nodes + 1, 4))
+    V[0] = 0.0
+    assert not kernels.supports(devices.Diode())
+    reference, fused = both(assembly, V)
+    assert np.array_equal(reference, fused)
+
+
+def test_simulation_and_gradients_are_unchanged_with_the_kernel(numba_backend):
+    net = net_of(devices.ShiftedReLU(), nodes=6, layers=2)
+    x = np.random.default_rng(4).normal(size=(8, 3))
+    solver = ks.Dopri5(rtol=1e-8, atol=1e-10)
+    kernels.use("numpy")
+    reference = ks.simulate(net, x, solver=solver)
+    kernels.use("numba")
+    fused = ks.simulate(net, x, solver=solver)
+    np.testing.assert_allclose(fused.final_state, reference.final_state, rtol=0, atol=1e-12)
+    assert (fused.stats.n_steps, fused.stats.n_fevals, fused.stats.n_rejected) == \
+        (reference.stats.n_steps, reference.stats.n_fevals, reference.stats.n_rejected)
+    loss = bind(cross_entropy, np.array([0, 1] * 4)[:8] % len(net.readout))
+    check = check_gradient(net, x, loss, solver=ks.RK4(0.05), n_params=8)
+    assert check.max_relative_error <= 1e-6
+
+
+def test_an_unknown_backend_is_refused():
+    with pytest.raises(InputError, match="kernel backend must be one of"):
+        kernels.use("cuda")
+    with pytest.raises(InputError, match="threads"):
+        kernels.set_threads(0)
+
+
+def test_a_second_process_loads_the_kernel_from_the_cache(numba_backend):
+    net = net_of(devices.ShiftedReLU(), nodes=5)
+    V = np.zeros((net.num_nodes + 1, 3))
+    net.assemblies()[0].rhs(V)                   # compiled (or loaded) here, cached on disk
+    script = (
+        "import json, numpy as np, kirchhoff_sim as ks\n"
+        "from kirchhoff_sim import kernels, devices\n"
+        "kernels.use('numba')\n"
+        "net = ks.KirchhoffNet([ks.Layer(ks.topology.fully_connected(5, repeat=(2, 1)), devices.ShiftedReLU(), 0.5)])\n"
+        "net.assemblies()[0].rhs(np.zeros((net.num_nodes + 1, 3)))\n"
+        "from kirchhoff_sim._rhs_kernel import fused_rhs\n"
+        "print(json.dumps({'hits': sum(fused_rhs.stats.cache_hits.values()),"
+        " 'misses': sum(fused_rhs.stats.cache_misses.values())}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_DISABLE_JIT"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    stats = json.loads(out.stdout.strip().splitlines()[-1])
+    assert stats == {"hits": 1, "misses": 0}
