@@ -23,6 +23,7 @@ import numpy as np
 
 from .errors import InputError, ParameterError
 from .solvers import Solution, simulate
+from .solvers.simulate import MAX_BATCH
 from .solvers.base import CheckpointedStates, GridStep, Stats
 
 
@@ -89,13 +90,15 @@ def running_cost_value(solution, running_cost) -> float:
     """``Σ_layers Σ_n c_n φ(v_n)``: the running cost on the step states of a recorded run
     (trapezoid weights of each layer's own grid)."""
     total = 0.0
-    for tape in solution.tapes:
-        for n, c in enumerate(trapezoid_weights(tape.times)):
-            total += c * running_cost(tape.states[n])[0]
+    for _, part in solution.parts():
+        for tape in part.tapes:
+            for n, c in enumerate(trapezoid_weights(tape.times)):
+                total += c * running_cost(tape.states[n])[0]
     return total
 
 
-def gradient(net, x, loss, solver=None, checkpoint_every: int = 1, running_cost=None) -> Gradient:
+def gradient(net, x, loss, solver=None, checkpoint_every: int = 1, running_cost=None,
+             max_batch: int | None = MAX_BATCH) -> Gradient:
     """Loss and its gradient by the discrete adjoint.
 
     Parameters
@@ -119,15 +122,19 @@ def gradient(net, x, loss, solver=None, checkpoint_every: int = 1, running_cost=
         rails, :func:`~kirchhoff_sim.training.constraints.rail_running_cost`). Its
         gradient enters the discrete adjoint at each state (``state_source`` of the
         solvers' ``adjoint_layer``), so it is exact for the discretisation like the rest.
+    max_batch : int or None
+        Most samples on one step grid (:func:`~kirchhoff_sim.simulate`): each piece of a
+        larger batch is swept back on its own grid, and the loss sees the whole batch.
 
     Returns
     -------
     Gradient
         ``loss`` includes the running cost.
     """
-    solution = simulate(net, x, solver=solver, record_states=checkpoint_every)
+    solution = simulate(net, x, solver=solver, record_states=checkpoint_every, max_batch=max_batch)
     stats = Stats()
-    _checkpointed(solution, net, checkpoint_every, stats)
+    for _, part in solution.parts():
+        _checkpointed(part, net, checkpoint_every, stats)
     value, readout_bar = loss(solution.readout(net))
     if running_cost is not None:
         value = value + running_cost_value(solution, running_cost)
@@ -135,24 +142,27 @@ def gradient(net, x, loss, solver=None, checkpoint_every: int = 1, running_cost=
     if readout_bar.shape != (solution.final_state.shape[0], len(net.readout)):
         raise InputError(f"loss gradient has shape {readout_bar.shape}, expected "
                          f"{(solution.final_state.shape[0], len(net.readout))}")
-    y_bar = np.zeros((net.num_nodes + 1, readout_bar.shape[0]))
-    y_bar[net.readout] = readout_bar.T
     theta_bar = [np.zeros_like(p) for p in net.parameters]
+    inputs = _input_nodes(net, x)
+    inputs_bar = np.empty((readout_bar.shape[0], len(inputs)))
     offsets = np.cumsum([0] + [len(l.groups) for l in net.layers])
-    for k in reversed(range(len(net.layers))):
-        assembly = net.assemblies()[k]
-        extra = {}
-        if running_cost is not None:
-            tape, weights = solution.tapes[k], trapezoid_weights(solution.tapes[k].times)
-            extra["state_source"] = (lambda n, tape=tape, weights=weights:
-                                     weights[n] * running_cost(tape.states[n])[1])
-        y_bar = solution.solver.adjoint_layer(assembly, solution.tapes[k], y_bar,
+    for rows, part in solution.parts():
+        y_bar = np.zeros((net.num_nodes + 1, rows.stop - rows.start))
+        y_bar[net.readout] = readout_bar[rows].T
+        for k in reversed(range(len(net.layers))):
+            extra = {}
+            if running_cost is not None:
+                tape, weights = part.tapes[k], trapezoid_weights(part.tapes[k].times)
+                extra["state_source"] = (lambda n, tape=tape, weights=weights:
+                                         weights[n] * running_cost(tape.states[n])[1])
+            y_bar = part.solver.adjoint_layer(net.assemblies()[k], part.tapes[k], y_bar,
                                               theta_bar[offsets[k]:offsets[k + 1]], stats, **extra)
-    inputs_bar = y_bar[_input_nodes(net, x)].T.copy()
+        inputs_bar[rows] = y_bar[inputs].T
     return Gradient(float(value), theta_bar, inputs_bar, solution, stats)
 
 
-def forward_sensitivity(net, x, direction, solver=None, input_direction=None):
+def forward_sensitivity(net, x, direction, solver=None, input_direction=None,
+                        max_batch: int | None = MAX_BATCH):
     """Directional derivative of the final state by the forward (direct) method.
 
     Parameters
@@ -162,6 +172,8 @@ def forward_sensitivity(net, x, direction, solver=None, input_direction=None):
         (or None for no parameter change).
     input_direction : array_like, shape (B, d), optional
         A direction for the input voltages.
+    max_batch : int or None
+        Most samples on one step grid (:func:`~kirchhoff_sim.simulate`).
 
     Returns
     -------
@@ -169,7 +181,7 @@ def forward_sensitivity(net, x, direction, solver=None, input_direction=None):
     tangent : ndarray, shape (B, N)
         ``d v_T / dε`` for ``θ + ε·direction`` (and ``x + ε·input_direction``).
     """
-    solution = simulate(net, x, solver=solver, record_states=True)
+    solution = simulate(net, x, solver=solver, record_states=True, max_batch=max_batch)
     theta_dot = None
     if direction is not None:
         direction = np.asarray(direction, dtype=float)
@@ -189,10 +201,14 @@ def forward_sensitivity(net, x, direction, solver=None, input_direction=None):
         y_dot[nodes] = input_direction.T
     offsets = np.cumsum([0] + [len(l.groups) for l in net.layers])
     stats = Stats()
-    for k, assembly in enumerate(net.assemblies()):
-        group_dots = None if theta_dot is None else theta_dot[offsets[k]:offsets[k + 1]]
-        y_dot = solution.solver.tangent_layer(assembly, solution.tapes[k], y_dot, group_dots, stats)
-    return solution.final_state, y_dot[1:].T.copy()
+    tangent = np.empty((y_dot.shape[1], net.num_nodes))
+    for rows, part in solution.parts():
+        piece = np.ascontiguousarray(y_dot[:, rows])
+        for k, assembly in enumerate(net.assemblies()):
+            group_dots = None if theta_dot is None else theta_dot[offsets[k]:offsets[k + 1]]
+            piece = part.solver.tangent_layer(assembly, part.tapes[k], piece, group_dots, stats)
+        tangent[rows] = piece[1:].T
+    return solution.final_state, tangent
 
 
 def replay_solver(solution: Solution):
@@ -310,7 +326,7 @@ def check_gradient(net, x, loss, solver=None, n_params: int = 10, eps: float = 1
     leaves a device's domain. The relative error is ``|g_adj − g_fd| / max(|g_fd|, scale)``
     with ``scale`` the largest gradient entry, so tiny entries do not dominate.
     """
-    grad = gradient(net, x, loss, solver)
+    grad = gradient(net, x, loss, solver, max_batch=None)   # one step grid to replay
     replay = replay_solver(grad.solution)
     flat = net.get_flat_params()
     rng = np.random.default_rng(seed)
@@ -321,7 +337,7 @@ def check_gradient(net, x, loss, solver=None, n_params: int = 10, eps: float = 1
         saved = net.get_flat_params()
         try:
             net.set_flat_params(params)
-            return loss(simulate(net, xx, solver=replay).readout(net))[0]
+            return loss(simulate(net, xx, solver=replay, max_batch=None).readout(net))[0]
         finally:
             net.set_flat_params(saved)
 

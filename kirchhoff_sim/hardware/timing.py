@@ -135,7 +135,8 @@ def dense_waveforms(net, X, n_points: int = DEFAULT_WAVEFORM_POINTS, solver=None
     steps = None
     if refine:
         first = simulate(net, X, solver=solver)
-        steps = np.concatenate([np.asarray(tape.times, dtype=float) for tape in first.tapes])
+        steps = np.concatenate([np.asarray(tape.times, dtype=float)
+                                for _, part in first.parts() for tape in part.tapes])
     ts, windows = time_grid(net, n_points, steps)
     start = time.perf_counter()
     solution = simulate(net, X, solver=solver, save_at=ts)

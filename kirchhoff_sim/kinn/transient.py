@@ -20,6 +20,7 @@ from ..solvers import Dopri5
 from ..solvers import simulate as simulate_circuit
 from ..sensitivity import trapezoid_weights
 from ..solvers.base import Stats
+from ..solvers.simulate import MAX_BATCH
 
 __all__ = ["KinnGradient", "simulate", "outputs", "gradient", "rail_penalty"]
 
@@ -128,7 +129,8 @@ def rail_penalty(net, V: np.ndarray, limit: float, weight: float, scale: float =
     return weight * scale * value, out
 
 
-def gradient(net, x, loss, solver=None, rail: float | None = None, rail_weight: float = 1.0) -> KinnGradient:
+def gradient(net, x, loss, solver=None, rail: float | None = None, rail_weight: float = 1.0,
+             max_batch: int | None = MAX_BATCH) -> KinnGradient:
     """Loss and exact gradient of a KINN by the discrete adjoint of the forward run.
 
     Parameters
@@ -146,6 +148,9 @@ def gradient(net, x, loss, solver=None, rail: float | None = None, rail_weight: 
         every window, trapezoid-weighted on the window's step grid, and its exact adjoint
         enters the backward sweep at each state (as
         :func:`kirchhoff_sim.sensitivity.gradient`'s ``running_cost`` does).
+    max_batch : int or None
+        Most samples on one step grid (:func:`kirchhoff_sim.simulate`); each piece of a
+        larger batch is swept back on its own grid.
 
     Returns
     -------
@@ -157,7 +162,7 @@ def gradient(net, x, loss, solver=None, rail: float | None = None, rail_weight: 
     InputError
         An implicit solver, or a loss gradient of the wrong shape.
     """
-    solution = simulate(net, x, solver=solver, record_states=True)
+    solution = simulate(net, x, solver=solver, record_states=True, max_batch=max_batch)
     value, readout_bar = loss(net.outputs(solution.final_state))
     readout_bar = np.asarray(readout_bar, dtype=float)
     B = solution.final_state.shape[0]
@@ -168,23 +173,25 @@ def gradient(net, x, loss, solver=None, rail: float | None = None, rail_weight: 
     v = net.stages_of(solution.final_state)
     u_bar = np.zeros((net.width, B))
     u_bar[:net.num_outputs] = readout_bar.T
-    y_bar = np.zeros((net.num_nodes + 1, B))
-    y_bar[1:] = (net.alpha[:, :, None] * u_bar[None]).reshape(net.num_nodes, B)
     grads[-1] += np.einsum("jmb,mb->jm", v, u_bar)
     stats = Stats()
     rail_value = [0.0]
-    for l in reversed(range(net.num_windows)):
-        extra = {}
-        if rail is not None:
-            tape = solution.tapes[l]
-            weights = trapezoid_weights(tape.times)
+    inputs_bar = np.empty((B, net.num_inputs))
+    for rows, part in solution.parts():
+        y_bar = (net.alpha[:, :, None] * u_bar[None, :, rows]).reshape(net.num_nodes, -1)
+        y_bar = np.concatenate([np.zeros((1, y_bar.shape[1])), y_bar])
+        for l in reversed(range(net.num_windows)):
+            extra = {}
+            if rail is not None:
+                tape = part.tapes[l]
+                weights = trapezoid_weights(tape.times)
 
-            def source(n, l=l, tape=tape, weights=weights):
-                cost, state_bar = rail_penalty(net, tape.states[n], rail, rail_weight, weights[n], grads)
-                rail_value[0] += cost
-                return state_bar
-            extra["state_source"] = source
-        y_bar = solution.solver.adjoint_layer(net.assemblies()[l], solution.tapes[l], y_bar,
+                def source(n, tape=tape, weights=weights):
+                    cost, state_bar = rail_penalty(net, tape.states[n], rail, rail_weight, weights[n], grads)
+                    rail_value[0] += cost
+                    return state_bar
+                extra["state_source"] = source
+            y_bar = part.solver.adjoint_layer(net.assemblies()[l], part.tapes[l], y_bar,
                                               net.window_gradient_views(grads, l), stats, **extra)
-    inputs_bar = y_bar[1:1 + net.num_inputs].T.copy()
+        inputs_bar[rows] = y_bar[1:1 + net.num_inputs].T
     return KinnGradient(float(value) + rail_value[0], grads, inputs_bar, solution, stats)

@@ -84,6 +84,11 @@ class Stats:
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
+    def add(self, other: "Stats") -> None:
+        """Add ``other``'s counts to these (the pieces of a split batch)."""
+        for name, value in other.__dict__.items():
+            setattr(self, name, getattr(self, name) + value)
+
 
 @dataclass
 class LayerTape:
@@ -219,7 +224,17 @@ class GridStep:
     @classmethod
     def replay(cls, solution) -> "GridStep":
         """The step grid of a :class:`~kirchhoff_sim.solvers.Solution`'s run, with the
-        number of backward-Euler steps each layer of an implicit run began with."""
+        number of backward-Euler steps each layer of an implicit run began with.
+
+        Raises
+        ------
+        InputError
+            A run of a batch split into pieces: each piece has its own grid.
+        """
+        if solution.tapes is None:
+            raise InputError(f"this run's batch was split into {len(solution.parts())} pieces, each with "
+                             "its own step grid: replay one piece (Solution.parts()), or simulate "
+                             "with max_batch=None")
         return cls([tape.times for tape in solution.tapes],
                    [_leading_order_one(tape.coefficients) for tape in solution.tapes])
 

@@ -6,10 +6,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..checks import as_int
 from ..errors import InputError
 from .base import VOLTAGE_LIMIT, LayerTape, Saver, Stats
 from .explicit import Dopri5
 from .resources import ResourceLimits, estimate_resources
+
+#: Samples integrated on one adaptive step grid (``simulate(max_batch=…)``). A step grid
+#: serves its whole batch and its hardest sample sets every step, so one grid for a large
+#: batch costs more than linearly (issue #14: 100× the samples took 237× the time); pieces
+#: of at most this many samples, each with its own grid, keep the cost linear in the batch
+#: while a piece is still wide enough to amortise the per-step overhead (benchmarks/
+#: bench_batch.py measures both).
+MAX_BATCH = 1024
 
 
 @dataclass
@@ -26,18 +35,30 @@ class Solution:
         Voltages at ``T``.
     stats : Stats
         Work counters (steps, rejected steps, f-evaluations, Newton iterations, LUs).
-    tapes : list of LayerTape
-        Per layer, the accepted step grid (and, when recorded, the states).
+    tapes : list of LayerTape or None
+        Per layer, the accepted step grid (and, when recorded, the states); None for a
+        batch split into pieces, whose tapes are the pieces' own (:meth:`parts`).
     solver : object
         The solver that produced it.
+    pieces : list of (slice, Solution) or None
+        For a batch split into pieces with step grids of their own
+        (``simulate(max_batch=…)``): each piece's rows of the batch and its run.
     """
 
     ts: np.ndarray
     node_voltages: np.ndarray
     final_state: np.ndarray
     stats: Stats
-    tapes: list
+    tapes: list | None
     solver: object
+    pieces: list | None = None
+
+    def parts(self) -> list:
+        """``[(rows, Solution)]``: the runs that make up this one, each with one step grid
+        per layer — the pieces of a split batch, or this run whole (``slice(0, B)``)."""
+        if self.pieces is None:
+            return [(slice(0, self.final_state.shape[0]), self)]
+        return self.pieces
 
     def readout(self, net) -> np.ndarray:
         """Read-out at ``T``, ``(B, n_readout)``: the read-out nodes' voltages, or for a net
@@ -86,7 +107,8 @@ class _Context:
 
 
 def simulate(net, x, solver=None, save_at=None, record_states: bool = False,
-             voltage_limit: float = VOLTAGE_LIMIT, limits: ResourceLimits | None = None) -> Solution:
+             voltage_limit: float = VOLTAGE_LIMIT, limits: ResourceLimits | None = None,
+             max_batch: int | None = MAX_BATCH) -> Solution:
     """Transient analysis of ``net`` for a batch of inputs.
 
     Parameters
@@ -111,6 +133,11 @@ def simulate(net, x, solver=None, save_at=None, record_states: bool = False,
         Steps, work and memory the request may need; it is estimated before any work
         and refused beyond them (default :class:`ResourceLimits()`: 1e7 fixed steps,
         1e13 device evaluations, half the memory available).
+    max_batch : int or None
+        Most samples on one step grid (default :data:`MAX_BATCH`): a larger batch is
+        split into near-equal pieces, each integrated on its own grid (the result does
+        not depend on the split beyond the solver's tolerance, and the cost stays linear
+        in the batch; :meth:`Solution.parts`). None keeps the whole batch on one grid.
 
     Returns
     -------
@@ -140,6 +167,7 @@ def simulate(net, x, solver=None, save_at=None, record_states: bool = False,
     limits = ResourceLimits() if limits is None else limits
     if not isinstance(limits, ResourceLimits):
         raise InputError(f"limits must be a ResourceLimits, got {limits!r}")
+    max_batch = None if max_batch is None else as_int(max_batch, "max_batch", minimum=1)
     V = net.initial_state(x)
     B = V.shape[1]
     T = net.T
@@ -149,6 +177,10 @@ def simulate(net, x, solver=None, save_at=None, record_states: bool = False,
         raise InputError(f"record_states must be a bool or an int >= 1, got {record_states!r}")
     estimate = estimate_resources(net, B, solver, len(ts), record_states)
     estimate.check(limits)
+    if max_batch is not None and B > max_batch:
+        return _split_batch(net, np.asarray(x, dtype=float), -(-B // max_batch),
+                            dict(solver=solver, save_at=save_at, record_states=record_states,
+                                 voltage_limit=voltage_limit, limits=limits))
     saver = Saver(ts, net.num_nodes, B)
     saver.at_start(0.0, V)
     stats = Stats()
@@ -164,6 +196,20 @@ def simulate(net, x, solver=None, save_at=None, record_states: bool = False,
     saver.values[saver.next:] = V   # save times at T up to rounding
     node_voltages = np.transpose(saver.values[:, 1:, :], (0, 2, 1))
     return Solution(ts, node_voltages, V[1:].T.copy(), stats, tapes, solver)
+
+
+def _split_batch(net, x: np.ndarray, n_pieces: int, options: dict) -> Solution:
+    """Run ``x`` ``(B, d)`` as ``n_pieces`` near-equal pieces, each on its own step grids."""
+    bounds = [k * x.shape[0] // n_pieces for k in range(n_pieces + 1)]
+    pieces = [(slice(a, b), simulate(net, x[a:b], max_batch=None, **options))
+              for a, b in zip(bounds[:-1], bounds[1:])]
+    stats = Stats()
+    for _, part in pieces:
+        stats.add(part.stats)
+    first = pieces[0][1]
+    return Solution(first.ts, np.concatenate([p.node_voltages for _, p in pieces], axis=1),
+                    np.concatenate([p.final_state for _, p in pieces], axis=0), stats, None,
+                    first.solver, pieces)
 
 
 def _check_save_times(save_at, T) -> np.ndarray:
