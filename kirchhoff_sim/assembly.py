@@ -31,6 +31,7 @@ import scipy.sparse as sp
 
 from . import kernels
 from .devices import Device
+from .errors import InputError
 
 CHUNK_ELEMENTS = 1 << 19   # edges × batch per chunk: 4 MiB float64 temporaries
 
@@ -104,14 +105,18 @@ class LayerAssembly:
         With the numba backend (:mod:`kirchhoff_sim.kernels`) every chunk whose family has
         a kernel is gathered, evaluated and scattered in one compiled loop.
         """
-        total = np.zeros_like(V)
+        if np.ndim(V) != 2 or np.shape(V)[0] != self.num_nodes + 1:
+            # (the compiled loop reads V[src], V[dst] without bounds checks)
+            raise InputError(f"node voltages must have shape (N+1, B) = ({self.num_nodes + 1}, B), "
+                             f"got {np.shape(V)}")
         fused = kernels.backend() == "numba"
         if fused:
             V = np.ascontiguousarray(V, dtype=np.float64)
+        total = np.zeros_like(V)
         for chunk in self.chunks(V.shape[1]):
             device = chunk.group.device
             if fused and kernels.supports(device):
-                kernels.rhs_into(total, V, chunk.src, chunk.dst, device, chunk.group.params[:, chunk.local])
+                kernels._rhs_into(total, V, chunk.src, chunk.dst, device, chunk.group.params[:, chunk.local])
             else:
                 total += chunk.scatter @ chunk.currents(V)
         total *= self.inv_capacitance

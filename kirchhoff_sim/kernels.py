@@ -19,12 +19,13 @@ sparse product a chunk): the two agree to a few ulps of the largest edge current
 (tests/test_kernels.py). The Diode's implicit law (a Lambert-W solve) stays on NumPy.
 
 **Threads.** numba's thread count — ``NUMBA_NUM_THREADS`` in the environment before the
-first import, or :func:`set_threads` at run time — sets how many column blocks run at
-once. Each batch column is computed by one thread in a fixed edge order, so the result
-is bit-identical for any thread count.
+first import (an integer from 1 to :data:`MAX_THREADS`), or :func:`set_threads` at run
+time — sets how many column blocks run at once. Each batch column is computed by one
+thread in a fixed edge order, so the result is bit-identical for any thread count.
 
-**Opt-in.** The kernels run when ``KIRCHHOFF_SIM_KERNELS=numba`` is set or after
-:func:`use` ``("numba")``; the NumPy path stays the default and the reference the
+**Opt-in.** The kernels run when ``KIRCHHOFF_SIM_KERNELS=numba`` is set (read at the
+first evaluation; empty or unset means ``numpy``) or after :func:`use` ``("numba")``,
+which overrides the environment; the NumPy path stays the default and the reference the
 kernels are tested against until the vector–Jacobian and Jacobian–vector products and
 the Newton stamps have kernels too (the rest of issue #14).
 """
@@ -39,7 +40,7 @@ from . import devices as _devices
 from .errors import InputError
 
 __all__ = ["BACKENDS", "use", "backend", "set_threads", "threads", "supports", "coefficients",
-           "rhs_into", "COLUMN_BLOCK"]
+           "rhs_into", "COLUMN_BLOCK", "MAX_THREADS"]
 
 BACKENDS = ("numpy", "numba")
 #: the fewest batch columns a parallel block takes (8 doubles: one 64-byte cache line of a
@@ -49,13 +50,17 @@ COLUMN_BLOCK = 8
 #: activation codes of the kernel
 _ACT_CODES = {"identity": 0, "relu": 1, "leaky_relu": 2, "tanh": 3, "softplus": 4}
 
-_state = {"backend": os.environ.get("KIRCHHOFF_SIM_KERNELS", "numpy")}
-if _state["backend"] not in BACKENDS:
-    raise InputError(f"KIRCHHOFF_SIM_KERNELS must be one of {', '.join(BACKENDS)}, got {_state['backend']!r}")
+#: the most threads ``NUMBA_NUM_THREADS`` may ask for: numba starts that many at its
+#: first parallel call, and a count far beyond the machine's cores (100,000 was tried)
+#: crashes the process when the thread pool fails to start
+MAX_THREADS = max(64, 8 * (os.cpu_count() or 1))
+
+_state = {"backend": None}      # None: not chosen yet, read KIRCHHOFF_SIM_KERNELS
 
 
 def use(name: str) -> None:
-    """Choose the right-hand-side backend: ``"numpy"`` (the reference) or ``"numba"``.
+    """Choose the right-hand-side backend: ``"numpy"`` (the reference) or ``"numba"``
+    (overrides ``KIRCHHOFF_SIM_KERNELS``).
 
     Raises
     ------
@@ -68,8 +73,38 @@ def use(name: str) -> None:
 
 
 def backend() -> str:
-    """The backend in use."""
+    """The backend in use: the last :func:`use`, else ``KIRCHHOFF_SIM_KERNELS`` (empty or
+    unset: ``"numpy"``).
+
+    Raises
+    ------
+    InputError
+        ``KIRCHHOFF_SIM_KERNELS`` names no backend (until :func:`use` chooses one).
+    """
+    if _state["backend"] is None:
+        name = os.environ.get("KIRCHHOFF_SIM_KERNELS", "").strip() or "numpy"
+        if name not in BACKENDS:
+            raise InputError(f"environment variable KIRCHHOFF_SIM_KERNELS must be one of "
+                             f"{', '.join(BACKENDS)} (or empty), got {name!r}")
+        return name
     return _state["backend"]
+
+
+def _numba():
+    """numba, imported after checking ``NUMBA_NUM_THREADS`` (numba reads it at import and
+    fails on a bad value only later, in the middle of a run, or crashes the process)."""
+    from .checks import as_int
+
+    value = os.environ.get("NUMBA_NUM_THREADS", "").strip()
+    if value:
+        try:
+            number = int(value)
+        except ValueError:
+            number = value
+        as_int(number, "environment variable NUMBA_NUM_THREADS", minimum=1, maximum=MAX_THREADS)
+    import numba
+
+    return numba
 
 
 def set_threads(n: int) -> None:
@@ -79,20 +114,23 @@ def set_threads(n: int) -> None:
     Raises
     ------
     InputError
-        ``n`` outside that range.
+        ``n`` outside that range, or a bad ``NUMBA_NUM_THREADS``.
     """
-    import numba
-
     from .checks import as_int
 
+    numba = _numba()
     numba.set_num_threads(as_int(n, "threads", minimum=1, maximum=numba.config.NUMBA_NUM_THREADS))
 
 
 def threads() -> int:
-    """The kernels' thread count."""
-    import numba
+    """The kernels' thread count.
 
-    return numba.get_num_threads()
+    Raises
+    ------
+    InputError
+        A bad ``NUMBA_NUM_THREADS``.
+    """
+    return _numba().get_num_threads()
 
 
 def supports(device) -> bool:
@@ -136,6 +174,7 @@ def _kernel():
     """Compile (or load from numba's cache) the fused kernel on first use."""
     global _KERNEL
     if _KERNEL is None:
+        _numba()                 # check NUMBA_NUM_THREADS before numba reads it
         from ._rhs_kernel import fused_rhs
 
         _KERNEL = fused_rhs
@@ -145,9 +184,51 @@ def _kernel():
 def rhs_into(out: np.ndarray, V: np.ndarray, src, dst, device, p) -> None:
     """Add one chunk's node currents ``Aᵀ i(V)`` to ``out`` ``(N+1, B)`` in place.
 
-    ``V`` ``(N+1, B)`` C-contiguous float64; ``src``, ``dst`` ``(E_c,)``; ``p`` the
-    chunk's parameters ``(n_params, E_c)``.
+    Parameters
+    ----------
+    out : ndarray, shape (N+1, B)
+        C-contiguous, writable float64; row 0 (ground) is zeroed.
+    V : ndarray, shape (N+1, B)
+        Node voltages, C-contiguous float64.
+    src, dst : ndarray of int, shape (E_c,)
+        End nodes of the chunk's edges, each in ``0 … N``.
+    device : Device
+        A family :func:`supports` accepts.
+    p : ndarray, shape (n_params, E_c)
+        The chunk's parameters.
+
+    Raises
+    ------
+    InputError
+        Arrays that do not fit together, or of another layout or dtype (the compiled
+        loop does not check its bounds, so nothing is passed to it unchecked).
     """
+    if not (isinstance(out, np.ndarray) and isinstance(V, np.ndarray)) or out.ndim != 2 or out.shape != V.shape:
+        raise InputError(f"out and V must be arrays of one shape (N+1, B), got "
+                         f"{np.shape(out)} and {np.shape(V)}")
+    for name, a in (("out", out), ("V", V)):
+        if a.dtype != np.float64 or not a.flags.c_contiguous:
+            raise InputError(f"{name} must be a C-contiguous float64 array, got {a.dtype} "
+                             f"({'C' if a.flags.c_contiguous else 'not C'}-contiguous)")
+    if not out.flags.writeable:
+        raise InputError("out must be writable")
+    src, dst = np.asarray(src), np.asarray(dst)
+    if src.ndim != 1 or src.shape != dst.shape or src.dtype.kind not in "iu" or dst.dtype.kind not in "iu":
+        raise InputError(f"src and dst must be integer arrays of one shape (E_c,), got "
+                         f"{src.dtype}{src.shape} and {dst.dtype}{dst.shape}")
+    if src.size and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= V.shape[0]):
+        raise InputError(f"src and dst must be node indices in 0..{V.shape[0] - 1} (the rows of V)")
+    if not supports(device):
+        raise InputError(f"{type(device).__name__} has no kernel (use the NumPy path)")
+    p = np.asarray(p, dtype=float)
+    if p.shape != (device.n_params, src.size):
+        raise InputError(f"p must have shape {(device.n_params, src.size)} (n_params, E_c), got {p.shape}")
+    _rhs_into(out, V, src, dst, device, p)
+
+
+def _rhs_into(out, V, src, dst, device, p) -> None:
+    """:func:`rhs_into` without the checks, for an assembly whose arrays fit by
+    construction (its caller checks the row count of ``V``)."""
     act, w_src, w_dst, bias, A, B, C, D = coefficients(device, p)
     leaky = _devices.LEAKY_SLOPE
     block = max(COLUMN_BLOCK, -(-V.shape[1] // threads()))

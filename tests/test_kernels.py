@@ -20,6 +20,7 @@ import pytest
 import kirchhoff_sim as ks
 from kirchhoff_sim import devices, kernels
 from kirchhoff_sim.errors import InputError
+from kirchhoff_sim.modelfile import save_net
 from kirchhoff_sim.sensitivity import check_gradient
 from kirchhoff_sim.training.losses import bind, cross_entropy
 
@@ -133,3 +134,78 @@ def test_a_second_process_loads_the_kernel_from_the_cache(numba_backend):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
     stats = json.loads(out.stdout.strip().splitlines()[-1])
     assert stats == {"hits": 1, "misses": 0}
+
+
+# --------------------------------------------------------------------------- bad input
+# The compiled loop has no bounds checks: nothing reaches it unchecked (a state one row
+# short once corrupted the heap and aborted the interpreter).
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_a_state_of_the_wrong_shape_is_refused_before_any_work(backend):
+    net = net_of(devices.Conductance(), nodes=4)
+    before = kernels.backend()
+    kernels.use(backend)
+    try:
+        for V in (np.ones((net.num_nodes, 4)), np.ones(net.num_nodes + 1), np.ones((net.num_nodes + 2, 4))):
+            with pytest.raises(InputError, match=r"node voltages must have shape \(N\+1, B\)"):
+                net.assemblies()[0].rhs(V)
+    finally:
+        kernels.use(before)
+
+
+def test_rhs_into_checks_every_array():
+    net = net_of(devices.ShiftedReLU(), nodes=4)
+    a = net.assemblies()[0]
+    device, p = a.groups[0].device, a.groups[0].params
+    V = np.ones((net.num_nodes + 1, 3))
+    out = np.zeros_like(V)
+    kernels.rhs_into(out, V, a.src, a.dst, device, p)
+    np.testing.assert_allclose(out, a.rhs(V) / a.inv_capacitance.clip(1e-300) * (a.inv_capacitance > 0),
+                               rtol=1e-13, atol=1e-15)
+    cases = [
+        (dict(out=np.zeros((net.num_nodes + 1, 3), int)), "out must be a C-contiguous float64"),
+        (dict(out=np.zeros((net.num_nodes, 3))), "one shape"),
+        (dict(V=np.asfortranarray(np.ones((net.num_nodes + 1, 3)))), "V must be a C-contiguous float64"),
+        (dict(src=a.src + net.num_nodes), "node indices in 0"),
+        (dict(dst=-a.dst), "node indices in 0"),
+        (dict(src=a.src[:-1]), "one shape"),
+        (dict(src=a.src.astype(float)), "integer arrays"),
+        (dict(p=p[:, :-1]), "p must have shape"),
+        (dict(device=devices.Diode()), "Diode has no kernel"),
+    ]
+    for change, message in cases:
+        args = dict(out=np.zeros_like(V), V=V, src=a.src, dst=a.dst, device=device, p=p) | change
+        with pytest.raises(InputError, match=message):
+            kernels.rhs_into(**args)
+    read_only = np.zeros_like(V)
+    read_only.flags.writeable = False
+    with pytest.raises(InputError, match="writable"):
+        kernels.rhs_into(read_only, V, a.src, a.dst, device, p)
+
+
+def test_the_environment_chooses_the_backend_at_first_use(monkeypatch):
+    monkeypatch.setitem(kernels._state, "backend", None)
+    for value, expected in (("", "numpy"), ("  ", "numpy"), ("numba", "numba"), ("numpy", "numpy")):
+        monkeypatch.setenv("KIRCHHOFF_SIM_KERNELS", value)
+        assert kernels.backend() == expected
+    monkeypatch.setenv("KIRCHHOFF_SIM_KERNELS", "cuda")
+    net = net_of(devices.Conductance(), nodes=4)
+    with pytest.raises(InputError, match="environment variable KIRCHHOFF_SIM_KERNELS must be one of"):
+        ks.simulate(net, np.ones((2, 3)))
+    kernels.use("numpy")                    # an explicit choice overrides the environment
+    ks.simulate(net, np.ones((2, 3)))
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1.5", "two", "100000"])
+def test_a_bad_numba_thread_count_is_one_line_and_exit_2(value, tmp_path):
+    net = net_of(devices.ShiftedReLU(), nodes=4)
+    model, inputs = tmp_path / "net.npz", tmp_path / "x.npy"
+    save_net(net, model)
+    np.save(inputs, np.ones((2, 3)))
+    env = dict(os.environ, KIRCHHOFF_SIM_KERNELS="numba", NUMBA_NUM_THREADS=value)
+    run = subprocess.run([sys.executable, "-m", "kirchhoff_sim.cli", "simulate", str(model), "--input", str(inputs),
+                          "--out", str(tmp_path / "y.npy")], capture_output=True, text=True, env=env)
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "NUMBA_NUM_THREADS must be an integer" in lines[0], run.stderr
+    assert not (tmp_path / "y.npy").exists()

@@ -225,6 +225,20 @@ def test_primitive_mode_uses_resistors_and_reports_non_positive_conductances():
     assert json.loads(json.dumps([u.to_dict() for u in netlist.unsupported]))
 
 
+def test_a_value_no_netlist_can_hold_is_refused_naming_its_element():
+    # finite parameters whose element values are not: 1/g of a subnormal conductance
+    # overflows; a huge gain times the physical scale too
+    g = np.full(len(EDGES), 0.5)
+    g[4] = 5e-324
+    with pytest.raises(InputError, match=r"element R5 would get the value inf"):
+        to_netlist(small_net(D.Conductance(), params=g[None, :]), [0.2, 0.1], mode="primitive")
+    gain = np.ones((3, len(EDGES)))
+    gain[1, 2] = 1e308
+    with pytest.raises(InputError, match=r"element G3d would get the value inf"):
+        to_netlist(small_net(D.AffineActivation("identity"), params=gain), [0.2, 0.1], mode="primitive",
+                   scale=PhysicalScale(V0=1.0, C0=1e-13, G0=10.0))
+
+
 def test_primitive_mode_writes_diodes_with_a_model_per_parameter_set():
     params = np.array([[1e-9, 2e-9] * (len(EDGES) // 2), [0.0, 0.5] * (len(EDGES) // 2)])
     device = D.Diode(thermal_voltage=0.05)
