@@ -221,7 +221,9 @@ class LayerAssembly:
 
         Per edge the cotangent is ``λ_e = ν[dst] − ν[src]`` (DESIGN.md §4). Through the
         device input ``z = W V + b`` and ``μ = λ·∂r/∂z``, ``(∂F/∂V)ᵀν = Wᵀμ`` (one sparse
-        product a chunk) and ``(∂F/∂θ)ᵀν = Σ_b (λ·∂r/∂θ + μ·∂z/∂θ)``.
+        product a chunk) and ``(∂F/∂θ)ᵀν = Σ_b (λ·∂r/∂θ + μ·∂z/∂θ)``. With the numba
+        backend a chunk whose family has a kernel does all of it in one compiled loop
+        (:mod:`kirchhoff_sim.kernels`).
 
         Parameters
         ----------
@@ -236,7 +238,20 @@ class LayerAssembly:
         """
         v_bar = np.zeros_like(V)
         params = theta_bar is not None
+        fused = kernels.backend() == "numba"
+        if fused:
+            V = np.ascontiguousarray(V, dtype=np.float64)
+            v_bar = np.zeros_like(V)
+            if V.ndim != 2 or V.shape[0] != self.num_nodes + 1 or np.shape(nu) != V.shape:
+                raise InputError(f"node voltages and cotangent must both have shape (N+1, B) = "
+                                 f"({self.num_nodes + 1}, B), got {V.shape} and {np.shape(nu)}")
         for chunk in self.chunks(V.shape[1]):
+            if fused and kernels.supports(chunk.group.device):
+                device_bar = kernels._vjp_into(v_bar, V, nu, chunk.src, chunk.dst, chunk.group.device,
+                                               chunk.group.params[:, chunk.local], params)
+                if params:
+                    theta_bar[chunk.group_index][:, chunk.local] += device_bar
+                continue
             lam = chunk.difference @ nu
             W, Z, p = chunk.inputs(V)
             _, dz, direct = chunk.group.device.response_linearise(Z, p, params)

@@ -1,4 +1,5 @@
-"""Fused compiled KCL kernels (issue #14, first part: the right-hand side).
+"""Fused compiled KCL kernels (issue #14): the right-hand side and its vector–Jacobian
+product.
 
 The NumPy path of :class:`~kirchhoff_sim.assembly.LayerAssembly` evaluates a layer's
 currents chunk by chunk as a sparse gather, the device response on an ``(E_c, B)``
@@ -18,6 +19,15 @@ the summation order of the scatter differs (edge by edge into the node instead o
 sparse product a chunk): the two agree to a few ulps of the largest edge current
 (tests/test_kernels.py). The Diode's implicit law (a Lambert-W solve) stays on NumPy.
 
+The vector–Jacobian product of the adjoints (:meth:`LayerAssembly.vjp
+<kirchhoff_sim.assembly.LayerAssembly.vjp>`) is fused the same way: per edge and column
+``λ = ν[dst] − ν[src]``, ``μ = λ·∂i/∂z`` scattered through the input weights, and six
+sums over the batch from which :func:`parameter_cotangents` forms every family's
+``(∂F/∂θ)ᵀν`` by the chain rule. Its column blocks have a fixed width
+(:data:`VJP_BLOCK`), and the blocks' sums are added in block order, so its result too is
+independent of the thread count. It agrees with the NumPy path to 1e-13 of the largest
+entry (only the order of the sums differs).
+
 **Threads.** numba's thread count — ``NUMBA_NUM_THREADS`` in the environment before the
 first import (an integer from 1 to :data:`MAX_THREADS`), or :func:`set_threads` at run
 time — sets how many column blocks run at once. Each batch column is computed by one
@@ -26,8 +36,8 @@ thread in a fixed edge order, so the result is bit-identical for any thread coun
 **Opt-in.** The kernels run when ``KIRCHHOFF_SIM_KERNELS=numba`` is set (read at the
 first evaluation; empty or unset means ``numpy``) or after :func:`use` ``("numba")``,
 which overrides the environment; the NumPy path stays the default and the reference the
-kernels are tested against until the vector–Jacobian and Jacobian–vector products and
-the Newton stamps have kernels too (the rest of issue #14).
+kernels are tested against until the Jacobian–vector product and the Newton stamps
+have kernels too (the rest of issue #14).
 """
 
 from __future__ import annotations
@@ -40,7 +50,7 @@ from . import devices as _devices
 from .errors import InputError
 
 __all__ = ["BACKENDS", "use", "backend", "set_threads", "threads", "supports", "coefficients",
-           "rhs_into", "COLUMN_BLOCK", "MAX_THREADS"]
+           "parameter_cotangents", "rhs_into", "COLUMN_BLOCK", "VJP_BLOCK", "MAX_THREADS"]
 
 BACKENDS = ("numpy", "numba")
 #: the fewest batch columns a parallel block takes (8 doubles: one 64-byte cache line of a
@@ -167,18 +177,53 @@ def coefficients(device, p: np.ndarray):
     raise InputError(f"{type(device).__name__} has no kernel (use the NumPy path)")
 
 
-_KERNEL = None
+def parameter_cotangents(device, p: np.ndarray, sums: np.ndarray) -> np.ndarray:
+    """``(∂F/∂θ)ᵀν`` of one chunk's devices from the VJP kernel's per-edge sums.
+
+    The kernel sums, over the batch, ``S = (λ·act, λ·act′·(z + C), λ·act′, μ, μ·v_src,
+    μ·v_dst)`` with ``λ = ν[dst] − ν[src]``, ``μ = λ·∂i/∂z``; by the chain rule through
+    :func:`coefficients`, ``∂/∂A = S₀``, ``∂/∂B = A·S₁``, ``∂/∂C = S₃``, ``∂/∂D = A·S₂``,
+    ``∂/∂w_src = S₄``, ``∂/∂w_dst = S₅``, ``∂/∂bias = S₃``.
+
+    Parameters
+    ----------
+    p : ndarray, shape (n_params, E_c)
+    sums : ndarray, shape (6, E_c)
+
+    Returns
+    -------
+    ndarray, shape (n_params, E_c)
+    """
+    s_f, s_au, s_g, s_mu, s_vs, s_vd = sums
+    if isinstance(device, _devices.Conductance):
+        return s_f[None]
+    if isinstance(device, _devices._ShiftedRectifier):
+        return np.stack([-s_mu, s_f])
+    if isinstance(device, _devices.TanhCell):
+        _, a_dbeta = device._slope(p[1])          # A·∂β/∂A: B = β(A) depends on the amplitude
+        return np.stack([-s_mu, s_f + a_dbeta * s_au])
+    if isinstance(device, _devices.DifferenceActivation):
+        return np.stack([s_g, s_au])
+    if isinstance(device, _devices.AffineActivation):
+        return np.stack([s_vs, s_vd, s_mu])
+    raise InputError(f"{type(device).__name__} has no kernel (use the NumPy path)")
 
 
-def _kernel():
-    """Compile (or load from numba's cache) the fused kernel on first use."""
-    global _KERNEL
-    if _KERNEL is None:
+#: columns of one block of the VJP kernel: fixed, so that its sums over the batch are
+#: added in an order that does not depend on the thread count
+VJP_BLOCK = 32
+
+_KERNELS = {}
+
+
+def _kernel(name: str):
+    """Compile (or load from numba's cache) a kernel of :mod:`._kcl_kernels` on first use."""
+    if name not in _KERNELS:
         _numba()                 # check NUMBA_NUM_THREADS before numba reads it
-        from ._rhs_kernel import fused_rhs
+        from . import _kcl_kernels
 
-        _KERNEL = fused_rhs
-    return _KERNEL
+        _KERNELS[name] = getattr(_kcl_kernels, name)
+    return _KERNELS[name]
 
 
 def rhs_into(out: np.ndarray, V: np.ndarray, src, dst, device, p) -> None:
@@ -229,11 +274,29 @@ def rhs_into(out: np.ndarray, V: np.ndarray, src, dst, device, p) -> None:
 def _rhs_into(out, V, src, dst, device, p) -> None:
     """:func:`rhs_into` without the checks, for an assembly whose arrays fit by
     construction (its caller checks the row count of ``V``)."""
-    act, w_src, w_dst, bias, A, B, C, D = coefficients(device, p)
-    leaky = _devices.LEAKY_SLOPE
     block = max(COLUMN_BLOCK, -(-V.shape[1] // threads()))
-    _kernel()(out, V, src.astype(np.int64, copy=False), dst.astype(np.int64, copy=False),
-              np.ascontiguousarray(w_src, dtype=float), np.ascontiguousarray(w_dst, dtype=float),
-              np.ascontiguousarray(bias, dtype=float), np.ascontiguousarray(A, dtype=float),
-              np.ascontiguousarray(B, dtype=float), np.ascontiguousarray(C, dtype=float),
-              np.ascontiguousarray(D, dtype=float), act, leaky, block)
+    _kernel("fused_rhs")(out, V, *_edge_arrays(src, dst, device, p), _devices.LEAKY_SLOPE, block)
+
+
+def _edge_arrays(src, dst, device, p) -> tuple:
+    """The kernels' per-edge arguments: ``src, dst`` (int64), the coefficients of
+    :func:`coefficients` (contiguous float64) and the activation code."""
+    act, *arrays = coefficients(device, p)
+    return (src.astype(np.int64, copy=False), dst.astype(np.int64, copy=False),
+            *(np.ascontiguousarray(a, dtype=float) for a in arrays), act)
+
+
+def _vjp_into(v_bar, V, nu, src, dst, device, p, params: bool):
+    """Add one chunk's ``(∂F/∂V)ᵀν`` to ``v_bar`` ``(N+1, B)``; return ``(∂F/∂θ)ᵀν``
+    ``(n_params, E_c)`` when ``params`` (else None). ``V`` and ``v_bar`` are C-contiguous
+    float64 ``(N+1, B)`` (checked by the caller, the assembly); ``nu``'s ground row is
+    ignored, as in the NumPy path."""
+    nu = np.array(nu, dtype=np.float64, order="C")
+    nu[0] = 0.0
+    n_blocks = -(-V.shape[1] // VJP_BLOCK)
+    sums = np.zeros((n_blocks, 6, len(src) if params else 0))
+    _kernel("fused_vjp")(v_bar, sums, V, nu, *_edge_arrays(src, dst, device, p), _devices.LEAKY_SLOPE,
+                         VJP_BLOCK, params)
+    if not params:
+        return None
+    return parameter_cotangents(device, p, sums.sum(axis=0))

@@ -1,4 +1,5 @@
-"""The fused numba right-hand side (issue #14, first part) against the NumPy reference.
+"""The fused numba right-hand side and vector–Jacobian product (issue #14) against the
+NumPy reference.
 
 What must hold: for every device family and activation the kernel has, the node
 currents equal the NumPy path's to a few ulps of the largest edge current (only the
@@ -21,7 +22,7 @@ import kirchhoff_sim as ks
 from kirchhoff_sim import devices, kernels
 from kirchhoff_sim.errors import InputError
 from kirchhoff_sim.modelfile import save_net
-from kirchhoff_sim.sensitivity import check_gradient
+from kirchhoff_sim.sensitivity import check_gradient, gradient
 from kirchhoff_sim.training.losses import bind, cross_entropy
 
 ULPS = 8 * np.finfo(float).eps        # of the largest edge current: the scatter's reordering
@@ -120,20 +121,24 @@ def test_a_second_process_loads_the_kernel_from_the_cache(numba_backend):
     net = net_of(devices.ShiftedReLU(), nodes=5)
     V = np.zeros((net.num_nodes + 1, 3))
     net.assemblies()[0].rhs(V)                   # compiled (or loaded) here, cached on disk
+    net.assemblies()[0].vjp(V, np.ones_like(V), [np.zeros_like(g.params) for g in net.groups])
     script = (
         "import json, numpy as np, kirchhoff_sim as ks\n"
         "from kirchhoff_sim import kernels, devices\n"
         "kernels.use('numba')\n"
         "net = ks.KirchhoffNet([ks.Layer(ks.topology.fully_connected(5, repeat=(2, 1)), devices.ShiftedReLU(), 0.5)])\n"
         "net.assemblies()[0].rhs(np.zeros((net.num_nodes + 1, 3)))\n"
-        "from kirchhoff_sim._rhs_kernel import fused_rhs\n"
-        "print(json.dumps({'hits': sum(fused_rhs.stats.cache_hits.values()),"
-        " 'misses': sum(fused_rhs.stats.cache_misses.values())}))\n"
+        "net.assemblies()[0].vjp(np.zeros((net.num_nodes + 1, 3)), np.ones((net.num_nodes + 1, 3)),"
+        " [np.zeros_like(g.params) for g in net.groups])\n"
+        "from kirchhoff_sim._kcl_kernels import fused_rhs, fused_vjp\n"
+        "kernels_ = (fused_rhs, fused_vjp)\n"
+        "print(json.dumps({'hits': [sum(k.stats.cache_hits.values()) for k in kernels_],"
+        " 'misses': [sum(k.stats.cache_misses.values()) for k in kernels_]}))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_DISABLE_JIT"}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
     stats = json.loads(out.stdout.strip().splitlines()[-1])
-    assert stats == {"hits": 1, "misses": 0}
+    assert stats == {"hits": [1, 1], "misses": [0, 0]}
 
 
 # --------------------------------------------------------------------------- bad input
@@ -209,3 +214,78 @@ def test_a_bad_numba_thread_count_is_one_line_and_exit_2(value, tmp_path):
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and "NUMBA_NUM_THREADS must be an integer" in lines[0], run.stderr
     assert not (tmp_path / "y.npy").exists()
+
+
+# --------------------------------------------------------------------------- VJP
+def both_vjp(assembly, V, nu, params=True):
+    out = []
+    for backend in ("numpy", "numba"):
+        kernels.use(backend)
+        theta_bar = [np.zeros_like(g.params) for g in assembly.groups] if params else None
+        out.append((assembly.vjp(V, nu, theta_bar), theta_bar))
+    return out
+
+
+@pytest.mark.parametrize("device", FAMILIES, ids=lambda d: d.spec()["family"] + "-" + d.spec().get("activation", ""))
+def test_the_vjp_kernel_equals_the_numpy_reference(device, numba_backend):
+    # ≤ 1e-13 of the largest entry (issue #14): only the order of the sums differs
+    net = net_of(device)
+    assembly = net.assemblies()[0]
+    rng = np.random.default_rng(5)
+    for batch in (1, 7, 37, 70):             # a partial block, one, several, several threads
+        V = rng.normal(0, 2, (net.num_nodes + 1, batch))
+        V[0] = 0.0
+        nu = rng.normal(size=V.shape)
+        nu[0] = 3.0                          # ground's cotangent is ignored on both paths
+        (v_ref, th_ref), (v_fused, th_fused) = both_vjp(assembly, V, nu)
+        assert np.max(np.abs(v_fused - v_ref)) <= 1e-13 * np.abs(v_ref).max()
+        assert np.all(v_fused[0] == 0.0)
+        for a, b in zip(th_fused, th_ref):
+            assert np.max(np.abs(a - b)) <= 1e-13 * np.abs(b).max()
+        (v_ref, none_ref), (v_fused, none_fused) = both_vjp(assembly, V, nu, params=False)
+        assert none_ref is None and none_fused is None
+        assert np.max(np.abs(v_fused - v_ref)) <= 1e-13 * np.abs(v_ref).max()
+
+
+def test_the_vjp_kernel_is_bit_identical_on_one_and_two_threads(numba_backend):
+    net = net_of(devices.TanhCell(), nodes=17)
+    assembly = net.assemblies()[0]
+    rng = np.random.default_rng(6)
+    V, nu = rng.normal(size=(2, net.num_nodes + 1, 100))
+    before = kernels.threads()
+    results = []
+    try:
+        for n in (1, 2):
+            kernels.set_threads(n)
+            theta_bar = [np.zeros_like(g.params) for g in assembly.groups]
+            results.append((assembly.vjp(V, nu, theta_bar), theta_bar))
+    finally:
+        kernels.set_threads(before)
+    (v1, t1), (v2, t2) = results
+    assert np.array_equal(v1, v2) and all(np.array_equal(a, b) for a, b in zip(t1, t2))
+
+
+@pytest.mark.parametrize("device", [devices.AffineActivation("softplus"), devices.TanhCell(),
+                                    devices.ShiftedLeakyReLU(), devices.DifferenceActivation("tanh")],
+                         ids=lambda d: d.spec()["family"])
+def test_adjoint_gradients_with_the_kernels_match_finite_differences(device, numba_backend):
+    net = net_of(device, nodes=6, layers=2, seed=3)
+    x = np.random.default_rng(7).normal(size=(5, 3))
+    loss = bind(cross_entropy, np.array([0, 1, 2, 0, 1]) % len(net.readout))
+    for solver in (ks.RK4(0.05), ks.Dopri5(rtol=1e-7, atol=1e-9)):
+        check = check_gradient(net, x, loss, solver=solver, n_params=10)
+        assert check.max_relative_error <= 1e-6, (solver, check)
+    grads = {}
+    for backend in ("numpy", "numba"):
+        kernels.use(backend)
+        grads[backend] = gradient(net, x, loss, ks.RK4(0.05))
+    np.testing.assert_allclose(grads["numba"].flat, grads["numpy"].flat, rtol=0,
+                               atol=1e-13 * np.abs(grads["numpy"].flat).max())
+    assert grads["numba"].stats == grads["numpy"].stats
+
+
+def test_the_vjp_refuses_a_cotangent_of_another_shape(numba_backend):
+    net = net_of(devices.ShiftedReLU(), nodes=4)
+    V = np.zeros((net.num_nodes + 1, 3))
+    with pytest.raises(InputError, match="cotangent must both have shape"):
+        net.assemblies()[0].vjp(V, np.zeros((net.num_nodes, 3)))

@@ -1,0 +1,148 @@
+"""The numba kernels behind :mod:`kirchhoff_sim.kernels` (imported, and compiled or
+loaded from numba's on-disk cache, only when the numba backend is used)."""
+
+import math
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, inline="always")
+def _activation(y, act, leaky):
+    # the operations of devices._ACT_FUNCS, scalar by scalar
+    if act == 0:
+        return y
+    if act == 1:
+        return y if y > 0.0 else 0.0
+    if act == 2:
+        return y if y > 0.0 else leaky * y
+    if act == 3:
+        return math.tanh(y)
+    # softplus as numpy.logaddexp(0, y)
+    if y == 0.0:
+        return math.log(2.0)
+    if y < 0.0:
+        return math.log1p(math.exp(y))
+    return y + math.log1p(math.exp(-y))
+
+
+@numba.njit(cache=True)
+def _edges_on_columns(out, V, src, dst, w_src, w_dst, bias, A, B, C, D, act, leaky, b0, b1):
+    """One thread's work: every edge on columns ``b0..b1−1``; the activation is chosen
+    once per edge (outside the column loop), and the column loop computes the currents
+    into a small buffer before scattering them, so that it can be vectorised."""
+    width = b1 - b0
+    current = np.empty(width)
+    for e in range(src.shape[0]):
+        s, d = src[e], dst[e]
+        ws, wd, be = w_src[e], w_dst[e], bias[e]
+        a, bb, c, dd = A[e], B[e], C[e], D[e]
+        vs = V[s, b0:b1]
+        vd = V[d, b0:b1]
+        if act == 1:
+            for j in range(width):
+                y = bb * ((ws * vs[j] + wd * vd[j] + be) + c) + dd
+                current[j] = a * (y if y > 0.0 else 0.0)
+        elif act == 0:
+            for j in range(width):
+                current[j] = a * (bb * ((ws * vs[j] + wd * vd[j] + be) + c) + dd)
+        else:
+            for j in range(width):
+                current[j] = a * _activation(bb * ((ws * vs[j] + wd * vd[j] + be) + c) + dd, act, leaky)
+        od = out[d, b0:b1]
+        for j in range(width):
+            od[j] += current[j]
+        os_ = out[s, b0:b1]
+        for j in range(width):
+            os_[j] -= current[j]
+
+
+@numba.njit(parallel=True, cache=True)
+def fused_rhs(out, V, src, dst, w_src, w_dst, bias, A, B, C, D, act, leaky, block):
+    """``out[dst] += i``, ``out[src] −= i`` with ``i = A·act(B·(z + C) + D)``,
+    ``z = w_src·V[src] + w_dst·V[dst] + bias``, for every edge and batch column; the
+    columns are split into blocks of ``block``, one thread a block, each column computed
+    by one thread in edge order (so the result does not depend on the thread count)."""
+    batch = V.shape[1]
+    n_blocks = (batch + block - 1) // block
+    for k in numba.prange(n_blocks):
+        b0 = k * block
+        _edges_on_columns(out, V, src, dst, w_src, w_dst, bias, A, B, C, D, act, leaky, b0, min(batch, b0 + block))
+    out[0, :] = 0.0
+
+
+@numba.njit(cache=True, inline="always")
+def _value_and_slope(y, act, leaky):
+    # (act(y), act'(y)) as devices.Activation.value_and_slope computes them
+    if act == 0:
+        return y, 1.0
+    if act == 1:
+        return (y, 1.0) if y > 0.0 else (0.0, 0.0)
+    if act == 2:
+        return (y, 1.0) if y > 0.0 else (leaky * y, leaky)
+    if act == 3:
+        t = math.tanh(y)
+        return t, 1.0 - t * t
+    # softplus as numpy.logaddexp(0, y), its slope as scipy.special.expit(y)
+    if y >= 0.0:
+        e = math.exp(-y)
+        return (math.log(2.0) if y == 0.0 else y + math.log1p(e)), 1.0 / (1.0 + e)
+    e = math.exp(y)
+    return math.log1p(e), e / (1.0 + e)
+
+
+@numba.njit(cache=True)
+def _vjp_columns(v_bar, sums, V, nu, src, dst, w_src, w_dst, bias, A, B, C, D, act, leaky, b0, b1, params):
+    """One block's work: ``μ = λ·∂i/∂z`` of every edge on columns ``b0..b1−1`` scattered
+    through the input weights into ``v_bar``, and (with ``params``) the block's sums over
+    its columns of ``λ·act``, ``λ·act′·(z + C)``, ``λ·act′``, ``μ``, ``μ·v_src``,
+    ``μ·v_dst`` per edge into ``sums`` ``(6, E_c)``. Each stage is its own loop over the
+    block's columns on small buffers, so that the compiler can vectorise them."""
+    width = b1 - b0
+    f, g, u, lam, mu = np.empty(width), np.empty(width), np.empty(width), np.empty(width), np.empty(width)
+    for e in range(src.shape[0]):
+        s, d = src[e], dst[e]
+        ws, wd, be = w_src[e], w_dst[e], bias[e]
+        a, bb, c, dd = A[e], B[e], C[e], D[e]
+        vs, vd = V[s, b0:b1], V[d, b0:b1]
+        ns, nd = nu[s, b0:b1], nu[d, b0:b1]
+        for j in range(width):
+            u[j] = (ws * vs[j] + wd * vd[j] + be) + c
+        for j in range(width):
+            f[j], g[j] = _value_and_slope(bb * u[j] + dd, act, leaky)
+        for j in range(width):
+            lam[j] = nd[j] - ns[j]
+            mu[j] = lam[j] * (a * g[j] * bb)
+        out_s = v_bar[s, b0:b1]
+        for j in range(width):
+            out_s[j] += ws * mu[j]
+        out_d = v_bar[d, b0:b1]
+        for j in range(width):
+            out_d[j] += wd * mu[j]
+        if params:
+            s_f = s_au = s_g = s_mu = s_vs = s_vd = 0.0
+            for j in range(width):
+                s_f += lam[j] * f[j]
+                s_au += lam[j] * g[j] * u[j]
+                s_g += lam[j] * g[j]
+                s_mu += mu[j]
+                s_vs += mu[j] * vs[j]
+                s_vd += mu[j] * vd[j]
+            sums[0, e], sums[1, e], sums[2, e] = s_f, s_au, s_g
+            sums[3, e], sums[4, e], sums[5, e] = s_mu, s_vs, s_vd
+
+
+@numba.njit(parallel=True, cache=True)
+def fused_vjp(v_bar, sums, V, nu, src, dst, w_src, w_dst, bias, A, B, C, D, act, leaky, block, params):
+    """``(∂F/∂V)ᵀν`` added to ``v_bar`` and the per-block parameter sums
+    ``sums`` ``(n_blocks, 6, E_c)`` of ``F = Aᵀ i(V)`` with ``i = A·act(B·(z + C) + D)``;
+    ``nu``'s ground row must be zero. The blocks of ``block`` columns are fixed (not one
+    per thread), so the sums — added block by block afterwards — do not depend on the
+    thread count."""
+    batch = V.shape[1]
+    n_blocks = (batch + block - 1) // block
+    for k in numba.prange(n_blocks):
+        b0 = k * block
+        _vjp_columns(v_bar, sums[k], V, nu, src, dst, w_src, w_dst, bias, A, B, C, D, act, leaky,
+                     b0, min(batch, b0 + block), params)
+    v_bar[0, :] = 0.0
