@@ -7,7 +7,60 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True, inline="always")
+# tanh without a call into the C library, so that loops over it vectorise (the libm call
+# is scalar, and was 43 % of a tanh layer's time, issue #14). tanh(a) = −m/(2 + m) with
+# m = expm1(−2a) for a = |x| ≤ TANH_ONE, ±1 beyond (there 1 − tanh(a) < 2·e^(−38.1),
+# below half an ulp of 1). expm1(y) for y ∈ [−38.2, 0]: Cody–Waite reduction
+# y = k·ln2 + r, |r| ≤ ln2/2 (ln2 split in a part whose product with k ≤ 56 is exact and
+# a remainder), expm1(r) by its Taylor polynomial to r¹³/13! (truncation < 1e-17
+# relative), and 2^k built from k's bits by exact multiplications, so that
+# expm1(y) = 2^k·expm1(r) + (2^k − 1) needs no bit casts. The result is within a few ulps
+# of the correctly rounded tanh (tests/test_kernels.py measures it against
+# extended-precision tanh); every branch is a select, so the compiler vectorises it.
+TANH_ONE = 19.1
+_LN2_HI = 0.693145751953125             # 23 significant bits: k·_LN2_HI is exact for |k| < 2^29
+_LN2_LO = 1.4286068203094172321e-06     # ln 2 − _LN2_HI
+_INV_LN2 = 1.4426950408889634074
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _expm1_nonpositive(y):
+    """``expm1(y)`` for ``−38.2 ≤ y ≤ 0`` (see above)."""
+    k = math.floor(y * _INV_LN2 + 0.5)
+    r = (y - k * _LN2_HI) - k * _LN2_LO
+    p = 1.0 / 6227020800.0
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    em1_r = r + r * r * p
+    m = -k                                       # 0 … 56, a whole number
+    scale = 1.0
+    for bit in (32.0, 16.0, 8.0, 4.0, 2.0, 1.0):  # 2^−m from m's binary digits, all exact
+        high = m >= bit
+        scale = scale * (2.0 ** -bit) if high else scale
+        m = m - bit if high else m
+    return scale * em1_r + (scale - 1.0)
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def tanh(x):
+    """tanh in a form the compiler vectorises, within a few ulps (see above)."""
+    a = abs(x)
+    inside = a < TANH_ONE                        # (selects: numba's min() blocks vectorising)
+    m = _expm1_nonpositive(-2.0 * (a if inside else TANH_ONE))
+    t = -m / (2.0 + m) if inside else (1.0 if a >= TANH_ONE else x)   # NaN stays NaN
+    return math.copysign(abs(t), x)              # odd, tanh(±0) = ±0
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _activation(y, act, leaky):
     # the operations of devices._ACT_FUNCS, scalar by scalar
     if act == 0:
@@ -17,7 +70,7 @@ def _activation(y, act, leaky):
     if act == 2:
         return y if y > 0.0 else leaky * y
     if act == 3:
-        return math.tanh(y)
+        return tanh(y)
     # softplus as numpy.logaddexp(0, y)
     if y == 0.0:
         return math.log(2.0)
@@ -26,7 +79,7 @@ def _activation(y, act, leaky):
     return y + math.log1p(math.exp(-y))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _edges_on_columns(out, V, src, dst, w_src, w_dst, bias, A, B, C, D, act, leaky, b0, b1):
     """One thread's work: every edge on columns ``b0..b1−1``; the activation is chosen
     once per edge (outside the column loop), and the column loop computes the currents
@@ -46,6 +99,9 @@ def _edges_on_columns(out, V, src, dst, w_src, w_dst, bias, A, B, C, D, act, lea
         elif act == 0:
             for j in range(width):
                 current[j] = a * (bb * ((ws * vs[j] + wd * vd[j] + be) + c) + dd)
+        elif act == 3:
+            for j in range(width):
+                current[j] = a * tanh(bb * ((ws * vs[j] + wd * vd[j] + be) + c) + dd)
         else:
             for j in range(width):
                 current[j] = a * _activation(bb * ((ws * vs[j] + wd * vd[j] + be) + c) + dd, act, leaky)
@@ -57,7 +113,7 @@ def _edges_on_columns(out, V, src, dst, w_src, w_dst, bias, A, B, C, D, act, lea
             os_[j] -= current[j]
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def fused_rhs(out, V, src, dst, w_src, w_dst, bias, A, B, C, D, act, leaky, block):
     """``out[dst] += i``, ``out[src] −= i`` with ``i = A·act(B·(z + C) + D)``,
     ``z = w_src·V[src] + w_dst·V[dst] + bias``, for every edge and batch column; the
@@ -71,7 +127,7 @@ def fused_rhs(out, V, src, dst, w_src, w_dst, bias, A, B, C, D, act, leaky, bloc
     out[0, :] = 0.0
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _value_and_slope(y, act, leaky):
     # (act(y), act'(y)) as devices.Activation.value_and_slope computes them
     if act == 0:
@@ -81,7 +137,7 @@ def _value_and_slope(y, act, leaky):
     if act == 2:
         return (y, 1.0) if y > 0.0 else (leaky * y, leaky)
     if act == 3:
-        t = math.tanh(y)
+        t = tanh(y)
         return t, 1.0 - t * t
     # softplus as numpy.logaddexp(0, y), its slope as scipy.special.expit(y)
     if y >= 0.0:
@@ -91,7 +147,7 @@ def _value_and_slope(y, act, leaky):
     return math.log1p(e), e / (1.0 + e)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _vjp_columns(v_bar, sums, V, nu, src, dst, w_src, w_dst, bias, A, B, C, D, act, leaky, b0, b1, params):
     """One block's work: ``μ = λ·∂i/∂z`` of every edge on columns ``b0..b1−1`` scattered
     through the input weights into ``v_bar``, and (with ``params``) the block's sums over
@@ -132,7 +188,7 @@ def _vjp_columns(v_bar, sums, V, nu, src, dst, w_src, w_dst, bias, A, B, C, D, a
             sums[3, e], sums[4, e], sums[5, e] = s_mu, s_vs, s_vd
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def fused_vjp(v_bar, sums, V, nu, src, dst, w_src, w_dst, bias, A, B, C, D, act, leaky, block, params):
     """``(∂F/∂V)ᵀν`` added to ``v_bar`` and the per-block parameter sums
     ``sums`` ``(n_blocks, 6, E_c)`` of ``F = Aᵀ i(V)`` with ``i = A·act(B·(z + C) + D)``;
