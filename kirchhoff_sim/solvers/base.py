@@ -4,10 +4,15 @@ A solver integrates one layer at a time (``integrate_layer``); :func:`simulate` 
 layers. Two step strategies exist, and every solver accepts either:
 
 * :class:`FixedStep` — a uniform grid that lands exactly on the layer's end;
-* :class:`AdaptiveStep` — error-controlled steps with Hairer's PI controller
-  (``h_new = h·safety·err⁻ᵅ·err_prev^β``, α = 1/k − 0.75β, k = error order + 1), the
-  defaults a torchdiffeq ``dopri5`` user expects (rtol 1e-7, atol 1e-9, safety 0.9,
-  growth ≤ 10×, shrink ≥ 0.2×).
+* :class:`AdaptiveStep` — error-controlled steps with the PI controller of Hairer's
+  DOPRI5 code (``h_new = h·safety·err⁻ᵅ·err_prev^β``, α = 1/k − 0.75β, k = error order
+  + 1, β = 0.04; no growth on the step after a rejection; a rejected step shrinks by
+  ``safety·err^−1/k``), the defaults a torchdiffeq ``dopri5`` user expects (rtol 1e-7,
+  atol 1e-9, safety 0.9, growth ≤ 10×, shrink ≥ 0.2×), and Hairer's starting-step
+  heuristic. diffrax's ``PIDController(pcoeff=0.2, icoeff=0.65)`` is the same law for
+  accepted steps (its default, ``icoeff=1``, is an I controller with α = 1/5); unlike
+  Hairer it never shrinks after an accepted step and caps a rejected step's factor at
+  the safety factor (benchmarks/bench_jax.py runs both stacks with the same law).
 
 The error norm is the RMS over nodes of ``err / (atol + rtol·max(|v₀|, |v₁|))`` for each
 sample, maximised over the batch: a batch is integrated on one step grid that is fine
@@ -359,16 +364,26 @@ class AdaptiveStep:
         return max(h, floor)
 
     def next_step(self, h: float, ratio: float, previous_ratio: float, error_order: int,
-                  accepted: bool) -> float:
-        """Proposed next step after a step of size ``h`` with scaled error ``ratio``."""
+                  accepted: bool, after_rejection: bool = False) -> float:
+        """Proposed next step after a step of size ``h`` with scaled error ``ratio``.
+
+        As Hairer's DOPRI5 (``dopri5.f``, Hairer & Wanner's code to *Solving ODEs I*): an
+        accepted step scales by ``safety·ratio^−α·previous^β`` within
+        ``[min_factor, max_factor]``, and does not grow when it directly follows a
+        rejection (``after_rejection``); a rejected step shrinks by
+        ``max(min_factor, safety·ratio^−1/k)`` — its own error only, the memory term is
+        for accepted steps.
+        """
         k = error_order + 1
+        if not accepted:
+            return h * max(self.min_factor, min(1.0, self.safety * ratio ** (-1.0 / k)))
         if ratio == 0.0:
             factor = self.max_factor
         else:
             alpha = 1.0 / k - 0.75 * self.beta
             factor = self.safety * ratio ** (-alpha) * previous_ratio ** self.beta
         factor = min(self.max_factor, max(self.min_factor, factor))
-        if not accepted:
+        if after_rejection:
             factor = min(1.0, factor)
         return h * factor
 
@@ -548,7 +563,7 @@ def _march(method, step, assembly, V, t0, t1, ctx):
         starting, unchecked = bool(getattr(method, "implicit", False)), 0
     else:
         grid = step.grid(t0, t1, ctx.layer)
-    t, n, attempts, previous_ratio = t0, 0, 0, 1e-4
+    t, n, attempts, previous_ratio, rejected = t0, 0, 0, 1e-4, False
     while True:
         if step.adaptive:
             at_floor = h <= floor
@@ -610,9 +625,10 @@ def _march(method, step, assembly, V, t0, t1, ctx):
             stats.n_rejected += 1
         if step.adaptive:
             if trial.ok:
-                h = step.next_step(h_try, ratio, previous_ratio, trial.error_order, accepted)
+                h = step.next_step(h_try, ratio, previous_ratio, trial.error_order, accepted, rejected)
                 if accepted:
                     previous_ratio = max(ratio, 1e-4)
+                rejected = not accepted
             else:
                 h = h_try / 8.0   # Newton failed: cut the step as SPICE does
             if h < floor:
