@@ -18,7 +18,8 @@ import pytest
 from scipy import special
 
 from kirchhoff_sim import kinn
-from kirchhoff_sim.errors import InputError, ParameterError, StiffnessError
+from kirchhoff_sim.errors import (InputError, NonFiniteStateError, ParameterError, ResourceLimitError,
+                                  StiffnessError, TrainingDivergedError)
 from kirchhoff_sim.sensitivity import replay_solver
 from kirchhoff_sim.solvers import BDF2, RK4, Dopri5, Euler
 
@@ -352,7 +353,7 @@ def test_fit_lowers_the_loss_and_predicts_in_batches():
     history = fit(net, X, y, epochs=25, batch_size=16, lr=5e-2, solver=solver)
     assert history[-1]["loss"] < 0.6 * history[0]["loss"]
     assert np.array_equal(predict(net, X, solver=solver, batch_size=7), kinn.outputs(net, X, solver=solver))
-    with pytest.raises(InputError, match="loss must be one of"):
+    with pytest.raises(InputError, match="unknown loss 'hinge'"):
         fit(net, X, y, loss="hinge")
     with pytest.raises(InputError, match="64 samples but Y has 3"):
         fit(net, X, y[:3])
@@ -495,3 +496,297 @@ def test_training_against_a_profile_keeps_the_rails_and_the_conductance_window()
     assert widest(free)[1] > 0.3                      # unconstrained: beyond the ±0.3 V rails
     assert widest(held)[1] <= 0.3                     # trained against them: inside
     assert np.all((held.log_g >= window[0] - 1e-12) & (held.log_g <= window[1] + 1e-12))
+
+
+# ------------------------------------------------------------------ robustness: refusals and extremes
+def small_net(seed=1):
+    return kinn.KinnNet(4, 2, 2, 2, durations=(1.0,), seed=seed)
+
+
+def test_a_bad_sample_is_named_by_its_row_of_the_whole_input_before_any_step():
+    from kirchhoff_sim.kinn.fit import fit, predict
+
+    net = small_net()
+    X = np.random.default_rng(20).normal(size=(40, 2))
+    bad = X.copy()
+    bad[7, 1] = np.inf
+    with pytest.raises(InputError, match="input sample 7, feature 1 is inf"):
+        predict(net, bad, batch_size=4)
+    bad = X.copy()
+    bad[37, 0] = np.nan
+    before = net.get_flat_params()
+    with pytest.raises(InputError, match="input sample 37, feature 0 is nan"):
+        fit(net, bad, (X[:, 0] > 0).astype(int), batch_size=4, solver=RK4(0.1))
+    targets = np.zeros((40, 2))
+    targets[21, 1] = np.nan
+    with pytest.raises(InputError, match=r"targets Y must be finite; entry \(21, 1\)"):
+        fit(net, X, targets, loss="mse", batch_size=4, solver=RK4(0.1))
+    assert np.array_equal(net.get_flat_params(), before)
+
+
+@pytest.mark.parametrize("X, fragment", [
+    (np.zeros((0, 2)), r"got \(0, 2\)"),
+    ("ab", "got str"),
+    (np.ones((2, 2)) + 1j, "complex"),
+    (np.ones((2, 2), bool), "dtype bool"),
+    (None, "dtype object"),
+    (np.ones((2, 3)), "input has 3 features but the KINN takes 2"),
+    ([[0.0, 1.0], [np.nan, 0.0]], "input sample 1, feature 0 is nan"),
+])
+def test_the_chip_report_checks_its_inputs_as_simulate_does(X, fragment):
+    from kirchhoff_sim.kinn.report import chip_report
+
+    with pytest.raises(InputError, match=fragment):
+        chip_report(small_net(), X, trials=1)
+
+
+def labelled_three():
+    """Three inputs and labels of which exactly two are the net's own decisions."""
+    net = small_net()
+    X = np.random.default_rng(21).normal(size=(3, 2))
+    y = np.argmax(kinn.outputs(net, X), axis=1)
+    y[2] = 1 - y[2]
+    return net, X, y
+
+
+@pytest.mark.parametrize("labels, fragment", [
+    (lambda y: y[:2], "X has 3 samples but y has 2"),
+    (lambda y: y[:1], "X has 3 samples but y has 1"),
+    (lambda y: [0, 5, 1], "labels must lie in 0..1 .*row 1 of y is 5"),
+    (lambda y: ["a", "b", "c"], "integer class indices, got dtype <U1"),
+    (lambda y: [0.0, np.nan, 1.0], "row 1 is nan"),
+    (lambda y: [0, 1.5, 1], "row 1 is 1.5"),
+    (lambda y: np.ones((3, 2), int), r"got shape \(3, 2\)"),
+])
+def test_the_chip_report_checks_its_labels_as_fit_does(labels, fragment):
+    from kirchhoff_sim.kinn.report import chip_report
+
+    net, X, y = labelled_three()
+    with pytest.raises(InputError, match=fragment):
+        chip_report(net, X, labels(y), trials=1)
+
+
+def test_a_column_of_labels_is_one_label_per_sample():
+    from kirchhoff_sim.kinn.report import chip_report
+
+    net, X, y = labelled_three()
+    assert chip_report(net, X, y[:, None], trials=1).robustness["nominal"] == pytest.approx(2 / 3)
+    assert chip_report(net, X, y, trials=1).robustness["nominal"] == pytest.approx(2 / 3)
+
+
+def test_the_chip_report_checks_its_seed_and_profile():
+    from kirchhoff_sim.kinn.report import chip_report
+    from kirchhoff_sim.technology import default_profile
+
+    net, X, y = labelled_three()
+    for seed in (-1, "s"):
+        with pytest.raises(InputError, match="seed"):
+            chip_report(net, X, y, trials=1, seed=seed)
+    by_name = chip_report(net, X, profile="default")
+    assert by_name.energy == chip_report(net, X, profile=default_profile()).energy
+    with pytest.raises(InputError, match="profile must be"):
+        chip_report(net, X, profile=3)
+    with pytest.raises(InputError, match="takes a KinnNet"):
+        chip_report(linear_kirchhoff_net(), X)
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"rail": -1.0}, "rail must be finite and > 0, got -1.0"),
+    ({"rail": 0.0}, "rail must be finite and > 0"),
+    ({"rail": np.nan}, "rail must be finite and > 0, got nan"),
+    ({"rail": np.inf}, "rail must be finite and > 0"),
+    ({"rail": True}, "rail must be a number, got True"),
+    ({"rail": "1"}, "rail must be a number, got '1'"),
+    ({"rail": 0.5, "rail_weight": -5}, "rail_weight must be finite and >= 0, got -5"),
+    ({"rail": 0.5, "rail_weight": np.nan}, "rail_weight must be finite"),
+])
+def test_the_rail_and_its_weight_are_checked(kwargs, fragment):
+    with pytest.raises(InputError, match=fragment):
+        kinn.gradient(small_net(), np.zeros((2, 2)), squared_error, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"profile": "default", "rail_margin": -2}, r"rail_margin must be finite and in \(0, 1\], got -2"),
+    ({"profile": "default", "rail_margin": 1.5}, "rail_margin"),
+    ({"rail_weight": -5}, "rail_weight must be finite and >= 0"),
+    ({"seed": -1}, "seed must be an integer >= 0, got -1"),
+    ({"seed": 1.5}, "seed must be an integer >= 0, got 1.5"),
+    ({"seed": "a"}, "seed must be an integer >= 0, got 'a'"),
+    ({"Y": 1}, r"labels Y must be \(8,\) integer class indices, got shape \(\)"),
+    ({"Y": None}, r"labels Y must be \(8,\)"),
+    ({"Y": None, "loss": "mse"}, "targets Y must be an array of real numbers"),
+    ({"loss": ["mse"]}, r"unknown loss \['mse'\]"),
+    ({"profile": 3}, "profile must be"),
+    ({"lr": -1.0}, "lr"),
+    ({"solver": BDF2(dt=0.1)}, "explicit solvers"),
+])
+def test_fit_refuses_bad_arguments_before_it_changes_the_net(kwargs, fragment):
+    from kirchhoff_sim.kinn.fit import fit
+
+    net = small_net()
+    net.log_g[:] = 30.0                  # outside every profile's window: a projection would show
+    before = net.get_flat_params()
+    X = np.random.default_rng(22).normal(size=(8, 2))
+    arguments = {"Y": (X[:, 0] > 0).astype(int), "batch_size": 4, "solver": RK4(0.1), **kwargs}
+    with pytest.raises(InputError, match=fragment):
+        fit(net, X, arguments.pop("Y"), **arguments)
+    assert np.array_equal(net.get_flat_params(), before)
+
+
+def test_fit_takes_a_profile_by_name_and_a_column_of_labels():
+    from kirchhoff_sim.kinn.fit import fit
+    from kirchhoff_sim.technology import default_profile
+
+    X = np.random.default_rng(23).normal(size=(8, 2))
+    y = (X[:, 0] > 0).astype(int)
+    by_name, by_object = small_net(), small_net()
+    fit(by_name, X, y[:, None], epochs=1, batch_size=4, solver=RK4(0.1), profile="default")
+    fit(by_object, X, y, epochs=1, batch_size=4, solver=RK4(0.1), profile=default_profile())
+    assert np.array_equal(by_name.get_flat_params(), by_object.get_flat_params())
+
+
+def test_a_loss_that_returns_no_number_or_a_non_finite_gradient_is_refused():
+    net = small_net()
+    x = np.zeros((3, 2))
+    with pytest.raises(InputError, match="the loss value must be an array of real numbers, got str"):
+        kinn.gradient(net, x, lambda r: ("a", r))
+    with pytest.raises(InputError, match="the loss gradient must be an array of real numbers"):
+        kinn.gradient(net, x, lambda r: (1.0, np.full(r.shape, "a")))
+    with pytest.raises(InputError, match="the loss value must be one number"):
+        kinn.gradient(net, x, lambda r: (np.ones(2), r))
+
+    def nan_at(r):
+        g = np.zeros_like(r)
+        g[2, 1] = np.nan
+        return 1.0, g
+    with pytest.raises(TrainingDivergedError, match="non-finite gradient: sample 2, output 1 is nan"):
+        kinn.gradient(net, x, nan_at)
+    with pytest.raises(TrainingDivergedError, match="non-finite value nan"):
+        kinn.gradient(net, x, lambda r: (np.nan, r))
+    assert kinn.gradient(net, x, lambda r: (np.float64(0.5), np.zeros_like(r))).value == 0.5
+
+
+def test_arrays_of_the_wrong_kind_or_shape_are_refused_with_typed_errors():
+    net = small_net()
+    with pytest.raises(InputError, match=r"drive must be \(width, B\) = \(4, 3\).*got \(4, 2\)"):
+        kinn.exact_update(net, np.zeros((2, 4, 3)), np.zeros((4, 2)), 0.1)
+    with pytest.raises(InputError, match=r"stage voltages v must be \(stages, width, B\)"):
+        kinn.exact_update(net, np.zeros((3, 4, 1)), np.zeros((4, 1)), 0.1)
+    with pytest.raises(InputError, match=r"a KINN state is \(9, B\), got \(1, 1\)"):
+        net.stage_voltages([[0]])
+    with pytest.raises(InputError, match="KINN node voltages must be real"):
+        net.stages_of(np.zeros((1, 8)) + 1j)
+    with pytest.raises(InputError, match="unknown KINN activation .*φ\\(0\\) = 0"):
+        kinn.KinnNet(2, 2, 1, 1, activation=np.array(["tanh", "relu"]))
+
+
+def linear_kirchhoff_net():
+    from kirchhoff_sim import Conductance, KirchhoffNet, Layer
+
+    return KirchhoffNet([Layer([(1, 2)], Conductance())], input_nodes=[1, 2], readout=[1, 2])
+
+
+def test_the_kinn_entry_points_refuse_a_kirchhoffnet_and_say_what_takes_it():
+    from kirchhoff_sim.kinn.fit import fit, predict
+
+    net = linear_kirchhoff_net()
+    with pytest.raises(InputError, match="kinn.fit.predict takes a KinnNet, got KirchhoffNet; .*inference.readouts"):
+        predict(net, np.zeros((2, 2)))
+    with pytest.raises(InputError, match="takes a KinnNet.*training.train"):
+        fit(net, np.zeros((2, 2)), [0, 1])
+    with pytest.raises(InputError, match="takes a KinnNet.*sensitivity.gradient"):
+        kinn.gradient(net, np.zeros((2, 2)), squared_error)
+    with pytest.raises(InputError, match="takes a KinnNet"):
+        kinn.exponential_euler(net, np.zeros((2, 2)))
+
+
+def test_a_bad_duration_is_named_by_its_entry_in_a_short_message():
+    with pytest.raises(InputError, match="entry 10 is -1.0") as caught:
+        kinn.KinnNet(2, 2, 1, 1, durations=[1.0] * 10 + [-1.0])
+    assert len(str(caught.value)) < 200
+    with pytest.raises(InputError, match="entry 3 is nan") as caught:
+        kinn.KinnNet(2, 2, 1, 1, durations=[1.0] * 3 + [np.nan] * 1000)
+    assert len(str(caught.value)) < 200
+    with pytest.raises(InputError, match="1 to 4096") as caught:
+        kinn.KinnNet(2, 2, 1, 1, durations=[1.0] * 100_000)
+    assert len(str(caught.value)) < 200
+
+
+def steady_state(net, drive=1.0):
+    """The cascade's steady state under a held drive: ``A v = −e0·I/C0`` per channel."""
+    rhs = np.zeros((net.width, net.stages, 1))
+    rhs[:, 0, 0] = -drive / net.capacitance[0]
+    return np.linalg.solve(kinn.cascade_matrices(net), rhs)[:, :, 0]
+
+
+@pytest.mark.parametrize("duration", [1e38, 1e40, 1e100, 1e300])
+def test_a_window_far_beyond_the_time_constants_is_the_steady_state(duration):
+    net = kinn.KinnNet(width=2, stages=2, inputs=1, outputs=1, durations=(duration,))
+    assert np.array_equal(kinn.exponential_euler(net, [[0.5]]), np.zeros((1, 4)))   # φ(0) = 0: all decays
+    Phi, Gamma = kinn.zoh_matrices(net, duration)
+    assert np.array_equal(Phi, np.zeros_like(Phi))
+    np.testing.assert_allclose(Gamma, steady_state(net), rtol=1e-12)
+    driven = cascade(3, width=2, c=0.5, g=2.0, k=1.5, drive=0.4, duration=duration)
+    final = driven.stages_of(kinn.exponential_euler(driven, [[3.0, -1.0]]))[:, :, 0]
+    np.testing.assert_allclose(final, steady_state(driven, 0.4).T, rtol=1e-12)
+
+
+def test_extreme_but_finite_rates_give_the_exact_update_or_a_typed_error():
+    fast = kinn.KinnNet(2, 2, 1, 1)
+    fast.log_g[:] = 700.0                             # G/C = e^700: a step of 1 is the steady state
+    Phi, Gamma = kinn.zoh_matrices(fast, 1.0)
+    assert np.array_equal(Phi, np.zeros_like(Phi))
+    with np.errstate(under="ignore"):                 # Γ = 1/G ≈ 1e-304: rtol·|Γ| underflows
+        np.testing.assert_allclose(Gamma, steady_state(fast), rtol=1e-12)
+    both = kinn.KinnNet(2, 2, 1, 1)
+    both.log_g[:] = both.log_c[:] = 800.0             # G and C beyond floats, G/C = 1 is not
+    Phi, _ = kinn.zoh_matrices(both, 1.0)
+    np.testing.assert_allclose(np.diagonal(Phi, axis1=1, axis2=2), np.exp(-1.0), rtol=1e-14)
+    strong = kinn.KinnNet(1, 2, 1, 1)
+    strong.k[:] = 1e300                               # a huge K must not swamp the stages' decay
+    Phi, Gamma = kinn.zoh_matrices(strong, 1.0)
+    np.testing.assert_allclose(Phi[0], [[np.exp(-1), 0.0], [1e300 * np.exp(-1), np.exp(-1)]], rtol=1e-12)
+    np.testing.assert_allclose(Gamma[0], [1 - np.exp(-1), 1e300 * (1 - 2 * np.exp(-1))], rtol=1e-12)
+    for name, value in (("log_c", -800.0), ("log_g", 800.0)):
+        net = kinn.KinnNet(2, 2, 1, 1)
+        getattr(net, name)[1, 0] = value
+        with pytest.raises(ParameterError, match="stage 1 of channel 0: its rate G/C is beyond the float range"):
+            kinn.exponential_euler(net, [[0.5]])
+        with pytest.raises(ParameterError, match="G/C"):
+            kinn.zoh_matrices(net, 0.1)
+    huge = kinn.KinnNet(1, 3, 1, 1)
+    huge.k[:] = 1e300                                 # stage 2 would be K² ≈ 1e600 volts per ampere
+    with pytest.raises(NonFiniteStateError, match="beyond the float range for channel 0.*layer 0"):
+        kinn.exponential_euler(huge, [[0.5]])
+
+
+def test_an_unbounded_drive_that_overflows_names_the_window_and_step():
+    net = kinn.KinnNet(1, 1, 1, 1, durations=(1.0, 1.0), activation="relu")
+    net.W[1] = 1e4                                    # positive feedback of gain 1e4 per unit time
+    with pytest.raises(NonFiniteStateError, match="layer 1.*step"):
+        kinn.exponential_euler(net, [[1.0]], steps=200)
+
+
+def test_exponential_euler_steps_are_bounded_like_fixed_step_simulate():
+    from kirchhoff_sim.solvers.resources import ResourceLimits
+
+    net = small_net()
+    with pytest.raises(ResourceLimitError, match="1e\\+12 steps, more than the limit 1e\\+07"):
+        kinn.exponential_euler(net, [[0.5, 0.5]], steps=10 ** 12)
+    with pytest.raises(ResourceLimitError, match="max_fixed_steps"):
+        kinn.exponential_euler(net, [[0.5, 0.5]], steps=11, limits=ResourceLimits(max_fixed_steps=10))
+
+
+@pytest.mark.parametrize("name, index, value, fragment", [
+    ("log_g", (0, 0), -800.0, r"element R0_0 would be inf Ω \(from log_g\[0, 0\] = -800\)"),
+    ("log_g", (1, 1), 800.0, r"element R1_1 would be 0.0 Ω"),
+    ("log_c", (0, 1), 800.0, r"element C0_1 would be inf F \(from log_c\[0, 1\] = 800\)"),
+    ("log_c", (1, 0), -800.0, r"element C1_0 would be 0.0 F"),
+])
+def test_the_netlist_refuses_an_element_value_ngspice_cannot_take(name, index, value, fragment):
+    from kirchhoff_sim.kinn.netlist import to_netlist
+
+    net = kinn.KinnNet(2, 2, 1, 1)
+    getattr(net, name)[index] = value
+    with pytest.raises(ParameterError, match=fragment):
+        to_netlist(net, [0.5])

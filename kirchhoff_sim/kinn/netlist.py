@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..checks import as_int, as_real_array
-from ..errors import InputError
+from ..errors import InputError, ParameterError
 from ..solvers import Dopri5
 from ..spice.netlist import _clock_lines, options_line, scale_and_options
 from ..spice.options import SpiceOptions
@@ -43,9 +43,10 @@ from ..spice.roundtrip import NgspiceRun
 from ..spice.runner import run_netlist
 from ..spice.safety import check_netlist_safe, sanitise_title
 from ..units import PhysicalScale
+from .network import require_kinn
 from .transient import simulate
 
-__all__ = ["KinnNetlist", "KinnValidation", "to_netlist", "validate", "SPICE_SWING_RTOL"]
+__all__ = ["KinnNetlist", "KinnValidation", "to_netlist", "validate", "element_values", "SPICE_SWING_RTOL"]
 
 #: the acceptance bound of issue #11: ngspice within 1e-4 of the swing of our solver
 SPICE_SWING_RTOL = 1e-4
@@ -53,6 +54,46 @@ SPICE_SWING_RTOL = 1e-4
 
 def _r(x) -> str:
     return repr(float(x))
+
+
+#: the cell and summing elements: (unit, must be > 0, parameter, name of element ``index``)
+_ELEMENTS = {
+    "C": ("F", True, "log_c", lambda j, m: f"C{j}_{m}"),
+    "R": ("Ω", True, "log_g", lambda j, m: f"R{j}_{m}"),
+    "Gk": ("S", False, "k", lambda j, m: f"Gk{j + 1}_{m}"),
+    "Ga": ("S", False, "alpha", lambda j, m: f"Ga{j}_{m}"),
+    "Gw": ("S", False, "W", lambda l, m, k: f"Gw{l}_{m}_{k}"),
+    "Ib": ("A", False, "b", lambda l, m: f"Ib{l}_{m}"),
+}
+
+
+def element_values(net, scale: PhysicalScale) -> dict:
+    """The SI values of the cells' and summing networks' elements, each shaped like its
+    parameter: ``C`` and ``R`` ``(n, M)`` (farads, ohms), ``Gk`` ``(n−1, M)``, ``Ga``
+    ``(n, M)``, ``Gw`` ``(L, M, M)`` (siemens) and ``Ib`` ``(L, M)`` (amperes).
+
+    Checked before a line is written, so that a finite parameter whose element is not
+    (``log_g = −800`` is a resistor of ``inf`` Ω) is refused here, by name, rather than
+    by ngspice later: every value finite, and capacitors and resistors > 0.
+
+    Raises
+    ------
+    ParameterError
+        Naming the first bad element, its value and the parameter it comes from.
+    """
+    G0 = scale.G0
+    with np.errstate(over="ignore", under="ignore", divide="ignore"):     # judged below, element by element
+        values = {"C": scale.C0 * np.exp(net.log_c), "R": 1.0 / (G0 * np.exp(net.log_g)),
+                  "Gk": G0 * net.k, "Ga": G0 * net.alpha, "Gw": G0 * net.W, "Ib": scale.current_unit * net.b}
+    for kind, (unit, positive, parameter, element) in _ELEMENTS.items():
+        value = values[kind]
+        bad = ~np.isfinite(value) | (value <= 0 if positive else False)
+        if bad.any():
+            index = tuple(int(i) for i in np.argwhere(bad)[0])
+            need = "finite and > 0" if positive else "finite"
+            raise ParameterError(f"element {element(*index)} would be {float(value[index])!r} {unit} (from "
+                                 f"{parameter}{list(index)} = {getattr(net, parameter)[index]:g}): it must be {need}")
+    return values
 
 
 @dataclass
@@ -124,13 +165,23 @@ def to_netlist(net, x, scale: PhysicalScale | None = None, options: SpiceOptions
     Raises
     ------
     InputError
-        A batch instead of one sample, bad inputs, scale or options.
+        ``net`` not a KinnNet, a batch instead of one sample, bad inputs, scale or options.
+    ParameterError
+        An element value that is not finite, or a capacitor or resistor that is not > 0
+        (:func:`element_values`), or an initial voltage beyond the float range.
     """
+    require_kinn(net, "kinn.netlist.to_netlist", "kirchhoff_sim.spice.netlist.to_netlist")
     scale, options = scale_and_options(scale, options)
     x = as_real_array(x, "x (one sample of input voltages)", finite=False)
     if x.ndim != 1:
         raise InputError(f"to_netlist compiles ONE sample: x must have shape (d,), got {x.shape}")
     v0 = net.stage_voltages(net.initial_state(x))[:, :, 0]          # (n, M); checks width, finiteness
+    values = element_values(net, scale)
+    with np.errstate(over="ignore"):
+        ic = scale.V0 * v0
+    if not np.isfinite(ic).all():
+        raise ParameterError(f"an initial voltage V0·x is beyond the float range (V0 = {scale.V0:g} V, "
+                             f"largest |x| = {np.abs(v0).max():g})")
     n, M, L = net.stages, net.width, net.num_windows
     V0, C0, G0 = scale.V0, scale.C0, scale.G0
     unit = scale.current_unit
@@ -142,18 +193,17 @@ def to_netlist(net, x, scale: PhysicalScale | None = None, options: SpiceOptions
         counts[kind] += 1
 
     lines.append("* cells: capacitor, leak, inter-stage transconductance")
-    C, G = net.capacitance, net.conductance
     for j in range(n):
         for m in range(M):
-            add("C", f"C{j}_{m} {stage[j][m]} 0 {_r(C0 * C[j, m])} IC={_r(V0 * v0[j, m])}")
-            add("R", f"R{j}_{m} {stage[j][m]} 0 {_r(1.0 / (G0 * G[j, m]))}")
+            add("C", f"C{j}_{m} {stage[j][m]} 0 {_r(values['C'][j, m])} IC={_r(ic[j, m])}")
+            add("R", f"R{j}_{m} {stage[j][m]} 0 {_r(values['R'][j, m])}")
             if j > 0 and net.k[j - 1, m] != 0.0:
-                add("G", f"Gk{j}_{m} 0 {stage[j][m]} {stage[j - 1][m]} 0 {_r(G0 * net.k[j - 1, m])}")
+                add("G", f"Gk{j}_{m} 0 {stage[j][m]} {stage[j - 1][m]} 0 {_r(values['Gk'][j - 1, m])}")
     lines.append("* channel outputs u = sum_j alpha_j v_j (summing nodes)")
     for m in range(M):
         for j in range(n):
             if net.alpha[j, m] != 0.0:
-                add("G", f"Ga{j}_{m} 0 u{m} {stage[j][m]} 0 {_r(G0 * net.alpha[j, m])}")
+                add("G", f"Ga{j}_{m} 0 u{m} {stage[j][m]} 0 {_r(values['Ga'][j, m])}")
         add("R", f"Ru{m} u{m} 0 {_r(1.0 / G0)}")
     boundaries = net.layer_boundaries
     durations = np.diff(boundaries)
@@ -169,9 +219,9 @@ def to_netlist(net, x, scale: PhysicalScale | None = None, options: SpiceOptions
         for m in range(M):
             z = f"z{l}_{m}"
             for k in np.flatnonzero(net.W[l, m]).tolist():
-                add("G", f"Gw{l}_{m}_{k} 0 {z} u{k} 0 {_r(G0 * net.W[l, m, k])}")
+                add("G", f"Gw{l}_{m}_{k} 0 {z} u{k} 0 {_r(values['Gw'][l, m, k])}")
             if net.b[l, m] != 0.0:
-                add("I", f"Ib{l}_{m} 0 {z} DC {_r(unit * net.b[l, m])}")
+                add("I", f"Ib{l}_{m} 0 {z} DC {_r(values['Ib'][l, m])}")
             add("R", f"Rz{l}_{m} {z} 0 {_r(1.0 / G0)}")
             if linear_drive:
                 add("G", f"Gd{l}_{m} 0 {stage[0][m]} {z} 0 {_r(G0)}")
@@ -247,11 +297,14 @@ def validate(net, X, *, solver=None, scale: PhysicalScale | None = None,
     Raises
     ------
     InputError
-        Bad inputs or options.
+        ``net`` not a KinnNet, bad inputs (checked whole, the row named) or options.
+    ParameterError
+        As :func:`to_netlist`.
     SpiceError
         ngspice is missing or failed (:func:`kirchhoff_sim.spice.runner.run_netlist`).
     """
-    X = np.atleast_2d(as_real_array(X, "X (input samples)", finite=False))
+    require_kinn(net, "kinn.netlist.validate", "kirchhoff_sim.spice.validate.validate")
+    X = net.checked_inputs(X)
     n_points = as_int(n_points, "n_points", minimum=2)
     solver = Dopri5(rtol=1e-10, atol=1e-12) if solver is None else solver
     grid = np.linspace(0.0, net.T, n_points)

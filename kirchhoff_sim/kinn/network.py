@@ -45,12 +45,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..checks import as_int, as_real_array
+from ..checks import as_choice, as_int, as_real_array
 from ..devices import activation as get_activation
 from ..errors import InputError, ParameterError
 from ..network import FlatParameters, as_batch, check_finite_inputs
 
-__all__ = ["KinnNet", "KinnAssembly", "KinnWindow", "CELL_PARAMETERS", "PHI_AT_ZERO_ACTIVATIONS"]
+__all__ = ["KinnNet", "KinnAssembly", "KinnWindow", "CELL_PARAMETERS", "PHI_AT_ZERO_ACTIVATIONS",
+           "require_kinn"]
 
 #: the per-cell parameter arrays, each ``(n, M)`` (``k`` is ``(n−1, M)``), in their order
 #: after the windows' ``W`` and ``b`` in :attr:`KinnNet.parameters`
@@ -132,20 +133,14 @@ class KinnNet(FlatParameters):
         if self.num_inputs > self.width or self.num_outputs > self.width:
             raise InputError(f"a KINN of width {self.width} cannot take {self.num_inputs} inputs and "
                              f"{self.num_outputs} outputs: both must be ≤ the width")
-        durations = np.atleast_1d(as_real_array(durations, "durations", finite=False))
-        with np.errstate(over="ignore", invalid="ignore"):      # an infinite sum is refused below
-            total = durations.sum()
-        if durations.ndim != 1 or not 0 < len(durations) <= MAX_WINDOWS or not np.all(np.isfinite(durations)) \
-                or np.any(durations <= 0) or not np.isfinite(total):
-            raise InputError(f"durations must be 1 to {MAX_WINDOWS} finite times > 0 with a finite sum, "
-                             f"got {durations.tolist()}")
+        self.durations = durations = _checked_durations(durations)
         if len(durations) * self.width * (self.width + 1) + 4 * self.stages * self.width > MAX_PARAMETERS:
             raise InputError(f"a KINN of width {self.width}, {self.stages} stages and {len(durations)} windows has "
                              f"more than {MAX_PARAMETERS:.0e} parameters")
-        self.durations = durations
-        if activation not in PHI_AT_ZERO_ACTIVATIONS:
-            raise InputError(f"KINN activation must be one of {', '.join(PHI_AT_ZERO_ACTIVATIONS)} "
-                             f"(φ(0) = 0, so that a switched-off window drives nothing), got {activation!r}")
+        try:
+            as_choice(activation, "KINN activation", PHI_AT_ZERO_ACTIVATIONS)
+        except InputError as exc:
+            raise InputError(f"{exc} (φ(0) = 0, so that a switched-off window drives nothing)") from None
         self.activation = get_activation(activation)
         rng = np.random.default_rng(seed)
         M, n, L = self.width, self.stages, len(durations)
@@ -233,6 +228,22 @@ class KinnNet(FlatParameters):
         if width != self.num_inputs:
             raise InputError(f"input has {width} features but the KINN takes {self.num_inputs}")
 
+    def checked_inputs(self, x) -> np.ndarray:
+        """``x`` as a float ``(B, d)`` array, checked whole: entry points that work in
+        mini-batches or chunks call this first, so that a bad sample is named by its row
+        of the whole input and refused before any work (or training step) is done.
+
+        Raises
+        ------
+        InputError
+            Not a real ``(B, d)`` (or ``(d,)``) array of finite numbers of this width
+            (booleans and complex numbers are refused).
+        """
+        x = as_batch(x)
+        self.check_input_width(x.shape[1])
+        check_finite_inputs(x)
+        return x
+
     def initial_state(self, x) -> np.ndarray:
         """Node voltages at ``t = 0`` for input ``x`` ``(B, d)``: shape ``(N+1, B)``,
         row 0 ground, the input on stage 0 of channels ``0..d−1``.
@@ -240,11 +251,9 @@ class KinnNet(FlatParameters):
         Raises
         ------
         InputError
-            Not a real ``(B, d)`` (or ``(d,)``) array of finite numbers of this width.
+            As :meth:`checked_inputs`.
         """
-        x = as_batch(x)
-        self.check_input_width(x.shape[1])
-        check_finite_inputs(x)
+        x = self.checked_inputs(x)
         state = np.zeros((self.num_nodes + 1, x.shape[0]))
         state[1:1 + self.num_inputs] = x.T
         return state
@@ -255,8 +264,9 @@ class KinnNet(FlatParameters):
         Raises
         ------
         InputError
-            ``V`` is not ``(N+1, B)``.
+            ``V`` is not a real ``(N+1, B)`` array.
         """
+        V = as_real_array(V, "a KINN state", finite=False)    # a float64 array passes through: still a view
         if V.ndim != 2 or V.shape[0] != self.num_nodes + 1:
             raise InputError(f"a KINN state is ({self.num_nodes + 1}, B), got {V.shape}")
         return V[1:].reshape(self.stages, self.width, V.shape[1])
@@ -268,8 +278,9 @@ class KinnNet(FlatParameters):
         Raises
         ------
         InputError
-            Not ``(B, N)``.
+            Not a real ``(B, N)`` array.
         """
+        node_voltages = as_real_array(node_voltages, "KINN node voltages", finite=False)
         if node_voltages.ndim != 2 or node_voltages.shape[1] != self.num_nodes:
             raise InputError(f"KINN node voltages are (B, {self.num_nodes}), got {node_voltages.shape}")
         return node_voltages.T.reshape(self.stages, self.width, node_voltages.shape[0])
@@ -298,6 +309,38 @@ class KinnNet(FlatParameters):
         return (f"KinnNet(width={self.width}, stages={self.stages}, inputs={self.num_inputs}, "
                 f"outputs={self.num_outputs}, windows={self.num_windows}, T={self.T:g}, "
                 f"activation={self.activation.name!r}, params={self.num_params})")
+
+
+def _checked_durations(durations) -> np.ndarray:
+    """The windows' durations as a float ``(L,)`` array of finite times > 0 with a finite
+    sum; a bad entry is named by its index and value, never by printing the list."""
+    durations = np.atleast_1d(as_real_array(durations, "durations", finite=False))
+    if durations.ndim != 1 or not 0 < len(durations) <= MAX_WINDOWS:
+        raise InputError(f"durations must be a sequence of 1 to {MAX_WINDOWS} times (one window each), "
+                         f"got shape {durations.shape}")
+    bad = np.flatnonzero(~np.isfinite(durations) | (durations <= 0))
+    if bad.size:
+        raise InputError(f"durations must be finite times > 0: entry {bad[0]} is {float(durations[bad[0]])!r}"
+                         + (f" ({bad.size} bad entries)" if bad.size > 1 else ""))
+    with np.errstate(over="ignore"):                           # an infinite sum is refused next
+        total = durations.sum()
+    if not np.isfinite(total):
+        raise InputError(f"durations must have a finite sum; {len(durations)} durations sum to {total}")
+    return durations
+
+
+def require_kinn(net, caller: str, alternative: str) -> None:
+    """Refuse anything but a :class:`KinnNet` at ``caller``, saying what takes it instead
+    (``alternative``), rather than failing later on an attribute a KINN alone has.
+
+    Raises
+    ------
+    InputError
+        ``net`` is not a KinnNet.
+    """
+    if not isinstance(net, KinnNet):
+        raise InputError(f"{caller} takes a KinnNet, got {type(net).__name__}; "
+                         f"for a KirchhoffNet use {alternative}")
 
 
 class KinnAssembly:

@@ -36,9 +36,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..checks import as_int
-from ..technology import default_profile
+from ..technology import as_profile, default_profile
 from ..units import format_si
 from ..sensitivity import trapezoid_weights
+from .fit import checked_labels
+from .network import require_kinn
 from .transient import simulate
 
 __all__ = ["KinnChipReport", "chip_report"]
@@ -103,30 +105,43 @@ def chip_report(net, X, y=None, *, profile=None, metric=None, trials: int = 8, s
     ----------
     net : KinnNet
     X : array_like, shape (B, d)
-        Inputs the energy and the voltage ranges are measured on.
+        Inputs the energy and the voltage ranges are measured on: finite real numbers
+        (checked as by :func:`~.transient.simulate` and :func:`~.fit.fit`).
     y : array_like, optional
         Targets for the robustness section: class labels ``(B,)`` (the metric is the
-        accuracy of the read-out's argmax) or, with ``metric``, anything ``metric`` takes.
-    profile : TechnologyProfile, optional
-        Default :func:`~kirchhoff_sim.technology.default_profile`.
+        accuracy of the read-out's argmax; the labels are checked as
+        :func:`~.fit.fit` checks them) or, with ``metric``, anything ``metric`` takes.
+    profile : TechnologyProfile or str, optional
+        A profile, a built-in profile's name or a profile file
+        (:func:`~kirchhoff_sim.technology.as_profile`); default
+        :func:`~kirchhoff_sim.technology.default_profile`.
     metric : callable, optional
         ``metric(readout, y) -> float`` (higher is better); default accuracy.
     trials : int
         Monte Carlo trials per mismatch level.
+    seed : int
+        Seeds the mismatch draws (≥ 0).
     n_points : int
         Time points of the waveforms the energy is integrated over.
 
     Raises
     ------
     InputError
-        Bad inputs or counts.
+        ``net`` not a KinnNet; ``X`` not a non-empty ``(B, d)`` array of finite real
+        numbers of the net's width (the row is named); labels ``y`` that are not ``B``
+        class indices of the read-out (the row is named); a bad profile, count or seed.
     SimulationError
         A simulation failed.
     """
-    profile = default_profile() if profile is None else profile
+    # everything is checked before the first simulation, as simulate and fit check it
+    require_kinn(net, "kinn.report.chip_report", "kirchhoff_sim.hardware.chip_report")
+    profile = default_profile() if profile is None else as_profile(profile)
     trials = as_int(trials, "trials", minimum=1)
     n_points = as_int(n_points, "n_points", minimum=3)
-    X = np.atleast_2d(np.asarray(X, dtype=float))
+    seed = as_int(seed, "seed", minimum=0)
+    X = net.checked_inputs(X)
+    if y is not None and metric is None:
+        y = checked_labels(y, len(X), net.num_outputs, name="y")
     scale = profile.scale
     V0, C0, G0 = scale.V0, scale.C0, scale.G0
     I0 = scale.current_unit

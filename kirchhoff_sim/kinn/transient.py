@@ -15,12 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError, StiffnessError
+from ..checks import as_positive, as_real, as_real_array
+from ..errors import InputError, StiffnessError, TrainingDivergedError
 from ..solvers import Dopri5
 from ..solvers import simulate as simulate_circuit
 from ..sensitivity import trapezoid_weights
 from ..solvers.base import Stats
 from ..solvers.simulate import MAX_BATCH
+from .network import require_kinn
 
 __all__ = ["KinnGradient", "simulate", "outputs", "gradient", "rail_penalty"]
 
@@ -61,7 +63,16 @@ def simulate(net, x, solver=None, **options):
 
 
 def outputs(net, x, solver=None) -> np.ndarray:
-    """The read-out ``(B, n_out)`` at ``T`` of input ``x`` ``(B, d)``."""
+    """The read-out ``(B, n_out)`` at ``T`` of input ``x`` ``(B, d)``.
+
+    Raises
+    ------
+    InputError
+        ``net`` is not a KinnNet, or as :func:`simulate`.
+    SimulationError
+        As :func:`simulate`.
+    """
+    require_kinn(net, "kinn.outputs", "kirchhoff_sim.simulate(net, x).readout(net)")
     return net.outputs(simulate(net, x, solver=solver).final_state)
 
 
@@ -143,11 +154,13 @@ def gradient(net, x, loss, solver=None, rail: float | None = None, rail_weight: 
     solver : optional
         An explicit solver (default Dopri5); adaptive steps are held at those accepted.
     rail : float, optional
-        Keep every node voltage within ``±rail`` (normalised): the loss then includes
+        Keep every node voltage within ``±rail`` (normalised, finite and > 0): the loss then includes
         the running cost :func:`rail_penalty` (``rail_weight``) on every step state of
         every window, trapezoid-weighted on the window's step grid, and its exact adjoint
         enters the backward sweep at each state (as
         :func:`kirchhoff_sim.sensitivity.gradient`'s ``running_cost`` does).
+    rail_weight : float
+        The rail cost's weight (finite, ≥ 0).
     max_batch : int or None
         Most samples on one step grid (:func:`kirchhoff_sim.simulate`); each piece of a
         larger batch is swept back on its own grid.
@@ -160,14 +173,34 @@ def gradient(net, x, loss, solver=None, rail: float | None = None, rail_weight: 
     Raises
     ------
     InputError
-        An implicit solver, or a loss gradient of the wrong shape.
+        ``net`` is not a KinnNet; an implicit solver; a bad ``rail`` or ``rail_weight``;
+        a loss whose value is not one real number or whose gradient is not a real array
+        of the read-out's shape.
+    TrainingDivergedError
+        The loss returned a non-finite value or gradient (the message names the entry).
+    SimulationError
+        As :func:`simulate`.
     """
+    require_kinn(net, "kinn.gradient", "kirchhoff_sim.sensitivity.gradient")
+    # checked before the run: a bad rail would give a silently wrong (or negative) loss
+    rail = None if rail is None else as_positive(rail, "rail")
+    rail_weight = as_real(rail_weight, "rail_weight", minimum=0.0)
     solution = simulate(net, x, solver=solver, record_states=True, max_batch=max_batch)
     value, readout_bar = loss(net.outputs(solution.final_state))
-    readout_bar = np.asarray(readout_bar, dtype=float)
+    value = as_real_array(value, "the loss value", finite=False)
+    readout_bar = as_real_array(readout_bar, "the loss gradient", finite=False)
     B = solution.final_state.shape[0]
+    if value.shape != ():
+        raise InputError(f"the loss value must be one number, got shape {value.shape}")
     if readout_bar.shape != (B, net.num_outputs):
         raise InputError(f"loss gradient has shape {readout_bar.shape}, expected {(B, net.num_outputs)}")
+    if not np.isfinite(value):
+        raise TrainingDivergedError(f"the loss returned a non-finite value {float(value)}")
+    bad = np.argwhere(~np.isfinite(readout_bar))
+    if bad.size:
+        b, k = (int(i) for i in bad[0])
+        raise TrainingDivergedError(f"the loss returned a non-finite gradient: sample {b}, output {k} is "
+                                    f"{readout_bar[b, k]} ({len(bad)} non-finite entries)")
     grads = [np.zeros_like(p) for p in net.parameters]
     # u = Σ_j α_j v_j on the read-out channels: its cotangent reaches every stage, and α
     v = net.stages_of(solution.final_state)

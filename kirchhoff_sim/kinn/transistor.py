@@ -34,13 +34,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..checks import as_int
+from ..checks import as_int, as_real_array
 from ..errors import CellMappingError, InputError
 from ..spice.runner import run_netlist
 from ..spice.safety import check_netlist_safe, sanitise_title
 from ..cells.characterise import netlist_header, supply_lines
 from ..cells.library import cell_subcircuits
 from ..cells.transistor import CLOCK_EDGE_FRACTION, layer_clock_lines
+from .netlist import element_values
 from .transient import simulate
 
 __all__ = ["DriveMapping", "map_drive", "to_transistor_netlist", "validate_transistor", "TransistorCheck"]
@@ -113,9 +114,13 @@ def to_transistor_netlist(net, x, profile, characterisation, pdk, *, points: int
     CellMappingError
         As :func:`map_drive`.
     InputError
-        A batch instead of one sample, or an input beyond the cells' operating range.
+        A batch instead of one sample, an input that is not finite real numbers, or an
+        input beyond the cells' operating range.
+    ParameterError
+        An element value that is not finite, or a capacitor or resistor that is not > 0
+        (:func:`~.netlist.element_values`).
     """
-    x = np.asarray(x, dtype=float)
+    x = as_real_array(x, "x (one sample of input voltages)", finite=False)
     if x.ndim != 1:
         raise InputError(f"to_transistor_netlist compiles ONE sample: x must have shape (d,), got {x.shape}")
     points = as_int(points, "points", minimum=10)
@@ -127,7 +132,7 @@ def to_transistor_netlist(net, x, profile, characterisation, pdk, *, points: int
         raise InputError(f"an input is {np.abs(v0).max() * scale.V0:.3g} V from vcm, beyond the cells' "
                          f"operating range ±{design['half_range_v']:g} V")
     n, M, L = net.stages, net.width, net.num_windows
-    V0, C0, G0, I0 = scale.V0, scale.C0, scale.G0, scale.current_unit
+    V0, C0, G0 = scale.V0, scale.C0, scale.G0
     vcm, vdd = design["vcm"], design["vdd"]
     time_unit = scale.time_unit
     boundaries = net.layer_boundaries * time_unit
@@ -142,24 +147,24 @@ def to_transistor_netlist(net, x, profile, characterisation, pdk, *, points: int
                               characterisation.diode_design, characterisation.relu_design)
     lines += supply_lines(characterisation.cell_design, common_mode=True)
     lines += layer_clock_lines(boundaries, vdd, CLOCK_EDGE_FRACTION * float(np.min(np.diff(boundaries))))
-    C, G = net.capacitance, net.conductance
+    values = element_values(net, scale)
     for j in range(n):
         for m in range(M):
-            lines += [f"C{j}_{m} {stage[j][m]} 0 {_r(C0 * C[j, m])}",
-                      f"R{j}_{m} {stage[j][m]} vcm {_r(1.0 / (G0 * G[j, m]))}"]
+            lines += [f"C{j}_{m} {stage[j][m]} 0 {_r(values['C'][j, m])}",
+                      f"R{j}_{m} {stage[j][m]} vcm {_r(values['R'][j, m])}"]
             if j > 0 and net.k[j - 1, m] != 0.0:
-                lines.append(f"Gk{j}_{m} vcm {stage[j][m]} {stage[j - 1][m]} vcm {_r(G0 * net.k[j - 1, m])}")
+                lines.append(f"Gk{j}_{m} vcm {stage[j][m]} {stage[j - 1][m]} vcm {_r(values['Gk'][j - 1, m])}")
     for m in range(M):
-        lines += [f"Ga{j}_{m} vcm u{m} {stage[j][m]} vcm {_r(G0 * net.alpha[j, m])}"
+        lines += [f"Ga{j}_{m} vcm u{m} {stage[j][m]} vcm {_r(values['Ga'][j, m])}"
                   for j in range(n) if net.alpha[j, m] != 0.0]
         lines.append(f"Ru{m} u{m} vcm {_r(1.0 / G0)}")
     for l in range(L):
         for m in range(M):
             z = f"z{l}_{m}"
-            lines += [f"Gw{l}_{m}_{k} vcm {z} u{k} vcm {_r(G0 * net.W[l, m, k])}"
+            lines += [f"Gw{l}_{m}_{k} vcm {z} u{k} vcm {_r(values['Gw'][l, m, k])}"
                       for k in np.flatnonzero(net.W[l, m]).tolist()]
             if net.b[l, m] != 0.0:
-                lines.append(f"Ib{l}_{m} vcm {z} DC {_r(I0 * net.b[l, m])}")
+                lines.append(f"Ib{l}_{m} vcm {z} DC {_r(values['Ib'][l, m])}")
             lines += [f"Rz{l}_{m} {z} vcm {_r(drive.summing_ohm)}",
                       f"Vo{l}_{m} g{l}_{m} {z} {_r(drive.offset_v)}",
                       f"Ir{l}_{m} vdd nb{l}_{m} {_r(drive.reference_a)}",
@@ -226,11 +231,11 @@ def validate_transistor(net, X, profile, characterisation, pdk, *, n_points: int
 
     Raises
     ------
-    CellMappingError, InputError, SpiceError
+    CellMappingError, InputError, ParameterError, SpiceError
     """
     from ..cells.library import transistor_counts
 
-    X = np.atleast_2d(np.asarray(X, dtype=float))
+    X = net.checked_inputs(X)          # whole, before any netlist: a bad row is named
     scale = profile.scale
     mapping = map_drive(net, characterisation, scale)
     reference = reference_net(net, mapping, scale)
