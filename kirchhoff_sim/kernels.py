@@ -105,6 +105,13 @@ def _numba():
     fails on a bad value only later, in the middle of a run, or crashes the process)."""
     from .checks import as_int
 
+    # GNU OpenMP (numba's threading layer here) spins its idle threads by default: they
+    # take a core from the NumPy work between kernels and, on a loaded machine, from
+    # each other — the MNIST-sized layer took 470 ms instead of 9 ms beside two other
+    # busy processes. Passive waiting (the user's own setting wins) costs nothing
+    # measurable when the machine is quiet. Read when the OpenMP runtime loads, i.e. at
+    # the first parallel kernel, after this.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     value = os.environ.get("NUMBA_NUM_THREADS", "").strip()
     if value:
         try:
