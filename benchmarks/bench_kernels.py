@@ -1,6 +1,7 @@
-"""The fused numba right-hand side against the NumPy reference (issue #14, first part).
+"""The fused numba kernels against the NumPy reference (issue #14).
 
-One vector-field evaluation (``LayerAssembly.rhs``) of the nets of the issue, batch 64,
+One vector-field evaluation (``LayerAssembly.rhs``) and one vector–Jacobian product
+(``LayerAssembly.vjp``, with the parameter sums) of the nets of the issue, batch 64,
 NumPy and numba runs interleaved A B A B (``ROUNDS`` rounds), the minimum of each, in
 edge-evaluations per second (edges × batch / seconds), and numba on one and on two
 threads; the kernel's compile (or cache load) is excluded and reported. Every figure is
@@ -39,6 +40,7 @@ def time_rhs(assembly, V, calls=CALLS) -> float:
 
 
 def main():
+    ks.tune_allocator()        # as the CLI does (kirchhoff_sim.allocator)
     results = {"batch": BATCH, "rounds": ROUNDS}
     for name, net in (("affine_tanh_100k", affine_tanh_100k()), ("mnist_sized_shifted_relu", mnist_sized_net())):
         assembly = net.assemblies()[0]
@@ -57,10 +59,23 @@ def main():
                     kernels.set_threads(threads)
                 best[label] = min(best[label], time_rhs(assembly, V))
         kernels.set_threads(2)
+        # the adjoint's vector–Jacobian product with the parameter sums, interleaved the same way
+        nu = np.random.default_rng(1).normal(size=V.shape)
+        theta_bar = [np.zeros_like(g.params) for g in assembly.groups]
+        vjp = {"numpy": np.inf, "numba": np.inf}
+        for _ in range(ROUNDS):
+            for backend in vjp:
+                kernels.use(backend)
+                assembly.vjp(V, nu, theta_bar)
+                start = time.perf_counter()
+                for _ in range(CALLS):
+                    assembly.vjp(V, nu, theta_bar)
+                vjp[backend] = min(vjp[backend], (time.perf_counter() - start) / CALLS)
         evaluations = assembly.num_edges * BATCH
         row = {"edges": assembly.num_edges, "first_call_seconds": first, "load": machine_load(),
                **{f"{k}_seconds": v for k, v in best.items()},
-               **{f"{k}_edge_evaluations_per_s": evaluations / v for k, v in best.items()}}
+               **{f"{k}_edge_evaluations_per_s": evaluations / v for k, v in best.items()},
+               "vjp_numpy_seconds": vjp["numpy"], "vjp_numba_seconds": vjp["numba"]}
         results[name] = row
         print(f"{name}: {assembly.num_edges:,} edges, batch {BATCH} (load {os.getloadavg()[0]:.2f}): "
               f"numpy {best['numpy'] * 1e3:.1f} ms ({evaluations / best['numpy']:.2e}/s), "
@@ -68,6 +83,8 @@ def main():
               f"{best['numpy'] / best['numba_2_threads']:.2f}x), 1 thread {best['numba_1_thread'] * 1e3:.1f} ms "
               f"({evaluations / best['numba_1_thread']:.2e}/s); first call (compile or cache load) {first:.2f} s",
               flush=True)
+        print(f"    vector–Jacobian product with parameter sums: numpy {vjp['numpy'] * 1e3:.1f} ms, numba "
+              f"{vjp['numba'] * 1e3:.1f} ms ({vjp['numpy'] / vjp['numba']:.2f}x)", flush=True)
     # a whole forward pass: the MNIST-sized net, batch 64, Dopri5 at tol 1e-3 (the issue's)
     net = mnist_sized_net()
     x = np.random.default_rng(1).uniform(0, 1, (BATCH, 784))

@@ -113,14 +113,29 @@ class LayerAssembly:
         if fused:
             V = np.ascontiguousarray(V, dtype=np.float64)
         total = np.zeros_like(V)
+        if fused:
+            for g, _, edges, local in self.kernel_runs(None):
+                kernels._rhs_into(total, V, self.src[edges], self.dst[edges], g.device, g.params[:, local])
         for chunk in self.chunks(V.shape[1]):
-            device = chunk.group.device
-            if fused and kernels.supports(device):
-                kernels._rhs_into(total, V, chunk.src, chunk.dst, device, chunk.group.params[:, chunk.local])
-            else:
+            if not (fused and kernels.supports(chunk.group.device)):
                 total += chunk.scatter @ chunk.currents(V)
         total *= self.inv_capacitance
         return total
+
+    def kernel_runs(self, max_edges: int | None) -> list:
+        """``[(group, index, edges, local)]``: the runs of edges of the groups with a
+        compiled kernel (:mod:`kirchhoff_sim.kernels`), each a whole group or at most
+        ``max_edges`` of it. The kernels keep no ``(E, B)`` temporaries, so a whole group
+        is one call — one start of the thread pool, not one a cache-sized chunk."""
+        runs = []
+        for index, (g, sl) in enumerate(zip(self.groups, self.slices)):
+            if not kernels.supports(g.device):
+                continue
+            size = g.num_edges if max_edges is None else max(1, max_edges)
+            for a in range(0, g.num_edges, size):
+                b = min(a + size, g.num_edges)
+                runs.append((g, index, slice(sl.start + a, sl.start + b), slice(a, b)))
+        return runs
 
     def gather(self, V):
         """``(V[src], V[dst])``, each ``(E, B)``."""
@@ -245,12 +260,14 @@ class LayerAssembly:
             if V.ndim != 2 or V.shape[0] != self.num_nodes + 1 or np.shape(nu) != V.shape:
                 raise InputError(f"node voltages and cotangent must both have shape (N+1, B) = "
                                  f"({self.num_nodes + 1}, B), got {V.shape} and {np.shape(nu)}")
+            # one call a group, in runs whose per-block parameter sums stay within budget
+            for g, index, edges, local in self.kernel_runs(kernels.vjp_run_edges(V.shape[1])):
+                device_bar = kernels._vjp_into(v_bar, V, nu, self.src[edges], self.dst[edges], g.device,
+                                               g.params[:, local], params)
+                if params:
+                    theta_bar[index][:, local] += device_bar
         for chunk in self.chunks(V.shape[1]):
             if fused and kernels.supports(chunk.group.device):
-                device_bar = kernels._vjp_into(v_bar, V, nu, chunk.src, chunk.dst, chunk.group.device,
-                                               chunk.group.params[:, chunk.local], params)
-                if params:
-                    theta_bar[chunk.group_index][:, chunk.local] += device_bar
                 continue
             lam = chunk.difference @ nu
             W, Z, p = chunk.inputs(V)

@@ -219,6 +219,15 @@ def parameter_cotangents(device, p: np.ndarray, sums: np.ndarray) -> np.ndarray:
 #: columns of one block of the VJP kernel: fixed, so that its sums over the batch are
 #: added in an order that does not depend on the thread count
 VJP_BLOCK = 32
+#: doubles of per-block parameter sums one VJP call may hold (16 MiB): a run of edges is
+#: cut so that its ``(n_blocks, 6, E_run)`` sums fit
+VJP_SUMS_BUDGET = 1 << 21
+
+
+def vjp_run_edges(batch: int) -> int:
+    """The most edges one VJP call takes at batch size ``batch`` (see
+    :data:`VJP_SUMS_BUDGET`)."""
+    return max(1, VJP_SUMS_BUDGET // (6 * -(-batch // VJP_BLOCK)))
 
 _KERNELS = {}
 
