@@ -263,3 +263,15 @@ def stiff_diode_pair(v_in=STIFF_DIODE_INPUTS, duration=1.0, nvt=THERMAL_VOLTAGE)
                              for v0 in x[:, 0]])
 
     return Problem(net, x, _vectorised(exact_scalar))
+
+
+def random_affine_tanh_net(std: float, seed: int = 0) -> "ks.KirchhoffNet":
+    """Two 0.5-long layers of a fully connected 5-node AffineTanh net (ground edges both
+    ways), read out on 2 nodes, parameters N(0, std²): nonlinear, no exact answer — for
+    the tests that compare two ways of computing the same thing."""
+    rng = np.random.default_rng(seed)
+    net = ks.KirchhoffNet([ks.Layer(ks.topology.fully_connected(5, repeat=(1, 1)), device=ks.AffineTanh(),
+                                    duration=0.5) for _ in range(2)], readout=2, seed=0)
+    for group in net.groups:
+        group.params[...] = rng.normal(0.0, std, group.params.shape)
+    return net

@@ -16,14 +16,11 @@ from kirchhoff_sim.solvers.simulate import MAX_BATCH
 from kirchhoff_sim.training.constraints import rail_running_cost
 from kirchhoff_sim.training.losses import bind, cross_entropy
 
+import problems as P
+
 
 def _net(seed=0):
-    rng = np.random.default_rng(seed)
-    net = ks.KirchhoffNet([ks.Layer(ks.topology.fully_connected(5, repeat=(1, 1)), device=ks.AffineTanh(),
-                                    duration=0.5) for _ in range(2)], readout=2, seed=0)
-    for group in net.groups:
-        group.params[...] = rng.normal(0.0, 0.5, group.params.shape)
-    return net
+    return P.random_affine_tanh_net(0.5, seed)
 
 
 def _inputs(batch, seed=1):

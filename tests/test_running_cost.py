@@ -11,17 +11,17 @@ from kirchhoff_sim.solvers import make_solver
 from kirchhoff_sim.training.constraints import rail_running_cost
 from kirchhoff_sim.training.losses import bind, cross_entropy
 
+import problems as P
+
 SOLVERS = [dict(method="rk4", dt=0.05), dict(method="heun", dt=0.05), dict(method="dopri5", rtol=1e-6, atol=1e-8),
            dict(method="be", dt=0.05), dict(method="trap", dt=0.05), dict(method="bdf2", dt=0.05),
            dict(method="bdf2", rtol=1e-6, atol=1e-8), dict(method="trap", rtol=1e-6, atol=1e-8)]
 
 
 def _net(seed=0):
+    net = P.random_affine_tanh_net(0.3, seed)
     rng = np.random.default_rng(seed)
-    net = ks.KirchhoffNet([ks.Layer(ks.topology.fully_connected(5, repeat=(1, 1)), device=ks.AffineTanh(),
-                                    duration=0.5) for _ in range(2)], readout=2, seed=0)
-    for group in net.groups:
-        group.params[...] = rng.normal(0.0, 0.3, group.params.shape)
+    rng.normal(size=sum(g.params.size for g in net.groups))     # the draws of the parameters
     return net, rng.normal(0.0, 2.0, (3, 2)), np.array([0, 1, 1])
 
 
