@@ -216,3 +216,50 @@ def fused_vjp(v_bar, sums, V, nu, src, dst, w_src, w_dst, bias, A, B, C, D, act,
         _vjp_columns(v_bar, sums[k], V, nu, src, dst, w_src, w_dst, bias, A, B, C, D, act, leaky,
                      b0, min(batch, b0 + block), params)
     v_bar[0, :] = 0.0
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _jvp_columns(out, V, v_dot, src, dst, w_src, w_dst, bias, A, B, C, D,
+                 A_dot, AB_dot, C_dot, D_dot, ws_dot, wd_dot, bias_dot, act, leaky, b0, b1, params):
+    """One block's work: ``i̇ = ∂i/∂z·ż (+ the parameter terms)`` of every edge on columns
+    ``b0..b1−1``, scattered into ``out``; ``ż = w_src·v̇_src + w_dst·v̇_dst`` (``+ ẇ_src·v_src
+    + ẇ_dst·v_dst + ḃias``) and ``i̇ += Ȧ·act + act′·(A·Ḃ·(z + C) + A·B·Ċ + A·Ḋ)``, with
+    ``A·Ḃ`` given whole (``AB_dot``) because ``B`` may be a function of ``A``."""
+    width = b1 - b0
+    i_dot = np.empty(width)
+    for e in range(src.shape[0]):
+        s, d = src[e], dst[e]
+        ws, wd, be = w_src[e], w_dst[e], bias[e]
+        a, bb, c, dd = A[e], B[e], C[e], D[e]
+        vs, vd = V[s, b0:b1], V[d, b0:b1]
+        xs, xd = v_dot[s, b0:b1], v_dot[d, b0:b1]
+        for j in range(width):
+            u = (ws * vs[j] + wd * vd[j] + be) + c
+            f, g = _value_and_slope(bb * u + dd, act, leaky)
+            z_dot = ws * xs[j] + wd * xd[j]
+            if params:
+                z_dot += ws_dot[e] * vs[j] + wd_dot[e] * vd[j] + bias_dot[e]
+                i_dot[j] = a * g * bb * z_dot + A_dot[e] * f + g * (AB_dot[e] * u + a * bb * C_dot[e]
+                                                                   + a * D_dot[e])
+            else:
+                i_dot[j] = a * g * bb * z_dot
+        od = out[d, b0:b1]
+        for j in range(width):
+            od[j] += i_dot[j]
+        os_ = out[s, b0:b1]
+        for j in range(width):
+            os_[j] -= i_dot[j]
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def fused_jvp(out, V, v_dot, src, dst, w_src, w_dst, bias, A, B, C, D,
+              A_dot, AB_dot, C_dot, D_dot, ws_dot, wd_dot, bias_dot, act, leaky, block, params):
+    """``(∂F/∂V)·v̇ (+ (∂F/∂θ)·θ̇)`` added to ``out`` (ground row zeroed), blocks of
+    ``block`` columns, one thread a block, each column in edge order."""
+    batch = V.shape[1]
+    n_blocks = (batch + block - 1) // block
+    for k in numba.prange(n_blocks):
+        b0 = k * block
+        _jvp_columns(out, V, v_dot, src, dst, w_src, w_dst, bias, A, B, C, D, A_dot, AB_dot, C_dot, D_dot,
+                     ws_dot, wd_dot, bias_dot, act, leaky, b0, min(batch, b0 + block), params)
+    out[0, :] = 0.0

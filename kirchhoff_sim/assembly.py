@@ -288,11 +288,26 @@ class LayerAssembly:
     def jvp(self, V: np.ndarray, v_dot: np.ndarray, theta_dot: list | None = None) -> np.ndarray:
         """Jacobian–vector product ``(∂F/∂V)·v̇ + (∂F/∂θ)·θ̇``, shape ``(N+1, B)``.
 
-        ``theta_dot`` holds one ``(n_params, E_g)`` direction per group (or None).
+        ``theta_dot`` holds one ``(n_params, E_g)`` direction per group (or None). With the
+        numba backend a group whose family has a kernel is one compiled loop.
         """
         out = np.zeros_like(V)
         params = theta_dot is not None
+        fused = kernels.backend() == "numba"
+        if fused:
+            V = np.ascontiguousarray(V, dtype=np.float64)
+            v_dot = np.ascontiguousarray(v_dot, dtype=np.float64)
+            out = np.zeros_like(V)
+            if V.ndim != 2 or V.shape[0] != self.num_nodes + 1 or v_dot.shape != V.shape:
+                raise InputError(f"node voltages and tangent must both have shape (N+1, B) = "
+                                 f"({self.num_nodes + 1}, B), got {V.shape} and {v_dot.shape}")
+            for g, index, edges, local in self.kernel_runs(None):
+                direction = None if not params else np.asarray(theta_dot[index], dtype=float)[:, local]
+                kernels._jvp_into(out, V, v_dot, self.src[edges], self.dst[edges], g.device,
+                                  g.params[:, local], direction)
         for chunk in self.chunks(V.shape[1]):
+            if fused and kernels.supports(chunk.group.device):
+                continue
             W, Z, p = chunk.inputs(V)
             _, dz, direct = chunk.group.device.response_linearise(Z, p, params)
             z_dot = W @ v_dot

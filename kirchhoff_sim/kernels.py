@@ -1,5 +1,5 @@
-"""Fused compiled KCL kernels (issue #14): the right-hand side and its vector–Jacobian
-product.
+"""Fused compiled KCL kernels (issue #14): the right-hand side, its vector–Jacobian and
+Jacobian–vector products.
 
 The NumPy path of :class:`~kirchhoff_sim.assembly.LayerAssembly` evaluates a layer's
 currents chunk by chunk as a sparse gather, the device response on an ``(E_c, B)``
@@ -26,7 +26,9 @@ sums over the batch from which :func:`parameter_cotangents` forms every family's
 ``(∂F/∂θ)ᵀν`` by the chain rule. Its column blocks have a fixed width
 (:data:`VJP_BLOCK`), and the blocks' sums are added in block order, so its result too is
 independent of the thread count. It agrees with the NumPy path to 1e-13 of the largest
-entry (only the order of the sums differs).
+entry (only the order of the sums differs). The Jacobian–vector product of the forward
+sensitivities is the transposed map (:func:`coefficient_directions`), column-parallel as
+the right-hand side.
 
 **Threads.** numba's thread count — ``NUMBA_NUM_THREADS`` in the environment before the
 first import (an integer from 1 to :data:`MAX_THREADS`), or :func:`set_threads` at run
@@ -36,8 +38,8 @@ thread in a fixed edge order, so the result is bit-identical for any thread coun
 **Opt-in.** The kernels run when ``KIRCHHOFF_SIM_KERNELS=numba`` is set (read at the
 first evaluation; empty or unset means ``numpy``) or after :func:`use` ``("numba")``,
 which overrides the environment; the NumPy path stays the default and the reference the
-kernels are tested against until the Jacobian–vector product and the Newton stamps
-have kernels too (the rest of issue #14).
+kernels are tested against until the Newton stamps have kernels too (the rest of issue
+#14).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from . import devices as _devices
 from .errors import InputError
 
 __all__ = ["BACKENDS", "use", "backend", "set_threads", "threads", "supports", "coefficients",
-           "parameter_cotangents", "rhs_into", "COLUMN_BLOCK", "VJP_BLOCK", "MAX_THREADS"]
+           "parameter_cotangents", "coefficient_directions", "rhs_into", "COLUMN_BLOCK", "VJP_BLOCK", "MAX_THREADS"]
 
 BACKENDS = ("numpy", "numba")
 #: the fewest batch columns a parallel block takes (8 doubles: one 64-byte cache line of a
@@ -214,6 +216,41 @@ def parameter_cotangents(device, p: np.ndarray, sums: np.ndarray) -> np.ndarray:
     if isinstance(device, _devices.AffineActivation):
         return np.stack([s_vs, s_vd, s_mu])
     raise InputError(f"{type(device).__name__} has no kernel (use the NumPy path)")
+
+
+def coefficient_directions(device, p: np.ndarray, direction: np.ndarray) -> tuple:
+    """The directions ``(Ȧ, A·Ḃ, Ċ, Ḋ, ẇ_src, ẇ_dst, ḃias)`` of :func:`coefficients` for
+    a parameter direction ``θ̇`` ``(n_params, E_c)`` — the transpose of
+    :func:`parameter_cotangents` (``A·Ḃ`` whole: the TanhCell's ``B = β(A)``)."""
+    zero = np.zeros(p.shape[1])
+    A_dot = AB_dot = C_dot = D_dot = ws_dot = wd_dot = bias_dot = zero
+    if isinstance(device, _devices.Conductance):
+        A_dot = direction[0]
+    elif isinstance(device, _devices._ShiftedRectifier):
+        C_dot, A_dot = -direction[0], direction[1]
+    elif isinstance(device, _devices.TanhCell):
+        _, a_dbeta = device._slope(p[1])
+        C_dot, A_dot, AB_dot = -direction[0], direction[1], a_dbeta * direction[1]
+    elif isinstance(device, _devices.DifferenceActivation):
+        D_dot, AB_dot = direction[0], direction[1]
+    elif isinstance(device, _devices.AffineActivation):
+        ws_dot, wd_dot, bias_dot = direction[0], direction[1], direction[2]
+    else:
+        raise InputError(f"{type(device).__name__} has no kernel (use the NumPy path)")
+    return tuple(np.ascontiguousarray(np.broadcast_to(a, zero.shape), dtype=float)
+                 for a in (A_dot, AB_dot, C_dot, D_dot, ws_dot, wd_dot, bias_dot))
+
+
+def _jvp_into(out, V, v_dot, src, dst, device, p, direction) -> None:
+    """Add one run's ``(∂F/∂V)·v̇ + (∂F/∂θ)·θ̇`` to ``out`` ``(N+1, B)`` (``direction``
+    ``(n_params, E_c)`` or None). Arrays C-contiguous float64, checked by the caller."""
+    src, dst, *coefficient_arrays, act = _edge_arrays(src, dst, device, p)
+    params = direction is not None
+    directions = (coefficient_directions(device, p, direction) if params
+                  else (np.zeros(0),) * 7)
+    block = max(COLUMN_BLOCK, -(-V.shape[1] // threads()))
+    _kernel("fused_jvp")(out, V, v_dot, src, dst, *coefficient_arrays, *directions, act,
+                         _devices.LEAKY_SLOPE, block, params)
 
 
 #: columns of one block of the VJP kernel: fixed, so that its sums over the batch are

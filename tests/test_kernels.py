@@ -1,5 +1,5 @@
-"""The fused numba right-hand side and vector–Jacobian product (issue #14) against the
-NumPy reference.
+"""The fused numba right-hand side, vector–Jacobian and Jacobian–vector products
+(issue #14) against the NumPy reference.
 
 What must hold: for every device family and activation the kernel has, the node
 currents equal the NumPy path's to a few ulps of the largest edge current (only the
@@ -122,6 +122,7 @@ def test_a_second_process_loads_the_kernel_from_the_cache(numba_backend):
     V = np.zeros((net.num_nodes + 1, 3))
     net.assemblies()[0].rhs(V)                   # compiled (or loaded) here, cached on disk
     net.assemblies()[0].vjp(V, np.ones_like(V), [np.zeros_like(g.params) for g in net.groups])
+    net.assemblies()[0].jvp(V, np.ones_like(V), [np.zeros_like(g.params) for g in net.groups])
     script = (
         "import json, numpy as np, kirchhoff_sim as ks\n"
         "from kirchhoff_sim import kernels, devices\n"
@@ -130,15 +131,17 @@ def test_a_second_process_loads_the_kernel_from_the_cache(numba_backend):
         "net.assemblies()[0].rhs(np.zeros((net.num_nodes + 1, 3)))\n"
         "net.assemblies()[0].vjp(np.zeros((net.num_nodes + 1, 3)), np.ones((net.num_nodes + 1, 3)),"
         " [np.zeros_like(g.params) for g in net.groups])\n"
-        "from kirchhoff_sim._kcl_kernels import fused_rhs, fused_vjp\n"
-        "kernels_ = (fused_rhs, fused_vjp)\n"
+        "net.assemblies()[0].jvp(np.zeros((net.num_nodes + 1, 3)), np.ones((net.num_nodes + 1, 3)),"
+        " [np.zeros_like(g.params) for g in net.groups])\n"
+        "from kirchhoff_sim._kcl_kernels import fused_rhs, fused_vjp, fused_jvp\n"
+        "kernels_ = (fused_rhs, fused_vjp, fused_jvp)\n"
         "print(json.dumps({'hits': [sum(k.stats.cache_hits.values()) for k in kernels_],"
         " 'misses': [sum(k.stats.cache_misses.values()) for k in kernels_]}))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_DISABLE_JIT"}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
     stats = json.loads(out.stdout.strip().splitlines()[-1])
-    assert stats == {"hits": [1, 1], "misses": [0, 0]}
+    assert stats == {"hits": [1, 1, 1], "misses": [0, 0, 0]}
 
 
 # --------------------------------------------------------------------------- bad input
@@ -320,3 +323,63 @@ def test_the_kernels_tanh_is_within_a_few_ulps_and_vectorises():
     assert out[0] == 1.0 and out[1] == -1.0 and np.isnan(out[2])
     ir = "".join(apply.inspect_llvm().values())
     assert "x double>" in ir                                  # the loop runs on SIMD vectors
+
+
+# --------------------------------------------------------------------------- JVP
+@pytest.mark.parametrize("device", FAMILIES, ids=lambda d: d.spec()["family"] + "-" + d.spec().get("activation", ""))
+def test_the_jvp_kernel_equals_the_numpy_reference(device, numba_backend):
+    net = net_of(device)
+    assembly = net.assemblies()[0]
+    rng = np.random.default_rng(9)
+    for batch in (1, 7, 37, 70):
+        V = rng.normal(0, 2, (net.num_nodes + 1, batch))
+        V[0] = 0.0
+        v_dot = rng.normal(size=V.shape)
+        v_dot[0] = 0.0
+        theta_dot = [rng.normal(size=g.params.shape) for g in assembly.groups]
+        for direction in (theta_dot, None):
+            kernels.use("numpy")
+            reference = assembly.jvp(V, v_dot, direction)
+            kernels.use("numba")
+            fused = assembly.jvp(V, v_dot, direction)
+            assert np.max(np.abs(fused - reference)) <= 1e-13 * np.abs(reference).max()
+            assert np.all(fused[0] == 0.0)
+
+
+def test_the_jvp_kernel_is_bit_identical_on_one_and_two_threads_and_transposes_the_vjp(numba_backend):
+    net = net_of(devices.TanhCell(), nodes=9)
+    assembly = net.assemblies()[0]
+    rng = np.random.default_rng(10)
+    V, v_dot, nu = rng.normal(size=(3, net.num_nodes + 1, 50))
+    V[0] = v_dot[0] = nu[0] = 0.0
+    theta_dot = [rng.normal(size=g.params.shape) for g in assembly.groups]
+    before = kernels.threads()
+    try:
+        kernels.set_threads(1)
+        one = assembly.jvp(V, v_dot, theta_dot)
+        kernels.set_threads(2)
+        two = assembly.jvp(V, v_dot, theta_dot)
+    finally:
+        kernels.set_threads(before)
+    assert np.array_equal(one, two)
+    # ⟨ν, J·(v̇, θ̇)⟩ = ⟨Jᵀν, (v̇, θ̇)⟩, per sample summed: both kernels are one linear map
+    theta_bar = [np.zeros_like(g.params) for g in assembly.groups]
+    v_bar = assembly.vjp(V, nu, theta_bar)
+    left = np.sum(nu * one)
+    right = np.sum(v_bar * v_dot) + sum(np.sum(a * b) for a, b in zip(theta_bar, theta_dot))
+    assert left == pytest.approx(right, rel=1e-12)
+
+
+def test_forward_sensitivities_with_the_kernels_equal_the_adjoints(numba_backend):
+    from kirchhoff_sim.sensitivity import forward_sensitivity
+
+    net = net_of(devices.AffineActivation("tanh"), nodes=6, layers=2, seed=4)
+    x = np.random.default_rng(11).normal(size=(5, 3))
+    direction = np.random.default_rng(12).normal(size=net.num_params)
+    solver = ks.RK4(0.05)
+    final, tangent = forward_sensitivity(net, x, direction, solver)
+    weights = np.random.default_rng(13).normal(size=final.shape)
+    g = gradient(net, x, lambda r: (float(np.sum(weights[:, net.readout - 1] * r)), weights[:, net.readout - 1]),
+                 solver)
+    assert np.sum(weights[:, net.readout - 1] * tangent[:, net.readout - 1]) == pytest.approx(
+        float(g.flat @ direction), rel=1e-10)
