@@ -263,3 +263,44 @@ def fused_jvp(out, V, v_dot, src, dst, w_src, w_dst, bias, A, B, C, D,
         _jvp_columns(out, V, v_dot, src, dst, w_src, w_dst, bias, A, B, C, D, A_dot, AB_dot, C_dot, D_dot,
                      ws_dot, wd_dot, bias_dot, act, leaky, b0, min(batch, b0 + block), params)
     out[0, :] = 0.0
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _stamp_columns(F, K, V, src, dst, slots, w_src, w_dst, bias, A, B, C, D, act, leaky, b0, b1):
+    """One block's work: every edge's current into ``F`` and its four conductance stamps
+    ``K[dst,src] += gs``, ``K[dst,dst] += gd``, ``K[src,src] −= gs``, ``K[src,dst] −= gd``
+    (``gs = w_src·∂i/∂z``, ``gd = w_dst·∂i/∂z``) into the slots ``slots[:, e]`` of ``K``
+    (−1: a stamp on ground's row or column, dropped)."""
+    for e in range(src.shape[0]):
+        s, d = src[e], dst[e]
+        ws, wd, be = w_src[e], w_dst[e], bias[e]
+        a, bb, c, dd = A[e], B[e], C[e], D[e]
+        k_ds, k_dd, k_ss, k_sd = slots[0, e], slots[1, e], slots[2, e], slots[3, e]
+        for j in range(b0, b1):
+            f, g = _value_and_slope(bb * ((ws * V[s, j] + wd * V[d, j] + be) + c) + dd, act, leaky)
+            i = a * f
+            dz = a * g * bb
+            F[d, j] += i
+            F[s, j] -= i
+            if k_ds >= 0:
+                K[k_ds, j] += ws * dz
+            if k_dd >= 0:
+                K[k_dd, j] += wd * dz
+            if k_ss >= 0:
+                K[k_ss, j] -= ws * dz
+            if k_sd >= 0:
+                K[k_sd, j] -= wd * dz
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def fused_stamps(F, K, V, src, dst, slots, w_src, w_dst, bias, A, B, C, D, act, leaky, block):
+    """Node currents ``F`` ``(N+1, B)`` (ground row zeroed) and the conductance matrices'
+    slot values ``K`` ``(n_slots, B)`` of the Newton iteration, added in place; blocks of
+    ``block`` columns, one thread a block, each column in edge order."""
+    batch = V.shape[1]
+    n_blocks = (batch + block - 1) // block
+    for k in numba.prange(n_blocks):
+        b0 = k * block
+        _stamp_columns(F, K, V, src, dst, slots, w_src, w_dst, bias, A, B, C, D, act, leaky, b0,
+                       min(batch, b0 + block))
+    F[0, :] = 0.0

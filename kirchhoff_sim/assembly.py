@@ -324,6 +324,33 @@ class LayerAssembly:
         return out
 
     # ------------------------------------------------------------------ Jacobian
+    def stamps(self, V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Node currents ``Aᵀ i(V)`` ``(N+1, B)`` and the slot values ``(n_slots, B)`` of
+        the conductance matrices ``K = ∂(Aᵀ i)/∂v`` (:class:`StampPattern`) — what a
+        Newton iteration without input limiting needs. With the numba backend a group
+        whose family has a kernel stamps in one compiled loop.
+        """
+        if kernels.backend() != "numba":
+            current, gs, gd, _ = self.linearise(V, params=False)
+            return self.node_currents(current), self.pattern.values(gs, gd)
+        V = np.ascontiguousarray(V, dtype=np.float64)
+        if V.ndim != 2 or V.shape[0] != self.num_nodes + 1:
+            raise InputError(f"node voltages must have shape (N+1, B) = ({self.num_nodes + 1}, B), got {V.shape}")
+        F = np.zeros_like(V)
+        K = np.zeros((self.pattern.n_slots, V.shape[1]))
+        fallback = [sl for g, sl in zip(self.groups, self.slices) if not kernels.supports(g.device)]
+        for g, _, edges, local in self.kernel_runs(None):
+            kernels._stamps_into(F, K, V, self.src[edges], self.dst[edges],
+                                 np.ascontiguousarray(self.pattern.edge_slots[:, edges]), g.device, g.params[:, local])
+        if fallback:
+            current, gs, gd, _ = self.linearise(V, params=False)
+            keep = np.zeros(self.num_edges, bool)
+            for sl in fallback:
+                keep[sl] = True
+            F += self.node_currents(np.where(keep[:, None], current, 0.0))
+            K += self.pattern.values(np.where(keep[:, None], gs, 0.0), np.where(keep[:, None], gd, 0.0))
+        return F, K
+
     @property
     def pattern(self) -> "StampPattern":
         if self._pattern is None:
@@ -438,6 +465,10 @@ class StampPattern:
         self.n_slots = len(unique)
         self.diagonal = inverse[len(rows):]
         self.summation = sp.csr_matrix((sign, (inverse[:len(rows)], which)), shape=(self.n_slots, 2 * E))
+        # per edge the slots of its stamps (dst,src), (dst,dst), (src,src), (src,dst); −1 on ground
+        edge_slots = np.full(4 * E, -1, dtype=np.int64)
+        edge_slots[keep] = inverse[:len(rows)]
+        self.edge_slots = edge_slots.reshape(4, E)
         self.flat_dense = self.rows * N + self.cols     # row-major index in an N×N matrix
         self._csc_cache = {}
 

@@ -1,5 +1,5 @@
 """Fused compiled KCL kernels (issue #14): the right-hand side, its vector–Jacobian and
-Jacobian–vector products.
+Jacobian–vector products, and the Newton stamps.
 
 The NumPy path of :class:`~kirchhoff_sim.assembly.LayerAssembly` evaluates a layer's
 currents chunk by chunk as a sparse gather, the device response on an ``(E_c, B)``
@@ -28,7 +28,11 @@ sums over the batch from which :func:`parameter_cotangents` forms every family's
 independent of the thread count. It agrees with the NumPy path to 1e-13 of the largest
 entry (only the order of the sums differs). The Jacobian–vector product of the forward
 sensitivities is the transposed map (:func:`coefficient_directions`), column-parallel as
-the right-hand side.
+the right-hand side. So are the Newton stamps of the implicit solvers
+(:meth:`LayerAssembly.stamps <kirchhoff_sim.assembly.LayerAssembly.stamps>`): each edge's
+current and its four conductance entries, written straight into the slots of the
+per-sample matrices (:attr:`StampPattern.edge_slots
+<kirchhoff_sim.assembly.StampPattern>`).
 
 **Threads.** numba's thread count — ``NUMBA_NUM_THREADS`` in the environment before the
 first import (an integer from 1 to :data:`MAX_THREADS`), or :func:`set_threads` at run
@@ -38,8 +42,7 @@ thread in a fixed edge order, so the result is bit-identical for any thread coun
 **Opt-in.** The kernels run when ``KIRCHHOFF_SIM_KERNELS=numba`` is set (read at the
 first evaluation; empty or unset means ``numpy``) or after :func:`use` ``("numba")``,
 which overrides the environment; the NumPy path stays the default and the reference the
-kernels are tested against until the Newton stamps have kernels too (the rest of issue
-#14).
+kernels are tested against.
 """
 
 from __future__ import annotations
@@ -251,6 +254,15 @@ def _jvp_into(out, V, v_dot, src, dst, device, p, direction) -> None:
     block = max(COLUMN_BLOCK, -(-V.shape[1] // threads()))
     _kernel("fused_jvp")(out, V, v_dot, src, dst, *coefficient_arrays, *directions, act,
                          _devices.LEAKY_SLOPE, block, params)
+
+
+def _stamps_into(F, K, V, src, dst, slots, device, p) -> None:
+    """Add one run's node currents to ``F`` ``(N+1, B)`` and its conductance stamps to the
+    slot values ``K`` ``(n_slots, B)`` (``slots`` ``(4, E_c)`` int64, −1 for a dropped
+    stamp). Arrays C-contiguous float64, checked by the caller (the assembly)."""
+    src, dst, *coefficient_arrays, act = _edge_arrays(src, dst, device, p)
+    block = max(COLUMN_BLOCK, -(-V.shape[1] // threads()))
+    _kernel("fused_stamps")(F, K, V, src, dst, slots, *coefficient_arrays, act, _devices.LEAKY_SLOPE, block)
 
 
 #: columns of one block of the VJP kernel: fixed, so that its sums over the batch are

@@ -383,3 +383,47 @@ def test_forward_sensitivities_with_the_kernels_equal_the_adjoints(numba_backend
                  solver)
     assert np.sum(weights[:, net.readout - 1] * tangent[:, net.readout - 1]) == pytest.approx(
         float(g.flat @ direction), rel=1e-10)
+
+
+# --------------------------------------------------------------------------- Newton stamps
+@pytest.mark.parametrize("device", FAMILIES, ids=lambda d: d.spec()["family"] + "-" + d.spec().get("activation", ""))
+def test_the_stamp_kernel_equals_the_numpy_reference(device, numba_backend):
+    net = net_of(device)
+    assembly = net.assemblies()[0]
+    rng = np.random.default_rng(14)
+    for batch in (1, 7, 37):
+        V = rng.normal(0, 2, (net.num_nodes + 1, batch))
+        V[0] = 0.0
+        kernels.use("numpy")
+        F_ref, K_ref = assembly.stamps(V)
+        kernels.use("numba")
+        F, K = assembly.stamps(V)
+        assert np.max(np.abs(F - F_ref)) <= 1e-13 * np.abs(F_ref).max()
+        assert np.max(np.abs(K - K_ref)) <= 1e-13 * np.abs(K_ref).max()
+        assert np.all(F[0] == 0.0)
+
+
+def test_stamps_of_a_net_with_a_diode_group_and_implicit_runs_with_the_kernels(numba_backend):
+    edges = ks.topology.fully_connected(6, repeat=(1, 0))
+    half = len(edges) // 2
+    layer = ks.Layer.from_groups([(edges[:half], devices.Diode()), (edges[half:], devices.TanhCell())], duration=0.5)
+    net = ks.KirchhoffNet([layer], seed=2)
+    assembly = net.assemblies()[0]
+    V = np.random.default_rng(15).uniform(-0.3, 0.3, (net.num_nodes + 1, 9))
+    V[0] = 0.0
+    kernels.use("numpy")
+    F_ref, K_ref = assembly.stamps(V)
+    kernels.use("numba")
+    F, K = assembly.stamps(V)
+    np.testing.assert_allclose(F, F_ref, rtol=0, atol=1e-13 * np.abs(F_ref).max())
+    np.testing.assert_allclose(K, K_ref, rtol=0, atol=1e-13 * np.abs(K_ref).max())
+    net = net_of(devices.TanhCell(), nodes=6, layers=2)
+    x = np.random.default_rng(16).normal(size=(4, 3))
+    runs = {}
+    for backend in ("numpy", "numba"):
+        kernels.use(backend)
+        runs[backend] = ks.simulate(net, x, solver=ks.BDF2(dt=0.05))
+    np.testing.assert_allclose(runs["numba"].final_state, runs["numpy"].final_state, rtol=0, atol=1e-12)
+    assert runs["numba"].stats == runs["numpy"].stats
+    loss = bind(cross_entropy, np.array([0, 1, 2, 0]) % len(net.readout))
+    assert check_gradient(net, x, loss, solver=ks.BDF2(dt=0.05), n_params=8).max_relative_error <= 1e-6

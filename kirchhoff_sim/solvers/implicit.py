@@ -175,11 +175,11 @@ def linear_solver(kind: str, num_nodes: int):
     raise InputError(f"linear_solver must be 'auto', 'dense' or 'sparse', got {kind!r}")
 
 
-def newton_matrix_values(assembly, gs, gd, alpha0_over_h, beta0):
-    """Slot values of ``α₀C/h − β₀K`` for every sample, ``(n_slots, B)``."""
-    pattern = assembly.pattern
-    values = -beta0 * pattern.values(gs, gd)
-    values[pattern.diagonal] += alpha0_over_h * assembly.capacitance[:, None]
+def newton_matrix_values(assembly, K, alpha0_over_h, beta0):
+    """Slot values of ``α₀C/h − β₀K`` for every sample, ``(n_slots, B)``, from the slot
+    values ``K`` of the conductance matrices (:meth:`LayerAssembly.stamps`)."""
+    values = -beta0 * K
+    values[assembly.pattern.diagonal] += alpha0_over_h * assembly.capacitance[:, None]
     return values
 
 
@@ -323,10 +323,10 @@ class Implicit:
     # -- sensitivities over one layer's recorded steps -----------------------------------
     def _matrix(self, assembly, solver, v_plus, coef, h, stats):
         """Factor ``M = α₀C/h − β₀K(v₊)`` at a recorded step."""
-        _, gs, gd, _ = assembly.linearise(v_plus, params=False)
+        _, K = assembly.stamps(v_plus)
         stats.n_jevals += 1
         stats.n_lu += 1
-        return solver.factor(assembly.pattern, newton_matrix_values(assembly, gs, gd, coef.alpha[0] / h, coef.beta[0]))
+        return solver.factor(assembly.pattern, newton_matrix_values(assembly, K, coef.alpha[0] / h, coef.beta[0]))
 
     def _recorded_solve(self, assembly, solver, tape, n, coef, h, rhs, stats, transpose=False):
         """``M⁻¹rhs`` (or ``M⁻ᵀrhs``) at recorded step ``n``; a singular M is a typed error."""
@@ -464,15 +464,15 @@ class Implicit:
         for _ in range(NEWTON_MAXITER_LIMITED):
             if limiting:
                 current, gs, gd, z, limited = assembly.linearise_limited(y, z)
+                F, K = assembly.node_currents(current), assembly.pattern.values(gs, gd)
             else:
-                current, gs, gd, _ = assembly.linearise(y, params=False)
+                F, K = assembly.stamps(y)
                 limited = False
             stats.n_jevals += 1
             stats.n_fevals += 1
-            F = assembly.node_currents(current)[1:]
-            residual = alpha0_over_h * C * y[1:] - beta0 * F + history
+            residual = alpha0_over_h * C * y[1:] - beta0 * F[1:] + history
             try:
-                lu = solver.factor(assembly.pattern, newton_matrix_values(assembly, gs, gd, alpha0_over_h, beta0))
+                lu = solver.factor(assembly.pattern, newton_matrix_values(assembly, K, alpha0_over_h, beta0))
                 stats.n_lu += 1
                 delta = solver.solve(lu, -residual)
             except SingularMatrix:
