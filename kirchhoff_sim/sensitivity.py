@@ -225,6 +225,12 @@ ROUNDOFF_ULPS = 4             # rounding error of one loss evaluation, in units 
 RIDDERS_START = 1e-2          # first step of the round-off fallback, relative to |θ|
 RIDDERS_CENTRAL_LEVELS = 8
 RIDDERS_ONE_SIDED_LEVELS = 14
+#: a second difference beyond this fraction of the first marks a kink inside the stencil
+#: (a smooth loss has |f(h) − 2f(0) + f(−h)| ≈ f″h² ≪ |f(h) − f(−h)| ≈ 2f′h at h = 1e-6·θ;
+#: a slope that jumps by 0.2 % within the stencil gives 1e-3). A smooth loss flagged by
+#: it only costs the one-sided extrapolations, which are right for it too.
+KINK_RATIO = 1e-5
+KINK_SHRINKS = 4             # steps ÷4 tried to get a kink out of the stencil
 
 
 @dataclass
@@ -282,14 +288,18 @@ def finite_difference(f, theta: float, eps: float, f0: float):
 
     A central difference at the relative step ``eps·|θ|`` (``eps`` where θ = 0), as long
     as the difference ``f(+h) − f(−h)`` is far above the rounding of ``f`` itself (more
-    than ``ROUNDOFF_ULPS·ε·|f₀| / ROUNDOFF_GUARD``); otherwise — a parameter such as a
-    diode's ``i_s = 1e-9`` whose relative step changes the loss by a few hundred ulps —
-    Ridders' extrapolation of central differences from ``RIDDERS_START·|θ|``. Where
+    than ``ROUNDOFF_ULPS·ε·|f₀| / ROUNDOFF_GUARD``); otherwise at the smallest step 4ᵏ
+    times larger where it is, and failing that — a parameter such as a diode's
+    ``i_s = 1e-9`` whose relative step changes the loss by a few hundred ulps — Ridders'
+    extrapolation of central differences from ``RIDDERS_START·|θ|``. Where
     ``θ − h`` leaves the device's domain (a diode's ``r_s = 0``, where a
     :class:`ParameterError` says so), one-sided differences from ``h`` downwards,
     extrapolated by Ridders: near such a bound the loss can curve on a scale far below
     ``eps`` (a series resistance of 1e-9 already caps a forward-biased diode's current),
-    which no fixed one-sided stencil resolves.
+    which no fixed one-sided stencil resolves. Where the second difference is not small
+    beside the first — a kink (a ReLU switching) between ``θ − h`` and ``θ + h`` — both
+    one-sided quotients are extrapolated from ``h`` downwards and the one with the
+    smaller error estimate is kept.
 
     Returns
     -------
@@ -303,9 +313,39 @@ def finite_difference(f, theta: float, eps: float, f0: float):
         minus = f(-step)
     except ParameterError:
         return ridders(lambda h: (f(h) - f0) / h, step, 1, RIDDERS_ONE_SIDED_LEVELS)
-    if ROUNDOFF_ULPS * np.finfo(float).eps * abs(f0) <= ROUNDOFF_GUARD * abs(plus - minus):
-        return (plus - minus) / (2 * step), float("nan")
+    roundoff = ROUNDOFF_ULPS * np.finfo(float).eps * abs(f0)
     h0 = RIDDERS_START * (abs(theta) if theta != 0 else 1.0)
+
+    def kinked(plus, minus):
+        # a second difference not small beside the first: a kink (a ReLU switching,
+        # which training can put anywhere) inside ±h, or a curvature the step is too
+        # coarse for — either way a smaller step is needed
+        return abs(plus - 2.0 * f0 + minus) > KINK_RATIO * abs(plus - minus) + 4.0 * roundoff
+
+    h = step
+    if kinked(plus, minus):
+        for _ in range(KINK_SHRINKS):
+            h /= 4.0
+            plus, minus = f(h), f(-h)
+            if not kinked(plus, minus):
+                return (plus - minus) / (2 * h), float("nan")
+        # a kink at θ itself: the one-sided derivatives differ; keep the side Ridders trusts more
+        forward = ridders(lambda d: (f(d) - f0) / d, step, 1, RIDDERS_ONE_SIDED_LEVELS)
+        backward = ridders(lambda d: (f0 - f(-d)) / d, step, 1, RIDDERS_ONE_SIDED_LEVELS)
+        return min(forward, backward, key=lambda estimate: estimate[1])
+    while roundoff > ROUNDOFF_GUARD * abs(plus - minus) and 4.0 * h <= h0:
+        # drowned in round-off: the smallest step 4ᵏ times larger that is not — but not
+        # one that reaches a kink (a large step can), there the last one serves
+        wider = 4.0 * h
+        try:
+            wider_plus, wider_minus = f(wider), f(-wider)
+        except ParameterError:
+            return ridders(lambda d: (f(d) - f0) / d, step, 1, RIDDERS_ONE_SIDED_LEVELS)
+        if kinked(wider_plus, wider_minus):
+            return (plus - minus) / (2 * h), float("nan")
+        h, plus, minus = wider, wider_plus, wider_minus
+    if roundoff <= ROUNDOFF_GUARD * abs(plus - minus):
+        return (plus - minus) / (2 * h), float("nan")
     try:
         f(-h0)
     except ParameterError:

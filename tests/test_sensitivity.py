@@ -579,3 +579,29 @@ def test_checkpointing_bounds_the_memory_of_long_runs(make_solver):
     state_bytes = (NUM_NODES + 1) * batch * 8
     states_per_extra_step = (peaks[1] - peaks[0]) / state_bytes / 100
     assert states_per_extra_step < 0.4, states_per_extra_step
+
+
+def test_finite_differences_do_not_straddle_a_kink():
+    # a ReLU switching inside the stencil (a trained net can put one anywhere): the slope
+    # at θ is that of the side without the kink, not the average of both
+    from kirchhoff_sim.sensitivity import finite_difference
+
+    theta, eps = 0.2, 1e-6
+    h = eps * theta
+    kinked = lambda d: 0.3 + 2.0 * d + 5.0 * max(d - 0.5 * h, 0.0)
+    value, _ = finite_difference(kinked, theta, eps, kinked(0.0))
+    assert value == pytest.approx(2.0, rel=1e-7)
+    below = lambda d: 0.3 - 3.0 * d + 4.0 * max(-0.25 * h - d, 0.0)
+    assert finite_difference(below, theta, eps, below(0.0))[0] == pytest.approx(-3.0, rel=1e-7)
+
+
+def test_finite_differences_in_round_off_take_the_smallest_safe_step_not_a_kinked_one():
+    # the relative step moves a loss of 1 by a few ulps: the difference is taken at the
+    # smallest step 4^k larger that is above round-off — not at 1 % of θ, which here
+    # would cross the kink 1e-4·θ away and average two slopes
+    from kirchhoff_sim.sensitivity import finite_difference
+
+    theta, eps, slope = 0.2, 1e-6, 1e-3
+    f = lambda d: 1.0 + slope * d + 1e-3 * max(d - 1e-4 * theta, 0.0)
+    value, _ = finite_difference(f, theta, eps, f(0.0))
+    assert value == pytest.approx(slope, rel=1e-6)
