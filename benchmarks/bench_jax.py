@@ -81,9 +81,11 @@ def contenders(net, family, x, y, rtol, atol, train):
             def theirs(forward=forward, loss_and_grad=loss_and_grad, y0=y0, jnet=jnet, labels=labels):
                 if train:
                     s, (value, grads) = timed(lambda: jax.block_until_ready(loss_and_grad(jnet.params, y0, labels)))
+                    assert all(g.dtype == jnet.dtype for g in grads)
                     flat = np.concatenate([np.asarray(g, float).ravel() for g in grads])
                     return s, flat, None
                 s, (state, steps, _) = timed(lambda: jax.block_until_ready(forward(jnet.params, y0)))
+                assert state.dtype == jnet.dtype, (state.dtype, jnet.dtype)   # no silent promotion
                 return s, np.asarray(state, float).T, int(steps)
             runs[f"jax_{np.dtype(dtype).name}_{norm}"] = theirs
     return runs

@@ -56,6 +56,8 @@ class JaxNet:
     """
 
     def __init__(self, net, family, dtype=jnp.float64):
+        if any(len(layer.groups) != 1 for layer in net.layers):
+            raise ValueError("the JAX reference takes one device family a layer")
         self.dtype = dtype
         self.num_nodes = net.num_nodes
         self.inv_c = jnp.asarray(1.0 / np.asarray(net.capacitance, float), dtype)[:, None]
@@ -80,7 +82,10 @@ class JaxNet:
         y, steps, attempts = y0, 0, 0
         for (src, dst, duration), p in zip(self.layers, params):
             solution = diffrax.diffeqsolve(
-                diffrax.ODETerm(self.field(src, dst)), diffrax.Dopri5(), 0.0, duration, None, y, args=p,
+                # times in the state's dtype: Python floats would make diffrax promote a
+                # float32 state to float64 (x64 is on)
+                diffrax.ODETerm(self.field(src, dst)), diffrax.Dopri5(), jnp.asarray(0.0, self.dtype),
+                jnp.asarray(duration, self.dtype), None, y, args=p,
                 stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol, norm=norm,
                                                           **CONTROLLERS[controller]),
                 saveat=diffrax.SaveAt(t1=True), max_steps=100_000)

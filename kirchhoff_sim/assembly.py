@@ -105,10 +105,7 @@ class LayerAssembly:
         With the numba backend (:mod:`kirchhoff_sim.kernels`) every chunk whose family has
         a kernel is gathered, evaluated and scattered in one compiled loop.
         """
-        if np.ndim(V) != 2 or np.shape(V)[0] != self.num_nodes + 1:
-            # (the compiled loop reads V[src], V[dst] without bounds checks)
-            raise InputError(f"node voltages must have shape (N+1, B) = ({self.num_nodes + 1}, B), "
-                             f"got {np.shape(V)}")
+        self._check_state(V)
         fused = kernels.backend() == "numba"
         if fused:
             V = np.ascontiguousarray(V, dtype=np.float64)
@@ -121,6 +118,20 @@ class LayerAssembly:
                 total += chunk.scatter @ chunk.currents(V)
         total *= self.inv_capacitance
         return total
+
+    def _check_state(self, V, other=None, other_name: str = "") -> None:
+        """Refuse node voltages (and a cotangent or tangent beside them) that are not
+        ``(N+1, B)``: the compiled loops read ``V[src]``, ``V[dst]`` without bounds checks.
+
+        Raises
+        ------
+        InputError
+        """
+        shape = np.shape(V)
+        if len(shape) != 2 or shape[0] != self.num_nodes + 1 or (other is not None and np.shape(other) != shape):
+            also = "" if other is None else f" and {other_name} {np.shape(other)}"
+            raise InputError(f"node voltages{' and ' + other_name if other is not None else ''} must have "
+                             f"shape (N+1, B) = ({self.num_nodes + 1}, B), got {shape}{also}")
 
     def kernel_runs(self, max_edges: int | None) -> list:
         """``[(group, index, edges, local)]``: the runs of edges of the groups with a
@@ -255,11 +266,11 @@ class LayerAssembly:
         params = theta_bar is not None
         fused = kernels.backend() == "numba"
         if fused:
+            self._check_state(V, nu, "cotangent")
             V = np.ascontiguousarray(V, dtype=np.float64)
             v_bar = np.zeros_like(V)
-            if V.ndim != 2 or V.shape[0] != self.num_nodes + 1 or np.shape(nu) != V.shape:
-                raise InputError(f"node voltages and cotangent must both have shape (N+1, B) = "
-                                 f"({self.num_nodes + 1}, B), got {V.shape} and {np.shape(nu)}")
+            nu = np.array(nu, dtype=np.float64, order="C")
+            nu[0] = 0.0                   # ground's cotangent is ignored, as below
             # one call a group, in runs whose per-block parameter sums stay within budget
             for g, index, edges, local in self.kernel_runs(kernels.vjp_run_edges(V.shape[1])):
                 device_bar = kernels._vjp_into(v_bar, V, nu, self.src[edges], self.dst[edges], g.device,
@@ -295,12 +306,10 @@ class LayerAssembly:
         params = theta_dot is not None
         fused = kernels.backend() == "numba"
         if fused:
+            self._check_state(V, v_dot, "tangent")
             V = np.ascontiguousarray(V, dtype=np.float64)
             v_dot = np.ascontiguousarray(v_dot, dtype=np.float64)
             out = np.zeros_like(V)
-            if V.ndim != 2 or V.shape[0] != self.num_nodes + 1 or v_dot.shape != V.shape:
-                raise InputError(f"node voltages and tangent must both have shape (N+1, B) = "
-                                 f"({self.num_nodes + 1}, B), got {V.shape} and {v_dot.shape}")
             for g, index, edges, local in self.kernel_runs(None):
                 direction = None if not params else np.asarray(theta_dot[index], dtype=float)[:, local]
                 kernels._jvp_into(out, V, v_dot, self.src[edges], self.dst[edges], g.device,
@@ -333,9 +342,8 @@ class LayerAssembly:
         if kernels.backend() != "numba":
             current, gs, gd, _ = self.linearise(V, params=False)
             return self.node_currents(current), self.pattern.values(gs, gd)
+        self._check_state(V)
         V = np.ascontiguousarray(V, dtype=np.float64)
-        if V.ndim != 2 or V.shape[0] != self.num_nodes + 1:
-            raise InputError(f"node voltages must have shape (N+1, B) = ({self.num_nodes + 1}, B), got {V.shape}")
         F = np.zeros_like(V)
         K = np.zeros((self.pattern.n_slots, V.shape[1]))
         fallback = [sl for g, sl in zip(self.groups, self.slices) if not kernels.supports(g.device)]

@@ -35,7 +35,7 @@ per-sample matrices (:attr:`StampPattern.edge_slots
 <kirchhoff_sim.assembly.StampPattern>`).
 
 **Threads.** numba's thread count — ``NUMBA_NUM_THREADS`` in the environment before the
-first import (an integer from 1 to :data:`MAX_THREADS`), or :func:`set_threads` at run
+first import (an integer from 1 to :data:`MAX_THREADS`, checked once), or :func:`set_threads` at run
 time — sets how many column blocks run at once. Each batch column is computed by one
 thread in a fixed edge order, so the result is bit-identical for any thread count.
 
@@ -101,13 +101,15 @@ def backend() -> str:
         if name not in BACKENDS:
             raise InputError(f"environment variable KIRCHHOFF_SIM_KERNELS must be one of "
                              f"{', '.join(BACKENDS)} (or empty), got {name!r}")
-        return name
+        _state["backend"] = name     # once: a run's forward and adjoint use the same backend
     return _state["backend"]
 
 
 def _numba():
     """numba, imported after checking ``NUMBA_NUM_THREADS`` (numba reads it at import and
     fails on a bad value only later, in the middle of a run, or crashes the process)."""
+    if _state.get("numba") is not None:
+        return _state["numba"]
     from .checks import as_int
 
     # GNU OpenMP (numba's threading layer here) spins its idle threads by default: they
@@ -115,7 +117,8 @@ def _numba():
     # each other — the MNIST-sized layer took 470 ms instead of 9 ms beside two other
     # busy processes. Passive waiting (the user's own setting wins) costs nothing
     # measurable when the machine is quiet. Read when the OpenMP runtime loads, i.e. at
-    # the first parallel kernel, after this.
+    # the first parallel kernel, after this; it applies to every OpenMP library the
+    # process loads later too (as the variable does when set by hand).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     value = os.environ.get("NUMBA_NUM_THREADS", "").strip()
     if value:
@@ -126,7 +129,15 @@ def _numba():
         as_int(number, "environment variable NUMBA_NUM_THREADS", minimum=1, maximum=MAX_THREADS)
     import numba
 
+    _state["numba"] = numba
     return numba
+
+
+def _column_block(batch: int) -> int:
+    """Columns a thread takes in the column-parallel kernels: the batch split evenly over
+    the threads, at least :data:`COLUMN_BLOCK` (each column is one thread's anyway, so
+    the result does not depend on it)."""
+    return max(COLUMN_BLOCK, -(-batch // threads()))
 
 
 def set_threads(n: int) -> None:
@@ -251,7 +262,7 @@ def _jvp_into(out, V, v_dot, src, dst, device, p, direction) -> None:
     params = direction is not None
     directions = (coefficient_directions(device, p, direction) if params
                   else (np.zeros(0),) * 7)
-    block = max(COLUMN_BLOCK, -(-V.shape[1] // threads()))
+    block = _column_block(V.shape[1])
     _kernel("fused_jvp")(out, V, v_dot, src, dst, *coefficient_arrays, *directions, act,
                          _devices.LEAKY_SLOPE, block, params)
 
@@ -261,7 +272,7 @@ def _stamps_into(F, K, V, src, dst, slots, device, p) -> None:
     slot values ``K`` ``(n_slots, B)`` (``slots`` ``(4, E_c)`` int64, −1 for a dropped
     stamp). Arrays C-contiguous float64, checked by the caller (the assembly)."""
     src, dst, *coefficient_arrays, act = _edge_arrays(src, dst, device, p)
-    block = max(COLUMN_BLOCK, -(-V.shape[1] // threads()))
+    block = _column_block(V.shape[1])
     _kernel("fused_stamps")(F, K, V, src, dst, slots, *coefficient_arrays, act, _devices.LEAKY_SLOPE, block)
 
 
@@ -339,7 +350,7 @@ def rhs_into(out: np.ndarray, V: np.ndarray, src, dst, device, p) -> None:
 def _rhs_into(out, V, src, dst, device, p) -> None:
     """:func:`rhs_into` without the checks, for an assembly whose arrays fit by
     construction (its caller checks the row count of ``V``)."""
-    block = max(COLUMN_BLOCK, -(-V.shape[1] // threads()))
+    block = _column_block(V.shape[1])
     _kernel("fused_rhs")(out, V, *_edge_arrays(src, dst, device, p), _devices.LEAKY_SLOPE, block)
 
 
@@ -353,11 +364,9 @@ def _edge_arrays(src, dst, device, p) -> tuple:
 
 def _vjp_into(v_bar, V, nu, src, dst, device, p, params: bool):
     """Add one chunk's ``(∂F/∂V)ᵀν`` to ``v_bar`` ``(N+1, B)``; return ``(∂F/∂θ)ᵀν``
-    ``(n_params, E_c)`` when ``params`` (else None). ``V`` and ``v_bar`` are C-contiguous
-    float64 ``(N+1, B)`` (checked by the caller, the assembly); ``nu``'s ground row is
-    ignored, as in the NumPy path."""
-    nu = np.array(nu, dtype=np.float64, order="C")
-    nu[0] = 0.0
+    ``(n_params, E_c)`` when ``params`` (else None). ``V``, ``nu`` and ``v_bar`` are
+    C-contiguous float64 ``(N+1, B)`` and ``nu``'s ground row is zero (the caller, the
+    assembly, sees to both: ground's cotangent is ignored, as in the NumPy path)."""
     n_blocks = -(-V.shape[1] // VJP_BLOCK)
     sums = np.zeros((n_blocks, 6, len(src) if params else 0))
     _kernel("fused_vjp")(v_bar, sums, V, nu, *_edge_arrays(src, dst, device, p), _devices.LEAKY_SLOPE,

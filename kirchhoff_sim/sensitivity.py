@@ -328,8 +328,10 @@ def finite_difference(f, theta: float, eps: float, f0: float):
             h /= 4.0
             plus, minus = f(h), f(-h)
             if not kinked(plus, minus):
-                return (plus - minus) / (2 * h), float("nan")
-        # a kink at θ itself: the one-sided derivatives differ; keep the side Ridders trusts more
+                if roundoff <= ROUNDOFF_GUARD * abs(plus - minus):
+                    return (plus - minus) / (2 * h), float("nan")
+                break                     # clear of the kink but in round-off: one-sided
+        # a kink at θ itself, or one that a step above round-off cannot avoid: the one-sided derivatives differ; keep the side Ridders trusts more
         forward = ridders(lambda d: (f(d) - f0) / d, step, 1, RIDDERS_ONE_SIDED_LEVELS)
         backward = ridders(lambda d: (f0 - f(-d)) / d, step, 1, RIDDERS_ONE_SIDED_LEVELS)
         return min(forward, backward, key=lambda estimate: estimate[1])

@@ -192,11 +192,13 @@ def test_rhs_into_checks_every_array():
 
 
 def test_the_environment_chooses_the_backend_at_first_use(monkeypatch):
-    monkeypatch.setitem(kernels._state, "backend", None)
     for value, expected in (("", "numpy"), ("  ", "numpy"), ("numba", "numba"), ("numpy", "numpy")):
+        monkeypatch.setitem(kernels._state, "backend", None)
         monkeypatch.setenv("KIRCHHOFF_SIM_KERNELS", value)
         assert kernels.backend() == expected
-    monkeypatch.setenv("KIRCHHOFF_SIM_KERNELS", "cuda")
+        monkeypatch.setenv("KIRCHHOFF_SIM_KERNELS", "cuda")
+        assert kernels.backend() == expected        # read once: a run does not switch halfway
+    monkeypatch.setitem(kernels._state, "backend", None)
     net = net_of(devices.Conductance(), nodes=4)
     with pytest.raises(InputError, match="environment variable KIRCHHOFF_SIM_KERNELS must be one of"):
         ks.simulate(net, np.ones((2, 3)))
@@ -290,7 +292,7 @@ def test_adjoint_gradients_with_the_kernels_match_finite_differences(device, num
 def test_the_vjp_refuses_a_cotangent_of_another_shape(numba_backend):
     net = net_of(devices.ShiftedReLU(), nodes=4)
     V = np.zeros((net.num_nodes + 1, 3))
-    with pytest.raises(InputError, match="cotangent must both have shape"):
+    with pytest.raises(InputError, match=r"node voltages and cotangent must have shape \(N\+1, B\)"):
         net.assemblies()[0].vjp(V, np.zeros((net.num_nodes, 3)))
 
 
@@ -427,3 +429,38 @@ def test_stamps_of_a_net_with_a_diode_group_and_implicit_runs_with_the_kernels(n
     assert runs["numba"].stats == runs["numpy"].stats
     loss = bind(cross_entropy, np.array([0, 1, 2, 0]) % len(net.readout))
     assert check_gradient(net, x, loss, solver=ks.BDF2(dt=0.05), n_params=8).max_relative_error <= 1e-6
+
+
+def test_the_kernels_carry_the_tanh_cells_amplitude_dependent_slope(numba_backend):
+    # β(A) = slope + slope_per_log_amplitude·ln|A| inside the cell's window: the VJP's and
+    # JVP's ∂β/∂A terms are live only with a non-zero slope_per_log_amplitude and |A| in it
+    device = devices.TanhCell(slope_per_log_amplitude=0.3)
+    net = net_of(device, nodes=7)
+    assembly = net.assemblies()[0]
+    rng = np.random.default_rng(17)
+    for g in assembly.groups:
+        g.params[0] = rng.normal(0, 0.3, g.num_edges)
+        g.params[1] = rng.uniform(0.3, 1.8, g.num_edges) * rng.choice([-1, 1], g.num_edges)
+    assert np.any(device._slope(assembly.groups[0].params[1])[1] != 0)
+    V, nu, v_dot = rng.normal(0, 1, (3, net.num_nodes + 1, 40))
+    V[0] = nu[0] = v_dot[0] = 0.0
+    theta_dot = [rng.normal(size=g.params.shape) for g in assembly.groups]
+    out = {}
+    for backend in ("numpy", "numba"):
+        kernels.use(backend)
+        theta_bar = [np.zeros_like(g.params) for g in assembly.groups]
+        out[backend] = (assembly.vjp(V, nu, theta_bar), theta_bar[0], assembly.jvp(V, v_dot, theta_dot))
+    for fused, reference in zip(out["numba"], out["numpy"]):
+        assert np.max(np.abs(fused - reference)) <= 1e-13 * np.abs(reference).max()
+    # and the kernels' parameter gradient is the derivative: central differences in A
+    kernels.use("numba")
+    g = assembly.groups[0]
+    e, h = 3, 1e-6
+    saved = g.params[1, e]
+    values = []
+    for delta in (h, -h):
+        g.params[1, e] = saved + delta
+        values.append(float(np.sum(nu * assembly.rhs(V) / np.where(assembly.inv_capacitance > 0,
+                                                                  assembly.inv_capacitance, 1.0))))
+    g.params[1, e] = saved
+    assert out["numba"][1][1, e] == pytest.approx((values[0] - values[1]) / (2 * h), rel=1e-6)

@@ -429,19 +429,23 @@ ALL_SOLVERS = {
 def test_fevals_counter_counts_every_evaluation(name, monkeypatch):
     # n_fevals is what a work budget is stated in, so it must be the true number of
     # right-hand-side evaluations (a Newton linearisation evaluates the currents too)
-    calls = {"n": 0}
-    rhs, linearise = kirchhoff_sim.assembly.LayerAssembly.rhs, kirchhoff_sim.assembly.LayerAssembly.linearise
+    # (the Newton stamps, LayerAssembly.stamps, evaluate them too; an evaluation that calls
+    # another — stamps calls linearise on the NumPy path — counts once)
+    calls = {"n": 0, "depth": 0}
+    Assembly = kirchhoff_sim.assembly.LayerAssembly
 
-    def counting_rhs(self, V):
-        calls["n"] += 1
-        return rhs(self, V)
+    def counting(method):
+        def counted(self, V, *args, **kwargs):
+            calls["n"] += calls["depth"] == 0
+            calls["depth"] += 1
+            try:
+                return method(self, V, *args, **kwargs)
+            finally:
+                calls["depth"] -= 1
+        return counted
 
-    def counting_linearise(self, V, *args, **kwargs):
-        calls["n"] += 1
-        return linearise(self, V, *args, **kwargs)
-
-    monkeypatch.setattr(kirchhoff_sim.assembly.LayerAssembly, "rhs", counting_rhs)
-    monkeypatch.setattr(kirchhoff_sim.assembly.LayerAssembly, "linearise", counting_linearise)
+    for name_ in ("rhs", "linearise", "stamps"):
+        monkeypatch.setattr(Assembly, name_, counting(getattr(Assembly, name_)))
     net, x, _ = problem("linear")
     sol = ks.simulate(net, x, solver=ALL_SOLVERS[name]())
     assert sol.stats.n_fevals == calls["n"]

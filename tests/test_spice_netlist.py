@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from kirchhoff_sim import KirchhoffNet, Layer, devices as D, simulate, topology, Dopri5
-from kirchhoff_sim.errors import DeviceError, InputError, UnsafeNameError
+from kirchhoff_sim.errors import DeviceError, InputError, ParameterError, UnsafeNameError
 from kirchhoff_sim.spice import (
     PhysicalScale, SpiceOptions, check_netlist_safe, run_netlist, to_netlist, to_netlists,
 )
@@ -230,11 +230,11 @@ def test_a_value_no_netlist_can_hold_is_refused_naming_its_element():
     # overflows; a huge gain times the physical scale too
     g = np.full(len(EDGES), 0.5)
     g[4] = 5e-324
-    with pytest.raises(InputError, match=r"element R5 would get the value inf"):
+    with pytest.raises(ParameterError, match=r"element R5 would get the value inf"):
         to_netlist(small_net(D.Conductance(), params=g[None, :]), [0.2, 0.1], mode="primitive")
     gain = np.ones((3, len(EDGES)))
     gain[1, 2] = 1e308
-    with pytest.raises(InputError, match=r"element G3d would get the value inf"):
+    with pytest.raises(ParameterError, match=r"element G3d would get the value inf"):
         to_netlist(small_net(D.AffineActivation("identity"), params=gain), [0.2, 0.1], mode="primitive",
                    scale=PhysicalScale(V0=1.0, C0=1e-13, G0=10.0))
 

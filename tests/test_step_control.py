@@ -328,13 +328,14 @@ def test_newton_kernel_counts_into_the_stats_it_is_given():
 def test_the_controller_is_hairers_dopri5_controller():
     # dopri5.f (Hairer & Wanner): accepted h·clip(0.9·err^−α·err_prev^β, 0.2, 10) with
     # α = 1/5 − 0.75β, β = 0.04; no growth on the step right after a rejection; a rejected
-    # step h·max(0.2, 0.9·err^−1/5), without the memory term
+    # step h·max(0.2, 0.9·err^−α) (dopri5.f: H/MIN(FACC1, FAC11/SAFE), FAC11 = ERR**EXPO1),
+    # without the memory term
     step = AdaptiveStep()
     alpha = 0.2 - 0.75 * 0.04
     assert step.next_step(1.0, 0.01, 0.5, 4, True) == pytest.approx(min(10.0, 0.9 * 0.01 ** -alpha * 0.5 ** 0.04))
     assert step.next_step(1.0, 0.01, 0.5, 4, True, after_rejection=True) == 1.0
     assert step.next_step(1.0, 0.9, 0.5, 4, True, after_rejection=True) == pytest.approx(
         0.9 * 0.9 ** -alpha * 0.5 ** 0.04)                      # shrinking is still allowed
-    assert step.next_step(1.0, 4.0, 0.5, 4, False) == pytest.approx(0.9 * 4.0 ** -0.2)
+    assert step.next_step(1.0, 4.0, 0.5, 4, False) == pytest.approx(0.9 * 4.0 ** -0.17)
     assert step.next_step(1.0, 1e9, 0.5, 4, False) == 0.2
     assert step.next_step(1.0, 1e-12, 0.5, 4, True) == 10.0

@@ -7,7 +7,7 @@ layers. Two step strategies exist, and every solver accepts either:
 * :class:`AdaptiveStep` — error-controlled steps with the PI controller of Hairer's
   DOPRI5 code (``h_new = h·safety·err⁻ᵅ·err_prev^β``, α = 1/k − 0.75β, k = error order
   + 1, β = 0.04; no growth on the step after a rejection; a rejected step shrinks by
-  ``safety·err^−1/k``), the defaults a torchdiffeq ``dopri5`` user expects (rtol 1e-7,
+  ``safety·err⁻ᵅ``), the defaults a torchdiffeq ``dopri5`` user expects (rtol 1e-7,
   atol 1e-9, safety 0.9, growth ≤ 10×, shrink ≥ 0.2×), and Hairer's starting-step
   heuristic. diffrax's ``PIDController(pcoeff=0.2, icoeff=0.65)`` is the same law for
   accepted steps (its default, ``icoeff=1``, is an I controller with α = 1/5); unlike
@@ -371,16 +371,17 @@ class AdaptiveStep:
         accepted step scales by ``safety·ratio^−α·previous^β`` within
         ``[min_factor, max_factor]``, and does not grow when it directly follows a
         rejection (``after_rejection``); a rejected step shrinks by
-        ``max(min_factor, safety·ratio^−1/k)`` — its own error only, the memory term is
-        for accepted steps.
+        ``max(min_factor, safety·ratio^−α)`` — its own error only (dopri5.f's
+        ``H/MIN(FACC1, FAC11/SAFE)``, ``FAC11 = ERR**EXPO1``), the memory term is for
+        accepted steps.
         """
         k = error_order + 1
+        alpha = 1.0 / k - 0.75 * self.beta
         if not accepted:
-            return h * max(self.min_factor, min(1.0, self.safety * ratio ** (-1.0 / k)))
+            return h * max(self.min_factor, min(1.0, self.safety * ratio ** (-alpha)))
         if ratio == 0.0:
             factor = self.max_factor
         else:
-            alpha = 1.0 / k - 0.75 * self.beta
             factor = self.safety * ratio ** (-alpha) * previous_ratio ** self.beta
         factor = min(self.max_factor, max(self.min_factor, factor))
         if after_rejection:

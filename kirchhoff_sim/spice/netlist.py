@@ -71,7 +71,7 @@ import numpy as np
 
 from .. import devices as _devices
 from ..checks import as_choice, as_real_array
-from ..errors import DeviceError, InputError, UnsafeNameError
+from ..errors import DeviceError, InputError, ParameterError, UnsafeNameError
 from ..fileio import atomic_write_bytes
 from ..units import PhysicalScale, diode_emission_coefficient, thermal_voltage
 from .options import MODES, SpiceOptions
@@ -257,23 +257,24 @@ def _expression_template(device, params_override: dict | None = None) -> _Templa
     return _Template("%s".join(pieces), tuple(slots))
 
 
-def _repr_column(values: np.ndarray, prefix: str, index) -> list[str]:
+def _repr_column(values: np.ndarray, what: str, index) -> list[str]:
     """Each value as SPICE text (``repr(float)``, see the module docstring).
 
     Raises
     ------
-    InputError
+    ParameterError
         A value that is not finite — e.g. the resistance ``1/g`` of a conductance that
-        underflows, or a parameter times the physical scale that overflows — naming the
-        element (``prefix`` + its number in ``index``): ngspice would reject the deck.
+        underflows, or a parameter times the physical scale that overflows — naming it
+        (``what`` formatted with its number in ``index``, e.g. ``"element R{}"``):
+        ngspice would reject the deck.
     """
     values = np.asarray(values, dtype=np.float64)
     bad = ~np.isfinite(values)
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
-        raise InputError(f"element {prefix}{np.asarray(index).ravel()[k]} would get the value {float(values[k])!r}: "
-                         f"a netlist holds finite numbers only (a parameter or the physical scale is out of "
-                         f"range; {int(bad.sum())} such value(s))")
+        raise ParameterError(f"{what.format(np.asarray(index).ravel()[k])} would get the value "
+                             f"{float(values[k])!r}: a netlist holds finite numbers only (a parameter or "
+                             f"the physical scale is out of range; {int(bad.sum())} such value(s))")
     return list(map(repr, values.tolist()))
 
 
@@ -328,7 +329,7 @@ class _Writer:
                 columns.append(vd)
             else:
                 if slot not in params_text:
-                    params_text[slot] = _repr_column(params[slot], "B", index)
+                    params_text[slot] = _repr_column(params[slot], "element B{}", index)
                 columns.append(params_text[slot])
         lines = _fill(line_format, columns)
         # the template must render exactly what the device itself writes
@@ -360,7 +361,7 @@ class _Writer:
         with np.errstate(all="ignore"):      # a value out of range is named by _repr_column
             resistance = 1.0 / (self.scale.G0 * conductance)
         columns = [list(map(str, index.tolist())), first, self.names[dst].tolist(),
-                   _repr_column(resistance, "R", index)]
+                   _repr_column(resistance, "element R{}", index)]
         self.lines.extend(_fill("R%s %s %s %s", columns))
         self.counts["R"] += len(src)
 
@@ -400,18 +401,18 @@ class _Writer:
             for suffix, control, gain in terms:
                 keep = np.flatnonzero(control != 0)    # V(0) = 0: no element for a ground-controlled term
                 with np.errstate(over="ignore"):      # a value out of range is named by _repr_column
-                    values = _repr_column(g0 * gain[keep], "G", [number[i] + suffix for i in keep])
+                    values = _repr_column(g0 * gain[keep], "element G{}", [number[i] + suffix for i in keep])
                 cols = [[c[i] for i in keep] for c in (number, s_names, d_names, self.names[control].tolist())]
                 self.lines.extend(_fill("G%s" + suffix + " %s %s %s 0 %s", cols + [values]))
                 self.counts["G"] += len(keep)
         else:
             with np.errstate(over="ignore"):
-                values = _repr_column(g0 * params[1], "G", number)
+                values = _repr_column(g0 * params[1], "element G{}", number)
             self.lines.extend(_fill("G%s %s %s %s %s %s", [number, s_names, d_names, s_names, d_names, values]))
             self.counts["G"] += len(src)
             bias = params[0]
         with np.errstate(over="ignore"):
-            bias_text = _repr_column(unit * bias, "I", number)
+            bias_text = _repr_column(unit * bias, "element I{}", number)
         columns = [number, s_names, d_names, bias_text]
         self.lines.extend(_fill("I%s %s %s DC %s", columns))
         self.counts["I"] += len(src)
@@ -595,7 +596,7 @@ def _compile_group(writer, k, g, group, index, gate, clock, mode):
             writer.behavioural(device, src[series], dst[series], params[:, series], number, gate,
                                inner_nodes=inner, params_override={1: 0.0})
             columns = [list(map(str, number.tolist())), inner, writer.names[dst[series]].tolist(),
-                       _repr_column(params[1, series] / writer.scale.G0, "Rs", number)]
+                       _repr_column(params[1, series] / writer.scale.G0, "element Rs{}", number)]
             writer.lines.extend(_fill("Rs%s %s %s %s", columns))
             writer.counts["R"] += len(number)
         return
@@ -686,8 +687,8 @@ def _assemble(net, initial, names, scale, options, writer, title, boundaries_phy
     capacitance = scale.C0 * net.capacitance
     voltage = scale.V0 * initial
     cap_lines = _fill("C%s %s 0 %s IC=%s", [list(map(str, range(1, n + 1))), names[1:],
-                                              _repr_column(capacitance, "C", np.arange(1, n + 1)),
-                                              _repr_column(voltage, "C", np.arange(1, n + 1))])
+                                              _repr_column(capacitance, "element C{}", np.arange(1, n + 1)),
+                                              _repr_column(voltage, "the initial voltage (IC) of C{}", np.arange(1, n + 1))])
     n_layers = len(net.layers)
     clock_lines = _clock_lines(boundaries_phys, half_width_phys) if n_layers > 1 else []
     boundaries_phys = [float(t) for t in boundaries_phys]
