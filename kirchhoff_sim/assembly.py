@@ -332,6 +332,74 @@ class LayerAssembly:
             out += chunk.scatter @ (dz * z_dot + i_dot)
         return out
 
+    # ------------------------------------------------------------------ Jacobian trace
+    def _trace_terms(self, chunk, V):
+        """A chunk's ``(W, Z, p, w_src, w_dst, κ)``: with ``c = 1/C`` (0 at ground) an edge
+        adds ``s·κ``, ``κ = w_dst·c_dst − w_src·c_src``, to ``tr ∂f/∂v`` (DESIGN.md §4)."""
+        W, Z, p = chunk.inputs(V)
+        w_src, w_dst, _ = chunk.group.device.input_weights(p)
+        n = Z.shape[0]
+        w_src, w_dst = np.broadcast_to(w_src, (n, 1)), np.broadcast_to(w_dst, (n, 1))
+        kappa = w_dst * self.inv_capacitance[chunk.dst] - w_src * self.inv_capacitance[chunk.src]
+        return W, Z, p, w_src, w_dst, kappa
+
+    def jacobian_trace(self, V: np.ndarray) -> np.ndarray:
+        """``tr ∂f/∂v`` of ``f = C⁻¹Aᵀi`` over nodes 1..N, ``(B,)``, from the exact diagonal
+        ``J_nn = (1/C_n)(Σ_{dst=n} ∂i/∂vd − Σ_{src=n} ∂i/∂vs)`` (DESIGN.md §4): O(E), no
+        per-node differentiation. A flow's log-density changes at ``−tr ∂f/∂v``."""
+        self._check_state(V)
+        trace = np.zeros(V.shape[1])
+        for chunk in self.chunks(V.shape[1]):
+            _, Z, p, _, _, kappa = self._trace_terms(chunk, V)
+            _, slope, _ = chunk.group.device.response_linearise(Z, p, False)
+            trace += kappa[:, 0] @ np.broadcast_to(slope, Z.shape)
+        return trace
+
+    def trace_vjp(self, V: np.ndarray, weight: np.ndarray, theta_bar: list | None = None) -> np.ndarray:
+        """Gradient of ``Σ_b weight_b·tr ∂f/∂v(V_b)``: returned in ``V`` ``(N+1, B)`` (zero
+        ground row), *added* to ``theta_bar`` (one ``(n_params, E_g)`` array per group).
+
+        With ``s = ∂r/∂z`` and ``q = weight·κ·∂s/∂z`` per edge and sample, the voltage
+        gradient is ``Wᵀq`` and a parameter's is ``Σ_b weight·κ·∂s/∂p + q·∂z/∂p`` plus
+        ``Σ_b weight·s·∂κ/∂p`` for a parameter that is an input weight
+        (:attr:`Device.input_weight_rows <kirchhoff_sim.devices.Device.input_weight_rows>`).
+
+        Raises
+        ------
+        DeviceError
+            A family without second derivatives
+            (:meth:`Device.response_curvature <kirchhoff_sim.devices.Device.response_curvature>`).
+        """
+        self._check_state(V)
+        weight = np.asarray(weight, dtype=float)
+        v_bar = np.zeros_like(V, dtype=float)
+        for chunk in self.chunks(V.shape[1]):
+            W, Z, p, _, _, kappa = self._trace_terms(chunk, V)
+            device = chunk.group.device
+            slope, d_slope_dz, d_slope_dp = device.response_curvature(Z, p)
+            q = None
+            if d_slope_dz is not None:
+                q = (kappa * d_slope_dz) * weight
+                v_bar += W.T @ q
+            if theta_bar is None:
+                continue
+            target = theta_bar[chunk.group_index]
+            terms = chunk.input_param_terms(V)
+            for k, d in enumerate(d_slope_dp):
+                if d is not None:
+                    target[k, chunk.local] += kappa[:, 0] * (np.broadcast_to(d, Z.shape) @ weight)
+                if q is not None and terms[k] is not None:
+                    target[k, chunk.local] += _row_dot(terms[k], q)
+            row_src, row_dst = device.input_weight_rows
+            if row_src is not None or row_dst is not None:
+                weighted_slope = np.broadcast_to(slope, Z.shape) @ weight
+                if row_src is not None:
+                    target[row_src, chunk.local] -= self.inv_capacitance[chunk.src, 0] * weighted_slope
+                if row_dst is not None:
+                    target[row_dst, chunk.local] += self.inv_capacitance[chunk.dst, 0] * weighted_slope
+        v_bar[0] = 0.0
+        return v_bar
+
     # ------------------------------------------------------------------ Jacobian
     def stamps(self, V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Node currents ``Aᵀ i(V)`` ``(N+1, B)`` and the slot values ``(n_slots, B)`` of

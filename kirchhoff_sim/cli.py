@@ -31,7 +31,11 @@ from .network import KirchhoffNet, Layer, as_batch
 from .solvers import METHODS, ResourceLimits, estimate_resources, make_solver, simulate, solver_spec
 from .solvers.resources import check_workers
 from .technology import profile_of_model
+from .training.datasets import DENSITY_NAMES
+from .training.tasks import TASKS
 from .training.trainer import training_settings
+
+_TRAIN_TASKS = sorted(set(TASKS) | set(DENSITY_NAMES))
 
 def load_array(path, mmap: bool = False) -> np.ndarray:
     """Inputs from ``.npy`` (no pickle) or ``.csv`` (comma-separated numbers), as a real
@@ -214,6 +218,11 @@ def cmd_train(args):
     from .training.tasks import TASKS, task
     from .training.trainer import TrainConfig, evaluate, save_checkpoint, train
 
+    if args.flow:
+        return _train_flow(args)
+    if args.task is not None and args.task not in TASKS:
+        raise InputError(f"--task {args.task} is a density: train it as a flow with --flow "
+                         f"(classification tasks: {', '.join(TASKS)})")
     if (args.task is None) == (args.data is None):
         raise InputError("give exactly one of --task NAME or --data FILE")
     if args.profile is None:
@@ -278,6 +287,68 @@ def cmd_train(args):
     if profile is not None:
         print(note)
         print(_describe_feasibility(feasibility))
+
+
+def _train_flow(args):
+    """``train --flow --task DENSITY``: a continuous normalising flow by maximum likelihood
+    (:mod:`kirchhoff_sim.flows`), on the trainer of the classifiers (checkpoints, resume,
+    Dask shards)."""
+    from . import flows
+    from .training.datasets import DENSITY_NAMES, load_density
+    from .training.models import build_flow_net
+    from .training.tasks import FLOW_TASK
+    from .training.trainer import TrainConfig, evaluate, save_checkpoint, train
+
+    if args.task not in DENSITY_NAMES:
+        raise InputError(f"--flow needs --task with a density: {', '.join(DENSITY_NAMES)}"
+                         + (f" (got {args.task})" if args.task else ""))
+    refused = [flag for flag, value in (("--data", args.data), ("--hidden", args.hidden), ("--profile", args.profile),
+                                        ("--mismatch-sigma", args.mismatch_sigma), ("--rail-weight", args.rail_weight),
+                                        ("--sparsity", args.sparsity), ("--ktc-noise", args.ktc_noise or None),
+                                        ("--no-quantise", args.no_quantise or None), ("--pdk-root", args.pdk_root))
+               if value is not None]
+    if refused:
+        raise InputError(f"{', '.join(refused)} cannot go with --flow: a flow has one node per coordinate of "
+                         f"a built-in density and is not trained against a technology profile")
+    if args.method is not None and args.method in ("bdf2", "trapezoidal", "backward_euler"):
+        raise InputError(f"--method {args.method} is implicit; a flow integrates its log-density on an explicit "
+                         f"step (dopri5, rk4, heun, euler)")
+    args.out = _model_output(args.out)
+    check_output_path(args.out, "--out", suffix=".npz")
+    if args.plot is not None:
+        check_output_path(args.plot, "--plot", suffix=".png")
+    data = load_density(args.task, seed=args.seed, **FLOW_TASK.dataset)
+    net_kw = dict(FLOW_TASK.net)
+    for key in ("layers", "duration", "device"):
+        if getattr(args, key) is not None:
+            net_kw[key] = getattr(args, key)
+    train_kw = dict(FLOW_TASK.train)
+    for key in ("epochs", "batch_size", "lr"):
+        if getattr(args, key) is not None:
+            train_kw[key] = getattr(args, key)
+    if args.method is not None or args.dt is not None or args.rtol is not None:
+        train_kw["solver"] = solver_spec(make_solver(args.method or "dopri5", args.dt, args.rtol, args.atol))
+    net = build_flow_net(data.n_features, seed=args.seed, **net_kw)
+    with _executor(args) as runner:
+        shards = _shards(args, runner)
+        config = TrainConfig(seed=args.seed, loss="nll", shards=shards, validation_fraction=0.0, **train_kw)
+        print(f"training a flow {net!r} on {data.name} ({len(data.X_train)} train / {len(data.X_test)} test points)")
+        result = train(net, data, config, checkpoint=args.out, resume=args.resume,
+                       progress=not args.no_progress, executor=runner)
+        if args.resume and result.epochs_run == 0:
+            print(f"{args.out} is complete ({config.epochs} epochs); nothing to do")
+            return
+    solver = make_solver(**config.solver)
+    test = {"nll": evaluate(net, data.X_test, data.y_test, "nll", solver)["loss"]}
+    metadata = {"source": {"task": args.task, "data": None, "seed": args.seed, "dataset_options": FLOW_TASK.dataset},
+                "test": test, "flow": {"dim": data.n_features, "base": "standard normal"}}
+    save_checkpoint(net, result.optimizer, args.out, config, result.history, data.name, metadata=metadata,
+                    arrays=result.checkpoint_arrays)
+    wrote = [str(args.out)]
+    if args.plot is not None:
+        flows.write_flow_plot(net, data.X_test, args.plot, solver=solver, seed=args.seed)
+        wrote.append(str(args.plot))
+    print(f"test: negative log-likelihood {test['nll']:.4f} nats per point; wrote {', '.join(wrote)}")
 
 
 def _shards(args, runner) -> int:
@@ -712,7 +783,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a KirchhoffNet classifier or regressor",
                        description="Train on a built-in task or a data file by the discrete adjoint; "
                                    "writes the model (and, every epoch, a resumable checkpoint) to --out.")
-    p.add_argument("--task", choices=["moons", "circles", "digits"], help="a built-in task with its preset net")
+    p.add_argument("--task", choices=_TRAIN_TASKS, metavar="NAME",
+                   help="a built-in task with its preset net: moons, circles, digits; with --flow a density: "
+                        + ", ".join(DENSITY_NAMES))
+    p.add_argument("--flow", action="store_true",
+                   help="train a continuous normalising flow (maximum likelihood) on the density --task")
+    p.add_argument("--plot", metavar="PNG", help="with --flow: write data, samples and density to this PNG")
     p.add_argument("--data", help="a .npz (X, y) or .csv (label last) data file instead of --task")
     p.add_argument("--out", required=True, help="model / checkpoint file to write (.npz)")
     p.add_argument("--epochs", type=_COUNT)

@@ -246,6 +246,24 @@ class Device:
         where it is zero) per parameter, or None when ``params`` is False."""
         raise NotImplementedError
 
+    #: rows of the parameters that *are* the input weights ``(w_src, w_dst)`` (None where
+    #: the weight is a constant): the Jacobian trace of a flow depends on them directly
+    input_weight_rows: tuple = (None, None)
+
+    def response_curvature(self, z, p):
+        """``(s, ∂s/∂z, ∂s/∂p)`` of the slope ``s = ∂r/∂z`` at fixed z — the second
+        derivatives a flow's log-density gradient needs (DESIGN.md §9): the Jacobian's
+        trace is ``Σ_e s_e·κ_e``, so its adjoint differentiates ``s``. ``∂s/∂p`` is a tuple
+        with one array (or None where it is zero) per parameter.
+
+        Raises
+        ------
+        DeviceError
+            A family that does not give its second derivatives.
+        """
+        raise DeviceError(f"{type(self).__name__} gives no second derivatives, which the "
+                          f"log-density of a flow needs")
+
     def limit_input(self, z, z_previous, p):
         """The device input at which Newton's method linearises this device next.
 
@@ -367,6 +385,9 @@ class Conductance(Device):
     def response_linearise(self, z, p, params=True):
         return p[0] * z, np.broadcast_to(p[0], z.shape), (z,) if params else None
 
+    def response_curvature(self, z, p):
+        return np.broadcast_to(p[0], z.shape), None, (1.0,)
+
     def spice_expression(self, vs, vd, p):
         return f"{_fmt(p[0])}*({vs}-{vd})"
 
@@ -386,6 +407,10 @@ class _ShiftedRectifier(Device):
         a, da = self._act.value_and_slope(z - p[0])
         g = p[1] * da
         return p[1] * a, g, (-g, a) if params else None
+
+    def response_curvature(self, z, p):
+        # s = p1·act'(z − p0): piecewise constant, so ∂s/∂z = ∂s/∂p0 = 0 off the knee
+        return p[1] * self._act.slope(z - p[0]), None, (None, self._act.slope(z - p[0]))
 
     def spice_expression(self, vs, vd, p):
         z = f"{vs}-{vd}-({_fmt(p[0])})"
@@ -431,6 +456,12 @@ class DifferenceActivation(_Activated):
         a, da = self.activation.value_and_slope(p[1] * z + p[0])
         return a, p[1] * da, (da, da * z) if params else None
 
+    def response_curvature(self, z, p):
+        # s = p1·act'(u), u = p1·z + p0
+        u = p[1] * z + p[0]
+        da, dda = self.activation.slope(u), self.activation.curvature(u)
+        return p[1] * da, p[1] * p[1] * dda, (p[1] * dda, da + p[1] * z * dda)
+
     def spice_expression(self, vs, vd, p):
         return self.activation.spice(f"{_fmt(p[1])}*({vs}-{vd})+({_fmt(p[0])})")
 
@@ -448,6 +479,8 @@ class AffineActivation(_Activated):
     def input_weights(self, p):
         return p[0], p[1], p[2]
 
+    input_weight_rows = (0, 1)
+
     def input_param_terms(self, vs, vd):
         return vs, vd, 1.0
 
@@ -457,6 +490,9 @@ class AffineActivation(_Activated):
     def response_linearise(self, z, p, params=True):
         a, da = self.activation.value_and_slope(z)
         return a, da, (None, None, None) if params else None
+
+    def response_curvature(self, z, p):
+        return self.activation.slope(z), self.activation.curvature(z), (None, None, None)
 
     def spice_expression(self, vs, vd, p):
         return self.activation.spice(
@@ -581,7 +617,8 @@ class Diode(Device):
         if series.any():
             rs, isat = r_s[series], i_s[series]
             arg = np.log(isat * rs / nvt) + (u[series] + isat * rs) / nvt
-            i[series] = nvt / rs * special.wrightomega(arg).real - isat
+            with np.errstate(under="ignore"):    # deep reverse bias: ω → 0, i → −i_s exactly
+                i[series] = nvt / rs * special.wrightomega(arg).real - isat
         total = i + i_s
         slope = total
         beyond = ideal.copy()
@@ -595,6 +632,12 @@ class Diode(Device):
         return i, total, slope, i_s, r_s
 
     def response_linearise(self, z, p, params=True):
+        i, g, di_dp, _, _ = self._linearised(z, p, params)
+        return i, g, di_dp
+
+    def _linearised(self, z, p, params):
+        """``(i, di/du, di/dp, S, denom)`` with the junction's slope term ``S`` and
+        ``denom = nVt + r_s·S``."""
         i, total, slope, i_s, r_s = self._solve(z, p)
         nvt = self.thermal_voltage
         denom = nvt + r_s * slope
@@ -605,7 +648,23 @@ class Diode(Device):
             # where ∂F/∂i = −denom/nVt, ∂F/∂i_s = i/i_s and ∂F/∂r_s = −i·slope/nVt (the
             # continuation is linear in i_s too, so ∂F/∂i_s = i/i_s holds there as well)
             di_dp = ((i / i_s) * nvt / denom, -i * slope / denom)
-        return i, g, di_dp
+        return i, g, di_dp, slope, denom
+
+    def response_curvature(self, z, p):
+        # g = S/(nVt + r_s·S) with S = i + i_s (the junction's slope term): ∂g/∂S =
+        # nVt/denom², ∂g/∂r_s|_S = −S²/denom², and S moves with i (∂S/∂u = g, ∂S/∂i_s =
+        # ∂i/∂i_s + 1, ∂S/∂r_s = ∂i/∂r_s). On the linear continuation S = i_s·e^X is fixed
+        # in u, and r_s = 0 there.
+        _, g, (di_dis, di_drs), slope, denom = self._linearised(z, p, True)
+        i_s, r_s = p[0], p[1]
+        nvt = self.thermal_voltage
+        d_slope = nvt / (denom * denom)
+        line = (r_s == 0) & (np.broadcast_to(z, slope.shape) / nvt > DIODE_EXP_LIMIT)
+        dS_du = np.where(line, 0.0, g)
+        dS_dis = np.where(line, slope / i_s, di_dis + 1.0)
+        dS_drs = np.where(line, 0.0, di_drs)
+        return (g, d_slope * dS_du,
+                (d_slope * dS_dis, d_slope * dS_drs - slope * slope / (denom * denom)))
 
     def critical_voltage(self, i_s):
         """SPICE's ``vcrit = nVt·ln(nVt/(√2·i_s))``, where the junction current's curvature
@@ -734,6 +793,16 @@ class TanhCell(Device):
         if not params:
             return p[1] * t, g, None
         return p[1] * t, g, (-g, t + a_dbeta * u * (1.0 - t * t))
+
+    def response_curvature(self, z, p):
+        # s = A·β·sech²(βu), u = z − c; A·∂β/∂A = a_dbeta
+        beta, a_dbeta = self._slope(p[1])
+        u = z - p[0]
+        t = np.tanh(beta * u)
+        sech2 = 1.0 - t * t
+        ds_dz = -2.0 * p[1] * beta * beta * t * sech2
+        return (p[1] * beta * sech2, ds_dz,
+                (-ds_dz, sech2 * (beta + a_dbeta * (1.0 - 2.0 * beta * u * t))))
 
     def spice_expression(self, vs, vd, p):
         a = _fmt(p[1])

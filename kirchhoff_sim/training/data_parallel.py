@@ -32,12 +32,13 @@ import numpy as np
 
 from ..errors import InputError, SimulationError, TrainingDivergedError
 from ..executors import as_runner
+from ..flows import nll_gradient
 from ..modelfile import received_net
 from ..network import KirchhoffNet
 from ..sensitivity import gradient
 from ..solvers import make_solver
 from .constraints import rail_running_cost
-from .losses import LOSSES, bind
+from .losses import FLOW_LOSS, LOSSES, TRAINING_LOSSES, bind
 
 __all__ = ["ShardedGradient", "ShardResult", "StepGradient", "shard_bounds", "shard_gradient"]
 
@@ -94,7 +95,9 @@ def shard_gradient(net, params, settings: dict, shard: dict) -> ShardResult:
     params : ndarray, shape (num_params,), or None
         The parameters to simulate with (None: those ``net`` holds).
     settings : dict
-        ``loss`` (a name of :data:`~kirchhoff_sim.training.losses.LOSSES`), ``solver``
+        ``loss`` (a name of :data:`~kirchhoff_sim.training.losses.TRAINING_LOSSES`: a
+        read-out loss, or a flow's negative log-likelihood, whose "read-out" is then the
+        samples' log-likelihoods ``(n_s, 1)``), ``solver``
         (a spec for :func:`~kirchhoff_sim.solvers.make_solver`) and ``rails``
         (``[low, high, weight]`` of :func:`~kirchhoff_sim.training.constraints.rail_running_cost`,
         the weight per minibatch before it is divided by the shard's size, or None).
@@ -115,6 +118,9 @@ def shard_gradient(net, params, settings: dict, shard: dict) -> ShardResult:
     # overflow anywhere in the step shows up as a non-finite loss or gradient, which the
     # driver reports
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        if settings["loss"] == FLOW_LOSS:
+            g = nll_gradient(work, x, solver=make_solver(**settings["solver"]), max_batch=None)
+            return ShardResult(g.loss, g.flat, g.log_likelihood[:, None], time.perf_counter() - start)
         g = gradient(work, x, bind(LOSSES[settings["loss"]], target),
                      solver=make_solver(**settings["solver"]), running_cost=running_cost)
     return ShardResult(float(g.loss), g.flat, g.solution.readout(work), time.perf_counter() - start)
@@ -152,8 +158,9 @@ class ShardedGradient:
     """
 
     def __init__(self, net: KirchhoffNet, settings: dict, shards: int = 1, executor=None):
-        if settings.get("loss") not in LOSSES:
-            raise InputError(f"ShardedGradient: unknown loss {settings.get('loss')!r}; use one of {list(LOSSES)}")
+        if settings.get("loss") not in TRAINING_LOSSES:
+            raise InputError(f"ShardedGradient: unknown loss {settings.get('loss')!r}; "
+                             f"use one of {list(TRAINING_LOSSES)}")
         self.net, self.settings, self.shards = net, dict(settings), int(shards)
         self.runner = as_runner(executor)
         self._net_handle = self.runner.share_net(net)         # the net's structure goes once

@@ -231,6 +231,85 @@ def load_dataset(
     return _classification_dataset(name, X.astype(np.float64), y, test_size, seed)
 
 
+# ------------------------------------------------------------- toy densities (flows)
+def _two_spirals(n, rng):
+    # FFJORD's "2spirals" (Grathwohl et al., ICLR 2019), as the reference's testbench
+    n_half = n // 2
+    angle = np.sqrt(rng.uniform(size=(n_half, 1))) * 540.0 * (2.0 * np.pi) / 360.0
+    arm = np.hstack((-np.cos(angle) * angle + rng.uniform(size=(n_half, 1)) * 0.5,
+                     np.sin(angle) * angle + rng.uniform(size=(n_half, 1)) * 0.5))
+    x = np.vstack((arm, -arm)) / 3.0
+    return x + rng.normal(size=x.shape) * 0.1
+
+
+def _pinwheel(n, rng, classes=5, radial_std=0.3, tangential_std=0.1, rate=0.25):
+    # the pinwheel of Johnson et al. (NeurIPS 2016), as FFJORD and the reference draw it
+    per_class = n // classes
+    features = rng.normal(size=(classes * per_class, 2)) * np.array([radial_std, tangential_std])
+    features[:, 0] += 1.0
+    labels = np.repeat(np.arange(classes), per_class)
+    angles = np.linspace(0, 2 * np.pi, classes, endpoint=False)[labels] + rate * np.exp(features[:, 0])
+    rotations = np.stack([np.cos(angles), -np.sin(angles), np.sin(angles), np.cos(angles)]).T.reshape(-1, 2, 2)
+    return 2.0 * rng.permutation(np.einsum("ti,tij->tj", features, rotations))
+
+
+def _eight_gaussians(n, rng, scale=4.0, std=0.5):
+    # eight unit-direction centres at radius 4, std 0.5, then divided by 1.414 (FFJORD's)
+    r = 1.0 / np.sqrt(2.0)
+    centres = scale * np.array([(1, 0), (-1, 0), (0, 1), (0, -1), (r, r), (r, -r), (-r, r), (-r, -r)])
+    return (rng.normal(size=(n, 2)) * std + centres[rng.randint(8, size=n)]) / 1.414
+
+
+#: the 2-D toy densities of the paper's flows (reference ``utils/testbench.py``):
+#: name → ``draw(n, rng) -> (n, 2)``
+DENSITIES = {
+    "twomoon": lambda n, rng: sk_datasets.make_moons(n_samples=n, noise=0.1, random_state=rng)[0],
+    "circles": lambda n, rng: sk_datasets.make_circles(n_samples=n, noise=0.06, factor=0.5, random_state=rng)[0],
+    "pinwheel": _pinwheel,
+    "8gaussians": _eight_gaussians,
+    "2spirals": _two_spirals,
+    "swissroll": lambda n, rng: sk_datasets.make_swiss_roll(n_samples=n, noise=1.0, random_state=rng)[0][:, [0, 2]] / 5.0,
+}
+DENSITY_NAMES = tuple(DENSITIES)
+
+
+def load_density(name: str, *, n_samples: int = 4096, test_size: float = DEFAULT_TEST_SIZE,
+                 seed: int = 0) -> Dataset:
+    """A 2-D toy density for a flow, split into train and test points.
+
+    Parameters
+    ----------
+    name : one of :data:`DENSITY_NAMES`
+        ``twomoon`` (``make_moons``, noise 0.1), ``circles`` (``make_circles``, noise 0.06,
+        factor 0.5), ``pinwheel``, ``8gaussians``, ``2spirals``, ``swissroll`` (its x and z
+        coordinates / 5) — the reference's test benches (4,096 points each there).
+    n_samples : int
+    test_size : float
+    seed : int
+
+    Returns
+    -------
+    Dataset
+        ``X`` ``(n, 2)``; a density has no targets, so ``y`` is ``(n, 0)``.
+
+    Raises
+    ------
+    DatasetError
+        Unknown name.
+    InputError
+        ``n_samples``, ``test_size`` or ``seed`` out of range.
+    """
+    draw = DENSITIES.get(name) if isinstance(name, str) else None
+    if draw is None:
+        raise DatasetError(f"unknown density {name!r}; valid names are {', '.join(DENSITY_NAMES)}")
+    if not _is_int(n_samples) or not 10 <= n_samples <= MAX_SAMPLES:
+        raise InputError(f"n_samples must be an integer in 10 .. {MAX_SAMPLES:.0e}, got {n_samples!r}")
+    _check_split_args(test_size, seed, "test_size")
+    X = np.asarray(draw(int(n_samples), np.random.RandomState(seed)), dtype=np.float64)
+    X_train, X_test = train_test_split(X, test_size=test_size, random_state=seed)
+    return Dataset(name, X_train, np.zeros((len(X_train), 0)), X_test, np.zeros((len(X_test), 0)), None)
+
+
 def _classification_dataset(name, X, labels, test_size, seed) -> Dataset:
     classes, y = np.unique(labels, return_inverse=True)
     X_tr, X_te, y_tr, y_te = _split(X, y.astype(np.int64), test_size, seed, y, name)

@@ -47,6 +47,10 @@ def mean_squared_error(prediction: np.ndarray, target: np.ndarray):
 
 #: the losses by the names a :class:`~kirchhoff_sim.training.trainer.TrainConfig` gives them
 LOSSES = {"cross_entropy": cross_entropy, "mse": mean_squared_error}
+#: a flow's negative log-likelihood (:func:`kirchhoff_sim.flows.nll_gradient`): a loss on
+#: the whole run, not on the read-out, so it is not among :data:`LOSSES`
+FLOW_LOSS = "nll"
+TRAINING_LOSSES = tuple(LOSSES) + (FLOW_LOSS,)
 
 
 def bind(loss, target):

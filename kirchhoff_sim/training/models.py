@@ -53,3 +53,18 @@ def build_net(n_features: int, n_outputs: int, *, hidden: int = 8, layers: int =
     return KirchhoffNet([Layer(edges, device, duration) for _ in range(layers)],
                         num_nodes=num_nodes, input_nodes=np.arange(1, n_features + 1),
                         readout=n_outputs, seed=seed, init=init)
+
+
+def build_flow_net(dim: int, *, layers: int = 2, duration: float = 0.5, device="AffineTanh",
+                   repeat=(25, 25), init: str = "kaiming", seed: int = 0) -> KirchhoffNet:
+    """A flow (:mod:`kirchhoff_sim.flows`): ``dim`` nodes, every one a coordinate of the
+    data, fully connected with ground and ``repeat`` devices per ordered pair; the
+    reference's toy-density nets are ``dim=2``, two layers of 0.5, ``AffineTanh``,
+    ``repeat=(25, 25)`` (300 edges a layer)."""
+    dim = as_int(dim, "dim", minimum=1)
+    layers = as_int(layers, "layers", minimum=1)
+    if isinstance(device, str):
+        device = _devices.AffineTanh() if device == "AffineTanh" else _devices.from_spec({"family": device})
+    edges = _topology.fully_connected(dim + 1, repeat=repeat)
+    return KirchhoffNet([Layer(edges, device, duration) for _ in range(layers)], num_nodes=dim,
+                        input_nodes=np.arange(1, dim + 1), readout=dim, seed=seed, init=init)

@@ -30,13 +30,14 @@ import numpy as np
 from ..checks import as_choice, as_int, as_positive, as_real
 from ..errors import ClusterLostError, InputError, ModelFileError, SimulationError, TrainingDivergedError
 from ..executors import as_runner
+from ..flows import log_likelihood
 from ..inference import DEFAULT_CHUNK_SIZE, readouts
 from ..modelfile import read_model_file, save_net
 from ..solvers import default_solver_spec, make_solver
 from .datasets import Dataset, minibatches, train_validation_split
 from .constraints import HardwareConstraints
 from .data_parallel import ShardedGradient
-from .losses import LOSSES
+from .losses import FLOW_LOSS, LOSSES, TRAINING_LOSSES
 from .optim import Adam, AdamW, ConstantSchedule, CosineSchedule, StepSchedule
 
 _OPTIMIZER_PREFIX = "optimizer/"   # checkpoint arrays holding the optimiser state
@@ -76,7 +77,7 @@ class TrainConfig:
     def __post_init__(self):
         as_choice(self.optimizer, "optimizer", ("adam", "adamw"))
         as_choice(self.schedule, "schedule", ("constant", "step", "cosine"))
-        as_choice(self.loss, "loss", tuple(LOSSES))
+        as_choice(self.loss, "loss", TRAINING_LOSSES)
         for name in ("epochs", "batch_size", "checkpoint_every", "step_size", "shards"):
             setattr(self, name, as_int(getattr(self, name), f"TrainConfig.{name}", minimum=1))
         if self.shards > self.batch_size:
@@ -132,8 +133,11 @@ def evaluate(net, X, y, loss: str = "cross_entropy", solver=None, batch_size: in
     ClusterLostError
         ``executor``'s cluster went away.
     """
-    if loss not in LOSSES:
-        raise InputError(f"unknown loss {loss!r}; use one of {list(LOSSES)}")
+    if loss not in TRAINING_LOSSES:
+        raise InputError(f"unknown loss {loss!r}; use one of {list(TRAINING_LOSSES)}")
+    if loss == FLOW_LOSS:           # a flow: the data's negative log-likelihood (y is unused)
+        nll = -float(np.mean(log_likelihood(net, X, solver=solver, max_batch=batch_size)))
+        return {"loss": nll}
     out = readouts(net, X, solver=solver, chunk_size=batch_size, executor=executor)
     value, _ = LOSSES[loss](out, y)
     result = {"loss": value}
@@ -418,8 +422,8 @@ def training_settings(meta: dict) -> tuple[dict, str]:
     if not isinstance(config, dict):
         raise ModelFileError(f"the model's training metadata is malformed: {training!r:.80}")
     solver, loss = config.get("solver", default_solver_spec()), config.get("loss", "cross_entropy")
-    if not isinstance(loss, str) or loss not in LOSSES:
-        raise ModelFileError(f"the model's training loss {loss!r} is not one of {list(LOSSES)}")
+    if not isinstance(loss, str) or loss not in TRAINING_LOSSES:
+        raise ModelFileError(f"the model's training loss {loss!r} is not one of {list(TRAINING_LOSSES)}")
     if not isinstance(solver, dict):
         raise ModelFileError(f"the model's training solver {solver!r} is not a solver spec (a dict)")
     try:
