@@ -69,6 +69,17 @@ class Activation:
             return a, 1.0 - a * a
         return self.value(z), self.slope(z)
 
+    def slope_and_curvature(self, z):
+        """``(act'(z), act''(z))``, sharing work where the two share it (tanh, softplus)."""
+        if self.name == "tanh":
+            a = np.tanh(z)
+            slope = 1.0 - a * a
+            return slope, -2.0 * a * slope
+        if self.name == "softplus":
+            sigma, other = _sigmoid(z), _sigmoid(-z)
+            return sigma, sigma * other
+        return self.slope(z), self.curvature(z)
+
     def spice(self, z: str) -> str:
         return _ACT_SPICE[self.name].format(z=z)
 
@@ -459,7 +470,7 @@ class DifferenceActivation(_Activated):
     def response_curvature(self, z, p):
         # s = p1·act'(u), u = p1·z + p0
         u = p[1] * z + p[0]
-        da, dda = self.activation.slope(u), self.activation.curvature(u)
+        da, dda = self.activation.slope_and_curvature(u)
         return p[1] * da, p[1] * p[1] * dda, (p[1] * dda, da + p[1] * z * dda)
 
     def spice_expression(self, vs, vd, p):
@@ -492,7 +503,7 @@ class AffineActivation(_Activated):
         return a, da, (None, None, None) if params else None
 
     def response_curvature(self, z, p):
-        return self.activation.slope(z), self.activation.curvature(z), (None, None, None)
+        return (*self.activation.slope_and_curvature(z), (None, None, None))
 
     def spice_expression(self, vs, vd, p):
         return self.activation.spice(

@@ -23,7 +23,7 @@ from sklearn.model_selection import KFold, cross_val_score
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from kirchhoff_sim.errors import InputError
-from kirchhoff_sim.training.estimators import KirchhoffClassifier, KirchhoffRegressor
+from kirchhoff_sim.training.estimators import KirchhoffClassifier, KirchhoffFlow, KirchhoffRegressor
 
 # Small enough that scikit-learn's ~50 checks per estimator run in seconds, large enough
 # that the accuracy checks pass (check_classifiers_train wants > 0.83 training accuracy
@@ -37,6 +37,12 @@ def fast_classifier(**kw):
 
 def fast_regressor(**kw):
     return KirchhoffRegressor(**{**FAST, **kw})
+
+
+def fast_flow(**kw):
+    # a fixed-step solver: a point's log-density does not depend on the other points
+    return KirchhoffFlow(**{**dict(layers=1, repeat=(1, 1), epochs=1, batch_size=16, lr=1e-2, method="rk4",
+                                   dt=0.25), **kw})
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +63,14 @@ def fitted_regressor(moons):
 
 # ================================================================ scikit-learn's checks
 def _checks_that_apply():
-    """scikit-learn's checks for both estimators, less the array-API ones.
+    """scikit-learn's checks for the three estimators, less the array-API ones.
 
     ``check_array_api_input`` tests estimators that declare array-API support (input as
     CuPy/PyTorch/array-api-strict arrays); ours do not declare it (``array_api_support``
     is False in their tags: the solvers are NumPy), and scikit-learn would skip the check
     for want of ``SCIPY_ARRAY_API``. Every other check runs.
     """
-    generated = parametrize_with_checks([fast_classifier(), fast_regressor()])
+    generated = parametrize_with_checks([fast_classifier(), fast_regressor(), fast_flow()])
     names, values = generated.mark.args
 
     def check_name(value):

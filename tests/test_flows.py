@@ -345,3 +345,24 @@ def test_cli_refuses_flow_options_in_one_line(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "m.npz").exists()
+
+
+# ---------------------------------------------------------------- the estimator
+def test_the_flow_estimator_fits_scores_samples_and_pickles():
+    import pickle
+
+    from kirchhoff_sim.training.estimators import KirchhoffFlow
+
+    data = load_density("twomoon", n_samples=512, seed=1)
+    untrained = KirchhoffFlow(repeat=(4, 4), epochs=0 + 1, lr=1e-12).fit(data.X_train)
+    flow_ = KirchhoffFlow(repeat=(4, 4), epochs=3, batch_size=128).fit(data.X_train)
+    assert flow_.score(data.X_test) > untrained.score(data.X_test) + 0.3
+    np.testing.assert_allclose(flow_.score_samples(data.X_test[:5]),
+                               flows.log_likelihood(flow_.net_, data.X_test[:5], solver=ks.Dopri5(rtol=1e-4, atol=1e-6)))
+    points = flow_.sample(20, random_state=3)
+    assert points.shape == (20, 2)
+    np.testing.assert_array_equal(points, flow_.sample(20, random_state=3))
+    again = pickle.loads(pickle.dumps(flow_))
+    np.testing.assert_array_equal(again.score_samples(data.X_test[:5]), flow_.score_samples(data.X_test[:5]))
+    with pytest.raises(InputError, match="explicit"):
+        KirchhoffFlow(method="bdf2").fit(data.X_train)

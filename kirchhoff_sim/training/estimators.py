@@ -40,16 +40,18 @@ from contextlib import contextmanager
 
 import numpy as np
 from scipy.special import log_softmax, softmax
-from sklearn.base import BaseEstimator, ClassifierMixin, MultiOutputMixin, RegressorMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, DensityMixin, MultiOutputMixin, RegressorMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..errors import InputError, KirchhoffError
+from ..flows import log_likelihood, sample
 from ..solvers import DEFAULT_SOLVER, make_solver, simulate
 from ..technology import as_profile
 from .constraints import RECOMMENDED, HardwareConstraints
 from .datasets import Dataset
-from .models import build_net
+from .losses import FLOW_LOSS
+from .models import build_flow_net, build_net
 from .trainer import TrainConfig, train
 
 
@@ -64,7 +66,37 @@ def _refusals_as_input_errors():
         raise InputError(str(exc)) from exc
 
 
-class _KirchhoffEstimator(BaseEstimator):
+class _NetEstimator(BaseEstimator):
+    """What every estimator holding a fitted ``net_`` shares: pickling without the
+    net's cached assemblies, and the Dask runner of ``workers``/``scheduler``."""
+
+    def __getstate__(self):
+        # The fitted net caches its compiled layer assemblies, whose scratch arrays are
+        # rewritten at every evaluation. Pickle a copy without them, so that a read-only
+        # memory-mapped load (joblib.load(..., mmap_mode="r"), joblib's parallel workers)
+        # rebuilds fresh, writable ones when it first predicts.
+        state = dict(super().__getstate__())     # a copy: Python's is the live __dict__
+        if "net_" in state:
+            state["net_"] = state["net_"].with_parameters()
+        return state
+
+    @contextmanager
+    def _executor(self):
+        """The Dask runner ``workers``/``scheduler`` ask for, started for one ``fit``; None
+        (train here) without either."""
+        if self.workers is not None and self.scheduler is not None:
+            raise InputError(f"{type(self).__name__}: workers= sizes a local Dask cluster; it cannot go "
+                             f"with scheduler=")
+        if self.workers is None and self.scheduler is None:
+            yield None
+            return
+        from ..hardware.distributed import DaskRunner      # Dask imports slowly: only when asked for
+
+        with DaskRunner(self.scheduler, n_workers=1 if self.workers is None else self.workers) as runner:
+            yield runner
+
+
+class _KirchhoffEstimator(_NetEstimator):
     _loss = "cross_entropy"
 
     def __init__(self, hidden=8, layers=2, duration=1.0, device="ShiftedReLU",
@@ -83,16 +115,6 @@ class _KirchhoffEstimator(BaseEstimator):
         self.profile, self.constraints = profile, constraints
         self.shards, self.workers, self.scheduler = shards, workers, scheduler
 
-    def __getstate__(self):
-        # The fitted net caches its compiled layer assemblies, whose scratch arrays are
-        # rewritten at every evaluation. Pickle a copy without them, so that a read-only
-        # memory-mapped load (joblib.load(..., mmap_mode="r"), joblib's parallel workers)
-        # rebuilds fresh, writable ones when it first predicts.
-        state = dict(super().__getstate__())     # a copy: Python's is the live __dict__
-        if "net_" in state:
-            state["net_"] = state["net_"].with_parameters()
-        return state
-
     def _train_config(self) -> TrainConfig:
         """The training run the hyper-parameters describe (InputError names a bad one)."""
         solver = ({"method": self.method, "dt": self.dt} if self.dt is not None
@@ -102,21 +124,6 @@ class _KirchhoffEstimator(BaseEstimator):
                            schedule=self.schedule, validation_fraction=self.validation_fraction,
                            seed=self.seed, loss=self._loss, solver=solver, constraints=self._hardware(),
                            shards=self.shards)
-
-    @contextmanager
-    def _executor(self):
-        """The Dask runner ``workers``/``scheduler`` ask for, started for one ``fit``; None
-        (train here) without either."""
-        if self.workers is not None and self.scheduler is not None:
-            raise InputError(f"{type(self).__name__}: workers= sizes a local Dask cluster; it cannot go "
-                             f"with scheduler=")
-        if self.workers is None and self.scheduler is None:
-            yield None
-            return
-        from ..hardware.distributed import DaskRunner      # Dask imports slowly: only when asked for
-
-        with DaskRunner(self.scheduler, n_workers=1 if self.workers is None else self.workers) as runner:
-            yield runner
 
     def _hardware(self) -> HardwareConstraints | None:
         """The constraints ``profile``/``constraints`` describe (InputError names a bad one)."""
@@ -308,3 +315,82 @@ class KirchhoffRegressor(MultiOutputMixin, RegressorMixin, _KirchhoffEstimator):
         ``(n_samples, n_outputs_)``."""
         out = self._readout(X)
         return out[:, 0] if self._single_output else out
+
+
+class KirchhoffFlow(DensityMixin, _NetEstimator):
+    """A KirchhoffNet continuous normalising flow: a density estimator
+    (:mod:`kirchhoff_sim.flows`), trained by maximum likelihood with the exact discrete
+    adjoint of its log-density.
+
+    Parameters are those of :func:`~kirchhoff_sim.training.models.build_flow_net` (``layers``,
+    ``duration``, ``device``, ``repeat``: one node per feature, fully connected with
+    ground) and of :class:`~kirchhoff_sim.training.trainer.TrainConfig`, plus the solver
+    (an explicit method: ``method``, ``rtol``/``atol`` or ``dt``) and, as the other
+    estimators, ``shards``/``workers``/``scheduler`` to train on Dask. The defaults are
+    the reference's toy-density flow (:data:`~kirchhoff_sim.training.tasks.FLOW_TASK`).
+
+    Attributes
+    ----------
+    net_ : KirchhoffNet
+    history_ : list of dict
+        One record per epoch (``train_loss`` is the negative log-likelihood, nats per point).
+    solver_spec_ : dict
+    n_features_in_ : int
+    """
+
+    def __init__(self, layers=2, duration=0.5, device="AffineTanh", repeat=(25, 25), epochs=30,
+                 batch_size=256, lr=2e-2, optimizer="adam", weight_decay=0.0, schedule="cosine",
+                 method="dopri5", rtol=1e-4, atol=1e-6, dt=None, seed=0, verbose=False, shards=1,
+                 workers=None, scheduler=None):
+        self.layers, self.duration, self.device, self.repeat = layers, duration, device, repeat
+        self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
+        self.optimizer, self.weight_decay, self.schedule = optimizer, weight_decay, schedule
+        self.method, self.rtol, self.atol, self.dt = method, rtol, atol, dt
+        self.seed, self.verbose = seed, verbose
+        self.shards, self.workers, self.scheduler = shards, workers, scheduler
+
+    def fit(self, X, y=None):
+        """Train a flow on the points ``X`` ``(n_samples, n_features)`` (``y`` is ignored).
+
+        Raises
+        ------
+        InputError
+            A bad hyper-parameter (named), bad data, or an implicit solver.
+        TrainingDivergedError
+            The likelihood or its gradient stopped being finite.
+        """
+        solver = ({"method": self.method, "dt": self.dt} if self.dt is not None
+                  else {"method": self.method, "rtol": self.rtol, "atol": self.atol})
+        if getattr(make_solver(**solver), "implicit", False):
+            raise InputError(f"KirchhoffFlow needs an explicit method (dopri5, rk4, heun, euler), got {self.method!r}")
+        config = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer,
+                             weight_decay=self.weight_decay, schedule=self.schedule, validation_fraction=0.0,
+                             seed=self.seed, loss=FLOW_LOSS, solver=solver, shards=self.shards)
+        with _refusals_as_input_errors():
+            X = validate_data(self, X, dtype=np.float64)
+        self.net_ = build_flow_net(X.shape[1], layers=self.layers, duration=self.duration, device=self.device,
+                                   repeat=self.repeat, seed=self.seed)
+        no_targets = np.zeros((len(X), 0))
+        data = Dataset("fit", X, no_targets, X[:0], no_targets[:0], None)
+        with self._executor() as runner:
+            self.history_ = train(self.net_, data, config, progress=self.verbose,
+                                  log=print if self.verbose else None, executor=runner).history
+        self.solver_spec_ = dict(config.solver)
+        return self
+
+    def score_samples(self, X):
+        """``log p(x)`` of each point (natural log), ``(n_samples,)``."""
+        check_is_fitted(self, "net_")
+        with _refusals_as_input_errors():
+            X = validate_data(self, X, reset=False, dtype=np.float64)
+        return log_likelihood(self.net_, X, solver=make_solver(**self.solver_spec_))
+
+    def score(self, X, y=None):
+        """Mean log-likelihood of ``X`` (nats per point)."""
+        return float(np.mean(self.score_samples(X)))
+
+    def sample(self, n_samples=1, random_state=None):
+        """``n_samples`` points of the flow, ``(n_samples, n_features_in_)``: base points from
+        ``N(0, I)`` (``random_state``: a seed or a Generator) run forward."""
+        check_is_fitted(self, "net_")
+        return sample(self.net_, n_samples, rng=random_state, solver=make_solver(**self.solver_spec_))[0]
