@@ -212,6 +212,24 @@ def cmd_build(args):
     print(f"wrote {path}: {net!r}")
 
 
+def cmd_import_reference(args):
+    from .reference import import_reference
+
+    args.out = _model_output(args.out)
+    check_output_path(args.out, "--out", suffix=".npz")
+    net, meta = import_reference(args.folder)
+    path = save_net(net, args.out, metadata=meta)
+    ref = meta["reference"]
+    if meta["purpose"] == "flow":
+        use = (f"flow of dimension {meta['flow']['dim']} (samples run forward, "
+               + ("the density of data in reverse)" if meta["flow"]["density_direction"] == "reverse"
+                  else "their log-density with them)"))
+    else:
+        use = f"{meta['purpose']} reading out nodes {_short(net.readout)}"
+    print(f"imported {ref['name']} ({ref['test_bench']}, {ref['device']['reference']} → {net.groups[0].device!r}): "
+          f"{net!r}, a {use}; wrote {path}")
+
+
 def cmd_train(args):
     from .training import datasets
     from .training.models import build_net
@@ -780,6 +798,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="model file to write (.npz)")
     p.set_defaults(func=cmd_build)
 
+    p = sub.add_parser("import-reference", help="import a checkpoint of the paper's reference code",
+                       description="Read one results folder of the reference implementation (its config.yaml "
+                                   "and model.pth, a PyTorch state dict) and write the same net as a model "
+                                   "file. Needs torch: pip install kirchhoff_sim[reference].")
+    p.add_argument("folder", help="the reference's results folder (holding config.yaml and model.pth)")
+    p.add_argument("--out", required=True, help="model file to write (.npz)")
+    p.set_defaults(func=cmd_import_reference)
+
     p = sub.add_parser("train", help="train a KirchhoffNet classifier or regressor",
                        description="Train on a built-in task or a data file by the discrete adjoint; "
                                    "writes the model (and, every epoch, a resumable checkpoint) to --out.")
@@ -989,7 +1015,7 @@ def _output_files(args) -> dict:
     """``{path: (inode, size, mtime) or None}`` of the files the command may write, taken
     before it starts, so that an interruption can say which of them it changed."""
     paths = [str(getattr(args, name)) for name in ("out", "output", "trajectory") if getattr(args, name, None)]
-    if args.command in ("train", "build"):       # model files: as the command will name them
+    if args.command in ("train", "build", "import-reference"):   # model files: as the command will name them
         paths = [_model_output(path) for path in paths]
     return {path: _stamp(path) for path in paths}
 

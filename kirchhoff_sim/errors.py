@@ -35,6 +35,12 @@ class ModelFileError(KirchhoffError, ValueError):
     """A model file that is missing, corrupt, of a foreign format or a newer version."""
 
 
+# ---------------------------------------------------------------- environment
+class MissingDependencyError(KirchhoffError, ImportError):
+    """An optional package that a feature needs is not installed; the message has the
+    install command (``pip install kirchhoff_sim[reference]`` for torch)."""
+
+
 # ---------------------------------------------------------------- run-time failures
 class SimulationError(KirchhoffError, RuntimeError):
     """A transient analysis that could not continue.

