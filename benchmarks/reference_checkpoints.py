@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 import kirchhoff_sim as ks
+from kirchhoff_sim import flows
 from kirchhoff_sim.reference import import_reference
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -148,7 +149,7 @@ def classifier(folder: Path, code, samples: int, timing_batch: int, repeat: int)
     return result
 
 
-def generative(folder: Path, code) -> dict:
+def generative(folder: Path, code, points=None, repeat: int = 3) -> dict:
     net, meta = import_reference(folder)
     model, _ = reference_net(folder, code, meta["purpose"])
     ref = meta["reference"]
@@ -162,7 +163,76 @@ def generative(folder: Path, code) -> dict:
     print(f"{folder.name:11s} {net!r}: {ref['device']['reference']} → {net.groups[0].device!r}, spans "
           f"{sorted({round(float(s), 12) for s in ref['time_spans']})}, density {meta['flow']['density_direction']}; "
           f"dV/dt within {result['field_max_rel_diff']:.1e} of the reference's")
+    result.update(flow_agreement(net, meta, folder, code, points, repeat))
     return result
+
+
+#: points of the flow comparison: 2-D nets / the 784-node generator (whose reference trace
+#: is 784 autograd passes per evaluation)
+FLOW_POINTS = {2: 256}
+GENERATOR_POINTS = 4
+TIGHT = 1e-10                       # both sides' rtol = atol for the agreement check
+
+
+def _reference_flow(model, torch, x, reverse: bool, tol: float, dtype):
+    """The reference's augmented run: ``(end state, its logp_diff)``, as its scripts call it."""
+    model = model.to(dtype)
+    model.circuit.sim_dict["tol"] = tol
+    x = torch.tensor(x, dtype=dtype)
+    (z, logp_diff), _ = model((x, torch.zeros(x.shape[0], 1, dtype=dtype)), reverse=reverse)
+    return z.detach().numpy().astype(np.float64), logp_diff.detach().numpy().astype(np.float64).ravel()
+
+
+def flow_agreement(net, meta, folder, code, points, repeat) -> dict:
+    """Generated points, their log-density change and (for a density net) the data's
+    log-likelihood, ours against the reference code's on fixed inputs: both at a tight
+    tolerance in float64 (agreement), then both at the checkpoint's own tolerance, the
+    reference in float32 as trained (time, interleaved, best of ``repeat``)."""
+    torch = code[3]
+    model, config = reference_net(folder, code, "flow")
+    tol = float(config["simulation"]["tol"])      # before the agreement runs set the model's own
+    n = FLOW_POINTS.get(net.num_nodes, GENERATOR_POINTS) if points is None else points
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((n, net.num_nodes))
+    tight = ks.Dopri5(rtol=TIGHT, atol=TIGHT)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        x_ref, delta_ref = _reference_flow(model, torch, z, False, TIGHT, torch.float64)
+    run = flows.flow(net, z, solver=tight)
+    out = {"points": n, "tolerance_agreement": TIGHT,
+           "samples_max_abs_diff": float(np.max(np.abs(run.state - x_ref))),
+           "sample_logp_change_max_abs_diff": float(np.max(np.abs(run.log_density_change - delta_ref)))}
+    density = meta["flow"]["density_direction"] == "reverse"
+    if density:
+        data = x_ref                          # the flow's own samples: points where it has mass
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            z_ref, diff_ref = _reference_flow(model, torch, data, True, TIGHT, torch.float64)
+        loglik_ref = flows.base_log_density(z_ref) - diff_ref
+        loglik = flows.log_likelihood(net, data, solver=tight)
+        out["log_likelihood_max_abs_diff"] = float(np.max(np.abs(loglik - loglik_ref)))
+        out["log_likelihood_range"] = [float(loglik_ref.min()), float(loglik_ref.max())]
+    own = ks.Dopri5(rtol=tol, atol=tol)
+    times = {"ours": [], "reference": []}
+    for _ in range(repeat):                          # interleaved: the load hits both alike
+        start = time.perf_counter()
+        (flows.log_likelihood(net, z, solver=own) if density else flows.flow(net, z, solver=own))
+        times["ours"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            _reference_flow(model, torch, z, density, tol, torch.float32)
+        times["reference"].append(time.perf_counter() - start)
+    best = {k: min(v) for k, v in times.items()}
+    out.update({"timed": "log-likelihood (reverse pass)" if density else "samples with their log-density",
+                "tolerance_timed": tol, "seconds_best": best,
+                "ratio_reference_over_ours": best["reference"] / best["ours"]})
+    print(f"{'':11s} {n} points at tol {TIGHT:g}: samples within {out['samples_max_abs_diff']:.1e}, Δlog p within "
+          f"{out['sample_logp_change_max_abs_diff']:.1e}"
+          + (f", log-likelihood within {out['log_likelihood_max_abs_diff']:.1e}" if density else "")
+          + f"; {out['timed']} at tol {tol:g}: ours {best['ours']:.3f} s, reference {best['reference']:.3f} s "
+          f"({out['ratio_reference_over_ours']:.1f}×)")
+    return out
 
 
 def main(argv=None) -> int:
@@ -171,6 +241,7 @@ def main(argv=None) -> int:
     parser.add_argument("--samples", type=int, default=5000, help="MNIST digits compared (default all 5,000)")
     parser.add_argument("--timing-batch", type=int, default=256, help="digits in the timed batch (default 256)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs of each (default 3)")
+    parser.add_argument("--only", nargs="*", help="these results folders only (default: all)")
     args = parser.parse_args(argv)
     code = reference_code(args.ref_dir)
     results_dir = code[0] / "results"
@@ -184,8 +255,10 @@ def main(argv=None) -> int:
             print(f"{folder.name:11s} not imported: {exc}")
             continue
         if meta["purpose"] == "flow":
-            payload["generative"][folder.name] = generative(folder, code)
-        else:
+            if args.only and folder.name not in args.only:
+                continue
+            payload["generative"][folder.name] = generative(folder, code, repeat=args.repeat)
+        elif not args.only or folder.name in args.only:
             payload["classifiers"][folder.name] = classifier(folder, code, args.samples, args.timing_batch,
                                                              args.repeat)
     print(f"machine load at end: {machine_load()}")

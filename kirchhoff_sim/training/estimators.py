@@ -339,7 +339,7 @@ class KirchhoffFlow(DensityMixin, _NetEstimator):
     """
 
     def __init__(self, layers=2, duration=0.5, device="AffineTanh", repeat=(25, 25), epochs=30,
-                 batch_size=256, lr=2e-2, optimizer="adam", weight_decay=0.0, schedule="cosine",
+                 batch_size=256, lr=5e-3, optimizer="adam", weight_decay=0.0, schedule="cosine",
                  method="dopri5", rtol=1e-4, atol=1e-6, dt=None, seed=0, verbose=False, shards=1,
                  workers=None, scheduler=None):
         self.layers, self.duration, self.device, self.repeat = layers, duration, device, repeat
