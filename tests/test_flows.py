@@ -332,6 +332,11 @@ def test_cli_trains_a_flow_with_its_plot(tmp_path, capsys):
     assert meta["training"]["config"]["loss"] == "nll" and np.isfinite(meta["test"]["nll"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "negative log-likelihood" in capsys.readouterr().out
+    # evaluate finds the density from the model's metadata and gives the same test NLL
+    assert main(["evaluate", str(out), "--json", "--no-feasibility"]) == 0
+    import json
+    result = json.loads(capsys.readouterr().out)
+    assert result["dataset"] == "twomoon" and result["test_loss"] == pytest.approx(meta["test"]["nll"], rel=1e-12)
 
 
 @pytest.mark.parametrize("argv, message", [

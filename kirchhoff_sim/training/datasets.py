@@ -679,6 +679,11 @@ def dataset_of_model(meta: dict, data=None, seed=None) -> Dataset:
     for name, value, kind in (("task", task, str), ("data", path, str), ("dataset_options", options, dict)):
         if value is not None and not isinstance(value, kind):
             raise InputError(f"the model's data source {name} is {value!r:.80}, expected a {kind.__name__}")
+    if task and meta.get("flow") is not None:           # a flow, trained on a toy density
+        unknown = set(options) - {"n_samples", "test_size"}
+        if unknown:
+            raise InputError(f"the model's dataset_options name unknown options {sorted(unknown)}")
+        return load_density(task, seed=seed, **options)
     if task:
         unknown = set(options) - {"n_samples", "noise", "test_size"}
         if unknown:
