@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import io
 import sys
 import time
@@ -179,8 +180,21 @@ def _reference_flow(model, torch, x, reverse: bool, tol: float, dtype):
     model = model.to(dtype)
     model.circuit.sim_dict["tol"] = tol
     x = torch.tensor(x, dtype=dtype)
-    (z, logp_diff), _ = model((x, torch.zeros(x.shape[0], 1, dtype=dtype)), reverse=reverse)
+    with torch.no_grad():         # its layers take their trace with autograd inside; keep no graph
+        (z, logp_diff), _ = model((x, torch.zeros(x.shape[0], 1, dtype=dtype)), reverse=reverse)
     return z.detach().numpy().astype(np.float64), logp_diff.detach().numpy().astype(np.float64).ravel()
+
+
+def _with_float32_spans(net, meta):
+    """``net`` with each layer's duration as the reference computes it: it builds its time
+    grid with ``torch.Tensor`` (float32) whatever the state's dtype and subtracts the
+    anchors there, ``float32(t_end) − float32(t_start)`` (a span of 0.2 between 1.2 and 1.4
+    integrates for 0.19999993) — so the agreement check compares like with like."""
+    layers = [copy.copy(layer) for layer in net.layers]
+    for layer, span in zip(layers, meta["reference"]["layers"]):
+        layer.duration = float(np.float32(span["t_end"]) - np.float32(span["t_start"]))
+    return ks.KirchhoffNet(layers, num_nodes=net.num_nodes, capacitance=net.capacitance,
+                           input_nodes=net.input_nodes, readout=net.readout)
 
 
 def flow_agreement(net, meta, folder, code, points, repeat) -> dict:
@@ -198,8 +212,9 @@ def flow_agreement(net, meta, folder, code, points, repeat) -> dict:
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         x_ref, delta_ref = _reference_flow(model, torch, z, False, TIGHT, torch.float64)
-    run = flows.flow(net, z, solver=tight)
-    out = {"points": n, "tolerance_agreement": TIGHT,
+    net32 = _with_float32_spans(net, meta)
+    run = flows.flow(net32, z, solver=tight)
+    out = {"points": n, "tolerance_agreement": TIGHT, "spans_as_reference": "float32",
            "samples_max_abs_diff": float(np.max(np.abs(run.state - x_ref))),
            "sample_logp_change_max_abs_diff": float(np.max(np.abs(run.log_density_change - delta_ref)))}
     density = meta["flow"]["density_direction"] == "reverse"
@@ -209,7 +224,7 @@ def flow_agreement(net, meta, folder, code, points, repeat) -> dict:
             warnings.simplefilter("ignore")
             z_ref, diff_ref = _reference_flow(model, torch, data, True, TIGHT, torch.float64)
         loglik_ref = flows.base_log_density(z_ref) - diff_ref
-        loglik = flows.log_likelihood(net, data, solver=tight)
+        loglik = flows.log_likelihood(net32, data, solver=tight)
         out["log_likelihood_max_abs_diff"] = float(np.max(np.abs(loglik - loglik_ref)))
         out["log_likelihood_range"] = [float(loglik_ref.min()), float(loglik_ref.max())]
     own = ks.Dopri5(rtol=tol, atol=tol)

@@ -52,3 +52,11 @@ def test_the_transistor_notebook_is_executed_and_reaches_the_report():
     assert "1650 transistors" in text and "== transistor level (sky130) ==" in text
     assert all(f"{corner}: classes agree" in text for corner in ("tt", "ss", "ff"))
     assert figures == 1
+
+
+def test_the_flows_notebook_is_executed_and_shows_retrained_and_published_flows():
+    text, figures = _executed("flows_toy_densities.ipynb", "make_flows_notebook.py")
+    assert "imported 6 published checkpoints" in text
+    for name in ("twomoon", "circles", "pinwheel", "8gaussians", "2spirals", "swissroll"):
+        assert name in text
+    assert figures == 1
