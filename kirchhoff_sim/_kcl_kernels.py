@@ -7,47 +7,95 @@ import numba
 import numpy as np
 
 
-# tanh without a call into the C library, so that loops over it vectorise (the libm call
-# is scalar, and was 43 % of a tanh layer's time, issue #14). tanh(a) = −m/(2 + m) with
-# m = expm1(−2a) for a = |x| ≤ TANH_ONE, ±1 beyond (there 1 − tanh(a) < 2·e^(−38.1),
-# below half an ulp of 1). expm1(y) for y ∈ [−38.2, 0]: Cody–Waite reduction
-# y = k·ln2 + r, |r| ≤ ln2/2 (ln2 split in a part whose product with k ≤ 56 is exact and
-# a remainder), expm1(r) by its Taylor polynomial to r¹³/13! (truncation < 1e-17
-# relative), and 2^k built from k's bits by exact multiplications, so that
-# expm1(y) = 2^k·expm1(r) + (2^k − 1) needs no bit casts. The result is within a few ulps
-# of the correctly rounded tanh (tests/test_kernels.py measures it against
-# extended-precision tanh); every branch is a select, so the compiler vectorises it.
+# exp, tanh, softplus and sigmoid without a call into the C library, so that loops over
+# them vectorise (a libm call is scalar: it was 43 % of a tanh layer's time, issue #14).
+# Every branch below is a select, so the compiler vectorises them; tests/test_kernels.py
+# measures each against extended-precision values (mpmath) and checks the SIMD loop.
+#
+# One core serves them all: y = k·ln2 + r with k = round(y/ln2), |r| ≤ ln2/2, by
+# Cody–Waite reduction (ln2 split in a 23-bit part, whose product with any |k| < 2^29 is
+# exact, and the remainder), expm1(r) by its Taylor polynomial to r¹³/13! (truncation
+# < 1e-17 relative), and 2^k built from k's binary digits by exact multiplications, so
+# that nothing needs a bit cast. Then exp(y) = 2^k·(1 + expm1(r)) and
+# expm1(y) = 2^k·expm1(r) + (2^k − 1).
+#
+# tanh(a) = −m/(2 + m) with m = expm1(−2a) for a = |x| ≤ TANH_ONE, ±1 beyond (there
+# 1 − tanh(a) < 2·e^(−38.1), below half an ulp of 1). softplus(z) = max(z, 0) +
+# log1p(e) and sigmoid(z) = (1 or e)/(1 + e) with e = exp(−|z|) ∈ [0, 1], and log1p on
+# [0, 1] as fdlibm writes it: 1 + t = 2^j·(1 + f) with j = 0, f = t below t = 1/2 and
+# j = 1, f = (t − 1)/2 (exact) above, so f ∈ [−1/4, 1/2); s = f/(2 + f) and
+# log(1 + f) = f − f²/2 + s·(f²/2 + R(s²)), R(z) = Σₙ 2zⁿ/(2n + 1) to n = 11
+# (truncation < 1e-18 relative, z ≤ 1/25), the j·ln2 added in two parts as above.
 TANH_ONE = 19.1
 _LN2_HI = 0.693145751953125             # 23 significant bits: k·_LN2_HI is exact for |k| < 2^29
 _LN2_LO = 1.4286068203094172321e-06     # ln 2 − _LN2_HI
 _INV_LN2 = 1.4426950408889634074
+# exp's argument is clamped to [_EXP_LO, _EXP_HI] (NaN passes): beyond, exp(y) rounds to
+# 0 or overflows to inf whatever the argument, and |k| stays below 1100.
+_EXP_LO, _EXP_HI = -760.0, 720.0
+_TWO_1023, _TWO_M1024 = 2.0 ** 1023, 2.0 ** -1024
+# Horner coefficients, highest degree first: (expm1(r) − r)/r² = Σ rⁿ/(n + 2)! to r¹¹,
+# R(z)/z = Σ 2zⁿ/(2n + 3) to z¹⁰
+_EXPM1_TAYLOR = tuple(1.0 / math.factorial(n) for n in range(13, 1, -1))
+_LOG1P_SERIES = tuple(2.0 / (2 * n + 1) for n in range(11, 0, -1))
+# (bit, 2^bit, 2^−bit): the digits of a power of two's exponent, largest first
+_DIGITS_32 = tuple((2.0 ** b, 2.0 ** 2.0 ** b, 2.0 ** -2.0 ** b) for b in range(5, -1, -1))
+_DIGITS_512 = tuple((2.0 ** b, 2.0 ** 2.0 ** b, 2.0 ** -2.0 ** b) for b in range(9, -1, -1))
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _horner(x, coefficients):
+    """The polynomial ``Σ coefficients[i]·x^(n−1−i)`` (highest degree first)."""
+    p = coefficients[0]
+    for c in coefficients[1:]:
+        p = p * x + c
+    return p
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _exp_reduced(y):
+    """``(k, expm1(r))`` with ``y = k·ln2 + r``, ``k`` a whole float, ``|r| ≤ ln2/2``
+    (``|y| < 2^28``; see above)."""
+    k = math.floor(y * _INV_LN2 + 0.5)
+    r = (y - k * _LN2_HI) - k * _LN2_LO
+    return k, r + r * r * _horner(r, _EXPM1_TAYLOR)
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _pow2(m, up, digits):
+    """``2^m`` (``up``) or ``2^−m`` for a whole ``0 ≤ m < 2·digits[0][0]``, a product of
+    ``m``'s binary digits' powers of two: exact while it stays a normal number."""
+    scale = 1.0
+    for bit, big, small in digits:
+        high = m >= bit
+        scale = scale * (big if up else small) if high else scale
+        m = m - bit if high else m
+    return scale
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
 def _expm1_nonpositive(y):
     """``expm1(y)`` for ``−38.2 ≤ y ≤ 0`` (see above)."""
-    k = math.floor(y * _INV_LN2 + 0.5)
-    r = (y - k * _LN2_HI) - k * _LN2_LO
-    p = 1.0 / 6227020800.0
-    p = p * r + 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    em1_r = r + r * r * p
-    m = -k                                       # 0 … 56, a whole number
-    scale = 1.0
-    for bit in (32.0, 16.0, 8.0, 4.0, 2.0, 1.0):  # 2^−m from m's binary digits, all exact
-        high = m >= bit
-        scale = scale * (2.0 ** -bit) if high else scale
-        m = m - bit if high else m
+    k, em1_r = _exp_reduced(y)
+    scale = _pow2(-k, False, _DIGITS_32)         # 2^k, k = 0 … −56
     return scale * em1_r + (scale - 1.0)
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def exp(x):
+    """exp in a form the compiler vectorises, within 1.5 ulp (see above); exp(−inf) = 0,
+    exp(inf) = inf, NaN stays NaN."""
+    y = _EXP_LO if x < _EXP_LO else x
+    y = _EXP_HI if y > _EXP_HI else y
+    k, em1_r = _exp_reduced(y)
+    # 2^k = 2^±m·top: m < 1024 from the digits, top = 2^1023 or 2^−1024 split off so that
+    # (1 + expm1(r))·2^m is exact and only the last product rounds (to a subnormal, 0 or inf)
+    up = k >= 0.0
+    m = abs(k)
+    high = m >= 1024.0
+    m = m - (1023.0 if up else 1024.0) if high else m
+    top = (_TWO_1023 if up else _TWO_M1024) if high else 1.0
+    return ((1.0 + em1_r) * _pow2(m, up, _DIGITS_512)) * top
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
@@ -61,29 +109,59 @@ def tanh(x):
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
-def _activation(y, act, leaky):
-    # the operations of devices._ACT_FUNCS, scalar by scalar
-    if act == 0:
-        return y
-    if act == 1:
-        return y if y > 0.0 else 0.0
-    if act == 2:
-        return y if y > 0.0 else leaky * y
-    if act == 3:
-        return tanh(y)
-    # softplus as numpy.logaddexp(0, y)
-    if y == 0.0:
-        return math.log(2.0)
-    if y < 0.0:
-        return math.log1p(math.exp(y))
-    return y + math.log1p(math.exp(-y))
+def _log1p_unit(t):
+    """``log1p(t)`` for ``0 ≤ t ≤ 1`` (see above); NaN stays NaN."""
+    upper = t >= 0.5
+    f = 0.5 * (t - 1.0) if upper else t          # t − 1 is exact for t ≥ 1/2
+    j = 1.0 if upper else 0.0
+    s = f / (2.0 + f)
+    z = s * s
+    R = z * _horner(z, _LOG1P_SERIES)
+    hfsq = 0.5 * f * f
+    return j * _LN2_HI - ((hfsq - (s * (hfsq + R) + j * _LN2_LO)) - f)
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def softplus_and_sigmoid(z):
+    """``(softplus(z), sigmoid(z))``, softplus = log(1 + e^z) as ``numpy.logaddexp(0, z)``
+    and its slope sigmoid = 1/(1 + e^−z) as ``scipy.special.expit``, in a form the
+    compiler vectorises (see above), each within 3 ulp; NaN stays NaN."""
+    e = exp(-abs(z))
+    return (z if z > 0.0 else 0.0) + _log1p_unit(e), (1.0 if z >= 0.0 else e) / (1.0 + e)
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def softplus(z):
+    """softplus alone (see :func:`softplus_and_sigmoid`)."""
+    e = exp(-abs(z))
+    return (z if z > 0.0 else 0.0) + _log1p_unit(e)
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def sigmoid(z):
+    """sigmoid alone (see :func:`softplus_and_sigmoid`)."""
+    e = exp(-abs(z))
+    return (1.0 if z >= 0.0 else e) / (1.0 + e)
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _scatter(out, s, d, b0, current):
+    """One edge's currents ``current`` on columns ``b0…`` into ``out``: they enter ``dst``
+    (``+``) and leave ``src`` (``−``), each row in one loop that vectorises."""
+    od = out[d, b0:b0 + current.shape[0]]
+    for j in range(current.shape[0]):
+        od[j] += current[j]
+    os_ = out[s, b0:b0 + current.shape[0]]
+    for j in range(current.shape[0]):
+        os_[j] -= current[j]
 
 
 @numba.njit(cache=True, error_model="numpy")
 def _edges_on_columns(out, V, src, dst, w_src, w_dst, bias, A, B, C, D, act, leaky, b0, b1):
     """One thread's work: every edge on columns ``b0..b1−1``; the activation is chosen
-    once per edge (outside the column loop), and the column loop computes the currents
-    into a small buffer before scattering them, so that it can be vectorised."""
+    once per edge (outside the column loop: a loop that chooses it per element neither
+    vectorises nor stays small), and the column loop computes the currents into a small
+    buffer before scattering them, so that it can be vectorised."""
     width = b1 - b0
     current = np.empty(width)
     for e in range(src.shape[0]):
@@ -102,15 +180,14 @@ def _edges_on_columns(out, V, src, dst, w_src, w_dst, bias, A, B, C, D, act, lea
         elif act == 3:
             for j in range(width):
                 current[j] = a * tanh(bb * ((ws * vs[j] + wd * vd[j] + be) + c) + dd)
+        elif act == 2:
+            for j in range(width):
+                y = bb * ((ws * vs[j] + wd * vd[j] + be) + c) + dd
+                current[j] = a * (y if y > 0.0 else leaky * y)
         else:
             for j in range(width):
-                current[j] = a * _activation(bb * ((ws * vs[j] + wd * vd[j] + be) + c) + dd, act, leaky)
-        od = out[d, b0:b1]
-        for j in range(width):
-            od[j] += current[j]
-        os_ = out[s, b0:b1]
-        for j in range(width):
-            os_[j] -= current[j]
+                current[j] = a * softplus(bb * ((ws * vs[j] + wd * vd[j] + be) + c) + dd)
+        _scatter(out, s, d, b0, current)
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
@@ -128,23 +205,28 @@ def fused_rhs(out, V, src, dst, w_src, w_dst, bias, A, B, C, D, act, leaky, bloc
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
-def _value_and_slope(y, act, leaky):
-    # (act(y), act'(y)) as devices.Activation.value_and_slope computes them
+def _values_and_slopes(f, g, u, bb, dd, act, leaky):
+    """``f = act(y)``, ``g = act′(y)`` with ``y = bb·u + dd`` over a block's columns, as
+    ``devices.Activation.value_and_slope`` computes them: one loop per activation (chosen
+    once, outside it), so that each vectorises."""
     if act == 0:
-        return y, 1.0
-    if act == 1:
-        return (y, 1.0) if y > 0.0 else (0.0, 0.0)
-    if act == 2:
-        return (y, 1.0) if y > 0.0 else (leaky * y, leaky)
-    if act == 3:
-        t = tanh(y)
-        return t, 1.0 - t * t
-    # softplus as numpy.logaddexp(0, y), its slope as scipy.special.expit(y)
-    if y >= 0.0:
-        e = math.exp(-y)
-        return (math.log(2.0) if y == 0.0 else y + math.log1p(e)), 1.0 / (1.0 + e)
-    e = math.exp(y)
-    return math.log1p(e), e / (1.0 + e)
+        for j in range(u.shape[0]):
+            f[j], g[j] = bb * u[j] + dd, 1.0
+    elif act == 1:
+        for j in range(u.shape[0]):
+            y = bb * u[j] + dd
+            f[j], g[j] = (y, 1.0) if y > 0.0 else (0.0, 0.0)
+    elif act == 2:
+        for j in range(u.shape[0]):
+            y = bb * u[j] + dd
+            f[j], g[j] = (y, 1.0) if y > 0.0 else (leaky * y, leaky)
+    elif act == 3:
+        for j in range(u.shape[0]):
+            t = tanh(bb * u[j] + dd)
+            f[j], g[j] = t, 1.0 - t * t
+    else:
+        for j in range(u.shape[0]):
+            f[j], g[j] = softplus_and_sigmoid(bb * u[j] + dd)
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath={"reassoc"})
@@ -181,14 +263,7 @@ def _vjp_columns(v_bar, sums, V, nu, src, dst, w_src, w_dst, bias, A, B, C, D, a
         ns, nd = nu[s, b0:b1], nu[d, b0:b1]
         for j in range(width):
             u[j] = (ws * vs[j] + wd * vd[j] + be) + c
-        if act == 3:                              # the common case, in a loop that vectorises
-            for j in range(width):
-                t = tanh(bb * u[j] + dd)
-                f[j] = t
-                g[j] = 1.0 - t * t
-        else:
-            for j in range(width):
-                f[j], g[j] = _value_and_slope(bb * u[j] + dd, act, leaky)
+        _values_and_slopes(f, g, u, bb, dd, act, leaky)
         for j in range(width):
             lam[j] = nd[j] - ns[j]
             mu[j] = lam[j] * (a * g[j] * bb)
@@ -226,7 +301,7 @@ def _jvp_columns(out, V, v_dot, src, dst, w_src, w_dst, bias, A, B, C, D,
     + ẇ_dst·v_dst + ḃias``) and ``i̇ += Ȧ·act + act′·(A·Ḃ·(z + C) + A·B·Ċ + A·Ḋ)``, with
     ``A·Ḃ`` given whole (``AB_dot``) because ``B`` may be a function of ``A``."""
     width = b1 - b0
-    i_dot = np.empty(width)
+    u, f, g, i_dot = np.empty(width), np.empty(width), np.empty(width), np.empty(width)
     for e in range(src.shape[0]):
         s, d = src[e], dst[e]
         ws, wd, be = w_src[e], w_dst[e], bias[e]
@@ -234,21 +309,18 @@ def _jvp_columns(out, V, v_dot, src, dst, w_src, w_dst, bias, A, B, C, D,
         vs, vd = V[s, b0:b1], V[d, b0:b1]
         xs, xd = v_dot[s, b0:b1], v_dot[d, b0:b1]
         for j in range(width):
-            u = (ws * vs[j] + wd * vd[j] + be) + c
-            f, g = _value_and_slope(bb * u + dd, act, leaky)
-            z_dot = ws * xs[j] + wd * xd[j]
-            if params:
-                z_dot += ws_dot[e] * vs[j] + wd_dot[e] * vd[j] + bias_dot[e]
-                i_dot[j] = a * g * bb * z_dot + A_dot[e] * f + g * (AB_dot[e] * u + a * bb * C_dot[e]
-                                                                   + a * D_dot[e])
-            else:
-                i_dot[j] = a * g * bb * z_dot
-        od = out[d, b0:b1]
-        for j in range(width):
-            od[j] += i_dot[j]
-        os_ = out[s, b0:b1]
-        for j in range(width):
-            os_[j] -= i_dot[j]
+            u[j] = (ws * vs[j] + wd * vd[j] + be) + c
+        _values_and_slopes(f, g, u, bb, dd, act, leaky)
+        if params:
+            wsd, wdd, bd = ws_dot[e], wd_dot[e], bias_dot[e]
+            ad, abd, cd, ddd = A_dot[e], AB_dot[e], C_dot[e], D_dot[e]
+            for j in range(width):
+                z_dot = (ws * xs[j] + wd * xd[j]) + (wsd * vs[j] + wdd * vd[j] + bd)
+                i_dot[j] = a * g[j] * bb * z_dot + ad * f[j] + g[j] * (abd * u[j] + a * bb * cd + a * ddd)
+        else:
+            for j in range(width):
+                i_dot[j] = a * g[j] * bb * (ws * xs[j] + wd * xd[j])
+        _scatter(out, s, d, b0, i_dot)
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
@@ -265,31 +337,39 @@ def fused_jvp(out, V, v_dot, src, dst, w_src, w_dst, bias, A, B, C, D,
     out[0, :] = 0.0
 
 
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _stamp(K, slot, b0, w, dz):
+    """``K[slot, b0…] += w·dz`` (nothing for the slot −1 of a stamp on ground)."""
+    if slot >= 0:
+        row = K[slot, b0:b0 + dz.shape[0]]
+        for j in range(dz.shape[0]):
+            row[j] += w * dz[j]
+
+
 @numba.njit(cache=True, error_model="numpy")
 def _stamp_columns(F, K, V, src, dst, slots, w_src, w_dst, bias, A, B, C, D, act, leaky, b0, b1):
     """One block's work: every edge's current into ``F`` and its four conductance stamps
     ``K[dst,src] += gs``, ``K[dst,dst] += gd``, ``K[src,src] −= gs``, ``K[src,dst] −= gd``
     (``gs = w_src·∂i/∂z``, ``gd = w_dst·∂i/∂z``) into the slots ``slots[:, e]`` of ``K``
     (−1: a stamp on ground's row or column, dropped)."""
+    width = b1 - b0
+    u, f, g, i, dz = np.empty(width), np.empty(width), np.empty(width), np.empty(width), np.empty(width)
     for e in range(src.shape[0]):
         s, d = src[e], dst[e]
         ws, wd, be = w_src[e], w_dst[e], bias[e]
         a, bb, c, dd = A[e], B[e], C[e], D[e]
-        k_ds, k_dd, k_ss, k_sd = slots[0, e], slots[1, e], slots[2, e], slots[3, e]
-        for j in range(b0, b1):
-            f, g = _value_and_slope(bb * ((ws * V[s, j] + wd * V[d, j] + be) + c) + dd, act, leaky)
-            i = a * f
-            dz = a * g * bb
-            F[d, j] += i
-            F[s, j] -= i
-            if k_ds >= 0:
-                K[k_ds, j] += ws * dz
-            if k_dd >= 0:
-                K[k_dd, j] += wd * dz
-            if k_ss >= 0:
-                K[k_ss, j] -= ws * dz
-            if k_sd >= 0:
-                K[k_sd, j] -= wd * dz
+        vs, vd = V[s, b0:b1], V[d, b0:b1]
+        for j in range(width):
+            u[j] = (ws * vs[j] + wd * vd[j] + be) + c
+        _values_and_slopes(f, g, u, bb, dd, act, leaky)
+        for j in range(width):
+            i[j] = a * f[j]
+            dz[j] = a * g[j] * bb
+        _scatter(F, s, d, b0, i)
+        _stamp(K, slots[0, e], b0, ws, dz)         # −w·dz = −(w·dz) exactly: "K −= w·dz"
+        _stamp(K, slots[1, e], b0, wd, dz)
+        _stamp(K, slots[2, e], b0, -ws, dz)
+        _stamp(K, slots[3, e], b0, -wd, dz)
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
