@@ -260,16 +260,9 @@ def cmd_train(args):
         data = datasets.load_dataset(args.task, seed=args.seed, **preset.dataset)
     else:
         data = datasets.load_file(args.data, seed=args.seed)
-    net_kw = dict(preset.net) if args.task else {"hidden": 8, "layers": 2, "device": "ShiftedReLU"}
-    for key in ("hidden", "layers", "duration", "device"):
-        if getattr(args, key) is not None:
-            net_kw[key] = getattr(args, key)
-    train_kw = dict(preset.train)
-    for key in ("epochs", "batch_size", "lr"):
-        if getattr(args, key) is not None:
-            train_kw[key] = getattr(args, key)
-    if args.method is not None or args.dt is not None or args.rtol is not None:
-        train_kw["solver"] = solver_spec(make_solver(args.method or "dopri5", args.dt, args.rtol, args.atol))
+    net_kw, train_kw = _preset_with_options(
+        args, preset.net if args.task else {"hidden": 8, "layers": 2, "device": "ShiftedReLU"}, preset.train,
+        ("hidden", "layers", "duration", "device"))
     profile = None
     if args.profile is not None:
         profile, constraints = _training_profile(args, preset if args.task else TASKS["moons"], net_kw, train_kw)
@@ -307,6 +300,21 @@ def cmd_train(args):
         print(_describe_feasibility(feasibility))
 
 
+def _preset_with_options(args, net_preset: dict, train_preset: dict, net_options) -> tuple[dict, dict]:
+    """A task preset's ``(net keywords, TrainConfig keywords)`` with the options given on
+    the command line in their place (``--method/--dt/--rtol/--atol`` make the solver)."""
+    net_kw, train_kw = dict(net_preset), dict(train_preset)
+    for key in net_options:
+        if getattr(args, key) is not None:
+            net_kw[key] = getattr(args, key)
+    for key in ("epochs", "batch_size", "lr"):
+        if getattr(args, key) is not None:
+            train_kw[key] = getattr(args, key)
+    if args.method is not None or args.dt is not None or args.rtol is not None:
+        train_kw["solver"] = solver_spec(make_solver(args.method or "dopri5", args.dt, args.rtol, args.atol))
+    return net_kw, train_kw
+
+
 def _train_flow(args):
     """``train --flow --task DENSITY``: a continuous normalising flow by maximum likelihood
     (:mod:`kirchhoff_sim.flows`), on the trainer of the classifiers (checkpoints, resume,
@@ -336,16 +344,7 @@ def _train_flow(args):
     if args.plot is not None:
         check_output_path(args.plot, "--plot", suffix=".png")
     data = load_density(args.task, seed=args.seed, **FLOW_TASK.dataset)
-    net_kw = dict(FLOW_TASK.net)
-    for key in ("layers", "duration", "device"):
-        if getattr(args, key) is not None:
-            net_kw[key] = getattr(args, key)
-    train_kw = dict(FLOW_TASK.train)
-    for key in ("epochs", "batch_size", "lr"):
-        if getattr(args, key) is not None:
-            train_kw[key] = getattr(args, key)
-    if args.method is not None or args.dt is not None or args.rtol is not None:
-        train_kw["solver"] = solver_spec(make_solver(args.method or "dopri5", args.dt, args.rtol, args.atol))
+    net_kw, train_kw = _preset_with_options(args, FLOW_TASK.net, FLOW_TASK.train, ("layers", "duration", "device"))
     net = build_flow_net(data.n_features, seed=args.seed, **net_kw)
     with _executor(args) as runner:
         shards = _shards(args, runner)

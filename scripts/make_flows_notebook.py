@@ -47,8 +47,8 @@ ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
 MODELS = ROOT / "netlists" / "models" / "flows"
 REFERENCE = Path(os.environ.get("KIRCHHOFF_SIM_REFERENCE_RESULTS", "/nonexistent"))
 REFERENCE_NAME = {"circles": "circle"}          # the reference's folder names
-SOLVER = Dopri5(rtol=1e-5, atol=1e-7)
-GRID, SAMPLES = 70, 1500
+SOLVER = Dopri5(rtol=1e-4, atol=1e-6)          # the training tolerance
+GRID, SAMPLES = 60, 1000
 
 retrained = {name: read_model_file(MODELS / f"{name}.npz")[0] for name in DENSITY_NAMES}
 imported = {}

@@ -26,6 +26,7 @@ import scipy.optimize
 import scipy.special
 
 import kirchhoff_sim as ks
+from kirchhoff_sim import devices
 
 # A silicon diode in normalised units: nVt = kT/q at 300 K in volts (V0 = 1 V) and a
 # saturation current that puts the knee near 0.35 V, so the discharge from 0.8 V passes
@@ -275,3 +276,21 @@ def random_affine_tanh_net(std: float, seed: int = 0) -> "ks.KirchhoffNet":
     for group in net.groups:
         group.params[...] = rng.normal(0.0, std, group.params.shape)
     return net
+
+
+# ------------------------------------------------------------------ device families
+def paper_families() -> list:
+    """``pytest.param`` factories of the reference's families with every activation
+    (Conductance, the two shifted rectifiers, DifferenceActivation and AffineActivation
+    × :data:`~kirchhoff_sim.devices.ACTIVATIONS`), ids named after them."""
+    import pytest
+
+    return [
+        pytest.param(lambda: devices.Conductance(), id="Conductance"),
+        pytest.param(lambda: devices.ShiftedReLU(), id="ShiftedReLU"),
+        pytest.param(lambda: devices.ShiftedLeakyReLU(), id="ShiftedLeakyReLU"),
+        *[pytest.param(lambda a=a: devices.DifferenceActivation(a), id=f"DifferenceActivation-{a}")
+          for a in devices.ACTIVATIONS],
+        *[pytest.param(lambda a=a: devices.AffineActivation(a), id=f"AffineActivation-{a}")
+          for a in devices.ACTIVATIONS],
+    ]

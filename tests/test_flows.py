@@ -30,13 +30,7 @@ EPS = 1e-6
 
 # every family and activation, with parameters away from kinks and inside the windows
 FAMILIES = [
-    pytest.param(lambda: devices.Conductance(), id="Conductance"),
-    pytest.param(lambda: devices.ShiftedReLU(), id="ShiftedReLU"),
-    pytest.param(lambda: devices.ShiftedLeakyReLU(), id="ShiftedLeakyReLU"),
-    *[pytest.param(lambda a=a: devices.DifferenceActivation(a), id=f"DifferenceActivation-{a}")
-      for a in devices.ACTIVATIONS],
-    *[pytest.param(lambda a=a: devices.AffineActivation(a), id=f"AffineActivation-{a}")
-      for a in devices.ACTIVATIONS],
+    *P.paper_families(),
     pytest.param(lambda: devices.Diode(thermal_voltage=1.0, default_i_s=0.2, default_r_s=0.0), id="Diode-ideal"),
     pytest.param(lambda: devices.Diode(thermal_voltage=0.5, default_i_s=0.2, default_r_s=0.7), id="Diode-series"),
     pytest.param(lambda: devices.TanhCell(slope=0.8, slope_per_log_amplitude=0.1, amplitude_min=0.05,

@@ -56,13 +56,7 @@ SOLVERS = [
 
 # --------------------------------------------------------------------------- devices
 DEVICES = [
-    pytest.param(lambda: devices.Conductance(), id="Conductance"),
-    pytest.param(lambda: devices.ShiftedReLU(), id="ShiftedReLU"),
-    pytest.param(lambda: devices.ShiftedLeakyReLU(), id="ShiftedLeakyReLU"),
-    *[pytest.param(lambda a=a: devices.DifferenceActivation(a), id=f"DifferenceActivation-{a}")
-      for a in devices.ACTIVATIONS],
-    *[pytest.param(lambda a=a: devices.AffineActivation(a), id=f"AffineActivation-{a}")
-      for a in devices.ACTIVATIONS],
+    *P.paper_families(),
     # A diode with a larger thermal voltage and saturation current than silicon's: the
     # maths is the same, but the explicit solvers stay stable at these step sizes and
     # i_s is far above the finite-difference step.
