@@ -132,6 +132,25 @@ class LayerAssembly:
             also = "" if other is None else f" and {other_name} {np.shape(other)}"
             raise InputError(f"node voltages{' and ' + other_name if other is not None else ''} must have "
                              f"shape (N+1, B) = ({self.num_nodes + 1}, B), got {shape}{also}")
+        for what, a in (("node voltages", V), (other_name, other)):
+            if a is not None and getattr(a, "dtype", np.dtype(object)).kind != "f":
+                raise InputError(f"{what} must be a real floating array, got "
+                                 f"{getattr(a, 'dtype', type(a).__name__)}")
+
+    def _check_group_arrays(self, arrays, name: str) -> None:
+        """Refuse per-group parameter arrays (cotangents, directions) that are not one
+        ``(n_params, E_g)`` array per group of the layer (None passes).
+
+        Raises
+        ------
+        InputError
+        """
+        if arrays is None:
+            return
+        shapes = [g.params.shape for g in self.groups]
+        if len(arrays) != len(shapes) or any(np.shape(a) != shape for a, shape in zip(arrays, shapes)):
+            raise InputError(f"{name} must hold one array per group of shapes {shapes}, got "
+                             f"{[np.shape(a) for a in arrays]}")
 
     def kernel_runs(self, max_edges: int | None) -> list:
         """``[(group, index, edges, local)]``: the runs of edges of the groups with a
@@ -140,7 +159,7 @@ class LayerAssembly:
         is one call — one start of the thread pool, not one a cache-sized chunk."""
         runs = []
         for index, (g, sl) in enumerate(zip(self.groups, self.slices)):
-            if not kernels.supports(g.device):
+            if not kernels.supports(g.device) or g.num_edges == 0:
                 continue
             size = g.num_edges if max_edges is None else max(1, max_edges)
             for a in range(0, g.num_edges, size):
@@ -262,11 +281,12 @@ class LayerAssembly:
         v_bar : ndarray, shape (N+1, B)
             ``(∂F/∂V)ᵀν`` with a zero ground row.
         """
+        self._check_state(V, nu, "cotangent")
+        self._check_group_arrays(theta_bar, "theta_bar")
         v_bar = np.zeros_like(V)
         params = theta_bar is not None
         fused = kernels.backend() == "numba"
         if fused:
-            self._check_state(V, nu, "cotangent")
             V = np.ascontiguousarray(V, dtype=np.float64)
             v_bar = np.zeros_like(V)
             nu = np.array(nu, dtype=np.float64, order="C")
@@ -302,11 +322,12 @@ class LayerAssembly:
         ``theta_dot`` holds one ``(n_params, E_g)`` direction per group (or None). With the
         numba backend a group whose family has a kernel is one compiled loop.
         """
+        self._check_state(V, v_dot, "tangent")
+        self._check_group_arrays(theta_dot, "theta_dot")
         out = np.zeros_like(V)
         params = theta_dot is not None
         fused = kernels.backend() == "numba"
         if fused:
-            self._check_state(V, v_dot, "tangent")
             V = np.ascontiguousarray(V, dtype=np.float64)
             v_dot = np.ascontiguousarray(v_dot, dtype=np.float64)
             out = np.zeros_like(V)
@@ -407,10 +428,10 @@ class LayerAssembly:
         Newton iteration without input limiting needs. With the numba backend a group
         whose family has a kernel stamps in one compiled loop.
         """
+        self._check_state(V)
         if kernels.backend() != "numba":
             current, gs, gd, _ = self.linearise(V, params=False)
             return self.node_currents(current), self.pattern.values(gs, gd)
-        self._check_state(V)
         V = np.ascontiguousarray(V, dtype=np.float64)
         F = np.zeros_like(V)
         K = np.zeros((self.pattern.n_slots, V.shape[1]))

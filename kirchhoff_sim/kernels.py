@@ -52,6 +52,7 @@ import os
 import numpy as np
 
 from . import devices as _devices
+from .checks import as_real_array
 from .errors import InputError
 
 __all__ = ["BACKENDS", "use", "backend", "set_threads", "threads", "supports", "coefficients",
@@ -167,10 +168,12 @@ def threads() -> int:
 
 
 def supports(device) -> bool:
-    """Whether ``device``'s family runs in the kernel (every family but the Diode)."""
-    if isinstance(device, (_devices.Conductance, _devices._ShiftedRectifier, _devices.TanhCell)):
+    """Whether ``device``'s family runs in the kernel (every stock family but the Diode; a
+    subclass of one runs on the NumPy path)."""
+    # the exact classes: a subclass may override the physics the kernel hard-codes
+    if type(device) in (_devices.Conductance, _devices.ShiftedReLU, _devices.ShiftedLeakyReLU, _devices.TanhCell):
         return True
-    if isinstance(device, (_devices.DifferenceActivation, _devices.AffineActivation)):
+    if type(device) in (_devices.DifferenceActivation, _devices.AffineActivation):
         return device.activation.name in _ACT_CODES
     return False
 
@@ -333,6 +336,10 @@ def rhs_into(out: np.ndarray, V: np.ndarray, src, dst, device, p) -> None:
                              f"({'C' if a.flags.c_contiguous else 'not C'}-contiguous)")
     if not out.flags.writeable:
         raise InputError("out must be writable")
+    if out.shape[0] == 0:
+        raise InputError("out and V need at least the ground row (shape (N+1, B) with N >= 0)")
+    if np.shares_memory(out, V):
+        raise InputError("out and V must not overlap: the kernel reads V while it writes out")
     src, dst = np.asarray(src), np.asarray(dst)
     if src.ndim != 1 or src.shape != dst.shape or src.dtype.kind not in "iu" or dst.dtype.kind not in "iu":
         raise InputError(f"src and dst must be integer arrays of one shape (E_c,), got "
@@ -341,7 +348,7 @@ def rhs_into(out: np.ndarray, V: np.ndarray, src, dst, device, p) -> None:
         raise InputError(f"src and dst must be node indices in 0..{V.shape[0] - 1} (the rows of V)")
     if not supports(device):
         raise InputError(f"{type(device).__name__} has no kernel (use the NumPy path)")
-    p = np.asarray(p, dtype=float)
+    p = as_real_array(p, "p", finite=False, error=InputError)
     if p.shape != (device.n_params, src.size):
         raise InputError(f"p must have shape {(device.n_params, src.size)} (n_params, E_c), got {p.shape}")
     _rhs_into(out, V, src, dst, device, p)

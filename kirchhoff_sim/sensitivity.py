@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .checks import as_int
 from .errors import InputError, ParameterError
 from .solvers import Solution, simulate
 from .solvers.simulate import MAX_BATCH
@@ -124,7 +125,11 @@ def gradient(net, x, loss, solver=None, checkpoint_every: int = 1, running_cost=
         solvers' ``adjoint_layer``), so it is exact for the discretisation like the rest.
     max_batch : int or None
         Most samples on one step grid (:func:`~kirchhoff_sim.simulate`): each piece of a
-        larger batch is swept back on its own grid, and the loss sees the whole batch.
+        larger batch is swept back on its own grid, and the loss sees the whole batch. A
+        running cost is a trapezoid rule on each piece's own grid, so a split changes its
+        quadrature (by the rule's error on those grids, which can exceed the solver's
+        tolerance: 6e-4 relative for a rail cost at rtol 1e-7); ``φ`` must add up over
+        samples (a sum, not a batch mean) for the pieces to add up to the batch.
 
     Returns
     -------
@@ -367,7 +372,23 @@ def check_gradient(net, x, loss, solver=None, n_params: int = 10, eps: float = 1
     would drown in round-off, and extrapolated one-sided differences where ``θ − step``
     leaves a device's domain. The relative error is ``|g_adj − g_fd| / max(|g_fd|, scale)``
     with ``scale`` the largest gradient entry, so tiny entries do not dominate.
+
+    Raises
+    ------
+    InputError
+        ``n_params`` not an integer ≥ 0 (0 with ``include_inputs`` False checks nothing),
+        ``eps`` not a finite number in (0, 1), ``seed`` not an integer ≥ 0,
+        ``include_inputs`` not a bool.
     """
+    n_params = as_int(n_params, "check_gradient's n_params", minimum=0)
+    seed = as_int(seed, "check_gradient's seed", minimum=0)
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.integer, np.floating)) \
+            or not (0 < eps < 1):
+        raise InputError(f"check_gradient's eps must be a number in (0, 1) (a relative step), got {eps!r}")
+    if not isinstance(include_inputs, (bool, np.bool_)):
+        raise InputError(f"check_gradient's include_inputs must be True or False, got {include_inputs!r}")
+    if n_params == 0 and not include_inputs:
+        raise InputError("check_gradient has nothing to check: n_params=0 and include_inputs=False")
     grad = gradient(net, x, loss, solver, max_batch=None)   # one step grid to replay
     replay = replay_solver(grad.solution)
     flat = net.get_flat_params()

@@ -661,3 +661,100 @@ def test_sigterm_unwinds_like_ctrl_c_and_leaves_no_ngspice_scratch_folder(tmp_pa
     lines = err.strip().splitlines()
     assert lines == ["kirchhoff-sim validate: terminated; nothing was written"], err
     assert list(scratch.iterdir()) == []
+
+
+# ------------------------------------------------- kernels and checks (breaker, session 12)
+def test_rhs_into_refuses_a_state_without_ground_overlapping_arrays_and_complex_parameters():
+    from kirchhoff_sim import devices as _devices
+    from kirchhoff_sim import kernels
+
+    empty = np.zeros(0, int)
+    with pytest.raises(InputError, match="ground row"):          # had corrupted the heap
+        kernels.rhs_into(np.zeros((0, 4)), np.zeros((0, 4)), empty, empty, _devices.Conductance(), np.zeros((1, 0)))
+    V = np.random.default_rng(0).normal(size=(3, 5))
+    with pytest.raises(InputError, match="overlap"):              # had given a wrong sum
+        kernels.rhs_into(V, V, [1, 2], [0, 1], _devices.Conductance(), [[1.0, 2.0]])
+    with pytest.raises(InputError, match="complex"):
+        kernels.rhs_into(np.zeros((3, 5)), V, [1, 2], [0, 1], _devices.Conductance(), [[1j, 2.0]])
+
+
+def test_a_subclass_of_a_stock_family_runs_its_own_physics_under_the_kernels():
+    from kirchhoff_sim import devices as _devices
+    from kirchhoff_sim import kernels
+
+    class CubicConductance(_devices.Conductance):
+        def response(self, z, p):
+            return p[0] * z ** 3
+
+        def response_linearise(self, z, p, params=True):
+            return p[0] * z ** 3, 3 * p[0] * z ** 2, (z ** 3,) if params else None
+
+    net = ks.KirchhoffNet([ks.Layer([(1, 2), (2, 0), (1, 0)], CubicConductance(), params=[[1.0, 0.5, 0.3]])],
+                          num_nodes=2)
+    x = np.array([[1.0, -0.5], [0.3, 0.8]])
+    assert not kernels.supports(CubicConductance())
+    reference = ks.simulate(net, x, solver=ks.RK4(0.05)).final_state
+    with _backend("numba"):
+        fused = ks.simulate(net, x, solver=ks.RK4(0.05)).final_state
+    np.testing.assert_array_equal(fused, reference)
+
+
+class _backend:
+    def __init__(self, name):
+        self.name = name
+
+    def __enter__(self):
+        from kirchhoff_sim import kernels
+        self.previous = kernels.backend()
+        kernels.use(self.name)
+
+    def __exit__(self, *exc):
+        from kirchhoff_sim import kernels
+        kernels.use(self.previous)
+
+
+def test_an_empty_edge_group_runs_under_the_kernels_as_on_numpy():
+    from kirchhoff_sim import devices as _devices
+
+    with pytest.warns(UserWarning, match="touched by no edge"):
+        net = ks.KirchhoffNet([ks.Layer.from_groups([(np.zeros((0, 2), int), _devices.Conductance()),
+                                                     ([(1, 0)], _devices.ShiftedReLU())])], num_nodes=2)
+    x = np.ones((3, 2))
+    reference = ks.simulate(net, x).final_state
+    with _backend("numba"):
+        np.testing.assert_array_equal(ks.simulate(net, x).final_state, reference)
+
+
+def test_assembly_products_check_their_arguments_on_every_backend():
+    net = ks.KirchhoffNet([ks.Layer([(1, 2), (2, 0)], ks.Conductance(), params=[[1.0, 2.0]])], num_nodes=2)
+    a = net.assemblies()[0]
+    V = np.ones((3, 2))
+    for backend in ("numpy", "numba"):
+        with _backend(backend):
+            with pytest.raises(InputError, match="cotangent"):
+                a.vjp(V, np.ones((2, 2)))
+            with pytest.raises(InputError, match="theta_dot"):
+                a.jvp(V, V, [np.ones((3, 1))])
+            with pytest.raises(InputError, match="theta_bar"):
+                a.vjp(V, V, [np.zeros((1, 2)), np.zeros((1, 2))])
+            with pytest.raises(InputError, match=r"\(N\+1, B\)"):
+                a.stamps(V[:-1])
+            with pytest.raises(InputError, match="real floating"):
+                a.rhs(np.ones((3, 2), int))
+            with pytest.raises(InputError, match="real floating"):
+                a.rhs(np.ones((3, 2), complex))
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"eps": 0}, "eps"), ({"eps": -1e-6}, "eps"), ({"eps": True}, "eps"), ({"eps": float("nan")}, "eps"),
+    ({"eps": float("inf")}, "eps"), ({"eps": "1e-6"}, "eps"), ({"n_params": -1}, "n_params"),
+    ({"n_params": 1.5}, "n_params"), ({"seed": "a"}, "seed"), ({"include_inputs": "no"}, "include_inputs"),
+    ({"n_params": 0, "include_inputs": False}, "nothing to check"),
+])
+def test_check_gradient_refuses_bad_arguments_before_any_work(options, message):
+    from kirchhoff_sim.sensitivity import check_gradient
+    from kirchhoff_sim.training.losses import bind, cross_entropy
+
+    net = ks.KirchhoffNet([ks.Layer([(1, 2), (2, 0)], ks.Conductance(), params=[[1.0, 2.0]])], num_nodes=2)
+    with pytest.raises(InputError, match=message):        # eps=0 had looped forever
+        check_gradient(net, np.ones((2, 2)), bind(cross_entropy, np.array([0, 1])), **options)
