@@ -7,8 +7,8 @@ import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 #: notebooks whose cells take minutes (the two digits nets' findings and mismatch sweeps;
-#: transistor-level ngspice runs)
-SLOW = {"constrained_digits.ipynb", "sky130_transistor_level.ipynb"}
+#: transistor-level ngspice runs; six flows' samples and density grids)
+SLOW = {"constrained_digits.ipynb", "sky130_transistor_level.ipynb", "flows_toy_densities.ipynb"}
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW else p
