@@ -31,11 +31,11 @@ from .network import KirchhoffNet, Layer, as_batch
 from .solvers import METHODS, ResourceLimits, estimate_resources, make_solver, simulate, solver_spec
 from .solvers.resources import check_workers
 from .technology import profile_of_model
-from .training.datasets import DENSITY_NAMES
+from .training.datasets import DENSITY_NAMES, FLOW_TASK_NAMES, POTENTIAL_NAMES
 from .training.tasks import TASKS
 from .training.trainer import training_settings
 
-_TRAIN_TASKS = sorted(set(TASKS) | set(DENSITY_NAMES))
+_TRAIN_TASKS = sorted(set(TASKS) | set(FLOW_TASK_NAMES))
 
 def load_array(path, mmap: bool = False) -> np.ndarray:
     """Inputs from ``.npy`` (no pickle) or ``.csv`` (comma-separated numbers), as a real
@@ -317,17 +317,20 @@ def _preset_with_options(args, net_preset: dict, train_preset: dict, net_options
 
 def _train_flow(args):
     """``train --flow --task DENSITY``: a continuous normalising flow by maximum likelihood
-    (:mod:`kirchhoff_sim.flows`), on the trainer of the classifiers (checkpoints, resume,
-    Dask shards)."""
+    of a density's data, or by reverse KL to a potential (:mod:`kirchhoff_sim.flows`), on
+    the trainer of the classifiers (checkpoints, resume, Dask shards)."""
     from . import flows
-    from .training.datasets import DENSITY_NAMES, load_density
+    from .training.datasets import load_density
+    from .training.losses import FLOW_LOSS
     from .training.models import build_flow_net
     from .training.tasks import FLOW_TASK
     from .training.trainer import TrainConfig, evaluate, save_checkpoint, train
 
-    if args.task not in DENSITY_NAMES:
-        raise InputError(f"--flow needs --task with a density: {', '.join(DENSITY_NAMES)}"
+    if args.task not in FLOW_TASK_NAMES:
+        raise InputError(f"--flow needs --task with a density or a potential: {', '.join(FLOW_TASK_NAMES)}"
                          + (f" (got {args.task})" if args.task else ""))
+    potential = args.task if args.task in flows.POTENTIALS else None
+    loss = FLOW_LOSS if potential is None else f"reverse_kl:{potential}"
     refused = [flag for flag, value in (("--data", args.data), ("--hidden", args.hidden), ("--profile", args.profile),
                                         ("--mismatch-sigma", args.mismatch_sigma), ("--rail-weight", args.rail_weight),
                                         ("--sparsity", args.sparsity), ("--ktc-noise", args.ktc_noise or None),
@@ -348,7 +351,7 @@ def _train_flow(args):
     net = build_flow_net(data.n_features, seed=args.seed, **net_kw)
     with _executor(args) as runner:
         shards = _shards(args, runner)
-        config = TrainConfig(seed=args.seed, loss="nll", shards=shards, validation_fraction=0.0, **train_kw)
+        config = TrainConfig(seed=args.seed, loss=loss, shards=shards, validation_fraction=0.0, **train_kw)
         print(f"training a flow {net!r} on {data.name} ({len(data.X_train)} train / {len(data.X_test)} test points)")
         result = train(net, data, config, checkpoint=args.out, resume=args.resume,
                        progress=not args.no_progress, executor=runner)
@@ -356,16 +359,22 @@ def _train_flow(args):
             print(f"{args.out} is complete ({config.epochs} epochs); nothing to do")
             return
     solver = make_solver(**config.solver)
-    test = {"nll": evaluate(net, data.X_test, data.y_test, "nll", solver)["loss"]}
+    measure = "nll" if potential is None else "reverse_kl"
+    test = {measure: evaluate(net, data.X_test, data.y_test, loss, solver)["loss"]}
+    flow_meta = {"dim": data.n_features, "base": "standard normal"}
+    if potential is not None:
+        flow_meta.update(potential=potential, trained_by="reverse KL to the potential (base draws as points)")
     metadata = {"source": {"task": args.task, "data": None, "seed": args.seed, "dataset_options": FLOW_TASK.dataset},
-                "test": test, "flow": {"dim": data.n_features, "base": "standard normal"}}
+                "test": test, "flow": flow_meta}
     save_checkpoint(net, result.optimizer, args.out, config, result.history, data.name, metadata=metadata,
                     arrays=result.checkpoint_arrays)
     wrote = [str(args.out)]
     if args.plot is not None:
-        flows.write_flow_plot(net, data.X_test, args.plot, solver=solver, seed=args.seed)
+        flows.write_flow_plot(net, data.X_test, args.plot, solver=solver, seed=args.seed, potential=potential)
         wrote.append(str(args.plot))
-    print(f"test: negative log-likelihood {test['nll']:.4f} nats per point; wrote {', '.join(wrote)}")
+    what = ("negative log-likelihood" if potential is None
+            else f"reverse KL to {potential} (KL(q || p) - log Z) on {len(data.X_test)} base draws")
+    print(f"test: {what} {test[measure]:.4f} nats per point; wrote {', '.join(wrote)}")
 
 
 def _shards(args, runner) -> int:
@@ -523,7 +532,7 @@ def cmd_export(args):
     from .spice import to_netlist
 
     check_output_path(args.output, "--output", suffix=NETLIST_SUFFIXES,
-                      inputs={"the model": args.model, "--input": args.input})
+                      inputs={"the model": args.model, "--input": args.input, "--data": args.data})
     net, meta, _ = read_model_file(args.model)
     transistor = _transistor_setup(args, net, meta)
     scale = None if transistor else _scale(args.scale, meta)       # a bad --scale before the inputs
@@ -718,7 +727,10 @@ def _CORNER_LIST(text):
 
 def _netlist_options(p) -> None:
     """The inputs and compile options shared by ``export`` and ``validate``."""
-    p.add_argument("--input", help="inputs (.npy/.csv); default: the model's test split")
+    inputs = p.add_mutually_exclusive_group()
+    inputs.add_argument("--input", help="inputs (.npy/.csv); default: the model's test split")
+    inputs.add_argument("--data", help="the test split of this data file (.npz/.csv, as 'train --data'); "
+                                       "for a model that records no data, such as an imported one")
     p.add_argument("--mode", choices=["behavioral", "primitive", "transistor"], default="behavioral",
                    help="B sources for every device, R/D/G elements where they exist, or sky130 transistor "
                         "cells (a model trained with --profile sky130)")
@@ -810,9 +822,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "writes the model (and, every epoch, a resumable checkpoint) to --out.")
     p.add_argument("--task", choices=_TRAIN_TASKS, metavar="NAME",
                    help="a built-in task with its preset net: moons, circles, digits; with --flow a density: "
-                        + ", ".join(DENSITY_NAMES))
+                        + ", ".join(DENSITY_NAMES) + "; or a potential: " + ", ".join(POTENTIAL_NAMES))
     p.add_argument("--flow", action="store_true",
-                   help="train a continuous normalising flow (maximum likelihood) on the density --task")
+                   help="train a continuous normalising flow on the density --task (maximum likelihood of its "
+                        "data) or the potential --task (reverse KL)")
     p.add_argument("--plot", metavar="PNG", help="with --flow: write data, samples and density to this PNG")
     p.add_argument("--data", help="a .npz (X, y) or .csv (label last) data file instead of --task")
     p.add_argument("--out", required=True, help="model / checkpoint file to write (.npz)")

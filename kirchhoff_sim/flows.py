@@ -54,7 +54,7 @@ from .checks import as_int
 from .network import as_batch
 
 __all__ = ["FlowField", "FlowRun", "FlowGradient", "flow", "log_likelihood", "nll_gradient",
-           "sample", "base_log_density"]
+           "sample", "base_log_density", "Potential", "POTENTIALS", "reverse_kl", "reverse_kl_gradient"]
 
 
 def base_log_density(z: np.ndarray) -> np.ndarray:
@@ -261,17 +261,19 @@ def sample(net, n_samples: int, rng=None, solver=None, max_batch: int | None = M
 
 @dataclass
 class FlowGradient:
-    """The negative log-likelihood of a batch and its gradients.
+    """A flow's loss on a batch and its gradients.
 
     Attributes
     ----------
     loss : float
-        ``−mean_b log p(x_b)``.
+        ``−mean_b log p(x_b)`` (:func:`nll_gradient`) or the mean of
+        :func:`reverse_kl` (:func:`reverse_kl_gradient`).
     params : list of ndarray
         ``∂loss/∂θ``, one ``(n_params, E_g)`` array per group, like ``net.parameters``.
     inputs : ndarray, shape (B, N)
-        ``∂loss/∂x``.
+        ``∂loss/∂x`` (the batch's start points).
     log_likelihood : ndarray, shape (B,)
+        The log-density of the data points, or of the flow's samples.
     stats : Stats
         Work of the forward runs and the backward sweeps together.
     """
@@ -301,27 +303,163 @@ def nll_gradient(net, x, solver=None, max_batch: int | None = MAX_BATCH) -> Flow
     -------
     FlowGradient
     """
-    x = _checked_points(net, x, "data")
+    def at_base(run, x_rows):
+        z0 = run.state
+        log_p = base_log_density(z0) - run.log_density_change
+        return -log_p, log_p, z0, 0.0
+    return _flow_gradient(net, _checked_points(net, x, "data"), True, at_base, solver, max_batch)
+
+
+def _flow_gradient(net, x, reverse: bool, score, solver, max_batch) -> FlowGradient:
+    """The mean of a per-point loss at the end of a flow run and its exact gradient.
+
+    ``score(run, x_rows)`` gives, for one piece of the batch, the per-point loss ``ℓ``,
+    the points' log-density, ``∂ℓ/∂(end state)`` ``(b, N)`` and any direct ``∂ℓ/∂x``
+    ``(b, N)`` (or 0); ``∂ℓ/∂Δ`` is 1 for both losses here. The cotangent is swept back
+    by the discrete adjoint of the recorded run, its last layer first.
+    """
     max_batch = None if max_batch is None else as_int(max_batch, "max_batch", minimum=1)
     B = x.shape[0]
     theta_bar = [np.zeros_like(p) for p in net.parameters]
     offsets = np.cumsum([0] + [len(layer.groups) for layer in net.layers])
     inputs_bar = np.empty_like(x)
-    loglik = np.empty(B)
+    losses, log_p = np.empty(B), np.empty(B)
     stats = Stats()
+    # the run's layers last first: the net's order for a reverse run, reversed for a forward one
+    backward = range(len(net.layers)) if reverse else range(len(net.layers) - 1, -1, -1)
     for rows in _pieces(B, max_batch):
-        run = flow(net, x[rows], reverse=True, solver=solver, record_states=True)
+        run = flow(net, x[rows], reverse=reverse, solver=solver, record_states=True)
         stats.add(run.stats)
-        z0 = run.state
-        loglik[rows] = base_log_density(z0) - run.log_density_change
-        y_bar = np.zeros((net.num_nodes + 2, z0.shape[0]))
-        y_bar[1:-1] = z0.T / B
+        losses[rows], log_p[rows], state_bar, direct = score(run, x[rows])
+        y_bar = np.zeros((net.num_nodes + 2, run.state.shape[0]))
+        y_bar[1:-1] = state_bar.T / B
         y_bar[-1] = 1.0 / B
-        for k in range(len(net.layers)):          # the reverse run's layers, last first
+        for k in backward:
             tape, field_k = run.tapes[k]
             y_bar = run.solver.adjoint_layer(field_k, tape, y_bar, theta_bar[offsets[k]:offsets[k + 1]], stats)
-        inputs_bar[rows] = y_bar[1:-1].T
-    return FlowGradient(float(-loglik.mean()), theta_bar, inputs_bar, loglik, stats)
+        inputs_bar[rows] = y_bar[1:-1].T + direct / B
+    return FlowGradient(float(losses.mean()), theta_bar, inputs_bar, log_p, stats)
+
+
+# ------------------------------------------------------- potentials (reverse KL)
+@dataclass(frozen=True)
+class Potential:
+    """An unnormalised 2-D target density ``p(x) ∝ exp(−U(x))`` a flow is fitted to by
+    reverse KL (no data: the flow's own samples are scored against ``U``).
+
+    Attributes
+    ----------
+    name : str
+    energy : callable
+        ``U(x)`` of points ``(B, 2)``, ``(B,)``.
+    gradient : callable
+        ``∇U(x)``, ``(B, 2)``.
+    """
+
+    name: str
+    energy: object = field(repr=False)
+    gradient: object = field(repr=False)
+
+    def __call__(self, x) -> np.ndarray:
+        return self.energy(np.asarray(x, dtype=float))
+
+
+def _ring_energy_parts(x):
+    r = np.sqrt(np.sum(x * x, axis=1))
+    lobes = np.stack([-0.5 * ((x[:, 0] - 2.0) / 0.6) ** 2, -0.5 * ((x[:, 0] + 2.0) / 0.6) ** 2])
+    return r, lobes, np.logaddexp(lobes[0], lobes[1])
+
+
+def _ring_energy(x):
+    r, _, log_lobes = _ring_energy_parts(x)
+    return 0.5 * ((r - 2.0) / 0.4) ** 2 - log_lobes
+
+
+def _ring_gradient(x):
+    r, lobes, log_lobes = _ring_energy_parts(x)
+    w = np.exp(lobes - log_lobes)              # each lobe's share of exp(−U)'s mixture
+    radial = np.divide((r - 2.0) / 0.16, r, out=np.zeros_like(r), where=r > 0)
+    g = radial[:, None] * x
+    g[:, 0] += (w[0] * (x[:, 0] - 2.0) + w[1] * (x[:, 0] + 2.0)) / 0.36
+    return g
+
+
+def _wave_energy(x):
+    return 0.5 * ((x[:, 1] - np.sin(0.5 * np.pi * x[:, 0])) / 0.4) ** 2
+
+
+def _wave_gradient(x):
+    d = (x[:, 1] - np.sin(0.5 * np.pi * x[:, 0])) / 0.16
+    return np.column_stack([-d * 0.5 * np.pi * np.cos(0.5 * np.pi * x[:, 0]), d])
+
+
+#: the paper's two potential functions, U₁ and U₂ of Rezende & Mohamed (*Variational
+#: inference with normalizing flows*, ICML 2015, Table 1), as its ``main_den.py`` uses them
+POTENTIALS = {
+    "potential1": Potential("potential1", _ring_energy, _ring_gradient),
+    "potential2": Potential("potential2", _wave_energy, _wave_gradient),
+}
+
+
+def _checked_potential_flow(net, potential, z):
+    """The potential (by name or object) and the base points of a 2-D flow, checked."""
+    potential = _checked_potential(potential)
+    z = _checked_points(net, z, "base points")
+    if net.num_nodes != 2:
+        raise InputError(f"the potentials are 2-D; this flow has {net.num_nodes} nodes")
+    return potential, z
+
+
+def _checked_potential(potential) -> Potential:
+    if isinstance(potential, str):
+        found = POTENTIALS.get(potential)
+        if found is None:
+            raise InputError(f"unknown potential {potential!r}; valid names are {', '.join(POTENTIALS)}")
+        return found
+    if not isinstance(potential, Potential):
+        raise InputError(f"potential must be a name ({', '.join(POTENTIALS)}) or a Potential, got {potential!r:.80}")
+    return potential
+
+
+def reverse_kl(net, potential, z, solver=None, max_batch: int | None = MAX_BATCH) -> np.ndarray:
+    """``log q(x) + U(x)`` per base point: the flow's samples ``x`` of ``z`` ``(B, N)``
+    scored against the potential, ``(B,)``. Its mean is ``KL(q ‖ p) − log Z`` (``Z`` the
+    potential's unknown normaliser), the loss the reference's ``main_den.py`` minimises.
+
+    Raises
+    ------
+    InputError
+        An unknown potential, a flow that is not 2-D, bad points.
+    """
+    potential, z = _checked_potential_flow(net, potential, z)
+    max_batch = None if max_batch is None else as_int(max_batch, "max_batch", minimum=1)
+    out = np.empty(z.shape[0])
+    for rows in _pieces(z.shape[0], max_batch):
+        run = flow(net, z[rows], solver=solver)
+        out[rows] = base_log_density(z[rows]) + run.log_density_change + potential(run.state)
+    return out
+
+
+def reverse_kl_gradient(net, potential, z, solver=None, max_batch: int | None = MAX_BATCH) -> FlowGradient:
+    """The mean of :func:`reverse_kl` over base points ``z`` ``(B, N)`` and its exact gradient.
+
+    A forward run records its augmented states; the cotangent at its end is
+    ``∂loss/∂x = ∇U(x)/B`` and ``∂loss/∂Δ = 1/B``, swept back over the layers last
+    first by the same discrete adjoint as :func:`nll_gradient` (exact for the step grid).
+    :attr:`FlowGradient.log_likelihood` holds the samples' ``log q(x)``, and
+    :attr:`FlowGradient.inputs` ``∂loss/∂z`` (the base density's ``∇log N`` included).
+
+    Raises
+    ------
+    InputError
+        As :func:`reverse_kl`.
+    """
+    potential, z = _checked_potential_flow(net, potential, z)
+
+    def at_sample(run, z_rows):
+        log_q = base_log_density(z_rows) + run.log_density_change
+        return log_q + potential(run.state), log_q, potential.gradient(run.state), -z_rows
+    return _flow_gradient(net, z, False, at_sample, solver, max_batch)
 
 
 # ------------------------------------------------------------------------ figures
@@ -329,8 +467,10 @@ PLOT_SAMPLES = 2000        # points of the flow drawn in the sample panel
 PLOT_GRID = 80             # density evaluated on a PLOT_GRID × PLOT_GRID grid
 
 
-def plot_flow(net, data, solver=None, seed: int = 0, samples: int = PLOT_SAMPLES, grid: int = PLOT_GRID):
-    """Data, samples of the flow and its density, side by side (a 2-D flow only).
+def plot_flow(net, data, solver=None, seed: int = 0, samples: int = PLOT_SAMPLES, grid: int = PLOT_GRID,
+              potential=None):
+    """Data (or a potential's target), samples of the flow and its density, side by side
+    (a 2-D flow only).
 
     Parameters
     ----------
@@ -338,6 +478,9 @@ def plot_flow(net, data, solver=None, seed: int = 0, samples: int = PLOT_SAMPLES
         A flow with two nodes.
     data : array_like, shape (n, 2)
         Points of the data set (the first panel, and the window of the others).
+    potential : str or Potential, optional
+        A flow fitted to a potential: the first panel is its target ``exp(−U)`` over the
+        window ``[-4, 4]²`` instead of the data.
 
     Returns
     -------
@@ -353,15 +496,26 @@ def plot_flow(net, data, solver=None, seed: int = 0, samples: int = PLOT_SAMPLES
     if net.num_nodes != 2:
         raise InputError(f"plot_flow draws 2-D flows; this one has {net.num_nodes} nodes")
     data = _checked_points(net, data, "data")
-    low, high = data.min(axis=0), data.max(axis=0)
-    pad = 0.15 * (high - low)
-    low, high = low - pad, high + pad
+    if potential is None:
+        low, high = data.min(axis=0), data.max(axis=0)
+        pad = 0.15 * (high - low)
+        low, high = low - pad, high + pad
+    else:
+        potential = _checked_potential(potential)
+        low, high = np.array([-4.0, -4.0]), np.array([4.0, 4.0])
     points, _ = sample(net, samples, rng=seed, solver=solver)
     gx, gy = np.meshgrid(np.linspace(low[0], high[0], grid), np.linspace(low[1], high[1], grid))
-    density = np.exp(log_likelihood(net, np.column_stack([gx.ravel(), gy.ravel()]), solver=solver)).reshape(gx.shape)
+    mesh = np.column_stack([gx.ravel(), gy.ravel()])
+    density = np.exp(log_likelihood(net, mesh, solver=solver)).reshape(gx.shape)
+    if potential is None:
+        first = ("data", lambda ax: ax.scatter(data[:, 0], data[:, 1], s=2, alpha=0.5))
+    else:
+        target = np.exp(-potential(mesh)).reshape(gx.shape)
+        first = (f"target exp(-U), {potential.name}",
+                 lambda ax: ax.pcolormesh(gx, gy, target, shading="auto", cmap="viridis"))
     fig = _figure(12, 4)
     for k, (title, draw) in enumerate((
-            ("data", lambda ax: ax.scatter(data[:, 0], data[:, 1], s=2, alpha=0.5)),
+            first,
             (f"{samples} samples of the flow", lambda ax: ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.5,
                                                                       color="tab:orange")),
             ("density p(x)", lambda ax: ax.pcolormesh(gx, gy, density, shading="auto", cmap="viridis")))):

@@ -274,6 +274,74 @@ def test_batch_pieces_give_the_whole_batch_result():
                                whole.log_likelihood, rtol=1e-13)
 
 
+# ---------------------------------------------------------------- potentials (reverse KL)
+EDGES_2D = ks.topology.fully_connected(3, repeat=(1, 1))
+
+
+def _net_2d(make, layers=2, seed=0, duration=0.3):
+    rng = np.random.default_rng(seed)
+    device = make()
+    return ks.KirchhoffNet([ks.Layer(EDGES_2D, device, duration, params=_params(device, len(EDGES_2D), rng))
+                            for _ in range(layers)], num_nodes=2, capacitance=CAPACITANCE[:2])
+
+
+def test_the_potentials_are_rezende_and_mohamed_u1_u2_with_their_gradients():
+    u1, u2 = flows.POTENTIALS["potential1"], flows.POTENTIALS["potential2"]
+    # U1 at (x, 0): the ring term vanishes at radius 2, the lobes at x1 = ±2
+    assert u1(np.array([[2.0, 0.0]]))[0] == pytest.approx(-np.log(1 + np.exp(-0.5 * (4 / 0.6) ** 2)), abs=1e-15)
+    assert u1(np.array([[0.0, 1.0]]))[0] == pytest.approx(0.5 * (1 / 0.4) ** 2 - np.log(2 * np.exp(-0.5 * 2 ** 2 / 0.36)))
+    # U2 vanishes on the wave x2 = sin(π x1 / 2)
+    assert u2(np.array([[1.0, 1.0], [3.0, -1.0]])) == pytest.approx([0.0, 0.0], abs=1e-14)
+    assert u2(np.array([[0.0, 0.4]]))[0] == pytest.approx(0.5)
+    x = np.random.default_rng(11).normal(0, 1.5, (6, 2))
+    for u in (u1, u2):
+        expected = np.stack([_central(lambda p: u(p[None])[0], row) for row in x])
+        np.testing.assert_allclose(u.gradient(x), expected, rtol=1e-7, atol=1e-7)
+
+
+@pytest.mark.parametrize("make", FAMILIES)
+@pytest.mark.parametrize("potential", ["potential1", "potential2"])
+def test_reverse_kl_gradient_matches_finite_differences(make, potential):
+    net = _net_2d(make)
+    z = np.random.default_rng(12).normal(0, 1.0, (5, 2))
+    solver = lambda: ks.RK4(0.1)                       # noqa: E731
+    g = flows.reverse_kl_gradient(net, potential, z, solver=solver())
+    kl = lambda: flows.reverse_kl(net, potential, z, solver=solver()).mean()     # noqa: E731
+    assert g.loss == pytest.approx(kl(), rel=1e-13)
+    x, log_q = flows.sample(net, 5, rng=np.random.default_rng(12), solver=solver())
+    np.testing.assert_allclose(g.log_likelihood, log_q, rtol=1e-13)
+    flat = net.get_flat_params()
+    chosen = np.random.default_rng(13).choice(np.flatnonzero(_inside_domain(net)), 10, replace=False)
+
+    def at(values):
+        theta = flat.copy()
+        theta[chosen] = values
+        net.set_flat_params(theta)
+        return kl()
+    try:
+        expected = _central(at, flat[chosen])
+    finally:
+        net.set_flat_params(flat)
+    assert _relative(g.flat[chosen], expected) <= GRADIENT_RTOL
+    expected_z = _central(lambda zz: flows.reverse_kl(net, potential, zz, solver=solver()).mean(), z)
+    assert _relative(g.inputs, expected_z) <= GRADIENT_RTOL
+
+
+def test_reverse_kl_pieces_and_refusals():
+    net = _net_2d(lambda: devices.AffineActivation("tanh"))
+    z = np.random.default_rng(14).normal(0, 1.0, (7, 2))
+    whole = flows.reverse_kl_gradient(net, "potential2", z, solver=ks.RK4(0.1), max_batch=None)
+    split = flows.reverse_kl_gradient(net, flows.POTENTIALS["potential2"], z, solver=ks.RK4(0.1), max_batch=3)
+    assert split.loss == pytest.approx(whole.loss, rel=1e-14)
+    np.testing.assert_allclose(split.flat, whole.flat, rtol=1e-12, atol=1e-15)
+    with pytest.raises(InputError, match="unknown potential 'potential3'.*potential1, potential2"):
+        flows.reverse_kl(net, "potential3", z)
+    with pytest.raises(InputError, match="potential must be"):
+        flows.reverse_kl_gradient(net, lambda x: x, z)
+    with pytest.raises(InputError, match="2-D"):
+        flows.reverse_kl(_net(lambda: devices.AffineActivation("tanh")), "potential1", np.zeros((2, 3)))
+
+
 # ---------------------------------------------------------------- refusals
 def test_refusals_name_what_is_wrong():
     net = _net(lambda: devices.AffineActivation("tanh"))
@@ -331,6 +399,35 @@ def test_cli_trains_a_flow_with_its_plot(tmp_path, capsys):
     import json
     result = json.loads(capsys.readouterr().out)
     assert result["dataset"] == "twomoon" and result["test_loss"] == pytest.approx(meta["test"]["nll"], rel=1e-12)
+
+
+def test_training_a_flow_by_reverse_kl_lowers_its_test_kl():
+    data = load_density("potential1", n_samples=512, seed=0)
+    net = build_flow_net(2, repeat=(4, 4), seed=0)
+    solver = {"method": "dopri5", "rtol": 1e-4, "atol": 1e-6}
+    loss = "reverse_kl:potential1"
+    before = evaluate(net, data.X_test, data.y_test, loss, ks.Dopri5(rtol=1e-4, atol=1e-6))["loss"]
+    config = TrainConfig(epochs=3, batch_size=128, lr=2e-2, loss=loss, validation_fraction=0.0, solver=solver)
+    train(net, data, config, progress=False, log=None)
+    after = evaluate(net, data.X_test, data.y_test, loss, ks.Dopri5(rtol=1e-4, atol=1e-6))["loss"]
+    assert after < before - 0.3
+    # the test points are base draws: N(0, I), mean 0 and unit spread
+    assert np.abs(data.X_train.mean(axis=0)).max() < 0.15 and np.abs(data.X_train.std(axis=0) - 1).max() < 0.1
+
+
+def test_cli_trains_a_flow_on_a_potential_and_evaluates_it(tmp_path, capsys):
+    out, png = tmp_path / "p2.npz", tmp_path / "p2.png"
+    assert main(["train", "--flow", "--task", "potential2", "--epochs", "1", "--batch-size", "512",
+                 "--out", str(out), "--plot", str(png), "--no-progress"]) == 0
+    net, meta, _ = read_model_file(out)
+    assert meta["flow"]["potential"] == "potential2"
+    assert meta["training"]["config"]["loss"] == "reverse_kl:potential2"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "reverse KL to potential2" in capsys.readouterr().out
+    assert main(["evaluate", str(out), "--json", "--no-feasibility"]) == 0
+    import json
+    result = json.loads(capsys.readouterr().out)
+    assert result["test_loss"] == pytest.approx(meta["test"]["reverse_kl"], rel=1e-12)
 
 
 @pytest.mark.parametrize("argv, message", [

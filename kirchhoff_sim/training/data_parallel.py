@@ -32,13 +32,12 @@ import numpy as np
 
 from ..errors import InputError, SimulationError, TrainingDivergedError
 from ..executors import as_runner
-from ..flows import nll_gradient
 from ..modelfile import received_net
 from ..network import KirchhoffNet
 from ..sensitivity import gradient
 from ..solvers import make_solver
 from .constraints import rail_running_cost
-from .losses import FLOW_LOSS, LOSSES, TRAINING_LOSSES, bind
+from .losses import FLOW_LOSSES, LOSSES, TRAINING_LOSSES, bind, flow_loss_gradient
 
 __all__ = ["ShardedGradient", "ShardResult", "StepGradient", "shard_bounds", "shard_gradient"]
 
@@ -96,8 +95,8 @@ def shard_gradient(net, params, settings: dict, shard: dict) -> ShardResult:
         The parameters to simulate with (None: those ``net`` holds).
     settings : dict
         ``loss`` (a name of :data:`~kirchhoff_sim.training.losses.TRAINING_LOSSES`: a
-        read-out loss, or a flow's negative log-likelihood, whose "read-out" is then the
-        samples' log-likelihoods ``(n_s, 1)``), ``solver``
+        read-out loss, or a flow's loss — negative log-likelihood or reverse KL — whose
+        "read-out" is then the points' log-densities ``(n_s, 1)``), ``solver``
         (a spec for :func:`~kirchhoff_sim.solvers.make_solver`) and ``rails``
         (``[low, high, weight]`` of :func:`~kirchhoff_sim.training.constraints.rail_running_cost`,
         the weight per minibatch before it is divided by the shard's size, or None).
@@ -118,8 +117,8 @@ def shard_gradient(net, params, settings: dict, shard: dict) -> ShardResult:
     # overflow anywhere in the step shows up as a non-finite loss or gradient, which the
     # driver reports
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        if settings["loss"] == FLOW_LOSS:
-            g = nll_gradient(work, x, solver=make_solver(**settings["solver"]), max_batch=None)
+        if settings["loss"] in FLOW_LOSSES:
+            g = flow_loss_gradient(work, settings["loss"], x, make_solver(**settings["solver"]))
             return ShardResult(g.loss, g.flat, g.log_likelihood[:, None], time.perf_counter() - start)
         g = gradient(work, x, bind(LOSSES[settings["loss"]], target),
                      solver=make_solver(**settings["solver"]), running_cost=running_cost)

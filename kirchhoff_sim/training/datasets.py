@@ -38,6 +38,7 @@ from sklearn import datasets as sk_datasets
 from sklearn.model_selection import train_test_split
 
 from ..errors import DatasetError, InputError
+from ..flows import POTENTIALS
 
 DEFAULT_TEST_SIZE = 0.25
 MOONS_NOISE = 0.1  # std of the Gaussian noise: the two moons overlap a little
@@ -271,6 +272,11 @@ DENSITIES = {
     "swissroll": lambda n, rng: sk_datasets.make_swiss_roll(n_samples=n, noise=1.0, random_state=rng)[0][:, [0, 2]] / 5.0,
 }
 DENSITY_NAMES = tuple(DENSITIES)
+#: the paper's potentials (:data:`kirchhoff_sim.flows.POTENTIALS`), fitted by reverse KL:
+#: they have no data, and their points are draws of the flow's base density N(0, I)
+POTENTIAL_NAMES = tuple(POTENTIALS)
+#: everything ``train --flow --task`` takes
+FLOW_TASK_NAMES = DENSITY_NAMES + POTENTIAL_NAMES
 
 
 def load_density(name: str, *, n_samples: int = 4096, test_size: float = DEFAULT_TEST_SIZE,
@@ -279,10 +285,11 @@ def load_density(name: str, *, n_samples: int = 4096, test_size: float = DEFAULT
 
     Parameters
     ----------
-    name : one of :data:`DENSITY_NAMES`
+    name : one of :data:`FLOW_TASK_NAMES`
         ``twomoon`` (``make_moons``, noise 0.1), ``circles`` (``make_circles``, noise 0.06,
         factor 0.5), ``pinwheel``, ``8gaussians``, ``2spirals``, ``swissroll`` (its x and z
-        coordinates / 5) — the reference's test benches (4,096 points each there).
+        coordinates / 5) — the reference's test benches (4,096 points each there); or a
+        potential, ``potential1``/``potential2``, whose points are base draws ``N(0, I)``.
     n_samples : int
     test_size : float
     seed : int
@@ -300,8 +307,10 @@ def load_density(name: str, *, n_samples: int = 4096, test_size: float = DEFAULT
         ``n_samples``, ``test_size`` or ``seed`` out of range.
     """
     draw = DENSITIES.get(name) if isinstance(name, str) else None
+    if name in POTENTIAL_NAMES:
+        draw = lambda n, rng: rng.standard_normal((n, 2))     # noqa: E731
     if draw is None:
-        raise DatasetError(f"unknown density {name!r}; valid names are {', '.join(DENSITY_NAMES)}")
+        raise DatasetError(f"unknown density {name!r}; valid names are {', '.join(FLOW_TASK_NAMES)}")
     if not _is_int(n_samples) or not 10 <= n_samples <= MAX_SAMPLES:
         raise InputError(f"n_samples must be an integer in 10 .. {MAX_SAMPLES:.0e}, got {n_samples!r}")
     _check_split_args(test_size, seed, "test_size")

@@ -10,6 +10,7 @@ import numpy as np
 from scipy.special import log_softmax, softmax
 
 from ..errors import InputError
+from ..flows import POTENTIALS, log_likelihood, nll_gradient, reverse_kl, reverse_kl_gradient
 
 
 def cross_entropy(logits: np.ndarray, labels: np.ndarray):
@@ -50,7 +51,27 @@ LOSSES = {"cross_entropy": cross_entropy, "mse": mean_squared_error}
 #: a flow's negative log-likelihood (:func:`kirchhoff_sim.flows.nll_gradient`): a loss on
 #: the whole run, not on the read-out, so it is not among :data:`LOSSES`
 FLOW_LOSS = "nll"
-TRAINING_LOSSES = tuple(LOSSES) + (FLOW_LOSS,)
+#: a flow fitted to a potential by reverse KL (:func:`kirchhoff_sim.flows.reverse_kl_gradient`):
+#: loss name → potential; its "data" are draws of the base density
+KL_LOSSES = {f"reverse_kl:{name}": name for name in POTENTIALS}
+FLOW_LOSSES = (FLOW_LOSS, *KL_LOSSES)
+TRAINING_LOSSES = tuple(LOSSES) + FLOW_LOSSES
+
+
+def flow_loss_gradient(net, loss: str, x, solver, max_batch=None):
+    """A flow loss of :data:`FLOW_LOSSES` on points ``x`` ``(B, N)`` (data for ``nll``,
+    base draws for a reverse KL) and its exact gradient: a
+    :class:`~kirchhoff_sim.flows.FlowGradient`."""
+    if loss == FLOW_LOSS:
+        return nll_gradient(net, x, solver=solver, max_batch=max_batch)
+    return reverse_kl_gradient(net, KL_LOSSES[loss], x, solver=solver, max_batch=max_batch)
+
+
+def flow_loss(net, loss: str, x, solver, max_batch=None) -> float:
+    """The value of :func:`flow_loss_gradient`'s loss, without the gradient."""
+    if loss == FLOW_LOSS:
+        return -float(np.mean(log_likelihood(net, x, solver=solver, max_batch=max_batch)))
+    return float(np.mean(reverse_kl(net, KL_LOSSES[loss], x, solver=solver, max_batch=max_batch)))
 
 
 def bind(loss, target):

@@ -30,14 +30,13 @@ import numpy as np
 from ..checks import as_choice, as_int, as_positive, as_real
 from ..errors import ClusterLostError, InputError, ModelFileError, SimulationError, TrainingDivergedError
 from ..executors import as_runner
-from ..flows import log_likelihood
 from ..inference import DEFAULT_CHUNK_SIZE, readouts
 from ..modelfile import read_model_file, save_net
 from ..solvers import default_solver_spec, make_solver
 from .datasets import Dataset, minibatches, train_validation_split
 from .constraints import HardwareConstraints
 from .data_parallel import ShardedGradient
-from .losses import FLOW_LOSS, LOSSES, TRAINING_LOSSES
+from .losses import FLOW_LOSSES, LOSSES, TRAINING_LOSSES, flow_loss
 from .optim import Adam, AdamW, ConstantSchedule, CosineSchedule, StepSchedule
 
 _OPTIMIZER_PREFIX = "optimizer/"   # checkpoint arrays holding the optimiser state
@@ -135,9 +134,8 @@ def evaluate(net, X, y, loss: str = "cross_entropy", solver=None, batch_size: in
     """
     if loss not in TRAINING_LOSSES:
         raise InputError(f"unknown loss {loss!r}; use one of {list(TRAINING_LOSSES)}")
-    if loss == FLOW_LOSS:           # a flow: the data's negative log-likelihood (y is unused)
-        nll = -float(np.mean(log_likelihood(net, X, solver=solver, max_batch=batch_size)))
-        return {"loss": nll}
+    if loss in FLOW_LOSSES:         # a flow: the data's negative log-likelihood or a reverse KL (y unused)
+        return {"loss": flow_loss(net, loss, X, solver, max_batch=batch_size)}
     out = readouts(net, X, solver=solver, chunk_size=batch_size, executor=executor)
     value, _ = LOSSES[loss](out, y)
     result = {"loss": value}
