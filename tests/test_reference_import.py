@@ -340,6 +340,31 @@ def test_cli_imports_and_writes_a_model(tmp_path, capsys):
     assert ks.load_net(tmp_path / "m.npz").readout.tolist() == [14, 15]
 
 
+def test_an_imported_model_exports_a_digit_of_a_data_file(tmp_path, capsys):
+    """An imported model records no training data: export takes --data (its test split),
+    and refuses --data with --input in one line."""
+    folder = write_folder(tmp_path / "mnist", classifier_config())
+    model = tmp_path / "m.npz"
+    assert main(["import-reference", str(folder), "--out", str(model)]) == 0
+    net = ks.load_net(model)
+    rng = np.random.default_rng(3)
+    data = tmp_path / "digits.npz"
+    np.savez(data, X=rng.uniform(0, 1, (40, len(net.input_nodes))), y=np.repeat([0, 1], 20))
+    capsys.readouterr()
+    assert main(["export", str(model), "-o", str(tmp_path / "a.cir")]) == 2
+    assert "--data" in capsys.readouterr().err
+    assert main(["export", str(model), "--data", str(data), "--sample", "2", "-o", str(tmp_path / "a.cir")]) == 0
+    from kirchhoff_sim.training.datasets import load_file
+    x = load_file(data).X_test[2]
+    text = (tmp_path / "a.cir").read_text()
+    first = next(line for line in text.splitlines() if line.startswith("C1 "))
+    assert float(first.split("IC=")[1]) == pytest.approx(x[0] * 0.1)        # V0 = 0.1 V
+    assert main(["export", str(model), "--data", str(data), "--input", "x.npy", "-o", str(tmp_path / "b.cir")]) == 2
+    err = capsys.readouterr().err
+    assert "not allowed with argument" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "b.cir").exists()
+
+
 @pytest.mark.parametrize("case", ["missing", "unknown-device", "encoder", "bad-out"])
 def test_cli_refusals_are_one_line_with_exit_status_2(tmp_path, capsys, case):
     config = classifier_config()
