@@ -567,20 +567,22 @@ def cmd_validate(args):
                                                                                          "ngspice processes)"))
     scale = None if transistor else _scale(args.scale, meta)
     X = _inputs_for(args, net, meta)[:args.samples]
+    timeout = {} if args.spice_timeout is None else {"timeout": args.spice_timeout}
     if transistor:
         from .cells.transistor import validate_transistor
 
         profile, characterisation, pdk = transistor
         report = validate_transistor(net, X, profile, characterisation, pdk, corner=args.corner,
-                                     workers=args.workers or 2, **_transistor_options(args))
+                                     workers=args.workers or 2, **_transistor_options(args), **timeout)
     elif args.scheduler is not None:
         from .hardware.distributed import DaskRunner
 
         with DaskRunner(args.scheduler) as runner:
-            report = validate(net, X, scale=scale, mode=args.mode, options=_spice_options(args), executor=runner)
+            report = validate(net, X, scale=scale, mode=args.mode, options=_spice_options(args), executor=runner,
+                              **timeout)
     else:
         report = validate(net, X, scale=scale, mode=args.mode, options=_spice_options(args),
-                          workers=args.workers)
+                          workers=args.workers, **timeout)
     print(report.to_json() if args.json else report)
 
 
@@ -638,6 +640,7 @@ def cmd_report(args):
     labels = data.y_test if data.n_classes is not None else None
     solver_spec_, _ = training_settings(meta)
     report = chip_report(net, data.X_test, labels, profile, spice_check=not args.no_spice,
+                         spice_options=_spice_options(args), spice_timeout=args.spice_timeout,
                          robustness=not args.no_robustness, mc_sigma=args.sigma, mc_trials=args.trials,
                          bits=args.bits, samples=args.samples, solver=solver_spec_, seed=args.seed,
                          transistor_samples=args.transistor_samples, corners=args.corners, pdk_root=args.pdk_root,
@@ -918,6 +921,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=_COUNT, default=10, help="how many input samples (default 10)")
     _netlist_options(p)
     p.add_argument("--workers", type=_COUNT, help="parallel ngspice processes")
+    p.add_argument("--spice-timeout", type=_POSITIVE, metavar="SECONDS",
+                   help="kill an ngspice run after this long (default 600; 1800 at transistor level)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="run the samples on the Dask cluster of this scheduler (tcp://host:port), one job each")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -938,6 +943,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=_COUNT, default=100, metavar="N",
                    help="use the first N test samples (default 100)")
     p.add_argument("--no-spice", action="store_true", help="skip the ngspice energy check and timing")
+    p.add_argument("--reltol", type=_RELTOL, help="ngspice reltol of the energy check (default 1e-6)")
+    p.add_argument("--max-step-fraction", type=_POSITIVE, metavar="F",
+                   help="ngspice's largest step as a fraction of the shortest layer (default 1e-3); a big net "
+                        "needs --reltol 1e-3 --max-step-fraction 0.02 to finish in an hour")
+    p.add_argument("--spice-timeout", type=_POSITIVE, default=600.0, metavar="SECONDS",
+                   help="kill an ngspice run after this long (default 600)")
     p.add_argument("--no-robustness", action="store_true", help="skip the mismatch and quantisation runs")
     p.add_argument("--sigma", type=_NONNEGATIVE, default=0.05,
                    help="device mismatch sigma of the headline Monte Carlo (default 0.05 = 5 %%)")

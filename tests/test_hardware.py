@@ -450,6 +450,20 @@ def test_cli_report_text_without_spice_and_robustness(trained_model, capsys):
     assert "== feasibility ==" in out and "== ngspice check ==" not in out and "not run" in out
 
 
+def test_cli_report_takes_ngspice_options_and_a_timeout(trained_model, capsys):
+    """A net too big for the tight defaults: --reltol/--max-step-fraction loosen the energy
+    check's ngspice run (fewer time points), --spice-timeout bounds it (one line, exit 2)."""
+    def points(*options):
+        assert cli.main(["report", str(trained_model), "--json", "--samples", "2", "--no-robustness",
+                         *options]) == 0
+        return json.loads(capsys.readouterr().out)["spice_check"]["spice_points"][0]
+    assert points("--reltol", "1e-3", "--max-step-fraction", "0.1") < points() / 3
+    assert cli.main(["report", str(trained_model), "--samples", "2", "--no-robustness",
+                     "--spice-timeout", "0.001"]) == 2
+    err = capsys.readouterr().err
+    assert "did not finish within 0.001 s" in err and len(err.strip().splitlines()) == 1
+
+
 def test_cli_report_bad_profile(trained_model, tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text('{"parameters": {"temperature_k": -3}}')

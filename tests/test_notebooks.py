@@ -7,7 +7,7 @@ import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 #: notebooks whose cells take minutes (the two digits nets' findings and mismatch sweeps;
-#: transistor-level ngspice runs; six flows' samples and density grids)
+#: transistor-level ngspice runs; eight flows' samples and density grids)
 SLOW = {"constrained_digits.ipynb", "sky130_transistor_level.ipynb", "flows_toy_densities.ipynb"}
 
 
@@ -57,6 +57,7 @@ def test_the_transistor_notebook_is_executed_and_reaches_the_report():
 def test_the_flows_notebook_is_executed_and_shows_retrained_and_published_flows():
     text, figures = _executed("flows_toy_densities.ipynb", "make_flows_notebook.py")
     assert "imported 6 published checkpoints" in text
-    for name in ("twomoon", "circles", "pinwheel", "8gaussians", "2spirals", "swissroll"):
+    for name in ("twomoon", "circles", "pinwheel", "8gaussians", "2spirals", "swissroll", "potential1", "potential2"):
         assert name in text
-    assert figures == 1
+    assert "published KL - log Z" in text         # the potentials' published flows beside the retrained
+    assert figures == 2

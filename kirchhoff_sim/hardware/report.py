@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..checks import as_int
+from ..checks import as_int, as_real
 from ..errors import InputError
 from ..network import as_batch
 from ..solvers import default_solver_spec, make_solver
 from ..spice import SpiceOptions, to_netlist
-from ..spice.roundtrip import run_compiled
+from ..spice.roundtrip import DEFAULT_TIMEOUT_SECONDS, run_compiled
 from .energy import (
     ENERGY_AGREEMENT_RTOL,
     EnergyReport,
@@ -145,8 +145,10 @@ def _relative(a, b, scale=None) -> float:
 
 
 def run_spice_check(net, X, profile, energy: EnergyReport, samples, options=None,
-                    backend: str = "subprocess", table=None) -> SpiceCheck:
-    """Run ``samples`` (rows of ``X``) in ngspice and compare their device energy with ``energy``."""
+                    backend: str = "subprocess", table=None,
+                    timeout: float = DEFAULT_TIMEOUT_SECONDS) -> SpiceCheck:
+    """Run ``samples`` (rows of ``X``) in ngspice and compare their device energy with
+    ``energy``; each run is killed after ``timeout`` seconds (``SpiceTimeoutError``)."""
     table = edge_table(net) if table is None else table
     # the device energy comes from ngspice's own B-source currents, not from ours
     options = dataclasses.replace(SpiceOptions() if options is None else options, save_branch_currents=True)
@@ -159,7 +161,7 @@ def run_spice_check(net, X, profile, energy: EnergyReport, samples, options=None
                              title=f"kirchhoff_sim chip report, sample {b}")
         netlist.sample_index = int(b)
         fields["compile_seconds"].append(time.perf_counter() - start)
-        run = run_compiled(netlist, backend=backend)
+        run = run_compiled(netlist, backend=backend, timeout=timeout)
         spice = spice_device_energy(net, run, profile, table)
         fields["spice_dissipated_j"].append(spice.dissipated_j)
         fields["spice_net_j"].append(spice.device_net_j)
@@ -463,7 +465,8 @@ def chip_report(net, X, y=None, profile: TechnologyProfile | None = None, *, spi
                 settle_fraction: float = DEFAULT_SETTLE_FRACTION, spice_samples: int = 1,
                 sweep_sigmas=SWEEP_SIGMAS, sweep_bits=SWEEP_BITS, seed: int = 0, executor=None,
                 spice_options=None, spice_backend: str = "subprocess", transistor_samples: int = 0,
-                corners=(), pdk_root=None, workers: int = 2, transistor_mismatch: int = 0) -> ChipReport:
+                corners=(), pdk_root=None, workers: int = 2, transistor_mismatch: int = 0,
+                spice_timeout: float = DEFAULT_TIMEOUT_SECONDS) -> ChipReport:
     """The chip report of ``net`` on a batch of inputs.
 
     Parameters
@@ -508,7 +511,11 @@ def chip_report(net, X, y=None, profile: TechnologyProfile | None = None, *, spi
         Where the robustness trials run (:class:`~.executors.SerialRunner` by default, or a
         :class:`~.distributed.DaskRunner`).
     spice_options : SpiceOptions, optional
+        ngspice's options for the energy check (default the tight :class:`SpiceOptions`).
     spice_backend : {"subprocess", "shared"}
+    spice_timeout : float
+        Seconds each ngspice run of the energy check may take (default 600; a
+        460,136-source net needs about an hour at ``reltol`` 1e-3).
     transistor_samples : int
         Run this many samples as the profile's transistor cells in ngspice (0: no
         transistor-level section; the profile must name a PDK).
@@ -536,6 +543,7 @@ def chip_report(net, X, y=None, profile: TechnologyProfile | None = None, *, spi
         From the transistor-level section.
     """
     started = time.perf_counter()
+    spice_timeout = as_real(spice_timeout, "spice_timeout", minimum=0.0, exclusive_minimum=True)
     profile = default_profile() if profile is None else profile
     if not isinstance(profile, TechnologyProfile):
         raise InputError(f"profile must be a TechnologyProfile, got {type(profile).__name__}")
@@ -577,7 +585,8 @@ def chip_report(net, X, y=None, profile: TechnologyProfile | None = None, *, spi
     spice = None
     if spice_check:
         count = min(as_int(spice_samples, "spice_samples", minimum=1), len(X))
-        spice = run_spice_check(net, X, profile, energy, range(count), spice_options, spice_backend, table)
+        spice = run_spice_check(net, X, profile, energy, range(count), spice_options, spice_backend, table,
+                                timeout=spice_timeout)
     solver_text = ", ".join(f"{k}={v}" for k, v in solver.items())
     timing = timing_report(
         net, profile, settle, wallclock_solver_batch_s=batch_s, samples=len(X), wallclock_solver_single_s=single_s,
