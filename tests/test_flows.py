@@ -229,23 +229,28 @@ def test_nll_gradient_matches_finite_differences(make, solver):
     net = _net(make)
     x = np.random.default_rng(7).normal(0, 0.8, (5, 3))
     g = flows.nll_gradient(net, x, solver=solver())
-    nll = lambda: -flows.log_likelihood(net, x, solver=solver()).mean()
-    assert g.loss == pytest.approx(nll(), rel=1e-13)
+    _assert_gradient_is_the_finite_difference(
+        net, g, lambda xx: -flows.log_likelihood(net, xx, solver=solver()).mean(), x, chosen_seed=8, count=12)
+
+
+def _assert_gradient_is_the_finite_difference(net, g, loss, x, chosen_seed, count):
+    """``g`` (a FlowGradient at points ``x``) against central differences of ``loss(x)``
+    in ``count`` random parameters and in every coordinate of ``x``."""
+    assert g.loss == pytest.approx(loss(x), rel=1e-13)
     flat = net.get_flat_params()
-    chosen = np.random.default_rng(8).choice(np.flatnonzero(_inside_domain(net)), 12, replace=False)
+    chosen = np.random.default_rng(chosen_seed).choice(np.flatnonzero(_inside_domain(net)), count, replace=False)
 
     def at(values):
         theta = flat.copy()
         theta[chosen] = values
         net.set_flat_params(theta)
-        return nll()
+        return loss(x)
     try:
         expected = _central(at, flat[chosen])
     finally:
         net.set_flat_params(flat)
     assert _relative(g.flat[chosen], expected) <= GRADIENT_RTOL
-    expected_x = _central(lambda xx: -flows.log_likelihood(net, xx, solver=solver()).mean(), x)
-    assert _relative(g.inputs, expected_x) <= GRADIENT_RTOL
+    assert _relative(g.inputs, _central(loss, x)) <= GRADIENT_RTOL
 
 
 def test_an_adaptive_nll_gradient_is_the_adjoint_of_its_own_step_grid():
@@ -306,25 +311,10 @@ def test_reverse_kl_gradient_matches_finite_differences(make, potential):
     z = np.random.default_rng(12).normal(0, 1.0, (5, 2))
     solver = lambda: ks.RK4(0.1)                       # noqa: E731
     g = flows.reverse_kl_gradient(net, potential, z, solver=solver())
-    kl = lambda: flows.reverse_kl(net, potential, z, solver=solver()).mean()     # noqa: E731
-    assert g.loss == pytest.approx(kl(), rel=1e-13)
     x, log_q = flows.sample(net, 5, rng=np.random.default_rng(12), solver=solver())
     np.testing.assert_allclose(g.log_likelihood, log_q, rtol=1e-13)
-    flat = net.get_flat_params()
-    chosen = np.random.default_rng(13).choice(np.flatnonzero(_inside_domain(net)), 10, replace=False)
-
-    def at(values):
-        theta = flat.copy()
-        theta[chosen] = values
-        net.set_flat_params(theta)
-        return kl()
-    try:
-        expected = _central(at, flat[chosen])
-    finally:
-        net.set_flat_params(flat)
-    assert _relative(g.flat[chosen], expected) <= GRADIENT_RTOL
-    expected_z = _central(lambda zz: flows.reverse_kl(net, potential, zz, solver=solver()).mean(), z)
-    assert _relative(g.inputs, expected_z) <= GRADIENT_RTOL
+    _assert_gradient_is_the_finite_difference(
+        net, g, lambda zz: flows.reverse_kl(net, potential, zz, solver=solver()).mean(), z, chosen_seed=13, count=10)
 
 
 def test_reverse_kl_pieces_and_refusals():
