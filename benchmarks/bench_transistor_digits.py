@@ -23,7 +23,6 @@ import resource
 import time
 from pathlib import Path
 
-import numpy as np
 
 from common import machine_load, write_results
 from kirchhoff_sim import cells, modelfile, spice, technology

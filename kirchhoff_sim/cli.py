@@ -239,7 +239,8 @@ def cmd_train(args):
     if args.flow:
         return _train_flow(args)
     if args.task is not None and args.task not in TASKS:
-        raise InputError(f"--task {args.task} is a density: train it as a flow with --flow "
+        kind = "a potential" if args.task in POTENTIAL_NAMES else "a density"
+        raise InputError(f"--task {args.task} is {kind}: train it as a flow with --flow "
                          f"(classification tasks: {', '.join(TASKS)})")
     if (args.task is None) == (args.data is None):
         raise InputError("give exactly one of --task NAME or --data FILE")
@@ -321,7 +322,7 @@ def _train_flow(args):
     the trainer of the classifiers (checkpoints, resume, Dask shards)."""
     from . import flows
     from .training.datasets import load_density
-    from .training.losses import FLOW_LOSS
+    from .training.losses import flow_loss_name
     from .training.models import build_flow_net
     from .training.tasks import FLOW_TASK
     from .training.trainer import TrainConfig, evaluate, save_checkpoint, train
@@ -329,8 +330,8 @@ def _train_flow(args):
     if args.task not in FLOW_TASK_NAMES:
         raise InputError(f"--flow needs --task with a density or a potential: {', '.join(FLOW_TASK_NAMES)}"
                          + (f" (got {args.task})" if args.task else ""))
-    potential = args.task if args.task in flows.POTENTIALS else None
-    loss = FLOW_LOSS if potential is None else f"reverse_kl:{potential}"
+    potential = args.task if args.task in POTENTIAL_NAMES else None
+    loss = flow_loss_name(args.task)
     refused = [flag for flag, value in (("--data", args.data), ("--hidden", args.hidden), ("--profile", args.profile),
                                         ("--mismatch-sigma", args.mismatch_sigma), ("--rail-weight", args.rail_weight),
                                         ("--sparsity", args.sparsity), ("--ktc-noise", args.ktc_noise or None),
@@ -361,9 +362,11 @@ def _train_flow(args):
     solver = make_solver(**config.solver)
     measure = "nll" if potential is None else "reverse_kl"
     test = {measure: evaluate(net, data.X_test, data.y_test, loss, solver)["loss"]}
-    flow_meta = {"dim": data.n_features, "base": "standard normal"}
-    if potential is not None:
-        flow_meta.update(potential=potential, trained_by="reverse KL to the potential (base draws as points)")
+    flow_meta = {"dim": data.n_features, "base": "standard normal", "sample_direction": "forward",
+                 "density_direction": "reverse", "trained_by": "maximum likelihood of data"}
+    if potential is not None:          # trained on the log-density of its own forward samples
+        flow_meta.update(potential=potential, density_direction="forward",
+                         trained_by="reverse KL to the potential (base draws as points)")
     metadata = {"source": {"task": args.task, "data": None, "seed": args.seed, "dataset_options": FLOW_TASK.dataset},
                 "test": test, "flow": flow_meta}
     save_checkpoint(net, result.optimizer, args.out, config, result.history, data.name, metadata=metadata,
@@ -481,8 +484,9 @@ def cmd_montecarlo(args):
                           solver=solver_spec_, backend=args.backend)     # checked before the data is made
     data = _dataset_of(meta, args.data, None)
     if data.n_classes is None:
+        kind = "a flow's density" if meta.get("flow") is not None else "a regression set"
         raise InputError(f"{args.model}: montecarlo measures classification accuracy, but the model's "
-                         f"data ({data.name}) is a regression set")
+                         f"data ({data.name}) is {kind}")
     X, y = data.X_test, data.y_test
     if args.samples is not None:
         X, y = X[:args.samples], y[:args.samples]
@@ -948,7 +952,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ngspice's largest step as a fraction of the shortest layer (default 1e-3); a big net "
                         "needs --reltol 1e-3 --max-step-fraction 0.02 to finish in an hour")
     p.add_argument("--spice-timeout", type=_POSITIVE, default=600.0, metavar="SECONDS",
-                   help="kill an ngspice run after this long (default 600)")
+                   help="kill an ngspice run of the energy check after this long (default 600)")
     p.add_argument("--no-robustness", action="store_true", help="skip the mismatch and quantisation runs")
     p.add_argument("--sigma", type=_NONNEGATIVE, default=0.05,
                    help="device mismatch sigma of the headline Monte Carlo (default 0.05 = 5 %%)")

@@ -51,7 +51,7 @@ from .solvers.base import LayerTape, Stats, VOLTAGE_LIMIT, gershgorin
 from .solvers.resources import ResourceLimits, estimate_resources
 from .solvers.simulate import MAX_BATCH, _Context
 from .checks import as_int
-from .network import as_batch
+from .network import as_batch, check_finite_inputs
 
 __all__ = ["FlowField", "FlowRun", "FlowGradient", "flow", "log_likelihood", "nll_gradient",
            "sample", "base_log_density", "Potential", "POTENTIALS", "reverse_kl", "reverse_kl_gradient"]
@@ -154,6 +154,7 @@ def _checked_solver(solver):
 
 def _checked_points(net, x, what: str) -> np.ndarray:
     x = as_batch(x)
+    check_finite_inputs(x)
     if x.shape[1] != net.num_nodes:
         raise InputError(f"{what} must have one column per node of the flow (N = {net.num_nodes}), "
                          f"got {x.shape[1]}")
@@ -255,7 +256,7 @@ def sample(net, n_samples: int, rng=None, solver=None, max_batch: int | None = M
     for rows in _pieces(n_samples, max_batch):
         run = flow(net, z[rows], solver=solver)
         x[rows] = run.state
-        logp[rows] = base_log_density(z[rows]) + run.log_density_change
+        logp[rows] = _sample_log_density(z[rows], run)
     return x, logp
 
 
@@ -351,9 +352,9 @@ class Potential:
     ----------
     name : str
     energy : callable
-        ``U(x)`` of points ``(B, 2)``, ``(B,)``.
+        ``U(x)`` of points ``(B, 2)``, ``(B,)`` (unchecked; calling the potential checks).
     gradient : callable
-        ``∇U(x)``, ``(B, 2)``.
+        ``∇U(x)``, ``(B, 2)`` (unchecked; :meth:`grad` checks).
     """
 
     name: str
@@ -361,7 +362,33 @@ class Potential:
     gradient: object = field(repr=False)
 
     def __call__(self, x) -> np.ndarray:
-        return self.energy(np.asarray(x, dtype=float))
+        """``U(x)`` of points ``(B, 2)``, ``(B,)``; raises InputError for other points or
+        a user energy that does not give one finite value a point."""
+        x = _plane_points(x, self.name)
+        return _checked_output(self.energy(x), (len(x),), self.name, "energy")
+
+    def grad(self, x) -> np.ndarray:
+        """``∇U(x)`` of points ``(B, 2)``, ``(B, 2)``, checked as :meth:`__call__`."""
+        x = _plane_points(x, self.name)
+        return _checked_output(self.gradient(x), x.shape, self.name, "gradient")
+
+
+def _plane_points(x, name: str) -> np.ndarray:
+    x = as_batch(x)
+    if x.shape[1] != 2:
+        raise InputError(f"the potential {name} takes points (B, 2), got {x.shape}")
+    return x
+
+
+def _checked_output(value, shape, name: str, what: str) -> np.ndarray:
+    value = np.asarray(value)
+    if value.shape != shape or value.dtype.kind not in "fiu":
+        raise InputError(f"the potential {name}'s {what} gave {value.dtype}{value.shape}, expected float{shape}")
+    value = value.astype(float)
+    if not np.all(np.isfinite(value)):
+        raise InputError(f"the potential {name}'s {what} is not finite at {int(np.sum(~np.isfinite(value)))} "
+                         f"value(s)")
+    return value
 
 
 def _ring_energy_parts(x):
@@ -376,6 +403,7 @@ def _ring_energy(x):
 
 
 def _ring_gradient(x):
+    # U1's ring term is a cone at r = 0 (no gradient there): 0, the central difference's value
     r, lobes, log_lobes = _ring_energy_parts(x)
     w = np.exp(lobes - log_lobes)              # each lobe's share of exp(−U)'s mixture
     radial = np.divide((r - 2.0) / 0.16, r, out=np.zeros_like(r), where=r > 0)
@@ -422,26 +450,29 @@ def _checked_potential(potential) -> Potential:
 
 
 def reverse_kl(net, potential, z, solver=None, max_batch: int | None = MAX_BATCH) -> np.ndarray:
-    """``log q(x) + U(x)`` per base point: the flow's samples ``x`` of ``z`` ``(B, N)``
-    scored against the potential, ``(B,)``. Its mean is ``KL(q ‖ p) − log Z`` (``Z`` the
+    """``log q(x) + U(x)`` per base point: the 2-D flow's samples ``x`` of ``z`` ``(B, 2)``
+    scored against the potential, ``(B,)`` in nats. Its mean is ``KL(q ‖ p) − log Z`` (``Z`` the
     potential's unknown normaliser), the loss the reference's ``main_den.py`` minimises.
 
     Raises
     ------
     InputError
-        An unknown potential, a flow that is not 2-D, bad points.
+        An unknown potential, a flow that is not 2-D, bad or non-finite points, a
+        potential whose energy or gradient is not one finite value (pair) a point.
+    ResourceLimitError, SimulationError
+        As :func:`flow`.
     """
     potential, z = _checked_potential_flow(net, potential, z)
     max_batch = None if max_batch is None else as_int(max_batch, "max_batch", minimum=1)
     out = np.empty(z.shape[0])
     for rows in _pieces(z.shape[0], max_batch):
         run = flow(net, z[rows], solver=solver)
-        out[rows] = base_log_density(z[rows]) + run.log_density_change + potential(run.state)
+        out[rows] = _kl_score(potential)(run, z[rows])[0]
     return out
 
 
 def reverse_kl_gradient(net, potential, z, solver=None, max_batch: int | None = MAX_BATCH) -> FlowGradient:
-    """The mean of :func:`reverse_kl` over base points ``z`` ``(B, N)`` and its exact gradient.
+    """The mean of :func:`reverse_kl` over base points ``z`` ``(B, 2)`` and its exact gradient.
 
     A forward run records its augmented states; the cotangent at its end is
     ``∂loss/∂x = ∇U(x)/B`` and ``∂loss/∂Δ = 1/B``, swept back over the layers last
@@ -451,15 +482,24 @@ def reverse_kl_gradient(net, potential, z, solver=None, max_batch: int | None = 
 
     Raises
     ------
-    InputError
+    InputError, ResourceLimitError, SimulationError
         As :func:`reverse_kl`.
     """
     potential, z = _checked_potential_flow(net, potential, z)
+    return _flow_gradient(net, z, False, _kl_score(potential), solver, max_batch)
 
-    def at_sample(run, z_rows):
-        log_q = base_log_density(z_rows) + run.log_density_change
-        return log_q + potential(run.state), log_q, potential.gradient(run.state), -z_rows
-    return _flow_gradient(net, z, False, at_sample, solver, max_batch)
+
+def _sample_log_density(z, run) -> np.ndarray:
+    """``log q`` of a forward run's samples of base points ``z``: ``log N(z) + Δ``."""
+    return base_log_density(z) + run.log_density_change
+
+
+def _kl_score(potential):
+    """:func:`_flow_gradient`'s ``score`` of the reverse KL: ``log q(x) + U(x)``."""
+    def score(run, z_rows):
+        log_q = _sample_log_density(z_rows, run)
+        return log_q + potential(run.state), log_q, potential.grad(run.state), -z_rows
+    return score
 
 
 # ------------------------------------------------------------------------ figures

@@ -301,7 +301,7 @@ def test_the_potentials_are_rezende_and_mohamed_u1_u2_with_their_gradients():
     x = np.random.default_rng(11).normal(0, 1.5, (6, 2))
     for u in (u1, u2):
         expected = np.stack([_central(lambda p: u(p[None])[0], row) for row in x])
-        np.testing.assert_allclose(u.gradient(x), expected, rtol=1e-7, atol=1e-7)
+        np.testing.assert_allclose(u.grad(x), expected, rtol=1e-7, atol=1e-7)
 
 
 @pytest.mark.parametrize("make", FAMILIES)
@@ -330,6 +330,24 @@ def test_reverse_kl_pieces_and_refusals():
         flows.reverse_kl_gradient(net, lambda x: x, z)
     with pytest.raises(InputError, match="2-D"):
         flows.reverse_kl(_net(lambda: devices.AffineActivation("tanh")), "potential1", np.zeros((2, 3)))
+    # non-finite points are the caller's error, not a diverged circuit
+    for bad in (np.nan, np.inf):
+        with pytest.raises(InputError, match="input sample 0, feature 0"):
+            flows.reverse_kl_gradient(net, "potential1", [[bad, 0.0], [0.0, 0.0]])
+        with pytest.raises(InputError, match="input sample 1, feature 1"):
+            flows.log_likelihood(net, [[0.0, 0.0], [0.0, bad]])
+    # a user's potential must give one finite energy and gradient pair a point
+    u2 = flows.POTENTIALS["potential2"]
+    cases = {"gradient gave float64\\(7, 1\\)": flows.Potential("wide", u2.energy, lambda x: x[:, :1]),
+             "energy gave float64\\(\\)": flows.Potential("scalar", lambda x: 0.0, u2.gradient),
+             "gradient is not finite": flows.Potential("nan", u2.energy, lambda x: x * np.nan)}
+    for match, potential in cases.items():
+        with pytest.raises(InputError, match=match):
+            flows.reverse_kl_gradient(net, potential, z, solver=ks.RK4(0.1))
+    with pytest.raises(InputError, match="takes points \\(B, 2\\)"):
+        u2([1.0, 2.0, 3.0])
+    with pytest.raises(DatasetError, match="unknown density"):
+        load_density(np.array(["potential1", "x"]))
 
 
 # ---------------------------------------------------------------- refusals
@@ -380,7 +398,8 @@ def test_cli_trains_a_flow_with_its_plot(tmp_path, capsys):
     assert main(["train", "--flow", "--task", "twomoon", "--epochs", "1", "--batch-size", "512",
                  "--out", str(out), "--plot", str(png), "--no-progress"]) == 0
     net, meta, _ = read_model_file(out)
-    assert meta["flow"] == {"dim": 2, "base": "standard normal"}
+    assert meta["flow"] == {"dim": 2, "base": "standard normal", "sample_direction": "forward",
+                            "density_direction": "reverse", "trained_by": "maximum likelihood of data"}
     assert meta["training"]["config"]["loss"] == "nll" and np.isfinite(meta["test"]["nll"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "negative log-likelihood" in capsys.readouterr().out
@@ -422,6 +441,7 @@ def test_cli_trains_a_flow_on_a_potential_and_evaluates_it(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--flow", "--task", "moons"], "density"),
+    (["--task", "potential1"], "is a potential: train it as a flow with --flow"),
     (["--task", "twomoon"], "--flow"),
     (["--flow", "--task", "twomoon", "--hidden", "3"], "--hidden"),
     (["--flow", "--task", "twomoon", "--method", "bdf2"], "implicit"),

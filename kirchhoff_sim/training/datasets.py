@@ -307,7 +307,7 @@ def load_density(name: str, *, n_samples: int = 4096, test_size: float = DEFAULT
         ``n_samples``, ``test_size`` or ``seed`` out of range.
     """
     draw = DENSITIES.get(name) if isinstance(name, str) else None
-    if name in POTENTIAL_NAMES:
+    if isinstance(name, str) and name in POTENTIAL_NAMES:
         draw = lambda n, rng: rng.standard_normal((n, 2))     # noqa: E731
     if draw is None:
         raise DatasetError(f"unknown density {name!r}; valid names are {', '.join(FLOW_TASK_NAMES)}")

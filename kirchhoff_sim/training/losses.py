@@ -54,6 +54,11 @@ FLOW_LOSS = "nll"
 #: a flow fitted to a potential by reverse KL (:func:`kirchhoff_sim.flows.reverse_kl_gradient`):
 #: loss name → potential; its "data" are draws of the base density
 KL_LOSSES = {f"reverse_kl:{name}": name for name in POTENTIALS}
+
+
+def flow_loss_name(task: str) -> str:
+    """The training loss of a flow on ``task``: a potential's reverse KL, else ``nll``."""
+    return f"reverse_kl:{task}" if task in POTENTIALS else FLOW_LOSS
 FLOW_LOSSES = (FLOW_LOSS, *KL_LOSSES)
 TRAINING_LOSSES = tuple(LOSSES) + FLOW_LOSSES
 
