@@ -25,10 +25,11 @@ The validation's ngspice run goes on beside the chip report (each is tens of min
 core): the report's wall-clock figures and both ngspice times are measured on a machine
 that busy, and the load is printed at the start and the end.
 
-ngspice runs at ``--reltol`` / ``--max-step-fraction`` (default 1e-3 / 0.02: a 460,136-source
-netlist at the tight defaults, 1e-6 / 1e-3, would take hours; on the digits net these
-leave 6e-4 of the swing against 6e-3 at 1e-3 / 0.1, and the validation states what they
-leave here). Results go to ``benchmarks/results/mnist_chip.json``.
+ngspice runs at ``--reltol`` / ``--max-step-fraction`` (default 1e-3 / 0.02: at the tight
+defaults, 1e-6 / 1e-3, the random-weight MNIST-sized net of ``bench_vs_ngspice.py`` took
+1,221 s on an idle machine, and this one runs twice on a busy one; on the digits net these
+options leave 6e-4 of the swing against 6e-3 at 1e-3 / 0.1, and the validation states what
+they leave here). Results go to ``benchmarks/results/mnist_chip.json``.
 """
 
 from __future__ import annotations

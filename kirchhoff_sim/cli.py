@@ -949,8 +949,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-spice", action="store_true", help="skip the ngspice energy check and timing")
     p.add_argument("--reltol", type=_RELTOL, help="ngspice reltol of the energy check (default 1e-6)")
     p.add_argument("--max-step-fraction", type=_POSITIVE, metavar="F",
-                   help="ngspice's largest step as a fraction of the shortest layer (default 1e-3); a big net "
-                        "needs --reltol 1e-3 --max-step-fraction 0.02 to finish in an hour")
+                   help="ngspice's largest step as a fraction of the shortest layer (default 1e-3); "
+                        "--reltol 1e-3 --max-step-fraction 0.02 runs a big net several times faster")
     p.add_argument("--spice-timeout", type=_POSITIVE, default=600.0, metavar="SECONDS",
                    help="kill an ngspice run of the energy check after this long (default 600)")
     p.add_argument("--no-robustness", action="store_true", help="skip the mismatch and quantisation runs")

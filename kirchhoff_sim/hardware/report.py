@@ -515,7 +515,7 @@ def chip_report(net, X, y=None, profile: TechnologyProfile | None = None, *, spi
     spice_backend : {"subprocess", "shared"}
     spice_timeout : float
         Seconds each ngspice run of the energy check may take (default 600; a
-        460,136-source net needs about an hour at ``reltol`` 1e-3).
+        460,136-source net needs tens of minutes).
     transistor_samples : int
         Run this many samples as the profile's transistor cells in ngspice (0: no
         transistor-level section; the profile must name a PDK).
