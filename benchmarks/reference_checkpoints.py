@@ -230,6 +230,9 @@ def generative(folder: Path, code, points=None, repeat: int = 3, generator_tol: 
           f"{result['trace_max_rel_diff']:.1e} of the reference's")
     if points is None and net.num_nodes > 2:
         points = generator_points
+    if points == 0:               # the fields and traces only (the generator's runs take minutes a point)
+        result["agreement"] = "not run (--generator-points 0)"
+        return result
     result.update(flow_agreement(net, meta, folder, code, points, repeat, generator_tol))
     return result
 
@@ -327,7 +330,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="timed runs of each (default 3)")
     parser.add_argument("--generator-points", type=_non_negative, default=GENERATOR_POINTS,
                         help=f"points of the 784-node generator's comparison (default {GENERATOR_POINTS}; "
-                             f"the reference takes minutes a point)")
+                             f"the reference takes minutes a point; 0: its fields and traces only)")
     parser.add_argument("--tight-samples", type=_non_negative, default=4,
                         help=f"digits of the float64 check at tol {CLASSIFIER_TIGHT:g} (default 4; 0: none)")
     parser.add_argument("--only", nargs="*", help="these results folders only (default: all)")
