@@ -19,6 +19,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import tracemalloc
 from dataclasses import asdict
 from pathlib import Path
@@ -36,7 +37,7 @@ from kirchhoff_sim.training import datasets
 from kirchhoff_sim.training.models import build_net
 from kirchhoff_sim.training.trainer import TrainConfig
 
-from faults import (HANG_GUARD_SECONDS, SUBPROCESS_TIMEOUT_SECONDS, cluster_process, finished_jobs, when,
+from faults import (HANG_GUARD_SECONDS, POLL_SECONDS, SUBPROCESS_TIMEOUT_SECONDS, cluster_process, finished_jobs, when,
                     with_the_worker_killed_once_busy, within)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -331,6 +332,29 @@ def test_a_scheduler_killed_mid_run_is_a_typed_error_naming_the_trial(net, data)
     assert f"starting at trial {error.first_unfinished_trial};" in str(error)
     assert runner.client is None                   # closed: no reconnection left running
     assert not [r for r in records if r.name == "distributed.client" and r.exc_info]
+
+
+def test_jobs_submitted_after_the_scheduler_died_are_reported_as_its_loss(net, data):
+    # The client, reconnecting, still accepts jobs; when it gives up it cancels them with
+    # no reason ("unknown"): that is the scheduler's loss, not a cancellation by the cluster.
+    spec = MonteCarloSpec(sigma_g=0.1, trials=2)
+    calls = [{"spec": spec.to_dict(), "trial_indices": [i]} for i in range(2)]
+    with cluster_process() as (address, process), captured_logs() as records:
+        runner = within(HANG_GUARD_SECONDS, start_runner, address, LOST_CLUSTER_TIMEOUT_SECONDS)
+        client = runner.client
+        process.kill()
+        process.wait(timeout=HANG_GUARD_SECONDS)
+        within(HANG_GUARD_SECONDS, wait_until, lambda: client.status != "running")
+        with pytest.raises(ClusterLostError, match=f"the Dask scheduler at {address} went away") as lost:
+            within(HANG_GUARD_SECONDS, runner.map_calls, run_trials, net, *data, calls)
+    assert lost.value.finished_jobs == 0 and "starting at trial 0;" in str(lost.value)
+    assert runner.client is None
+    assert not [r for r in records if r.name == "distributed.client" and r.exc_info]
+
+
+def wait_until(condition):
+    while not condition():
+        time.sleep(POLL_SECONDS)
 
 
 def test_a_worker_killed_mid_run_is_rerun_and_the_result_is_unchanged(net, data):

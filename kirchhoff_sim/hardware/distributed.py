@@ -483,7 +483,12 @@ class DaskRunner(Runner):
                 done += 1
             return
         except CancelledError as exc:
-            lost = _cluster_lost(address, done, total, pending, getattr(exc, "reason", None))
+            # A job submitted while the client was already reconnecting to a lost
+            # scheduler is cancelled without a reason ("unknown") when the client gives
+            # up and closes: a client that is not running means the scheduler went away,
+            # whatever the word on the cancellation.
+            reason = getattr(exc, "reason", None) if client.status == "running" else SCHEDULER_LOST
+            lost = _cluster_lost(address, done, total, pending, reason)
         except OSError:
             if client.status == "running":        # a task's own OSError: re-raise it
                 raise
