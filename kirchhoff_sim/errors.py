@@ -55,11 +55,16 @@ class SimulationError(KirchhoffError, RuntimeError):
         Number of the failing step within the layer (0-based).
     node : int or None
         The node (1..N) where the failure showed, when one node is to blame.
+    sample : int or None
+        The sample (column of the batch passed to ``simulate``) to blame, when one is:
+        :class:`DivergenceError` and :class:`NonFiniteStateError` set it, so that a
+        caller can drop the sample whose circuit ran away and go on with the others.
     """
 
-    def __init__(self, message, *, layer=None, time=None, step=None, node=None):
-        self.layer, self.time, self.step, self.node = layer, time, step, node
-        where = []
+    def __init__(self, message, *, layer=None, time=None, step=None, node=None, sample=None):
+        self.layer, self.time, self.step, self.node, self.sample = layer, time, step, node, sample
+        self.message = message
+        where = [] if sample is None else [f"sample {sample}"]
         if layer is not None:
             where.append(f"layer {layer}")
         if time is not None:
@@ -69,6 +74,15 @@ class SimulationError(KirchhoffError, RuntimeError):
         if node is not None:
             where.append(f"node {node}")
         super().__init__(f"{message} ({', '.join(where)})" if where else message)
+
+    def _keywords(self) -> dict:
+        return {"layer": self.layer, "time": self.time, "step": self.step, "node": self.node,
+                "sample": self.sample}
+
+    def copy_with(self, message: str | None = None, **changes) -> "SimulationError":
+        """The same error (its type and everything that places it) with another message
+        (default: its own, without the place) or with ``changes`` to those attributes."""
+        return type(self)(self.message if message is None else message, **{**self._keywords(), **changes})
 
 
 class NonFiniteStateError(SimulationError):
@@ -108,6 +122,9 @@ class StiffnessError(StepSizeTooSmallError):
     def __init__(self, message, *, stiffness=None, **where):
         self.stiffness = stiffness
         super().__init__(message, **where)
+
+    def _keywords(self) -> dict:
+        return {**super()._keywords(), "stiffness": self.stiffness}
 
 
 class ResourceLimitError(KirchhoffError, ValueError):

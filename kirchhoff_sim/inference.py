@@ -25,7 +25,7 @@ from .errors import InputError
 from .executors import as_runner
 from .modelfile import received_net
 from .network import as_batch, check_finite_inputs
-from .solvers import simulate
+from .solvers import samples_counted_from, simulate
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "check_inputs", "chunk_bounds", "iter_readouts", "readouts", "simulate_chunk"]
 
@@ -61,7 +61,8 @@ def simulate_chunk(net, solver, all_nodes: bool, chunk: dict) -> np.ndarray:
     """
     net = received_net(net)
     check_finite_inputs(chunk["x"], first_row=chunk["start"])   # messages name rows of the whole X
-    solution = simulate(net, chunk["x"], solver=solver)
+    with samples_counted_from(chunk["start"]):
+        solution = simulate(net, chunk["x"], solver=solver)
     return solution.final_state if all_nodes else solution.readout(net)
 
 

@@ -14,7 +14,7 @@ import pytest
 from scipy import stats
 
 from kirchhoff_sim import cli, devices
-from kirchhoff_sim.errors import DeviceError, InputError, SchedulerConnectionError
+from kirchhoff_sim.errors import DeviceError, DivergenceError, InputError, SchedulerConnectionError, StiffnessError
 from kirchhoff_sim.devices import parameter_roles
 from kirchhoff_sim.hardware import (
     MonteCarloSpec,
@@ -386,3 +386,80 @@ def test_equal_trials_summarise_to_exactly_their_accuracy():
     assert (summary["mean"], summary["std"], summary["drop"]) == (0.97, 0.0, 0.0)
     result.accuracies[0] = 0.95
     assert result.mean == pytest.approx(0.969) and result.std > 0
+
+
+# ------------------------------------------------------------------ chips that run away
+RUNAWAY_GAIN = -20.0           # v − shift grows as e^{20 t}: by T = 1, 4.9e8 × (v − shift) V
+RUNAWAY_X = np.array([[0.0, 0.5], [2.0, 0.0], [0.2, 0.9], [0.0, 3.0], [0.8, 0.1]])
+RUNAWAY_Y = np.array([1, 0, 1, 1, 0])
+RUNAWAY_SAMPLES = [1, 3]       # the inputs above a shift of 1
+
+
+def runaway_net(shifts=(1.0, 1.0)):
+    """Two nodes, each with a negative-gain ShiftedReLU to ground: a node above its shift
+    runs away (positive feedback), one below it keeps its voltage exactly (no current)."""
+    layer = Layer([[1, 0], [2, 0]], devices.ShiftedReLU(), 1.0,
+                  params=[list(shifts), [RUNAWAY_GAIN, RUNAWAY_GAIN]])
+    return KirchhoffNet([layer], num_nodes=2, readout=[1, 2])
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 512])
+def test_samples_that_run_away_are_a_trial_result_not_an_error(batch_size):
+    spec = MonteCarloSpec(solver={"method": "rk4", "dt": 0.01}, batch_size=batch_size, keep_readout=True)
+    result = run_trial(runaway_net(), RUNAWAY_X, RUNAWAY_Y, spec, 0)
+    stable = np.setdiff1d(np.arange(len(RUNAWAY_X)), RUNAWAY_SAMPLES)
+    assert result["diverged"].tolist() == RUNAWAY_SAMPLES
+    assert result["predictions"].tolist() == [1, -1, 1, -1, 0]
+    assert result["accuracy"] == 3 / 5                    # a runaway sample is counted wrong
+    assert np.isnan(result["readout"][RUNAWAY_SAMPLES]).all()
+    assert np.array_equal(result["readout"][stable], RUNAWAY_X[stable])   # no current below the shift
+    from kirchhoff_sim.training.losses import cross_entropy
+    assert result["loss"] == cross_entropy(RUNAWAY_X[stable], RUNAWAY_Y[stable])[0]
+
+
+def test_a_trial_whose_every_sample_runs_away_has_no_loss():
+    spec = MonteCarloSpec(solver={"method": "rk4", "dt": 0.01})
+    result = run_trial(runaway_net(), RUNAWAY_X[RUNAWAY_SAMPLES], RUNAWAY_Y[RUNAWAY_SAMPLES], spec, 0)
+    assert result["diverged"].tolist() == [0, 1] and result["accuracy"] == 0.0 and np.isnan(result["loss"])
+
+
+def test_a_sweep_counts_the_runaway_samples_and_the_report_names_them():
+    spec = MonteCarloSpec(solver={"method": "rk4", "dt": 0.01}, trials=3)
+    rows = mismatch_sweep(runaway_net(), RUNAWAY_X, RUNAWAY_Y, [0.0], trials=3, spec=spec)
+    assert rows[0]["diverged"] == 3 * len(RUNAWAY_SAMPLES) and rows[0]["mean"] == pytest.approx(3 / 5)
+    result = monte_carlo(runaway_net(), RUNAWAY_X, RUNAWAY_Y, spec)
+    assert result.diverged.tolist() == [2, 2, 2]
+    assert result.to_dict()["per_trial"]["diverged"] == [2, 2, 2]
+    assert "6 of 15 trial samples ran away" in str(result)
+
+
+def test_a_quantised_chip_that_runs_away_is_a_sweep_point():
+    # the second node's shift 1.4 sits above its input 1.2; at 2 bits (levels ±1, ±3) it
+    # becomes 1 and that node runs away, at 8 bits (steps of 6/255) it stays above 1.2
+    net = runaway_net(shifts=(3.0, 1.4))
+    X, y = np.array([[0.0, 1.2], [0.1, 0.0]]), np.array([1, 0])
+    spec = MonteCarloSpec(solver={"method": "rk4", "dt": 0.01})
+    rows = quantisation_sweep(net, X, y, [2, 8], spec=spec)
+    assert [(r["bits"], r["diverged"], r["accuracy"]) for r in rows] == [(2, 1, 0.5), (8, 0, 1.0)]
+
+
+def test_other_failures_still_raise_naming_the_quantisation():
+    # RK4 at h·|λ| = 1e4 on a stable, stiff net blows up: stiffness, not a chip that runs away
+    layer = Layer([[1, 0], [1, 2], [2, 0]], devices.Conductance(), 1.0, params=[[1e6, 1.0, 1.0]])
+    net = KirchhoffNet([layer], num_nodes=2, readout=[1, 2])
+    spec = MonteCarloSpec(solver={"method": "rk4", "dt": 0.01})
+    with pytest.raises(StiffnessError, match=r"^the net quantised to 8 bits \(per_group\): ") as info:
+        quantisation_sweep(net, np.array([[1.0, 0.0]]), np.array([0]), [8], spec=spec)
+    assert info.value.stiffness is not None and info.value.layer == 0
+
+
+def test_the_runaway_sample_is_named_in_the_whole_batch():
+    X = np.tile(RUNAWAY_X[[0]], (7, 1))
+    X[5] = RUNAWAY_X[1]
+    with pytest.raises(DivergenceError, match=r"\(sample 5, layer 0") as split:
+        simulate(runaway_net(), X, solver=make_solver(method="rk4", dt=0.01), max_batch=2)
+    assert split.value.sample == 5 and split.value.node == 1
+    from kirchhoff_sim.inference import readouts
+    with pytest.raises(DivergenceError) as chunked:
+        readouts(runaway_net(), X, solver=make_solver(method="rk4", dt=0.01), chunk_size=3)
+    assert chunked.value.sample == 5

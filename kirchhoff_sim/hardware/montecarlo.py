@@ -63,6 +63,10 @@ class MonteCarloResult:
         Where it ran.
     readouts : ndarray, shape (trials, B, n_readout), or None
         With ``spec.keep_readout``.
+    diverged : ndarray of int, shape (trials,)
+        Per trial, the samples whose perturbed circuit ran away (node voltages beyond the
+        solver's plausible bound): each is counted wrong (see
+        :func:`~.trials.run_trial`).
     """
 
     spec: MonteCarloSpec
@@ -76,6 +80,11 @@ class MonteCarloResult:
     seconds: float
     runner: str
     readouts: np.ndarray | None = None
+    diverged: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.diverged is None:
+            self.diverged = np.zeros(len(self.accuracies), dtype=np.int64)
 
     @property
     def _correct(self) -> np.ndarray:
@@ -109,7 +118,7 @@ class MonteCarloResult:
         return {"nominal": self.nominal_accuracy, "mean": self.mean, "std": self.std,
                 "min": self.min, "max": self.max,
                 **{f"p{q}": v for q, v in self.percentiles().items()},
-                "drop": self.nominal_accuracy - self.mean}
+                "drop": self.nominal_accuracy - self.mean, "diverged": int(self.diverged.sum())}
 
     def to_dict(self) -> dict:
         """JSON-able: the spec, the summary and every trial's accuracy and loss."""
@@ -118,7 +127,8 @@ class MonteCarloResult:
                 "nominal_accuracy": self.nominal_accuracy, "nominal_loss": self.nominal_loss,
                 "accuracy": self.summary(),
                 "per_trial": {"trial": self.trial_indices.tolist(),
-                              "accuracy": self.accuracies.tolist(), "loss": self.losses.tolist()}}
+                              "accuracy": self.accuracies.tolist(), "loss": self.losses.tolist(),
+                              "diverged": self.diverged.tolist()}}
 
     def __str__(self) -> str:
         s, p = self.spec, self.percentiles()
@@ -128,7 +138,9 @@ class MonteCarloResult:
                 f"  {s.describe()}\n"
                 f"  accuracy: nominal {self.nominal_accuracy:.4f}; mean {self.mean:.4f} ± {self.std:.4f} "
                 f"(min {self.min:.4f}, p5 {p[5]:.4f}, median {p[50]:.4f}, p95 {p[95]:.4f}, "
-                f"max {self.max:.4f}); drop {self.nominal_accuracy - self.mean:+.4f}")
+                f"max {self.max:.4f}); drop {self.nominal_accuracy - self.mean:+.4f}"
+                + (f"\n  {int(self.diverged.sum())} of {len(self.accuracies) * self.n_samples} trial samples "
+                   f"ran away (unstable chips, counted wrong)" if self.diverged.any() else ""))
 
 
 def _result(spec, nominal, trials, seconds, runner: Runner, n_samples) -> MonteCarloResult:
@@ -138,7 +150,8 @@ def _result(spec, nominal, trials, seconds, runner: Runner, n_samples) -> MonteC
         predictions=np.stack([t["predictions"] for t in trials]),
         nominal_accuracy=nominal["accuracy"], nominal_loss=nominal["loss"], n_samples=n_samples,
         seconds=seconds, runner=runner.description,
-        readouts=np.stack([t["readout"] for t in trials]) if spec.keep_readout else None)
+        readouts=np.stack([t["readout"] for t in trials]) if spec.keep_readout else None,
+        diverged=np.array([len(t["diverged"]) for t in trials], dtype=np.int64))
 
 
 def _with_nominal(runner: Runner, net, X, y, spec: MonteCarloSpec, specs) -> tuple:
@@ -248,7 +261,8 @@ def quantisation_sweep(net, X, y, bits=DEFAULT_QUANTISATION_BITS, *, mode: str =
     Returns
     -------
     list of dict
-        ``bits``, ``accuracy``, ``loss`` per entry of ``bits``, in order.
+        ``bits``, ``accuracy``, ``loss`` and ``diverged`` (samples whose quantised circuit
+        ran away, counted wrong) per entry of ``bits``, in order.
     """
     base = MonteCarloSpec() if spec is None else as_spec(spec)
     X, y = check_labelled_data(net, X, y)

@@ -394,10 +394,17 @@ class ChipReport:
                 f"device mismatch σ = {r['sigma']:.0%} (log-normal on conductance-like parameters, "
                 f"{a['trials']} trials): accuracy {a['mean']:.4f} ± {a['std']:.4f} (p5 {a['p5']:.4f}, "
                 f"p95 {a['p95']:.4f}), drop {format_signed(a['drop'])}",
-                f"{r['bits']}-bit parameters (symmetric per-group quantisation): accuracy {q['accuracy']:.4f}",
-                "accuracy vs σ: " + ", ".join(f"{row['sigma']:.0%} {row['mean']:.3f}" for row in r["mismatch_sweep"]),
+                f"{r['bits']}-bit parameters (symmetric per-group quantisation): accuracy {q['accuracy']:.4f}"
+                f"{_ran_away(q['diverged'], self.samples)}",
+                "accuracy vs σ: " + ", ".join(f"{row['sigma']:.0%} {row['mean']:.3f}"
+                                              f"{_ran_away(row['diverged'], self.samples * row['trials'])}"
+                                              for row in r["mismatch_sweep"]),
                 "accuracy vs bits: " + ", ".join(f"{row['bits']} {row['accuracy']:.3f}"
+                                                 f"{_ran_away(row['diverged'], self.samples)}"
                                                  for row in r["quantisation_sweep"]),
+                *(["(ran away: the perturbed or quantised circuit is unstable on that input — its node "
+                   "voltages grow without bound, as the chip's would until they hit the rails; counted wrong)"]
+                  if _any_ran_away(r) else []),
             ])
         if self.transistor is not None:
             out += _section(f"transistor level ({self.profile.pdk})", str(self.transistor).splitlines())
@@ -415,6 +422,16 @@ class ChipReport:
         from .plots import write_plots
 
         return write_plots(self, directory)
+
+
+def _ran_away(count: int, of: int) -> str:
+    """`` (k of n ran away)`` for a sweep point with runaway samples, else nothing."""
+    return f" ({count} of {of} ran away)" if count else ""
+
+
+def _any_ran_away(robustness: dict) -> bool:
+    rows = [*robustness["mismatch_sweep"], *robustness["quantisation_sweep"]]
+    return any(row["diverged"] for row in rows)
 
 
 def _overrides(profile: TechnologyProfile) -> str:
@@ -609,10 +626,10 @@ def chip_report(net, X, y=None, profile: TechnologyProfile | None = None, *, spi
         robust = {
             "nominal_accuracy": float(mismatch[0]["nominal"]), "sigma": float(mc_sigma), "bits": int(bits),
             "accuracy_at_sigma": {k: v for k, v in at_sigma.items() if k != "accuracies"},
-            "accuracy_at_bits": {k: float(v) if k != "bits" else int(v) for k, v in at_bits.items()},
+            "accuracy_at_bits": {k: int(v) if k in ("bits", "diverged") else float(v) for k, v in at_bits.items()},
             "mismatch_sweep": [{k: v for k, v in row.items() if k != "accuracies"} for row in mismatch],
-            "quantisation_sweep": [{"bits": int(r["bits"]), "accuracy": float(r["accuracy"]), "loss": float(r["loss"])}
-                                   for r in quantised],
+            "quantisation_sweep": [{"bits": int(r["bits"]), "accuracy": float(r["accuracy"]), "loss": float(r["loss"]),
+                                    "diverged": int(r["diverged"])} for r in quantised],
             "solver": dict(solver), "seed": int(seed), "trials": int(mc_trials),
         }
     transistor = None

@@ -26,7 +26,7 @@ from dataclasses import InitVar, asdict, dataclass, field, fields, replace
 import numpy as np
 
 from ..checks import as_choice, as_int, as_positive
-from ..errors import InputError, SimulationError, SpiceError
+from ..errors import DivergenceError, InputError, NonFiniteStateError, SimulationError, SpiceError
 from ..modelfile import received_net
 from ..solvers import default_solver_spec, make_solver, simulate
 from ..spice import SpiceOptions, to_netlist
@@ -218,15 +218,36 @@ def check_labelled_data(net, X, y):
     return X, y
 
 
-def _solver_readout(net, inputs, spec) -> np.ndarray:
+def _solver_readout(net, inputs, spec) -> tuple[np.ndarray, np.ndarray]:
+    """Read-out at ``T`` of every sample ``(B, n_readout)`` and the samples whose circuit
+    ran away (their rows NaN).
+
+    A perturbed or quantised chip can be unstable for some inputs: its node voltages grow
+    without bound (:class:`~kirchhoff_sim.errors.DivergenceError`, or overflow to inf).
+    That is a result of the trial — the chip fails on that input — not a failure of the
+    run: the sample is dropped and the rest of its block run again, so a block with ``k``
+    runaway samples costs ``k + 1`` runs. Other simulation errors propagate.
+    """
     solver = make_solver(**spec.solver)
-    size = spec.batch_size
-    return np.concatenate([simulate(net, inputs[i:i + size], solver=solver).readout(net)
-                           for i in range(0, len(inputs), size)])
+    out = np.full((len(inputs), len(net.readout)), np.nan)
+    diverged = []
+    for start in range(0, len(inputs), spec.batch_size):
+        live = np.arange(start, min(start + spec.batch_size, len(inputs)))
+        while live.size:
+            try:
+                out[live] = simulate(net, inputs[live], solver=solver).readout(net)
+                break
+            except (DivergenceError, NonFiniteStateError) as exc:
+                if exc.sample is None:
+                    raise
+                diverged.append(int(live[exc.sample]))
+                live = np.delete(live, exc.sample)
+    return out, np.array(sorted(diverged), dtype=np.int64)
 
 
-def _ngspice_readout(net, inputs, spec) -> np.ndarray:
-    """Read-out at ``T`` of every sample from its own ngspice run, in normalised volts."""
+def _ngspice_readout(net, inputs, spec) -> tuple[np.ndarray, np.ndarray]:
+    """Read-out at ``T`` of every sample from its own ngspice run, in normalised volts
+    (and no runaway samples: ngspice's failure to reach ``T`` is an error)."""
     options = SpiceOptions(**spec.spice_options)
     out = np.empty((len(inputs), len(net.readout)))
     for b, x in enumerate(inputs):
@@ -234,10 +255,23 @@ def _ngspice_readout(net, inputs, spec) -> np.ndarray:
         netlist.sample_index = b
         with _NGSPICE_LOCK:
             out[b] = run_compiled(netlist).readout(net)
-    return out
+    return out, np.zeros(0, dtype=np.int64)
 
 
-def run_trial(net, X, y, spec, trial_index: int) -> dict:
+def _scored(readout: np.ndarray, y: np.ndarray, diverged: np.ndarray) -> dict:
+    """Accuracy, loss and predictions of a trial's read-out; a runaway sample has no
+    class (prediction −1, counted wrong) and no loss (the loss is the mean cross-entropy
+    of the others, NaN when none is left)."""
+    finite = np.ones(len(y), dtype=bool)
+    finite[diverged] = False
+    predictions = np.full(len(y), -1, dtype=np.int64)
+    predictions[finite] = readout[finite].argmax(axis=1)
+    loss = float(cross_entropy(readout[finite], y[finite])[0]) if finite.any() else float("nan")
+    return {"accuracy": float(np.mean(predictions == y)), "loss": loss, "predictions": predictions,
+            "diverged": diverged}
+
+
+def run_trial(net, X, y, spec, trial_index: int, label: str | None = None) -> dict:
     """One Monte Carlo trial: perturb, add noise, simulate every sample, score.
 
     Parameters
@@ -251,18 +285,23 @@ def run_trial(net, X, y, spec, trial_index: int) -> dict:
     spec : MonteCarloSpec or dict
     trial_index : int
         ``i``: all randomness comes from ``np.random.default_rng([spec.seed, i])``.
+    label : str, optional
+        What an error message calls the run (default: the trial, its seed and effects).
 
     Returns
     -------
     dict
         ``trial`` (int), ``accuracy`` (float), ``loss`` (mean cross-entropy of the noisy
-        read-out), ``predictions`` (int ndarray ``(B,)``) and, with
-        ``spec.keep_readout``, ``readout`` (ndarray ``(B, n_readout)``).
+        read-out), ``predictions`` (int ndarray ``(B,)``), ``diverged`` (int ndarray, the
+        samples whose circuit ran away — prediction −1, counted wrong, left out of the
+        loss; see :func:`_solver_readout`) and, with ``spec.keep_readout``, ``readout``
+        (ndarray ``(B, n_readout)``, NaN rows for the runaway samples).
 
     Raises
     ------
     SimulationError
-        The perturbed circuit's transient failed; the message names the trial and seed.
+        The perturbed circuit's transient failed other than by running away (a step size
+        too small, Newton's method); the message names the trial and seed.
     SpiceError
         With the ngspice back end: ngspice failed or stopped before ``T``.
     """
@@ -277,19 +316,16 @@ def run_trial(net, X, y, spec, trial_index: int) -> dict:
     if spec.ktc:
         trial_net, inputs = with_ktc_noise(trial_net, X, thermal_rng, temperature=spec.temperature,
                                            scale=spec.scale)
+    what = f"Monte Carlo trial {index} (seed {spec.seed}, {spec.describe()})" if label is None else label
     try:
-        readout = (_solver_readout if spec.backend == "solver" else _ngspice_readout)(trial_net, inputs, spec)
+        readout, diverged = (_solver_readout if spec.backend == "solver" else _ngspice_readout)(
+            trial_net, inputs, spec)
     except SimulationError as exc:
-        error = type(exc)(f"Monte Carlo trial {index} (seed {spec.seed}, {spec.describe()}): {exc}")
-        error.layer, error.time, error.step = exc.layer, exc.time, exc.step
-        raise error from exc
+        raise exc.copy_with(f"{what}: {exc.message}") from exc
     except SpiceError as exc:
-        raise type(exc)(f"Monte Carlo trial {index} (seed {spec.seed}) in ngspice: {exc}") from exc
+        raise type(exc)(f"{what} in ngspice: {exc}") from exc
     readout = with_readout_noise(readout, spec.readout_noise, readout_rng)
-    loss, _ = cross_entropy(readout, y)
-    predictions = readout.argmax(axis=1)
-    result = {"trial": index, "accuracy": float(np.mean(predictions == y)), "loss": float(loss),
-              "predictions": predictions}
+    result = {"trial": index, **_scored(readout, y, diverged)}
     if spec.keep_readout:
         result["readout"] = readout
     return result
@@ -303,5 +339,7 @@ def run_trials(net, X, y, spec, trial_indices) -> list:
 def run_quantised(net, X, y, spec, bits, mode, which) -> dict:
     """Accuracy of ``quantise(net, bits)`` without random effects (a sweep point)."""
     quantised = quantise(received_net(net), bits, mode=mode, which=which)
-    result = run_trial(quantised, X, y, as_spec(spec).without_noise(), 0)
-    return {"bits": bits, "accuracy": result["accuracy"], "loss": result["loss"]}
+    result = run_trial(quantised, X, y, as_spec(spec).without_noise(), 0,
+                       label=f"the net quantised to {bits} bits ({mode})")
+    return {"bits": bits, "accuracy": result["accuracy"], "loss": result["loss"],
+            "diverged": int(len(result["diverged"]))}

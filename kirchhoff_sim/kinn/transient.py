@@ -56,10 +56,9 @@ def simulate(net, x, solver=None, **options):
         return simulate_circuit(net, x, solver=_explicit(solver), **options)
     except StiffnessError as exc:
         # the solvers' advice is an implicit method, which a KINN does not have
-        raise StiffnessError(f"{exc.args[0].split('; use an implicit method')[0]}; a KINN runs on explicit "
-                             f"methods only: take smaller steps, or kinn.exponential_euler (exact for the "
-                             f"cascade, stable for any step)", stiffness=exc.stiffness, layer=exc.layer,
-                             time=exc.time, step=exc.step, node=exc.node) from None
+        raise exc.copy_with(f"{exc.message.split('; use an implicit method')[0]}; a KINN runs on explicit "
+                            f"methods only: take smaller steps, or kinn.exponential_euler (exact for the "
+                            f"cascade, stable for any step)") from None
 
 
 def outputs(net, x, solver=None) -> np.ndarray:

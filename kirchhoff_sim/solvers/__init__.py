@@ -9,7 +9,7 @@ from .base import VOLTAGE_LIMIT, AdaptiveStep, FixedStep, Stats
 from .explicit import RK4, ButcherTableau, Dopri5, Euler, Heun, RungeKutta
 from .implicit import BDF2, BackwardEuler, Implicit, Trapezoidal
 from .resources import ResourceEstimate, ResourceLimits, estimate_resources
-from .simulate import Solution, simulate
+from .simulate import Solution, samples_counted_from, simulate
 from ..errors import InputError
 
 METHODS = {
@@ -57,7 +57,7 @@ def solver_spec(solver) -> dict:
     raise InputError(f"cannot describe a solver with step {step!r}")
 
 __all__ = [
-    "simulate", "make_solver", "solver_spec", "default_solver_spec", "DEFAULT_SOLVER", "METHODS", "Solution", "Stats", "FixedStep", "AdaptiveStep", "ButcherTableau",
+    "simulate", "samples_counted_from", "make_solver", "solver_spec", "default_solver_spec", "DEFAULT_SOLVER", "METHODS", "Solution", "Stats", "FixedStep", "AdaptiveStep", "ButcherTableau",
     "RungeKutta", "Euler", "Heun", "RK4", "Dopri5",
     "Implicit", "BackwardEuler", "Trapezoidal", "BDF2",
     "ResourceLimits", "ResourceEstimate", "estimate_resources", "VOLTAGE_LIMIT",

@@ -164,9 +164,9 @@ def check_finite(V: np.ndarray, layer: int, time: float, step: int) -> None:
     if not np.isfinite(V).all():
         bad = np.argwhere(~np.isfinite(V))[0]
         raise NonFiniteStateError(
-            f"node {bad[0]} of sample {bad[1]} became {V[tuple(bad)]} — the circuit diverged; "
+            f"a node voltage became {V[tuple(bad)]} — the circuit diverged; "
             f"check the device parameters or use smaller steps",
-            layer=layer, time=time, step=step, node=int(bad[0]),
+            layer=layer, time=time, step=step, node=int(bad[0]), sample=int(bad[1]),
         )
 
 
@@ -182,11 +182,11 @@ def check_state(V: np.ndarray, voltage_limit: float, layer: int, time: float, st
     check_finite(V, layer, time, step)
     node, sample = np.unravel_index(np.argmax(np.abs(V)), V.shape)
     raise DivergenceError(
-        f"sample {sample} reached {V[node, sample]:.3g} V (normalised), beyond the "
+        f"a node voltage reached {V[node, sample]:.3g} V (normalised), beyond the "
         f"plausible bound ±{voltage_limit:g}: the circuit is unstable (positive feedback, a "
         f"negative conductance) or its parameters are unphysical; a larger bound is "
         f"simulate(voltage_limit=...)",
-        layer=layer, time=time, step=step, node=int(node))
+        layer=layer, time=time, step=step, node=int(node), sample=int(sample))
 
 
 class FixedStep:

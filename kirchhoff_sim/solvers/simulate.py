@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..checks import as_int
-from ..errors import InputError
+from ..errors import DivergenceError, InputError, NonFiniteStateError
 from .base import VOLTAGE_LIMIT, LayerTape, Saver, Stats
 from .explicit import Dopri5
 from .resources import ResourceLimits, estimate_resources
@@ -198,11 +199,27 @@ def simulate(net, x, solver=None, save_at=None, record_states: bool = False,
     return Solution(ts, node_voltages, V[1:].T.copy(), stats, tapes, solver)
 
 
+@contextlib.contextmanager
+def samples_counted_from(first: int):
+    """Re-raise a :class:`~kirchhoff_sim.errors.DivergenceError` or
+    :class:`~kirchhoff_sim.errors.NonFiniteStateError` of the block of samples run
+    inside with its ``sample`` counted in the whole batch, whose row ``first`` is the
+    block's first."""
+    try:
+        yield
+    except (DivergenceError, NonFiniteStateError) as exc:
+        if exc.sample is None or not first:
+            raise
+        raise exc.copy_with(sample=exc.sample + first) from None
+
+
 def _split_batch(net, x: np.ndarray, n_pieces: int, options: dict) -> Solution:
     """Run ``x`` ``(B, d)`` as ``n_pieces`` near-equal pieces, each on its own step grids."""
     bounds = [k * x.shape[0] // n_pieces for k in range(n_pieces + 1)]
-    pieces = [(slice(a, b), simulate(net, x[a:b], max_batch=None, **options))
-              for a, b in zip(bounds[:-1], bounds[1:])]
+    pieces = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        with samples_counted_from(a):
+            pieces.append((slice(a, b), simulate(net, x[a:b], max_batch=None, **options)))
     stats = Stats()
     for _, part in pieces:
         stats.add(part.stats)
