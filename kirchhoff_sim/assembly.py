@@ -50,9 +50,13 @@ class LayerAssembly:
         ``Aᵀ`` with an empty ground row.
     inv_capacitance : ndarray, shape (N+1, 1)
         ``1/C_n``, and 0 for ground.
+    dtype : numpy.dtype
+        The working precision of every array it builds and of the state it takes (float64,
+        or float32 for a layer whose groups hold float32 parameters:
+        :meth:`KirchhoffNet.assemblies <kirchhoff_sim.network.KirchhoffNet.assemblies>`).
     """
 
-    def __init__(self, layer, num_nodes: int, capacitance: np.ndarray):
+    def __init__(self, layer, num_nodes: int, capacitance: np.ndarray, dtype=np.float64):
         self.layer = layer
         self.num_nodes = num_nodes
         self.groups = layer.groups
@@ -62,9 +66,10 @@ class LayerAssembly:
         bounds = np.cumsum([0] + [g.num_edges for g in layer.groups])
         self.slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
         self.num_edges = len(self.src)
-        self.scatter = incidence_transpose(self.src, self.dst, num_nodes)
+        self.dtype = np.dtype(dtype)
+        self.scatter = incidence_transpose(self.src, self.dst, num_nodes).astype(self.dtype)
         self.capacitance = np.asarray(capacitance, float)
-        self.inv_capacitance = np.concatenate([[0.0], 1.0 / self.capacitance])[:, None]
+        self.inv_capacitance = np.concatenate([[0.0], 1.0 / self.capacitance])[:, None].astype(self.dtype)
         self._chunk_cache = {}
         self._pattern = None
 
@@ -84,13 +89,13 @@ class LayerAssembly:
                     b = min(a + size, sl.stop)
                     chunks.append(_Chunk(g, index, slice(a, b), slice(a - sl.start, b - sl.start),
                                          self.src[a:b], self.dst[a:b],
-                                         self.scatter[:, a:b].tocsr(), self.num_nodes))
+                                         self.scatter[:, a:b].tocsr(), self.num_nodes, self.dtype))
             self._chunk_cache = {batch: chunks}
         return self._chunk_cache[batch]
 
     def edge_currents(self, V: np.ndarray) -> np.ndarray:
         """Current of every edge, src → dst: ``(E, B)`` for node voltages ``V`` ``(N+1, B)``."""
-        current = np.empty((self.num_edges, V.shape[1]))
+        current = np.empty((self.num_edges, V.shape[1]), dtype=self.dtype)
         for chunk in self.chunks(V.shape[1]):
             current[chunk.edges] = chunk.currents(V)
         return current
@@ -108,7 +113,7 @@ class LayerAssembly:
         self._check_state(V)
         fused = kernels.backend() == "numba"
         if fused:
-            V = np.ascontiguousarray(V, dtype=np.float64)
+            V = np.ascontiguousarray(V, dtype=self.dtype)
         total = np.zeros_like(V)
         if fused:
             for g, _, edges, local in self.kernel_runs(None):
@@ -136,6 +141,10 @@ class LayerAssembly:
             if a is not None and getattr(a, "dtype", np.dtype(object)).kind != "f":
                 raise InputError(f"{what} must be a real floating array, got "
                                  f"{getattr(a, 'dtype', type(a).__name__)}")
+            if a is not None and self.dtype != np.float64 and a.dtype != self.dtype:
+                # a wider array would silently promote the whole run back to float64
+                raise InputError(f"{what} must be {self.dtype.name} like this {self.dtype.name} assembly, "
+                                 f"got {a.dtype}")
 
     def _check_group_arrays(self, arrays, name: str) -> None:
         """Refuse per-group parameter arrays (cotangents, directions) that are not one
@@ -181,7 +190,7 @@ class LayerAssembly:
         """
         vs, vd = self.gather(V)
         shape = vs.shape
-        current, gs, gd = np.empty(shape), np.empty(shape), np.empty(shape)
+        current, gs, gd = (np.empty(shape, dtype=self.dtype) for _ in range(3))
         di_dp = []
         for g, sl in zip(self.groups, self.slices):
             lin = g.device.linearise(vs[sl], vd[sl], g.params[:, :, None], params)
@@ -237,7 +246,7 @@ class LayerAssembly:
         """
         vs, vd = self.gather(V)
         shape = vs.shape
-        current, gs, gd = np.empty(shape), np.empty(shape), np.empty(shape)
+        current, gs, gd = (np.empty(shape, dtype=self.dtype) for _ in range(3))
         z_used, limited = [], False
         for k, (g, sl) in enumerate(zip(self.groups, self.slices)):
             p = g.params[:, :, None]
@@ -287,9 +296,9 @@ class LayerAssembly:
         params = theta_bar is not None
         fused = kernels.backend() == "numba"
         if fused:
-            V = np.ascontiguousarray(V, dtype=np.float64)
+            V = np.ascontiguousarray(V, dtype=self.dtype)
             v_bar = np.zeros_like(V)
-            nu = np.array(nu, dtype=np.float64, order="C")
+            nu = np.array(nu, dtype=self.dtype, order="C")
             nu[0] = 0.0                   # ground's cotangent is ignored, as below
             # one call a group, in runs whose per-block parameter sums stay within budget
             for g, index, edges, local in self.kernel_runs(kernels.vjp_run_edges(V.shape[1])):
@@ -328,8 +337,8 @@ class LayerAssembly:
         params = theta_dot is not None
         fused = kernels.backend() == "numba"
         if fused:
-            V = np.ascontiguousarray(V, dtype=np.float64)
-            v_dot = np.ascontiguousarray(v_dot, dtype=np.float64)
+            V = np.ascontiguousarray(V, dtype=self.dtype)
+            v_dot = np.ascontiguousarray(v_dot, dtype=self.dtype)
             out = np.zeros_like(V)
             for g, index, edges, local in self.kernel_runs(None):
                 direction = None if not params else np.asarray(theta_dot[index], dtype=float)[:, local]
@@ -464,12 +473,12 @@ class _Chunk:
     first use.
     """
 
-    def __init__(self, group, group_index, edges, local, src, dst, scatter, num_nodes):
+    def __init__(self, group, group_index, edges, local, src, dst, scatter, num_nodes, dtype=np.float64):
         self.group, self.group_index = group, group_index
         self.edges, self.local, self.scatter = edges, local, scatter
         self.src, self.dst, self.num_nodes = src, dst, num_nodes
         n = len(src)
-        self.W = sp.csr_matrix((np.zeros(2 * n), np.stack([src, dst], 1).ravel(),
+        self.W = sp.csr_matrix((np.zeros(2 * n, dtype=dtype), np.stack([src, dst], 1).ravel(),
                                 np.arange(0, 2 * n + 1, 2)), shape=(n, num_nodes + 1))
         self._difference = None
 
@@ -481,7 +490,7 @@ class _Chunk:
         n = self.W.shape[0]
         # fresh values on the cached sparsity structure: the cached matrix is never written,
         # so a net shared by threads, or loaded read-only (memory-mapped), stays correct
-        data = np.empty(2 * n)
+        data = np.empty(2 * n, dtype=self.W.dtype)
         data[0::2] = np.broadcast_to(w_src, (n, 1))[:, 0]
         data[1::2] = np.broadcast_to(w_dst, (n, 1))[:, 0]
         W = sp.csr_matrix((data, self.W.indices, self.W.indptr), shape=self.W.shape)

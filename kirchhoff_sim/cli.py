@@ -29,6 +29,7 @@ from .fileio import (atomic_save_npy, atomic_save_npy_chunks, atomic_save_npz, c
 from .modelfile import read_model_file, save_net
 from .network import KirchhoffNet, Layer, as_batch
 from .solvers import METHODS, ResourceLimits, estimate_resources, make_solver, simulate, solver_spec
+from .solvers.precision import DTYPES, tolerance_floor
 from .solvers.resources import check_workers
 from .technology import profile_of_model
 from .training.datasets import DENSITY_NAMES, FLOW_TASK_NAMES, POTENTIAL_NAMES
@@ -129,6 +130,12 @@ def _executor(args):
         yield runner
 
 
+def _dtype_option(p, what: str, default: str = "float64") -> None:
+    """``--dtype``: the working precision of ``what`` (:mod:`kirchhoff_sim.solvers.precision`)."""
+    p.add_argument("--dtype", choices=list(DTYPES), help=f"working precision of {what} (default {default}; "
+                   f"float32 runs explicit methods at rtol >= {tolerance_floor('float32'):.2g})")
+
+
 def _cluster_options(p, what: str) -> None:
     """``--workers`` and ``--scheduler`` of a command whose ``what`` can run on Dask."""
     p.add_argument("--workers", type=_COUNT, help=f"run {what} on a local Dask cluster of this many worker "
@@ -152,7 +159,7 @@ def cmd_simulate(args):
         # the saved states, refused before even the save times are made (simulate checks again)
         estimate_resources(net, len(x), solver, args.points).check(ResourceLimits())
         save_at = np.linspace(0.0, net.T, args.points)
-    sol = simulate(net, x, solver=solver, save_at=save_at)
+    sol = simulate(net, x, solver=solver, save_at=save_at, dtype=args.dtype)
     out = sol.final_state if args.all_nodes else sol.readout(net)
     atomic_save_npy(args.out, out)
     if args.trajectory:
@@ -182,7 +189,7 @@ def _simulate_in_chunks(args):
     width = net.num_nodes if args.all_nodes else len(net.readout)
     with _executor(args) as runner:
         chunks = iter_readouts(net, x, solver=solver, chunk_size=chunk_size, executor=runner,
-                               all_nodes=args.all_nodes, progress=not args.no_progress)
+                               all_nodes=args.all_nodes, progress=not args.no_progress, dtype=args.dtype)
         atomic_save_npy_chunks(args.out, (len(x), width), chunks)
         where = "here" if runner is None else f"on {runner.description}"
     n_chunks = -(-len(x) // chunk_size)
@@ -282,7 +289,8 @@ def cmd_train(args):
         if args.resume and result.epochs_run == 0:
             print(f"{args.out} is complete ({config.epochs} epochs); nothing to do")
             return
-        test = evaluate(net, data.X_test, data.y_test, config.loss, make_solver(**config.solver), executor=runner)
+        test = evaluate(net, data.X_test, data.y_test, config.loss, make_solver(**config.solver), executor=runner,
+                        dtype=config.dtype)
     source = {"task": args.task, "data": None if args.task else str(Path(args.data).resolve()),
               "seed": args.seed, "dataset_options": preset.dataset if args.task else {}}
     metadata = {"source": source, "test": test}
@@ -313,6 +321,8 @@ def _preset_with_options(args, net_preset: dict, train_preset: dict, net_options
             train_kw[key] = getattr(args, key)
     if args.method is not None or args.dt is not None or args.rtol is not None:
         train_kw["solver"] = solver_spec(make_solver(args.method or "dopri5", args.dt, args.rtol, args.atol))
+    if args.dtype is not None:
+        train_kw["dtype"] = args.dtype
     return net_kw, train_kw
 
 
@@ -454,7 +464,7 @@ def cmd_evaluate(args):
     solver_spec_, loss = training_settings(meta)
     solver = make_solver(**solver_spec_)
     with _executor(args) as runner:
-        test = evaluate(net, data.X_test, data.y_test, loss, solver, executor=runner)
+        test = evaluate(net, data.X_test, data.y_test, loss, solver, executor=runner, dtype=args.dtype)
     result = {"model": str(args.model), "dataset": data.name, "test_samples": len(data.X_test),
               **{f"test_{k}": v for k, v in test.items()}}
     feasibility = None
@@ -793,6 +803,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "input is memory-mapped and the output written as the chunks finish")
     _cluster_options(chunks, "the chunks")
     chunks.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _dtype_option(p, "the run (and of the output)")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("build", help="create a model file from a topology generator",
@@ -847,6 +858,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dt", type=_POSITIVE)
     p.add_argument("--rtol", type=_POSITIVE)
     p.add_argument("--atol", type=_NONNEGATIVE)
+    _dtype_option(p, "every forward run and adjoint sweep (the parameters and Adam stay float64)")
     p.add_argument("--seed", type=_NONNEGATIVE_INT, default=0, help="seed of the split, initialisation and shuffles")
     p.add_argument("--resume", action="store_true", help="continue from --out if it is a checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -880,6 +892,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", metavar="FILE",
                    help="feasibility on this technology profile (default: the model's own, else the default)")
     p.add_argument("--no-feasibility", action="store_true", help="skip the feasibility findings")
+    _dtype_option(p, "the evaluation")
     _cluster_options(p, "the test split's chunks")
     p.set_defaults(func=cmd_evaluate)
 

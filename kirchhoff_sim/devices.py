@@ -618,8 +618,10 @@ class Diode(Device):
         shape; ``slope = nVt·∂f/∂v`` of the junction law ``f`` at the junction voltage
         (``i + i_s`` except on the linear continuation)."""
         nvt = self.thermal_voltage
-        shape = np.broadcast_shapes(u.shape, p[0].shape)
-        u, i_s, r_s = (np.broadcast_to(a, shape) for a in (u, p[0], p[1]))
+        shape = np.broadcast_shapes(np.shape(u), np.shape(p[0]))
+        # in float64 whatever the working precision: e^x overflows float32 beyond x = 88,
+        # far below the continuation's knee (the assembly rounds the currents to its type)
+        u, i_s, r_s = (np.broadcast_to(np.asarray(a, dtype=np.float64), shape) for a in (u, p[0], p[1]))
         i = np.empty(shape)
         series = r_s > 0
         ideal = ~series

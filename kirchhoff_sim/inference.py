@@ -25,7 +25,8 @@ from .errors import InputError
 from .executors import as_runner
 from .modelfile import received_net
 from .network import as_batch, check_finite_inputs
-from .solvers import samples_counted_from, simulate
+from .solvers import Dopri5, samples_counted_from, simulate
+from .solvers.precision import check_precision
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "check_inputs", "chunk_bounds", "iter_readouts", "readouts", "simulate_chunk"]
 
@@ -51,7 +52,7 @@ def simulate_chunk(net, solver, all_nodes: bool, chunk: dict) -> np.ndarray:
     ``chunk["x"]`` ``(n, d)`` (``(n, N)`` every node's with ``all_nodes``).
 
     ``net`` is a KirchhoffNet or its model-file bytes; ``solver`` a solver object or None
-    (the default).
+    (the default); ``chunk["dtype"]`` (optional) the working precision's name.
 
     Raises
     ------
@@ -62,12 +63,12 @@ def simulate_chunk(net, solver, all_nodes: bool, chunk: dict) -> np.ndarray:
     net = received_net(net)
     check_finite_inputs(chunk["x"], first_row=chunk["start"])   # messages name rows of the whole X
     with samples_counted_from(chunk["start"]):
-        solution = simulate(net, chunk["x"], solver=solver)
+        solution = simulate(net, chunk["x"], solver=solver, dtype=chunk.get("dtype"))
     return solution.final_state if all_nodes else solution.readout(net)
 
 
 def iter_readouts(net, X, *, solver=None, chunk_size: int = DEFAULT_CHUNK_SIZE, executor=None,
-                  all_nodes: bool = False, progress: bool = False):
+                  all_nodes: bool = False, progress: bool = False, dtype=None):
     """Read-out voltages at ``T`` of ``X``, chunk by chunk, in order.
 
     Parameters
@@ -87,6 +88,8 @@ def iter_readouts(net, X, *, solver=None, chunk_size: int = DEFAULT_CHUNK_SIZE, 
         Yield every node's voltage ``(n, N)`` instead of the read-out ``(n, n_readout)``.
     progress : bool
         A tqdm bar over the samples done.
+    dtype : {None, "float64", "float32"}
+        Working precision of the runs (:func:`~kirchhoff_sim.solvers.simulate`).
 
     Returns
     -------
@@ -105,7 +108,8 @@ def iter_readouts(net, X, *, solver=None, chunk_size: int = DEFAULT_CHUNK_SIZE, 
     """
     X = check_inputs(net, X)
     chunk_bounds(len(X), chunk_size)          # a bad chunk_size is refused now, not at the first chunk
-    return _iter_readouts(net, X, solver, chunk_size, executor, all_nodes, progress)
+    dtype = check_precision(Dopri5() if solver is None else solver, dtype)     # refused now too
+    return _iter_readouts(net, X, solver, chunk_size, executor, all_nodes, progress, dtype.name)
 
 
 def check_inputs(net, X):
@@ -131,13 +135,13 @@ def check_inputs(net, X):
     return X
 
 
-def _iter_readouts(net, X, solver, chunk_size, executor, all_nodes, progress):
+def _iter_readouts(net, X, solver, chunk_size, executor, all_nodes, progress, dtype):
     """The generator behind :func:`iter_readouts` (whose checks run when it is called)."""
     bounds = chunk_bounds(len(X), chunk_size)
     runner = as_runner(executor)
     net_handle = runner.share_net(net)
     shared = (net_handle, runner.share(solver), bool(all_nodes))
-    items = ({"x": np.ascontiguousarray(X[a:b], dtype=float), "start": a} for a, b in bounds)
+    items = ({"x": np.ascontiguousarray(X[a:b], dtype=float), "start": a, "dtype": dtype} for a, b in bounds)
     bar = None
     if progress:
         from tqdm import tqdm

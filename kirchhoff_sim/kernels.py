@@ -311,9 +311,11 @@ def rhs_into(out: np.ndarray, V: np.ndarray, src, dst, device, p) -> None:
     Parameters
     ----------
     out : ndarray, shape (N+1, B)
-        C-contiguous, writable float64; row 0 (ground) is zeroed.
+        C-contiguous, writable float64 or float32 (the dtype of ``V``); row 0 (ground)
+        is zeroed.
     V : ndarray, shape (N+1, B)
-        Node voltages, C-contiguous float64.
+        Node voltages, C-contiguous float64 or float32 (each edge is evaluated in
+        float64 and its current rounded to the working type as it is added).
     src, dst : ndarray of int, shape (E_c,)
         End nodes of the chunk's edges, each in ``0 … N``.
     device : Device
@@ -331,9 +333,9 @@ def rhs_into(out: np.ndarray, V: np.ndarray, src, dst, device, p) -> None:
         raise InputError(f"out and V must be arrays of one shape (N+1, B), got "
                          f"{np.shape(out)} and {np.shape(V)}")
     for name, a in (("out", out), ("V", V)):
-        if a.dtype != np.float64 or not a.flags.c_contiguous:
-            raise InputError(f"{name} must be a C-contiguous float64 array, got {a.dtype} "
-                             f"({'C' if a.flags.c_contiguous else 'not C'}-contiguous)")
+        if a.dtype not in (np.float64, np.float32) or a.dtype != V.dtype or not a.flags.c_contiguous:
+            raise InputError(f"{name} must be a C-contiguous float64 or float32 array (out and V of one "
+                             f"dtype), got {a.dtype} ({'C' if a.flags.c_contiguous else 'not C'}-contiguous)")
     if not out.flags.writeable:
         raise InputError("out must be writable")
     if out.shape[0] == 0:

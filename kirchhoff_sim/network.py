@@ -149,6 +149,14 @@ class EdgeGroup:
         return len(self.edges)
 
 
+def _layer_in(layer: "Layer", dtype) -> "Layer":
+    """A copy of ``layer`` whose groups own ``dtype`` copies of its parameters."""
+    copy = Layer.from_groups([EdgeGroup(g.edges, g.device, g.params) for g in layer.groups], layer.duration)
+    for group in copy.groups:
+        group.params = group.params.astype(dtype)
+    return copy
+
+
 class Layer:
     """A time slice: the edge groups that are active for ``duration``.
 
@@ -322,6 +330,7 @@ class KirchhoffNet(FlatParameters):
                 group.device.check_params(group.params, f"layer {k}, group {g}: ")
         self._warn_untouched()
         self._assemblies = None
+        self._working_assemblies = {}      # dtype -> assemblies of single-precision copies
 
     # ------------------------------------------------------------------ validation
     def _check_capacitance(self, capacitance) -> np.ndarray:
@@ -443,14 +452,40 @@ class KirchhoffNet(FlatParameters):
         state[nodes] = x.T
         return state
 
-    def assemblies(self):
-        """The compiled gather/scatter structure of every layer (built once, cached)."""
-        from .assembly import LayerAssembly
+    def assemblies(self, dtype=None):
+        """The compiled gather/scatter structure of every layer (built once, cached).
 
-        if self._assemblies is None:
-            self._assemblies = [LayerAssembly(layer, self.num_nodes, self.capacitance)
-                                for layer in self.layers]
-        return self._assemblies
+        Parameters
+        ----------
+        dtype : {None, "float64", "float32"}
+            The working precision (:mod:`kirchhoff_sim.solvers.precision`). In float64
+            (default) the assemblies read the live parameters at every call. In float32
+            they hold single-precision copies of the structure (cached) and of the
+            parameters, rounded from the live ones at this call: call it again after the
+            parameters change.
+
+        Raises
+        ------
+        InputError
+            An unknown dtype.
+        """
+        from .assembly import LayerAssembly
+        from .solvers.precision import as_dtype
+
+        dtype = as_dtype(dtype)
+        if dtype == np.float64:
+            if self._assemblies is None:
+                self._assemblies = [LayerAssembly(layer, self.num_nodes, self.capacitance)
+                                    for layer in self.layers]
+            return self._assemblies
+        working = self._working_assemblies
+        if dtype not in working:
+            working[dtype] = [LayerAssembly(_layer_in(layer, dtype), self.num_nodes, self.capacitance, dtype=dtype)
+                              for layer in self.layers]
+        for assembly, layer in zip(working[dtype], self.layers):
+            for copy, live in zip(assembly.groups, layer.groups):
+                np.copyto(copy.params, live.params, casting="same_kind")
+        return working[dtype]
 
     # ------------------------------------------------------------------ running
     def forward(self, x, solver=None) -> np.ndarray:

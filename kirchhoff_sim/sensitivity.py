@@ -63,11 +63,11 @@ def _input_nodes(net, x) -> np.ndarray:
     return net.input_nodes if net.input_nodes is not None else np.arange(1, width + 1)
 
 
-def _checkpointed(solution, net, every: int, stats):
+def _checkpointed(solution, assemblies, every: int, stats):
     """Give every tape a state store that replays the steps between checkpoints."""
     for k, tape in enumerate(solution.tapes):
         if every > 1:
-            assembly = net.assemblies()[k]
+            assembly = assemblies[k]
 
             def replay(start, stop, y_start, y_before, tape=tape, assembly=assembly):
                 return solution.solver.replay(assembly, tape, start, stop, y_start, y_before, stats)
@@ -99,7 +99,7 @@ def running_cost_value(solution, running_cost) -> float:
 
 
 def gradient(net, x, loss, solver=None, checkpoint_every: int = 1, running_cost=None,
-             max_batch: int | None = MAX_BATCH) -> Gradient:
+             max_batch: int | None = MAX_BATCH, dtype=None) -> Gradient:
     """Loss and its gradient by the discrete adjoint.
 
     Parameters
@@ -130,16 +130,27 @@ def gradient(net, x, loss, solver=None, checkpoint_every: int = 1, running_cost=
         quadrature (by the rule's error on those grids, which can exceed the solver's
         tolerance: 6e-4 relative for a rail cost at rtol 1e-7); ``φ`` must add up over
         samples (a sum, not a batch mean) for the pieces to add up to the batch.
+    dtype : {None, "float64", "float32"}
+        Working precision of the forward run and of the adjoint sweep (its cotangents);
+        the parameter gradients are summed in float64 whatever it is (so that summing
+        over steps and samples adds no round-off of its own), and returned in float64.
 
     Returns
     -------
     Gradient
         ``loss`` includes the running cost.
+
+    Raises
+    ------
+    InputError, SimulationError
+        As :func:`~kirchhoff_sim.solvers.simulate`; a loss gradient of the wrong shape.
     """
-    solution = simulate(net, x, solver=solver, record_states=checkpoint_every, max_batch=max_batch)
+    solution = simulate(net, x, solver=solver, record_states=checkpoint_every, max_batch=max_batch, dtype=dtype)
+    dtype = solution.final_state.dtype
+    assemblies = net.assemblies(dtype)
     stats = Stats()
     for _, part in solution.parts():
-        _checkpointed(part, net, checkpoint_every, stats)
+        _checkpointed(part, assemblies, checkpoint_every, stats)
     value, readout_bar = loss(solution.readout(net))
     if running_cost is not None:
         value = value + running_cost_value(solution, running_cost)
@@ -152,15 +163,15 @@ def gradient(net, x, loss, solver=None, checkpoint_every: int = 1, running_cost=
     inputs_bar = np.empty((readout_bar.shape[0], len(inputs)))
     offsets = np.cumsum([0] + [len(l.groups) for l in net.layers])
     for rows, part in solution.parts():
-        y_bar = np.zeros((net.num_nodes + 1, rows.stop - rows.start))
+        y_bar = np.zeros((net.num_nodes + 1, rows.stop - rows.start), dtype=dtype)
         y_bar[net.readout] = readout_bar[rows].T
         for k in reversed(range(len(net.layers))):
             extra = {}
             if running_cost is not None:
                 tape, weights = part.tapes[k], trapezoid_weights(part.tapes[k].times)
                 extra["state_source"] = (lambda n, tape=tape, weights=weights:
-                                         weights[n] * running_cost(tape.states[n])[1])
-            y_bar = part.solver.adjoint_layer(net.assemblies()[k], part.tapes[k], y_bar,
+                                         (weights[n] * running_cost(tape.states[n])[1]).astype(dtype, copy=False))
+            y_bar = part.solver.adjoint_layer(assemblies[k], part.tapes[k], y_bar,
                                               theta_bar[offsets[k]:offsets[k + 1]], stats, **extra)
         inputs_bar[rows] = y_bar[inputs].T
     return Gradient(float(value), theta_bar, inputs_bar, solution, stats)

@@ -299,8 +299,18 @@ class KinnNet(FlatParameters):
         ``(B, N)`` (InputError if not that shape)."""
         return self.channel_outputs(self.stages_of(final_state))[:self.num_outputs].T
 
-    def assemblies(self) -> list["KinnAssembly"]:
-        """One assembly per window (built once; they read the live parameters)."""
+    def assemblies(self, dtype=None) -> list["KinnAssembly"]:
+        """One assembly per window (built once; they read the live parameters).
+
+        Raises
+        ------
+        InputError
+            ``dtype`` other than float64: a KINN runs in double precision only.
+        """
+        from ..solvers.precision import as_dtype
+
+        if as_dtype(dtype) != np.float64:
+            raise InputError(f"a KINN runs in float64 only, got dtype {as_dtype(dtype).name}")
         if self._assemblies is None:
             self._assemblies = [KinnAssembly(self, l) for l in range(self.num_windows)]
         return self._assemblies

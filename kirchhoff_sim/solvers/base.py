@@ -481,9 +481,9 @@ class Saver:
     step end takes that end state exactly.
     """
 
-    def __init__(self, times: np.ndarray, num_nodes: int, batch: int):
+    def __init__(self, times: np.ndarray, num_nodes: int, batch: int, dtype=np.float64):
         self.times = times
-        self.values = np.full((len(times), num_nodes + 1, batch), np.nan)
+        self.values = np.full((len(times), num_nodes + 1, batch), np.nan, dtype=dtype)
         self.next = 0
 
     def at_start(self, t0, V0):

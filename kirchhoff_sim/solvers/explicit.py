@@ -159,6 +159,7 @@ def rk_step(f, y, f0, h, tableau: ButcherTableau):
     stages : list of ndarray
         The stage derivatives ``k_j`` (the adjoint recomputes them from ``y``).
     """
+    h = float(h)       # a Python float: a numpy float64 step would promote a float32 state
     k = [f0]
     y_stage = y
     for row in tableau.a:
@@ -184,7 +185,7 @@ def rk_step_adjoint(assembly, y, h, tableau: ButcherTableau, y1_bar, theta_bar, 
 
     ``theta_bar`` (one ``(n_params, E_g)`` array per group) is accumulated in place.
     """
-    f = assembly.rhs
+    f, h = assembly.rhs, float(h)
     s = tableau.stages
     # stage j needs k_0..k_{j-1}; the last stage with a non-zero weight bounds the work
     # (Dopri5's FSAL stage never reaches y⁺; Euler needs no evaluation at all)
@@ -215,7 +216,7 @@ def rk_step_adjoint(assembly, y, h, tableau: ButcherTableau, y1_bar, theta_bar, 
 
 def rk_step_tangent(assembly, y, h, tableau: ButcherTableau, y_dot, theta_dot, stats):
     """Forward-mode derivative of one :func:`rk_step`: returns ``(y⁺, ẏ⁺)``."""
-    f = assembly.rhs
+    f, h = assembly.rhs, float(h)
     k, k_dot = [], []
     for j in range(tableau.stages):
         if j == 0:

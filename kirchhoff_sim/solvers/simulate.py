@@ -11,6 +11,7 @@ from ..checks import as_int
 from ..errors import DivergenceError, InputError, NonFiniteStateError
 from .base import VOLTAGE_LIMIT, LayerTape, Saver, Stats
 from .explicit import Dopri5
+from .precision import check_precision
 from .resources import ResourceLimits, estimate_resources
 
 #: Samples integrated on one adaptive step grid (``simulate(max_batch=…)``). A step grid
@@ -109,7 +110,7 @@ class _Context:
 
 def simulate(net, x, solver=None, save_at=None, record_states: bool = False,
              voltage_limit: float = VOLTAGE_LIMIT, limits: ResourceLimits | None = None,
-             max_batch: int | None = MAX_BATCH) -> Solution:
+             max_batch: int | None = MAX_BATCH, dtype=None) -> Solution:
     """Transient analysis of ``net`` for a batch of inputs.
 
     Parameters
@@ -139,6 +140,10 @@ def simulate(net, x, solver=None, save_at=None, record_states: bool = False,
         split into near-equal pieces, each integrated on its own grid (the result does
         not depend on the split beyond the solver's tolerance, and the cost stays linear
         in the batch; :meth:`Solution.parts`). None keeps the whole batch on one grid.
+    dtype : {None, "float64", "float32"}
+        Working precision (:mod:`~kirchhoff_sim.solvers.precision`; default float64): the
+        node voltages, currents and the solution's arrays are of this type, the
+        parameters rounded to it at the start of the run.
 
     Returns
     -------
@@ -147,7 +152,9 @@ def simulate(net, x, solver=None, save_at=None, record_states: bool = False,
     Raises
     ------
     InputError
-        Bad inputs, save times, solver or bounds.
+        Bad inputs, save times, solver, bounds or dtype; a tolerance the dtype cannot
+        meet, or an implicit method in float32
+        (:func:`~kirchhoff_sim.solvers.precision.check_precision`).
     ResourceLimitError
         The request exceeds ``limits`` (before any work; for an adaptive run's recorded
         states, as soon as they do).
@@ -169,7 +176,8 @@ def simulate(net, x, solver=None, save_at=None, record_states: bool = False,
     if not isinstance(limits, ResourceLimits):
         raise InputError(f"limits must be a ResourceLimits, got {limits!r}")
     max_batch = None if max_batch is None else as_int(max_batch, "max_batch", minimum=1)
-    V = net.initial_state(x)
+    dtype = check_precision(solver, dtype)
+    V = net.initial_state(x).astype(dtype, copy=False)
     B = V.shape[1]
     T = net.T
     ts = _check_save_times(save_at, T)
@@ -181,14 +189,14 @@ def simulate(net, x, solver=None, save_at=None, record_states: bool = False,
     if max_batch is not None and B > max_batch:
         return _split_batch(net, np.asarray(x, dtype=float), -(-B // max_batch),
                             dict(solver=solver, save_at=save_at, record_states=record_states,
-                                 voltage_limit=voltage_limit, limits=limits))
-    saver = Saver(ts, net.num_nodes, B)
+                                 voltage_limit=voltage_limit, limits=limits, dtype=dtype))
+    saver = Saver(ts, net.num_nodes, B, dtype)
     saver.at_start(0.0, V)
     stats = Stats()
     ctx = _Context(stats, saver, keep_every, float(voltage_limit), estimate, limits)
     bounds = net.layer_boundaries
     tapes = []
-    for k, assembly in enumerate(net.assemblies()):
+    for k, assembly in enumerate(net.assemblies(dtype)):
         tape = LayerTape(times=[bounds[k]], states=[V] if record_states else None,
                          coefficients=[] if solver.implicit else None, layer=k)
         ctx.layer, ctx.tape = k, tape

@@ -97,7 +97,8 @@ def shard_gradient(net, params, settings: dict, shard: dict) -> ShardResult:
         ``loss`` (a name of :data:`~kirchhoff_sim.training.losses.TRAINING_LOSSES`: a
         read-out loss, or a flow's loss — negative log-likelihood or reverse KL — whose
         "read-out" is then the points' log-densities ``(n_s, 1)``), ``solver``
-        (a spec for :func:`~kirchhoff_sim.solvers.make_solver`) and ``rails``
+        (a spec for :func:`~kirchhoff_sim.solvers.make_solver`), ``dtype`` (the working
+        precision's name; float64 when absent) and ``rails``
         (``[low, high, weight]`` of :func:`~kirchhoff_sim.training.constraints.rail_running_cost`,
         the weight per minibatch before it is divided by the shard's size, or None).
     shard : dict
@@ -121,7 +122,8 @@ def shard_gradient(net, params, settings: dict, shard: dict) -> ShardResult:
             g = flow_loss_gradient(work, settings["loss"], x, make_solver(**settings["solver"]))
             return ShardResult(g.loss, g.flat, g.log_likelihood[:, None], time.perf_counter() - start)
         g = gradient(work, x, bind(LOSSES[settings["loss"]], target),
-                     solver=make_solver(**settings["solver"]), running_cost=running_cost)
+                     solver=make_solver(**settings["solver"]), running_cost=running_cost,
+                     dtype=settings.get("dtype"))
     return ShardResult(float(g.loss), g.flat, g.solution.readout(work), time.perf_counter() - start)
 
 

@@ -105,7 +105,7 @@ class _KirchhoffEstimator(_NetEstimator):
                  method=DEFAULT_SOLVER["method"], rtol=DEFAULT_SOLVER["rtol"],
                  atol=DEFAULT_SOLVER["atol"], dt=None, validation_fraction=0.0,
                  seed=0, verbose=False, profile=None, constraints=None, shards=1, workers=None,
-                 scheduler=None):
+                 scheduler=None, dtype="float64"):
         self.hidden, self.layers, self.duration, self.device = hidden, layers, duration, device
         self.topology, self.image_shape, self.window = topology, image_shape, window
         self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
@@ -114,6 +114,7 @@ class _KirchhoffEstimator(_NetEstimator):
         self.validation_fraction, self.seed, self.verbose = validation_fraction, seed, verbose
         self.profile, self.constraints = profile, constraints
         self.shards, self.workers, self.scheduler = shards, workers, scheduler
+        self.dtype = dtype
 
     def _train_config(self) -> TrainConfig:
         """The training run the hyper-parameters describe (InputError names a bad one)."""
@@ -123,7 +124,7 @@ class _KirchhoffEstimator(_NetEstimator):
                            optimizer=self.optimizer, weight_decay=self.weight_decay,
                            schedule=self.schedule, validation_fraction=self.validation_fraction,
                            seed=self.seed, loss=self._loss, solver=solver, constraints=self._hardware(),
-                           shards=self.shards)
+                           shards=self.shards, dtype=self.dtype)
 
     def _hardware(self) -> HardwareConstraints | None:
         """The constraints ``profile``/``constraints`` describe (InputError names a bad one)."""
@@ -169,7 +170,7 @@ class _KirchhoffEstimator(_NetEstimator):
         check_is_fitted(self, "net_")
         with _refusals_as_input_errors():
             X = validate_data(self, X, reset=False, dtype=np.float64)
-        return simulate(self.net_, X, solver=make_solver(**self.solver_spec_)).readout(self.net_)
+        return simulate(self.net_, X, solver=make_solver(**self.solver_spec_), dtype=self.dtype).readout(self.net_)
 
 
 class KirchhoffClassifier(ClassifierMixin, _KirchhoffEstimator):
@@ -182,7 +183,9 @@ class KirchhoffClassifier(ClassifierMixin, _KirchhoffEstimator):
     :class:`~kirchhoff_sim.technology.TechnologyProfile`) with ``constraints`` (a dict of
     :class:`~kirchhoff_sim.training.constraints.HardwareConstraints` options over
     :data:`~kirchhoff_sim.training.constraints.RECOMMENDED`); ``shards`` (TrainConfig's),
-    ``workers`` (int) or ``scheduler`` (an address) to train on Dask (module docstring).
+    ``workers`` (int) or ``scheduler`` (an address) to train on Dask (module docstring);
+    ``dtype`` ("float64" or "float32", TrainConfig's) the working precision of training
+    and of every prediction.
 
     Attributes
     ----------

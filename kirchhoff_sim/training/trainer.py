@@ -33,6 +33,7 @@ from ..executors import as_runner
 from ..inference import DEFAULT_CHUNK_SIZE, readouts
 from ..modelfile import read_model_file, save_net
 from ..solvers import default_solver_spec, make_solver
+from ..solvers.precision import check_precision
 from .datasets import Dataset, minibatches, train_validation_split
 from .constraints import HardwareConstraints
 from .data_parallel import ShardedGradient
@@ -41,7 +42,8 @@ from .optim import Adam, AdamW, ConstantSchedule, CosineSchedule, StepSchedule
 
 _OPTIMIZER_PREFIX = "optimizer/"   # checkpoint arrays holding the optimiser state
 _LATENT_PREFIX = "latent/"         # ... and the latents of a constrained run
-_BEFORE_SHARDS = {"shards": 1}     # what a checkpoint written before TrainConfig.shards ran with
+#: what a checkpoint written before TrainConfig.shards and TrainConfig.dtype ran with
+_BEFORE_NEWER_FIELDS = {"shards": 1, "dtype": "float64"}
 
 
 @dataclass
@@ -54,6 +56,10 @@ class TrainConfig:
     (:mod:`~kirchhoff_sim.training.data_parallel`), 1 to ``batch_size``: the jobs a
     cluster runs in parallel. It is part of the run (each piece gets its own adaptive
     step grid), so the same ``shards`` gives the same result wherever the pieces run.
+    ``dtype`` ("float64" or "float32") is the working precision of every forward run and
+    adjoint sweep (:mod:`~kirchhoff_sim.solvers.precision`); the parameters, their
+    gradients and the optimiser's state stay float64 (the master copy), as mixed-precision
+    training keeps them. Flow losses run in float64 only.
     """
 
     epochs: int = 20
@@ -72,6 +78,7 @@ class TrainConfig:
     #: :meth:`HardwareConstraints.to_dict` of a run trained against a technology profile
     constraints: dict | None = None
     shards: int = 1
+    dtype: str = "float64"
 
     def __post_init__(self):
         as_choice(self.optimizer, "optimizer", ("adam", "adamw"))
@@ -94,9 +101,13 @@ class TrainConfig:
         if not isinstance(self.solver, dict):
             raise InputError(f"TrainConfig.solver must be a dict for make_solver, got {self.solver!r}")
         try:
-            make_solver(**self.solver)     # fail now, not at the first batch
+            solver = make_solver(**self.solver)     # fail now, not at the first batch
         except TypeError as exc:
             raise InputError(f"TrainConfig.solver {self.solver!r} is not a solver spec: {exc}") from None
+        self.dtype = check_precision(solver, self.dtype).name
+        if self.dtype != "float64" and self.loss in FLOW_LOSSES:
+            raise InputError(f"a flow's loss ({self.loss}) runs in float64 only (its log-density sums a "
+                             f"trace over every step), got TrainConfig.dtype {self.dtype}")
         if isinstance(self.constraints, HardwareConstraints):
             self.constraints = self.constraints.to_dict()
         if self.constraints is not None:
@@ -116,12 +127,12 @@ class TrainConfig:
 
 
 def evaluate(net, X, y, loss: str = "cross_entropy", solver=None, batch_size: int = DEFAULT_CHUNK_SIZE,
-             executor=None) -> dict:
+             executor=None, dtype=None) -> dict:
     """Loss (and accuracy for classification) of ``net`` on ``(X, y)``.
 
     The read-out is simulated in chunks of ``batch_size`` samples
     (:func:`~kirchhoff_sim.inference.readouts`), here or on ``executor``'s cluster, with
-    the same result.
+    the same result, in the working precision ``dtype`` (flows: float64 only).
 
     Raises
     ------
@@ -136,7 +147,7 @@ def evaluate(net, X, y, loss: str = "cross_entropy", solver=None, batch_size: in
         raise InputError(f"unknown loss {loss!r}; use one of {list(TRAINING_LOSSES)}")
     if loss in FLOW_LOSSES:         # a flow: the data's negative log-likelihood or a reverse KL (y unused)
         return {"loss": flow_loss(net, loss, X, solver, max_batch=batch_size)}
-    out = readouts(net, X, solver=solver, chunk_size=batch_size, executor=executor)
+    out = readouts(net, X, solver=solver, chunk_size=batch_size, executor=executor, dtype=dtype)
     value, _ = LOSSES[loss](out, y)
     result = {"loss": value}
     if loss == "cross_entropy":
@@ -249,7 +260,7 @@ def train(net, data: Dataset, config: TrainConfig | None = None, *, checkpoint=N
                 record["train_accuracy"] = correct / seen
             if len(X_val):
                 try:
-                    val = evaluate(net, X_val, y_val, config.loss, solver, executor=runner)
+                    val = evaluate(net, X_val, y_val, config.loss, solver, executor=runner, dtype=config.dtype)
                 except ClusterLostError as exc:
                     raise _kept_after_loss(exc, net, optimizer, checkpoint, config, history, data.name,
                                            stepper, progress_) from None
@@ -279,7 +290,7 @@ def _split(data, config):
 
 def _settings(config) -> dict:
     """What every shard's job needs of the run besides its samples."""
-    return {"loss": config.loss, "solver": dict(config.solver)}
+    return {"loss": config.loss, "solver": dict(config.solver), "dtype": config.dtype}
 
 
 class _PlainStep:
@@ -459,7 +470,7 @@ def _restore(net, optimizer, path, config, stepper):
     training = meta.get("training")
     if not training:
         raise ModelFileError(f"{path} is a model file but not a training checkpoint")
-    saved_config = {**_BEFORE_SHARDS, **training["config"]}   # a checkpoint older than config.shards
+    saved_config = {**_BEFORE_NEWER_FIELDS, **training["config"]}   # a checkpoint older than those fields
     if saved_config != json.loads(json.dumps(asdict(config))):
         diff = {k: (v, asdict(config).get(k)) for k, v in saved_config.items() if asdict(config).get(k) != v}
         raise InputError(f"cannot resume from {path}: its training config differs: {diff}")
