@@ -5,8 +5,8 @@ sides (Hairer's PI controller, ours and diffrax's ``PIDController(pcoeff=0.2,
 icoeff=0.65)``; see ``jax_reference.py``), run with both error norms: ours (RMS per
 sample, maximised over the batch) and diffrax's default (RMS over the whole batch, our
 ``norm="batch"``). Ours on the NumPy reference path and on the fused numba kernels
-(2 threads); JAX in float64 and float32 (we have no float32 path yet), its compile time
-reported separately. Runs are interleaved A B C … A B C …, the minimum of each kept;
+(2 threads), in float64 and (``dtype="float32"``, numba) float32; JAX in float64 and
+float32, its compile time reported separately. Every float32 run is checked to stay float32. Runs are interleaved A B C … A B C …, the minimum of each kept;
 steps are printed for both stacks, and the machine's load with every row.
 
 * forward: the 32-node fully connected AffineTanh net (2 × 1,056 edges), batch 256,
@@ -59,18 +59,20 @@ def timed(fn):
 def contenders(net, family, x, y, rtol, atol, train):
     """name -> (callable returning (seconds, value, steps)) for one comparison."""
     runs = {}
-    for backend in ("numpy", "numba"):
+    for backend, dtype in (("numpy", "float64"), ("numba", "float64"), ("numba", "float32")):
         for norm in ("sample", "batch"):
             solver = ks.Dopri5(rtol=rtol, atol=atol, norm=norm)
 
-            def ours(backend=backend, solver=solver):
+            def ours(backend=backend, solver=solver, dtype=dtype):
                 kernels.use(backend)
                 if train:
-                    s, g = timed(lambda: gradient(net, x, bind(cross_entropy, y), solver=solver))
+                    s, g = timed(lambda: gradient(net, x, bind(cross_entropy, y), solver=solver, dtype=dtype))
+                    assert g.solution.final_state.dtype == dtype
                     return s, g.flat, g.solution.stats.n_steps
-                s, sol = timed(lambda: ks.simulate(net, x, solver=solver))
+                s, sol = timed(lambda: ks.simulate(net, x, solver=solver, dtype=dtype))
+                assert sol.final_state.dtype == dtype           # no silent promotion
                 return s, sol.final_state, sol.stats.n_steps
-            runs[f"ours_{backend}_{norm}"] = ours
+            runs[f"ours_{backend}_{norm}" if dtype == "float64" else f"ours_{backend}_{dtype}_{norm}"] = ours
     for dtype in (jnp.float64, jnp.float32):
         jnet = jr.JaxNet(net, family, dtype)
         y0 = jnet.initial_state(net, x)
@@ -118,8 +120,11 @@ def compare(label, net, family, x, y, rtol, atol, train, rounds):
     for norm in ("sample", "batch"):
         for dtype in ("float64", "float32"):
             row[f"ratio_ours_numba_vs_jax_{dtype}_{norm}"] = best[f"jax_{dtype}_{norm}"] / best[f"ours_numba_{norm}"]
-        print(f"  {norm} norm: ours (numba) is {row[f'ratio_ours_numba_vs_jax_float64_{norm}']:.2f}x JAX f64's "
-              f"speed, {row[f'ratio_ours_numba_vs_jax_float32_{norm}']:.2f}x JAX f32's (>1: ours faster)")
+        row[f"ratio_ours_numba_float32_vs_jax_float32_{norm}"] = (best[f"jax_float32_{norm}"]
+                                                                 / best[f"ours_numba_float32_{norm}"])
+        print(f"  {norm} norm: ours (numba) f64 is {row[f'ratio_ours_numba_vs_jax_float64_{norm}']:.2f}x JAX f64's "
+              f"speed; ours f32 is {row[f'ratio_ours_numba_float32_vs_jax_float32_{norm}']:.2f}x JAX f32's "
+              f"(>1: ours faster)")
     return row
 
 

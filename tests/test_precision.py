@@ -255,3 +255,10 @@ def test_the_cli_simulates_in_float32_and_refuses_what_it_cannot_meet(tmp_path):
                   "--rtol", "1e-9")
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
     assert "rtol 1e-09 cannot be met in float32" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_evaluating_a_flow_in_float32_is_refused():
+    from kirchhoff_sim.training.trainer import evaluate
+
+    with pytest.raises(InputError, match=r"a flow's loss \(nll\) runs in float64 only, got dtype float32"):
+        evaluate(build_net(2, 2, hidden=0, layers=1, seed=0), np.zeros((4, 2)), None, "nll", dtype="float32")

@@ -33,7 +33,7 @@ from ..executors import as_runner
 from ..inference import DEFAULT_CHUNK_SIZE, readouts
 from ..modelfile import read_model_file, save_net
 from ..solvers import default_solver_spec, make_solver
-from ..solvers.precision import check_precision
+from ..solvers.precision import as_dtype, check_precision
 from .datasets import Dataset, minibatches, train_validation_split
 from .constraints import HardwareConstraints
 from .data_parallel import ShardedGradient
@@ -146,6 +146,8 @@ def evaluate(net, X, y, loss: str = "cross_entropy", solver=None, batch_size: in
     if loss not in TRAINING_LOSSES:
         raise InputError(f"unknown loss {loss!r}; use one of {list(TRAINING_LOSSES)}")
     if loss in FLOW_LOSSES:         # a flow: the data's negative log-likelihood or a reverse KL (y unused)
+        if as_dtype(dtype) != np.float64:
+            raise InputError(f"a flow's loss ({loss}) runs in float64 only, got dtype {as_dtype(dtype).name}")
         return {"loss": flow_loss(net, loss, X, solver, max_batch=batch_size)}
     out = readouts(net, X, solver=solver, chunk_size=batch_size, executor=executor, dtype=dtype)
     value, _ = LOSSES[loss](out, y)
