@@ -360,15 +360,18 @@ def _rhs_into(out, V, src, dst, device, p) -> None:
     """:func:`rhs_into` without the checks, for an assembly whose arrays fit by
     construction (its caller checks the row count of ``V``)."""
     block = _column_block(V.shape[1])
-    _kernel("fused_rhs")(out, V, *_edge_arrays(src, dst, device, p), _devices.LEAKY_SLOPE, block)
+    # in the working type: a float32 run evaluates its edges in float32 (tanh in its own
+    # float32 form); the VJP, JVP and stamps evaluate in float64 whatever the state's type
+    _kernel("fused_rhs")(out, V, *_edge_arrays(src, dst, device, p, V.dtype), V.dtype.type(_devices.LEAKY_SLOPE),
+                         block)
 
 
-def _edge_arrays(src, dst, device, p) -> tuple:
+def _edge_arrays(src, dst, device, p, dtype=np.float64) -> tuple:
     """The kernels' per-edge arguments: ``src, dst`` (int64), the coefficients of
-    :func:`coefficients` (contiguous float64) and the activation code."""
+    :func:`coefficients` (contiguous, of ``dtype``) and the activation code."""
     act, *arrays = coefficients(device, p)
     return (src.astype(np.int64, copy=False), dst.astype(np.int64, copy=False),
-            *(np.ascontiguousarray(a, dtype=float) for a in arrays), act)
+            *(np.ascontiguousarray(a, dtype=dtype) for a in arrays), act)
 
 
 def _vjp_into(v_bar, V, nu, src, dst, device, p, params: bool):

@@ -408,6 +408,38 @@ def _libm_free_loop(fn):
     return apply
 
 
+def test_the_float32_tanh_is_within_6_ulp_and_vectorises():
+    # float32s from 0 to 10 at a stride of the bit patterns, samples of every scale down to the
+    # subnormals, the clamp and the specials; the exact value from float64's tanh (its
+    # error, < 1 ulp of a double, is 2^-29 of a float32 ulp)
+    from kirchhoff_sim._kcl_kernels import TANH32_CLAMP, tanh32
+
+    rng = np.random.default_rng(31)
+    lattice = np.arange(0, np.float32(10).view(np.int32), 397, dtype=np.int32).view(np.float32)
+    with np.errstate(under="ignore"):               # the subnormal samples
+        x = np.concatenate([lattice,                 # every 397th float32 from 0 to 10
+                            *(rng.normal(0, s, 20_000).astype(np.float32) for s in (1e-40, 1e-20, 1e-4, 0.3, 1, 4, 30)),
+                            np.array([0.0, 1e-45, TANH32_CLAMP, np.nextafter(TANH32_CLAMP, np.float32(0)), 3e38],
+                                     np.float32)])
+    x = np.concatenate([x, -x])
+    out = np.empty_like(x)
+    apply = _libm_free_loop(tanh32)
+    with np.errstate(under="ignore"):
+        apply(x, out)
+        exact = np.tanh(x.astype(np.float64))
+        ulp = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)   # float32's ulp at tanh(x)
+    errors = np.abs(out.astype(np.float64) - exact) / ulp
+    worst = int(np.argmax(errors))
+    assert out.dtype == np.float32 and errors[worst] <= 6.0, (x[worst], out[worst], errors[worst])
+    assert np.all(np.abs(out) <= 1) and np.array_equal(np.signbit(out), np.signbit(x))   # odd, ±0 kept
+    special = np.array([np.inf, -np.inf, np.nan], np.float32)
+    apply(special, special)
+    assert 1.0 - 6 * 2 ** -24 <= special[0] <= 1.0                  # tanh(∞) = 1 within the 6 ulp
+    assert special[1] == -special[0] and np.isnan(special[2])
+    ir = "".join(apply.inspect_llvm().values())
+    assert "x float>" in ir and not re.search(r"@(llvm\.)?(exp|tanh|log)(f|\.f32)?\(", ir)
+
+
 # name: (the kernels' function, its exact value in mpmath, the asserted bound in ulps)
 # exp: 0.5 for rounding 1 + expm1(r), < 0.25 for r's and the polynomial's, + 0.5 for
 # a subnormal result's second rounding; softplus and sigmoid add exp's error (damped by
