@@ -265,7 +265,7 @@ def _values_and_slopes(f, g, u, bb, dd, act, leaky):
             f[j], g[j] = (y, 1.0) if y > 0.0 else (leaky * y, leaky)
     elif act == 3:
         for j in range(u.shape[0]):
-            t = tanh(bb * u[j] + dd)
+            t = tanh_of(bb * u[j] + dd)
             f[j], g[j] = t, 1.0 - t * t
     else:
         for j in range(u.shape[0]):
@@ -297,7 +297,8 @@ def _vjp_columns(v_bar, sums, V, nu, src, dst, w_src, w_dst, bias, A, B, C, D, a
     ``μ·v_dst`` per edge into ``sums`` ``(6, E_c)``. Each stage is its own loop over the
     block's columns on small buffers, so that the compiler can vectorise them."""
     width = b1 - b0
-    f, g, u, lam, mu = np.empty(width), np.empty(width), np.empty(width), np.empty(width), np.empty(width)
+    row = v_bar[0, b0:b1]                        # the buffers of the working type (the sums stay float64)
+    f, g, u, lam, mu = np.empty_like(row), np.empty_like(row), np.empty_like(row), np.empty_like(row), np.empty_like(row)
     for e in range(src.shape[0]):
         s, d = src[e], dst[e]
         ws, wd, be = w_src[e], w_dst[e], bias[e]

@@ -361,7 +361,7 @@ def _rhs_into(out, V, src, dst, device, p) -> None:
     construction (its caller checks the row count of ``V``)."""
     block = _column_block(V.shape[1])
     # in the working type: a float32 run evaluates its edges in float32 (tanh in its own
-    # float32 form); the VJP, JVP and stamps evaluate in float64 whatever the state's type
+    # float32 form), as the VJP does; the JVP and the stamps evaluate in float64
     _kernel("fused_rhs")(out, V, *_edge_arrays(src, dst, device, p, V.dtype), V.dtype.type(_devices.LEAKY_SLOPE),
                          block)
 
@@ -381,8 +381,8 @@ def _vjp_into(v_bar, V, nu, src, dst, device, p, params: bool):
     assembly, sees to both: ground's cotangent is ignored, as in the NumPy path)."""
     n_blocks = -(-V.shape[1] // VJP_BLOCK)
     sums = np.zeros((n_blocks, 6, len(src) if params else 0))
-    _kernel("fused_vjp")(v_bar, sums, V, nu, *_edge_arrays(src, dst, device, p), _devices.LEAKY_SLOPE,
-                         VJP_BLOCK, params)
+    _kernel("fused_vjp")(v_bar, sums, V, nu, *_edge_arrays(src, dst, device, p, V.dtype),
+                         V.dtype.type(_devices.LEAKY_SLOPE), VJP_BLOCK, params)
     if not params:
         return None
     return parameter_cotangents(device, p, sums.sum(axis=0))

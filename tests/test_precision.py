@@ -262,3 +262,22 @@ def test_evaluating_a_flow_in_float32_is_refused():
 
     with pytest.raises(InputError, match=r"a flow's loss \(nll\) runs in float64 only, got dtype float32"):
         evaluate(build_net(2, 2, hidden=0, layers=1, seed=0), np.zeros((4, 2)), None, "nll", dtype="float32")
+
+
+def test_the_float32_kernels_are_bit_identical_on_one_and_two_threads():
+    net = net_of(devices.AffineActivation("tanh"), nodes=17)
+    assembly = net.assemblies("float32")[0]
+    V, nu = state(net, 64, 6), state(net, 64, 7)
+    before, threads = kernels.backend(), kernels.threads()
+    results = []
+    try:
+        kernels.use("numba")
+        for n in (1, 2):
+            kernels.set_threads(n)
+            theta_bar = [np.zeros(g.params.shape) for g in assembly.groups]
+            results.append((assembly.rhs(V), assembly.vjp(V, nu, theta_bar), theta_bar[0]))
+    finally:
+        kernels.set_threads(threads)
+        kernels.use(before)
+    assert all(np.array_equal(a, b) for a, b in zip(*results))
+    assert results[0][0].dtype == results[0][1].dtype == np.float32
