@@ -6,8 +6,10 @@ One vector-field evaluation (``LayerAssembly.rhs``), one vector–Jacobian produ
 softplus net, batch 64, NumPy and numba runs interleaved A B A B (``ROUNDS`` rounds), the
 minimum of each, in edge-evaluations per second (edges × batch / seconds), and numba on
 one and on two threads; the kernel's compile (or cache load) is excluded and reported.
-Then the kernels' activations (exp, tanh, softplus, sigmoid) against the C library's in
-nanoseconds per element of a one-thread loop, the baseline measured in the same run.
+The right-hand side in float32 too (NumPy and numba on the float32 assembly). Then the
+kernels' activations (exp, tanh, softplus, sigmoid, and tanh's float32 form against
+``tanhf``) against the C library's in nanoseconds per element of a one-thread loop, the
+baseline measured in the same run.
 Every figure is printed with the machine's load.
 
     python benchmarks/bench_kernels.py
@@ -86,6 +88,16 @@ def main():
                     kernels.set_threads(threads)
                 best[label] = min(best[label], time_rhs(assembly, V))
         kernels.set_threads(2)
+        # the same evaluation in float32 (the float32 assembly; numba on 2 threads)
+        assembly32, V32 = net.assemblies("float32")[0], V.astype(np.float32)
+        kernels.use("numba")
+        assembly32.rhs(V32)                               # compile the float32 kernel
+        single = {"numpy_float32": np.inf, "numba_float32_2_threads": np.inf}
+        for _ in range(ROUNDS):
+            for label, backend in (("numpy_float32", "numpy"), ("numba_float32_2_threads", "numba")):
+                kernels.use(backend)
+                single[label] = min(single[label], time_rhs(assembly32, V32))
+        best.update(single)
         # the adjoint's vector–Jacobian product with the parameter sums, the forward
         # sensitivities' Jacobian–vector product with a parameter direction and the Newton
         # stamps, interleaved the same way
@@ -111,6 +123,9 @@ def main():
               f"{best['numpy'] / best['numba_2_threads']:.2f}x), 1 thread {best['numba_1_thread'] * 1e3:.1f} ms "
               f"({evaluations / best['numba_1_thread']:.2e}/s); first call (compile or cache load) {first:.2f} s",
               flush=True)
+        print(f"    float32: numpy {best['numpy_float32'] * 1e3:.1f} ms ({evaluations / best['numpy_float32']:.2e}/s), "
+              f"numba 2 threads {best['numba_float32_2_threads'] * 1e3:.1f} ms "
+              f"({evaluations / best['numba_float32_2_threads']:.2e}/s)", flush=True)
         print(f"    vector–Jacobian product with parameter sums: numpy {vjp['numpy'] * 1e3:.1f} ms, numba "
               f"{vjp['numba'] * 1e3:.1f} ms ({vjp['numpy'] / vjp['numba']:.2f}x)", flush=True)
         print(f"    Jacobian–vector product with a parameter direction: numpy {jvp['numpy'] * 1e3:.1f} ms, numba "
@@ -180,8 +195,10 @@ def activations() -> dict:
 
     rng = np.random.default_rng(4)
     inputs = {"exp": rng.uniform(-30, 30, ACT_ELEMENTS), "normal": rng.normal(0, 3, ACT_ELEMENTS)}
+    inputs["normal_float32"] = inputs["normal"].astype(np.float32)
     cases = {"exp": ("exp", math.exp, kk.exp), "tanh": ("normal", math.tanh, kk.tanh),
-             "softplus": ("normal", libm_softplus, kk.softplus), "sigmoid": ("normal", libm_sigmoid, kk.sigmoid)}
+             "softplus": ("normal", libm_softplus, kk.softplus), "sigmoid": ("normal", libm_sigmoid, kk.sigmoid),
+             "tanh_float32": ("normal_float32", math.tanh, kk.tanh32)}     # libm: tanhf
     rows = {}
     for name, (which, libm, ours) in cases.items():
         x = inputs[which]
