@@ -6,7 +6,8 @@ icoeff=0.65)``; see ``jax_reference.py``), run with both error norms: ours (RMS 
 sample, maximised over the batch) and diffrax's default (RMS over the whole batch, our
 ``norm="batch"``). Ours on the NumPy reference path and on the fused numba kernels
 (2 threads), in float64 and (``dtype="float32"``, numba) float32; JAX in float64 and
-float32, its compile time reported separately. Every float32 run is checked to stay float32. Runs are interleaved A B C … A B C …, the minimum of each kept;
+float32, its compile time reported separately. Every float32 run is checked to stay
+float32. Runs are interleaved A B C … A B C …, the minimum of each kept;
 steps are printed for both stacks, and the machine's load with every row.
 
 * forward: the 32-node fully connected AffineTanh net (2 × 1,056 edges), batch 256,
@@ -115,7 +116,7 @@ def compare(label, net, family, x, y, rtol, atol, train, rounds):
         if not train:
             entry["samples_per_s"] = len(x) / best[name]
         row[name] = entry
-        print(f"  {name:24s} {best[name]:8.3f} s" + (f"  {len(x) / best[name]:9.0f} samples/s" if not train else "")
+        print(f"  {name:26s} {best[name]:8.3f} s" + (f"  {len(x) / best[name]:9.0f} samples/s" if not train else "")
               + f"  first call {compile_s[name]:7.2f} s  steps {steps[name]}  rel. diff {difference:.1e}", flush=True)
     for norm in ("sample", "batch"):
         for dtype in ("float64", "float32"):

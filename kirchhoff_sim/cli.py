@@ -892,7 +892,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", metavar="FILE",
                    help="feasibility on this technology profile (default: the model's own, else the default)")
     p.add_argument("--no-feasibility", action="store_true", help="skip the feasibility findings")
-    _dtype_option(p, "the evaluation")
+    _dtype_option(p, "the evaluation", "float64, whatever the model was trained in")
     _cluster_options(p, "the test split's chunks")
     p.set_defaults(func=cmd_evaluate)
 

@@ -59,10 +59,14 @@ class SimulationError(KirchhoffError, RuntimeError):
         The sample (column of the batch passed to ``simulate``) to blame, when one is:
         :class:`DivergenceError` and :class:`NonFiniteStateError` set it, so that a
         caller can drop the sample whose circuit ran away and go on with the others.
+    samples : tuple of int
+        Every sample beyond the bound (or not finite) at that step, ``sample`` among them
+        (empty when no sample is to blame).
     """
 
-    def __init__(self, message, *, layer=None, time=None, step=None, node=None, sample=None):
+    def __init__(self, message, *, layer=None, time=None, step=None, node=None, sample=None, samples=()):
         self.layer, self.time, self.step, self.node, self.sample = layer, time, step, node, sample
+        self.samples = tuple(int(b) for b in samples)
         self.message = message
         where = [] if sample is None else [f"sample {sample}"]
         if layer is not None:
@@ -77,7 +81,7 @@ class SimulationError(KirchhoffError, RuntimeError):
 
     def _keywords(self) -> dict:
         return {"layer": self.layer, "time": self.time, "step": self.step, "node": self.node,
-                "sample": self.sample}
+                "sample": self.sample, "samples": self.samples}
 
     def copy_with(self, message: str | None = None, **changes) -> "SimulationError":
         """The same error (its type and everything that places it) with another message

@@ -25,7 +25,7 @@ from .errors import InputError
 from .executors import as_runner
 from .modelfile import received_net
 from .network import as_batch, check_finite_inputs
-from .solvers import Dopri5, samples_counted_from, simulate
+from .solvers import samples_counted_from, simulate
 from .solvers.precision import check_precision
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "check_inputs", "chunk_bounds", "iter_readouts", "readouts", "simulate_chunk"]
@@ -108,7 +108,7 @@ def iter_readouts(net, X, *, solver=None, chunk_size: int = DEFAULT_CHUNK_SIZE, 
     """
     X = check_inputs(net, X)
     chunk_bounds(len(X), chunk_size)          # a bad chunk_size is refused now, not at the first chunk
-    dtype = check_precision(Dopri5() if solver is None else solver, dtype)     # refused now too
+    dtype = check_precision(solver, dtype)     # refused now too
     return _iter_readouts(net, X, solver, chunk_size, executor, all_nodes, progress, dtype.name)
 
 

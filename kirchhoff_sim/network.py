@@ -150,10 +150,11 @@ class EdgeGroup:
 
 
 def _layer_in(layer: "Layer", dtype) -> "Layer":
-    """A copy of ``layer`` whose groups own ``dtype`` copies of its parameters."""
+    """A copy of ``layer`` whose groups own ``dtype`` arrays for its parameters (filled from
+    the live ones, and checked, by :meth:`KirchhoffNet.assemblies` at each run)."""
     copy = Layer.from_groups([EdgeGroup(g.edges, g.device, g.params) for g in layer.groups], layer.duration)
     for group in copy.groups:
-        group.params = group.params.astype(dtype)
+        group.params = np.empty(group.params.shape, dtype=dtype)     # filled (and checked) at each run
     return copy
 
 
@@ -478,13 +479,21 @@ class KirchhoffNet(FlatParameters):
                 self._assemblies = [LayerAssembly(layer, self.num_nodes, self.capacitance)
                                     for layer in self.layers]
             return self._assemblies
-        working = self._working_assemblies
+        # (a net saved before the attribute existed gets it here)
+        working = self.__dict__.setdefault("_working_assemblies", {})
         if dtype not in working:
             working[dtype] = [LayerAssembly(_layer_in(layer, dtype), self.num_nodes, self.capacitance, dtype=dtype)
                               for layer in self.layers]
-        for assembly, layer in zip(working[dtype], self.layers):
-            for copy, live in zip(assembly.groups, layer.groups):
-                np.copyto(copy.params, live.params, casting="same_kind")
+        for k, (assembly, layer) in enumerate(zip(working[dtype], self.layers)):
+            for g, (copy, live) in enumerate(zip(assembly.groups, layer.groups)):
+                with np.errstate(over="ignore"):
+                    np.copyto(copy.params, live.params, casting="same_kind")
+                overflow = ~np.isfinite(copy.params) & np.isfinite(live.params)
+                if overflow.any():
+                    row, edge = np.argwhere(overflow)[0]
+                    raise ParameterError(f"layer {k}, group {g}: parameter {live.device.param_names[row]} of edge "
+                                         f"{edge} is {live.params[row, edge]:g}, beyond float32's range "
+                                         f"(±{np.finfo(dtype).max:.3g}); run it in float64")
         return working[dtype]
 
     # ------------------------------------------------------------------ running

@@ -58,10 +58,34 @@ def test_the_working_types(given, name):
     assert as_dtype(given).name == name
 
 
-@pytest.mark.parametrize("bad", ["float16", "int32", np.int64, True, "double precision", object, 32])
+@pytest.mark.parametrize("bad", ["float16", "int32", np.int64, True, "double precision", object, 32, ">f4", ">f8",
+                                 np.dtype(">f8"), "single", "f4", "double", np.float32(3.0), np.zeros(2),
+                                 {"names": ["a"], "formats": ["f4"]}, b"float32"])
 def test_other_types_are_refused(bad):
     with pytest.raises(InputError, match="dtype must be one of float64, float32"):
         as_dtype(bad)
+
+
+def test_a_parameter_beyond_float32s_range_is_refused_by_name():
+    from kirchhoff_sim.errors import ParameterError
+
+    layer = ks.Layer([[1, 0], [1, 2], [2, 0]], devices.Conductance(), 1.0, params=[[1e39, 1.0, 1.0]])
+    net = ks.KirchhoffNet([layer], num_nodes=2)
+    with pytest.raises(ParameterError, match=r"layer 0, group 0: parameter g of edge 0 is 1e\+39, beyond float32"):
+        ks.simulate(net, np.ones((1, 2)), solver=ks.RK4(0.01), dtype="float32")
+    ks.simulate(net, np.ones((1, 2)), solver=ks.BDF2(rtol=1e-4, atol=1e-6))     # float64 is fine
+
+
+def test_float32_memory_is_estimated_at_four_bytes_a_value():
+    from kirchhoff_sim.errors import ResourceLimitError
+    from kirchhoff_sim.solvers.resources import ResourceLimits, estimate_resources
+
+    net = build_net(2, 2, hidden=4, layers=1, seed=0)
+    x, solver = np.zeros((1000, 2)), ks.RK4(0.01)
+    limit = ResourceLimits(memory_bytes=int(estimate_resources(net, 1000, solver, 101).total_bytes * 0.75))
+    ks.simulate(net, x, solver=solver, save_at=np.linspace(0, net.T, 101), dtype="float32", limits=limit)
+    with pytest.raises(ResourceLimitError):
+        ks.simulate(net, x, solver=solver, save_at=np.linspace(0, net.T, 101), limits=limit)
 
 
 def test_the_tolerance_floor_is_four_round_offs():
@@ -137,9 +161,11 @@ def test_the_float32_kernels_equal_the_float32_numpy_path(device):
 def test_a_float32_run_is_float32_throughout(backend):
     net = net_of(devices.AffineActivation("tanh"), nodes=6, layers=2)
     x = np.random.default_rng(4).normal(size=(5, 3))
-    sol = ks.simulate(net, x, solver=ks.Dopri5(rtol=1e-5, atol=1e-6), save_at=[0.25, 0.5, net.T], dtype="float32")
+    sol = ks.simulate(net, x, solver=ks.Dopri5(rtol=1e-5, atol=1e-6), save_at=[0.25, 0.5, net.T], dtype="float32",
+                      record_states=True)
     assert sol.final_state.dtype == sol.node_voltages.dtype == np.float32
-    assert all(V.dtype == np.float32 for _, part in sol.parts() for tape in (part.tapes or []) for V in (tape.states or []))
+    states = [V for tape in sol.tapes for V in tape.states]
+    assert len(states) == sol.stats.n_steps + len(net.layers) and all(V.dtype == np.float32 for V in states)
     assert net.parameters[0].dtype == np.float64          # the master copy is left alone
 
 
@@ -159,7 +185,7 @@ def test_on_a_fixed_grid_float32_differs_from_float64_by_round_off(device, backe
     assert single.stats.n_fevals == double.stats.n_fevals
 
 
-def test_an_adaptive_float32_run_meets_its_tolerance(backend):
+def test_an_adaptive_float32_run_is_as_accurate_as_float64_at_its_tolerance(backend):
     net = build_net(2, 2, hidden=4, layers=2, seed=0)
     x = np.random.default_rng(0).normal(size=(16, 2))
     exact = ks.simulate(net, x, solver=ks.Dopri5(rtol=1e-12, atol=1e-12)).final_state
@@ -168,9 +194,9 @@ def test_an_adaptive_float32_run_meets_its_tolerance(backend):
         single = ks.simulate(net, x, solver=solver, dtype="float32").final_state
         double = ks.simulate(net, x, solver=solver).final_state
         error32, error64 = np.abs(single - exact).max(), np.abs(double - exact).max()
-        # the global error of a tolerance-controlled run is a small multiple of it: float32
-        # must not add more than its round-off to what float64 makes at the same tolerance
-        assert error32 <= error64 + 100 * EPS32 * np.abs(exact).max(), rtol
+        # float32 adds no more than its round-off to the error float64 makes at the same
+        # tolerance (measured: at most 0.2·eps of the largest voltage more, often less)
+        assert error32 <= error64 + 2 * EPS32 * np.abs(exact).max(), rtol
 
 
 def test_float32_gradients_follow_float64(backend):
@@ -197,7 +223,8 @@ def test_float32_gradients_with_checkpoints_and_a_running_cost():
     options = dict(solver=ks.RK4(0.02), checkpoint_every=3, running_cost=rail_running_cost(-0.5, 0.5, 1.0))
     single = gradient(net, x, bind(cross_entropy, y), dtype="float32", **options)
     double = gradient(net, x, bind(cross_entropy, y), **options)
-    assert np.abs(single.flat - double.flat).max() <= 1e-5 * np.abs(double.flat).max()
+    assert single.solution.final_state.dtype == np.float32
+    assert 0 < np.abs(single.flat - double.flat).max() <= 1e-5 * np.abs(double.flat).max()
 
 
 # ------------------------------------------------------------------ training, estimators, CLI
@@ -219,11 +246,11 @@ def test_training_in_float32_follows_float64():
         config = TrainConfig(epochs=2, batch_size=32, lr=3e-2, seed=0, dtype=dtype,
                              solver={"method": "rk4", "dt": 0.05})
         history = train(nets[dtype], data, config, progress=False, log=None).history
-        assert history[-1]["train_loss"] < history[0]["train_loss"] * 1.5
+        assert history[-1]["train_loss"] < history[0]["train_loss"]
     single, double = nets["float32"].get_flat_params(), nets["float64"].get_flat_params()
     assert single.dtype == np.float64
     # 2 epochs of Adam on float32 gradients: the parameters move ~1e-1, the round-off ~1e-6
-    assert np.abs(single - double).max() <= 1e-3 * np.abs(double).max()
+    assert 0 < np.abs(single - double).max() <= 1e-3 * np.abs(double).max()
 
 
 def test_a_float32_classifier_predicts_in_float32():
@@ -231,7 +258,8 @@ def test_a_float32_classifier_predicts_in_float32():
     single = KirchhoffClassifier(hidden=2, epochs=1, method="rk4", dt=0.05, dtype="float32").fit(data.X_train, data.y_train)
     double = KirchhoffClassifier(hidden=2, epochs=1, method="rk4", dt=0.05).fit(data.X_train, data.y_train)
     p32, p64 = single.predict_proba(data.X_test), double.predict_proba(data.X_test)
-    assert np.abs(p32 - p64).max() <= 1e-3
+    assert single.dtype_ == "float32" and single._readout(data.X_test).dtype == np.float32
+    assert 0 < np.abs(p32 - p64).max() <= 1e-3
     assert np.mean(single.predict(data.X_test) == double.predict(data.X_test)) >= 0.98
     with pytest.raises(InputError, match="dtype must be one of"):
         KirchhoffClassifier(dtype="half").fit(data.X_train, data.y_train)
@@ -260,7 +288,7 @@ def test_the_cli_simulates_in_float32_and_refuses_what_it_cannot_meet(tmp_path):
 def test_evaluating_a_flow_in_float32_is_refused():
     from kirchhoff_sim.training.trainer import evaluate
 
-    with pytest.raises(InputError, match=r"a flow's loss \(nll\) runs in float64 only, got dtype float32"):
+    with pytest.raises(InputError, match=r"a flow.s loss \(nll\) runs in float64 only \(its log-density .*\), got dtype float32"):
         evaluate(build_net(2, 2, hidden=0, layers=1, seed=0), np.zeros((4, 2)), None, "nll", dtype="float32")
 
 
@@ -281,3 +309,15 @@ def test_the_float32_kernels_are_bit_identical_on_one_and_two_threads():
         kernels.use(before)
     assert all(np.array_equal(a, b) for a, b in zip(*results))
     assert results[0][0].dtype == results[0][1].dtype == np.float32
+
+
+def test_an_estimator_pickled_before_dtype_existed_still_predicts():
+    import pickle
+
+    data = datasets.load_dataset("moons", n_samples=100, seed=0)
+    model = KirchhoffClassifier(hidden=2, epochs=1, method="rk4", dt=0.1).fit(data.X_train, data.y_train)
+    expected = model.predict(data.X_test)
+    old = pickle.loads(pickle.dumps(model))
+    del old.__dict__["dtype"], old.__dict__["dtype_"], old.net_.__dict__["_working_assemblies"]
+    assert np.array_equal(old.predict(data.X_test), expected) and "KirchhoffClassifier" in repr(old)
+    assert old.net_.assemblies("float32")[0].dtype == np.float32

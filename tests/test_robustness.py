@@ -408,7 +408,7 @@ def test_samples_that_run_away_are_a_trial_result_not_an_error(batch_size):
     spec = MonteCarloSpec(solver={"method": "rk4", "dt": 0.01}, batch_size=batch_size, keep_readout=True)
     result = run_trial(runaway_net(), RUNAWAY_X, RUNAWAY_Y, spec, 0)
     stable = np.setdiff1d(np.arange(len(RUNAWAY_X)), RUNAWAY_SAMPLES)
-    assert result["diverged"].tolist() == RUNAWAY_SAMPLES
+    assert result["diverged_samples"].tolist() == RUNAWAY_SAMPLES
     assert result["predictions"].tolist() == [1, -1, 1, -1, 0]
     assert result["accuracy"] == 3 / 5                    # a runaway sample is counted wrong
     assert np.isnan(result["readout"][RUNAWAY_SAMPLES]).all()
@@ -420,7 +420,7 @@ def test_samples_that_run_away_are_a_trial_result_not_an_error(batch_size):
 def test_a_trial_whose_every_sample_runs_away_has_no_loss():
     spec = MonteCarloSpec(solver={"method": "rk4", "dt": 0.01})
     result = run_trial(runaway_net(), RUNAWAY_X[RUNAWAY_SAMPLES], RUNAWAY_Y[RUNAWAY_SAMPLES], spec, 0)
-    assert result["diverged"].tolist() == [0, 1] and result["accuracy"] == 0.0 and np.isnan(result["loss"])
+    assert result["diverged_samples"].tolist() == [0, 1] and result["accuracy"] == 0.0 and np.isnan(result["loss"])
 
 
 def test_a_sweep_counts_the_runaway_samples_and_the_report_names_them():
@@ -463,3 +463,25 @@ def test_the_runaway_sample_is_named_in_the_whole_batch():
     with pytest.raises(DivergenceError) as chunked:
         readouts(runaway_net(), X, solver=make_solver(method="rk4", dt=0.01), chunk_size=3)
     assert chunked.value.sample == 5
+
+
+def test_samples_that_run_away_at_one_step_are_dropped_in_one_go(monkeypatch):
+    from kirchhoff_sim.hardware import trials
+
+    calls = []
+    original = trials.simulate
+    monkeypatch.setattr(trials, "simulate", lambda *a, **k: calls.append(len(a[1])) or original(*a, **k))
+    X = np.tile(RUNAWAY_X[[0, 1]], (50, 1))                  # 50 stable, 50 identical runaways
+    y = np.tile(RUNAWAY_Y[[0, 1]], 50)
+    result = run_trial(runaway_net(), X, y, MonteCarloSpec(solver={"method": "rk4", "dt": 0.01}), 0)
+    assert len(result["diverged_samples"]) == 50 and calls == [100, 50]      # one failed run, one rerun
+
+
+def test_a_net_unstable_without_mismatch_is_named_and_its_json_is_strict():
+    spec = MonteCarloSpec(solver={"method": "rk4", "dt": 0.01}, trials=2)
+    result = monte_carlo(runaway_net(), RUNAWAY_X, RUNAWAY_Y, spec)
+    assert result.nominal_diverged == 2 and result.summary()["nominal_diverged"] == 2
+    assert "2 of 5 samples ran away in the nominal run" in str(result)
+    every = monte_carlo(runaway_net(), RUNAWAY_X[RUNAWAY_SAMPLES], RUNAWAY_Y[RUNAWAY_SAMPLES], spec)
+    document = json.loads(json.dumps(every.to_dict(), allow_nan=False))      # no NaN: no loss is null
+    assert document["nominal_loss"] is None and document["per_trial"]["loss"] == [None, None]

@@ -21,6 +21,7 @@ from kirchhoff_sim.errors import (
     NonFiniteStateError,
     SimulationError,
     StepSizeTooSmallError,
+    StiffnessError,
 )
 
 import problems as P   # tests/ is on sys.path (pytest's rootdir-relative import)
@@ -458,13 +459,15 @@ def _two_layer_rc(g0, d0, g1, d1):
 
 
 @pytest.mark.parametrize("fp_mode", ["raise", "ignore"])
-def test_blow_up_raises_non_finite_state_error(fp_mode):
+def test_an_overflow_on_a_stable_net_is_stiffness_caused_by_a_non_finite_state(fp_mode):
     # Layer 0 (g = 1) is benign; in layer 1 (g = 1000) forward Euler at dt = 0.1 has
     # amplification a = 1 − 100 = −99, so v grows as 99ⁿ until it overflows. The typed
     # error must not depend on numpy's error state: "raise" is what the test suite (and
     # any careful user) runs with, "ignore" lets NaN/inf through to the solver's check.
     # The plausible-voltage bound would stop the run long before the overflow (see
     # test_blow_up_raises_divergence_error_at_the_voltage_bound), so it is lifted here.
+    # The net is stable, so the blow-up is the method's: StiffnessError, raised from the
+    # NonFiniteStateError that showed it (as from a DivergenceError at the bound).
     dt, g = 0.1, 1000.0
     net = _two_layer_rc(1.0, 1.0, g, 20.0)
     v_layer1 = (1 - dt) ** 10                   # Euler's state after layer 0
@@ -473,15 +476,15 @@ def test_blow_up_raises_non_finite_state_error(fp_mode):
     step = math.ceil((math.log(np.finfo(float).max) - math.log(v_layer1))
                      / math.log(amplification)) - 1
     with np.errstate(all=fp_mode):
-        with pytest.raises(NonFiniteStateError) as info:
+        with pytest.raises(StiffnessError) as info:
             ks.simulate(net, [[1.0]], solver=ks.Euler(dt), voltage_limit=np.inf)
-    err = info.value
-    assert isinstance(err, SimulationError) and isinstance(err, RuntimeError)
-    assert err.layer == 1
-    assert err.step == step
-    assert err.time == pytest.approx(1.0 + step * dt, rel=1e-12)
-    message = str(err)
-    assert "layer 1" in message and f"step {step}" in message and f"t={err.time:.6g}" in message
+    err, cause = info.value, info.value.__cause__
+    assert isinstance(cause, NonFiniteStateError) and isinstance(cause, RuntimeError)
+    assert err.layer == cause.layer == 1 and cause.sample == 0 and cause.samples == (0,)
+    assert err.step == cause.step == step
+    assert cause.time == pytest.approx(1.0 + step * dt, rel=1e-12)
+    message = str(cause)
+    assert "layer 1" in message and f"step {step}" in message and f"t={cause.time:.6g}" in message
 
 
 def test_step_floor_raises_step_size_too_small():

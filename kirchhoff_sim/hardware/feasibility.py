@@ -47,7 +47,7 @@ from ..devices import CONDUCTANCE, Diode, rows_with_role
 from ..errors import InputError
 from ..units import CELSIUS_TO_KELVIN, diode_emission_coefficient, ktc_noise_sigma
 from .energy import EdgeSweep, EdgeTable, EnergyReport
-from .formatting import format_si
+from .formatting import format_si, json_float
 
 __all__ = ["Finding", "SEVERITIES", "CHECKS", "check_feasibility", "check_rails", "check_current_limit",
            "check_conductance_range", "check_precision_floor", "check_active_devices",
@@ -109,9 +109,8 @@ class Finding:
 
     def to_dict(self, max_listed: int = MAX_LISTED) -> dict:
         """JSON-able; ``edges``/``nodes`` hold at most ``max_listed`` entries, the counts all."""
-        finite = self.value is not None and np.isfinite(self.value)
         return {"check": self.check, "severity": self.severity, "message": self.message,
-                "value": float(self.value) if finite else None,
+                "value": json_float(self.value),
                 "n_edges": int(self.edges.size), "edges": self.edges[:max_listed].tolist(),
                 "n_nodes": int(self.nodes.size), "nodes": self.nodes[:max_listed].tolist(),
                 "counts": {k: (v if isinstance(v, (str, list, dict)) else float(v) if isinstance(v, float)

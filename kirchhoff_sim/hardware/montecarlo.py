@@ -22,6 +22,7 @@ from ..solvers import make_solver
 from ..solvers.resources import ResourceLimits, estimate_trials
 from ..executors import Runner, as_runner
 from .executors import trial_calls
+from .formatting import json_float
 from .perturbation import MAX_BITS, QUANTISATION_MODES, check_sigma
 from .trials import (
     MonteCarloSpec,
@@ -51,8 +52,10 @@ class MonteCarloResult:
     spec : MonteCarloSpec
     trial_indices : ndarray of int, shape (trials,)
     accuracies, losses : ndarray, shape (trials,)
-        Per trial: fraction of samples classified right; mean cross-entropy.
+        Per trial: fraction of samples classified right; mean cross-entropy of the samples
+        that did not run away (NaN when none is left).
     predictions : ndarray of int, shape (trials, B)
+        The class of each sample, −1 for a sample whose circuit ran away.
     nominal_accuracy, nominal_loss : float
         The unperturbed, noise-free net with the same simulation settings.
     n_samples : int
@@ -64,9 +67,11 @@ class MonteCarloResult:
     readouts : ndarray, shape (trials, B, n_readout), or None
         With ``spec.keep_readout``.
     diverged : ndarray of int, shape (trials,)
-        Per trial, the samples whose perturbed circuit ran away (node voltages beyond the
+        Per trial, how many samples' perturbed circuits ran away (node voltages beyond the
         solver's plausible bound): each is counted wrong (see
         :func:`~.trials.run_trial`).
+    nominal_diverged : int
+        How many ran away in the nominal run (an unstable net, whatever the mismatch).
     """
 
     spec: MonteCarloSpec
@@ -81,6 +86,7 @@ class MonteCarloResult:
     runner: str
     readouts: np.ndarray | None = None
     diverged: np.ndarray | None = None
+    nominal_diverged: int = 0
 
     def __post_init__(self):
         if self.diverged is None:
@@ -118,16 +124,17 @@ class MonteCarloResult:
         return {"nominal": self.nominal_accuracy, "mean": self.mean, "std": self.std,
                 "min": self.min, "max": self.max,
                 **{f"p{q}": v for q, v in self.percentiles().items()},
-                "drop": self.nominal_accuracy - self.mean, "diverged": int(self.diverged.sum())}
+                "drop": self.nominal_accuracy - self.mean, "diverged": int(self.diverged.sum()),
+                "nominal_diverged": int(self.nominal_diverged)}
 
     def to_dict(self) -> dict:
         """JSON-able: the spec, the summary and every trial's accuracy and loss."""
         return {"spec": self.spec.to_dict(), "trials": int(len(self.accuracies)),
                 "samples": int(self.n_samples), "runner": self.runner, "seconds": float(self.seconds),
-                "nominal_accuracy": self.nominal_accuracy, "nominal_loss": self.nominal_loss,
+                "nominal_accuracy": self.nominal_accuracy, "nominal_loss": json_float(self.nominal_loss),
                 "accuracy": self.summary(),
                 "per_trial": {"trial": self.trial_indices.tolist(),
-                              "accuracy": self.accuracies.tolist(), "loss": self.losses.tolist(),
+                              "accuracy": self.accuracies.tolist(), "loss": [json_float(v) for v in self.losses],
                               "diverged": self.diverged.tolist()}}
 
     def __str__(self) -> str:
@@ -140,7 +147,9 @@ class MonteCarloResult:
                 f"(min {self.min:.4f}, p5 {p[5]:.4f}, median {p[50]:.4f}, p95 {p[95]:.4f}, "
                 f"max {self.max:.4f}); drop {self.nominal_accuracy - self.mean:+.4f}"
                 + (f"\n  {int(self.diverged.sum())} of {len(self.accuracies) * self.n_samples} trial samples "
-                   f"ran away (unstable chips, counted wrong)" if self.diverged.any() else ""))
+                   f"ran away (unstable chips, counted wrong)" if self.diverged.any() else "")
+                + (f"\n  {self.nominal_diverged} of {self.n_samples} samples ran away in the nominal run: the "
+                   f"unperturbed net is unstable on them" if self.nominal_diverged else ""))
 
 
 def _result(spec, nominal, trials, seconds, runner: Runner, n_samples) -> MonteCarloResult:
@@ -151,7 +160,8 @@ def _result(spec, nominal, trials, seconds, runner: Runner, n_samples) -> MonteC
         nominal_accuracy=nominal["accuracy"], nominal_loss=nominal["loss"], n_samples=n_samples,
         seconds=seconds, runner=runner.description,
         readouts=np.stack([t["readout"] for t in trials]) if spec.keep_readout else None,
-        diverged=np.array([len(t["diverged"]) for t in trials], dtype=np.int64))
+        diverged=np.array([len(t["diverged_samples"]) for t in trials], dtype=np.int64),
+        nominal_diverged=len(nominal["diverged_samples"]))
 
 
 def _with_nominal(runner: Runner, net, X, y, spec: MonteCarloSpec, specs) -> tuple:
@@ -229,7 +239,8 @@ def mismatch_sweep(net, X, y, sigmas=DEFAULT_MISMATCH_SIGMAS, trials: int = DEFA
     -------
     list of dict
         Per σ: ``sigma``, ``trials``, ``nominal``, ``mean``, ``std``, ``min``, ``max``,
-        ``p5``, ``p50``, ``p95``, ``drop`` and the per-trial ``accuracies``.
+        ``p5``, ``p50``, ``p95``, ``drop``, ``diverged`` (trial samples that ran away),
+        ``nominal_diverged`` and the per-trial ``accuracies``.
     """
     base = MonteCarloSpec() if spec is None else as_spec(spec)
     X, y = check_labelled_data(net, X, y)

@@ -44,7 +44,7 @@ from .energy import (
 )
 from .feasibility import SEVERITIES, check_feasibility
 from ..cells.transistor import SETTLING_FRACTION
-from .formatting import format_si, format_signed
+from .formatting import format_si, format_signed, json_float
 from .montecarlo import MonteCarloSpec, mismatch_sweep, quantisation_sweep
 from ..technology import TechnologyProfile, default_profile
 from .timing import (
@@ -390,7 +390,8 @@ class ChipReport:
             r = self.robustness
             a, q = r["accuracy_at_sigma"], r["accuracy_at_bits"]
             out += _section("robustness", [
-                f"nominal accuracy {r['nominal_accuracy']:.4f} on {self.samples} samples",
+                f"nominal accuracy {r['nominal_accuracy']:.4f} on {self.samples} samples"
+                f"{_ran_away(r['nominal_diverged'], self.samples)}",
                 f"device mismatch σ = {r['sigma']:.0%} (log-normal on conductance-like parameters, "
                 f"{a['trials']} trials): accuracy {a['mean']:.4f} ± {a['std']:.4f} (p5 {a['p5']:.4f}, "
                 f"p95 {a['p95']:.4f}), drop {format_signed(a['drop'])}",
@@ -624,12 +625,13 @@ def chip_report(net, X, y=None, profile: TechnologyProfile | None = None, *, spi
         at_sigma = next(row for row in mismatch if row["sigma"] == float(mc_sigma))
         at_bits = next(row for row in quantised if row["bits"] == int(bits))
         robust = {
-            "nominal_accuracy": float(mismatch[0]["nominal"]), "sigma": float(mc_sigma), "bits": int(bits),
+            "nominal_accuracy": float(mismatch[0]["nominal"]), "nominal_diverged": int(mismatch[0]["nominal_diverged"]),
+            "sigma": float(mc_sigma), "bits": int(bits),
             "accuracy_at_sigma": {k: v for k, v in at_sigma.items() if k != "accuracies"},
-            "accuracy_at_bits": {k: int(v) if k in ("bits", "diverged") else float(v) for k, v in at_bits.items()},
+            "accuracy_at_bits": {k: int(v) if k in ("bits", "diverged") else json_float(v) for k, v in at_bits.items()},
             "mismatch_sweep": [{k: v for k, v in row.items() if k != "accuracies"} for row in mismatch],
-            "quantisation_sweep": [{"bits": int(r["bits"]), "accuracy": float(r["accuracy"]), "loss": float(r["loss"]),
-                                    "diverged": int(r["diverged"])} for r in quantised],
+            "quantisation_sweep": [{"bits": int(r["bits"]), "accuracy": float(r["accuracy"]),
+                                    "loss": json_float(r["loss"]), "diverged": int(r["diverged"])} for r in quantised],
             "solver": dict(solver), "seed": int(seed), "trials": int(mc_trials),
         }
     transistor = None

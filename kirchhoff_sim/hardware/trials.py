@@ -225,8 +225,9 @@ def _solver_readout(net, inputs, spec) -> tuple[np.ndarray, np.ndarray]:
     A perturbed or quantised chip can be unstable for some inputs: its node voltages grow
     without bound (:class:`~kirchhoff_sim.errors.DivergenceError`, or overflow to inf).
     That is a result of the trial — the chip fails on that input — not a failure of the
-    run: the sample is dropped and the rest of its block run again, so a block with ``k``
-    runaway samples costs ``k + 1`` runs. Other simulation errors propagate.
+    run: the samples beyond the bound when the run stops are dropped and the rest of the
+    block run again (a block costs one run more than the number of times its samples run
+    away at different steps). Other simulation errors propagate.
     """
     solver = make_solver(**spec.solver)
     out = np.full((len(inputs), len(net.readout)), np.nan)
@@ -238,10 +239,10 @@ def _solver_readout(net, inputs, spec) -> tuple[np.ndarray, np.ndarray]:
                 out[live] = simulate(net, inputs[live], solver=solver).readout(net)
                 break
             except (DivergenceError, NonFiniteStateError) as exc:
-                if exc.sample is None:
+                if not exc.samples:
                     raise
-                diverged.append(int(live[exc.sample]))
-                live = np.delete(live, exc.sample)
+                diverged.extend(int(b) for b in live[list(exc.samples)])   # all that ran away by then
+                live = np.delete(live, list(exc.samples))
     return out, np.array(sorted(diverged), dtype=np.int64)
 
 
@@ -268,7 +269,7 @@ def _scored(readout: np.ndarray, y: np.ndarray, diverged: np.ndarray) -> dict:
     predictions[finite] = readout[finite].argmax(axis=1)
     loss = float(cross_entropy(readout[finite], y[finite])[0]) if finite.any() else float("nan")
     return {"accuracy": float(np.mean(predictions == y)), "loss": loss, "predictions": predictions,
-            "diverged": diverged}
+            "diverged_samples": diverged}
 
 
 def run_trial(net, X, y, spec, trial_index: int, label: str | None = None) -> dict:
@@ -292,10 +293,11 @@ def run_trial(net, X, y, spec, trial_index: int, label: str | None = None) -> di
     -------
     dict
         ``trial`` (int), ``accuracy`` (float), ``loss`` (mean cross-entropy of the noisy
-        read-out), ``predictions`` (int ndarray ``(B,)``), ``diverged`` (int ndarray, the
-        samples whose circuit ran away — prediction −1, counted wrong, left out of the
-        loss; see :func:`_solver_readout`) and, with ``spec.keep_readout``, ``readout``
-        (ndarray ``(B, n_readout)``, NaN rows for the runaway samples).
+        read-out; NaN when every sample ran away), ``predictions`` (int ndarray ``(B,)``),
+        ``diverged_samples`` (int ndarray, the samples whose circuit ran away — prediction
+        −1, counted wrong, left out of the loss; see :func:`_solver_readout`) and, with
+        ``spec.keep_readout``, ``readout`` (ndarray ``(B, n_readout)``, NaN rows for the
+        runaway samples).
 
     Raises
     ------
@@ -342,4 +344,4 @@ def run_quantised(net, X, y, spec, bits, mode, which) -> dict:
     result = run_trial(quantised, X, y, as_spec(spec).without_noise(), 0,
                        label=f"the net quantised to {bits} bits ({mode})")
     return {"bits": bits, "accuracy": result["accuracy"], "loss": result["loss"],
-            "diverged": int(len(result["diverged"]))}
+            "diverged": int(len(result["diverged_samples"]))}

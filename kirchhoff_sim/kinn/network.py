@@ -307,10 +307,9 @@ class KinnNet(FlatParameters):
         InputError
             ``dtype`` other than float64: a KINN runs in double precision only.
         """
-        from ..solvers.precision import as_dtype
+        from ..solvers.precision import require_float64
 
-        if as_dtype(dtype) != np.float64:
-            raise InputError(f"a KINN runs in float64 only, got dtype {as_dtype(dtype).name}")
+        require_float64(dtype, "a KINN", "its cells' cascade is checked against ngspice in double precision")
         if self._assemblies is None:
             self._assemblies = [KinnAssembly(self, l) for l in range(self.num_windows)]
         return self._assemblies

@@ -160,33 +160,32 @@ def error_ratio(err: np.ndarray, y0: np.ndarray, y1: np.ndarray, rtol: float, at
     return float(np.sqrt(np.mean(squared, axis=0)).max())
 
 
-def check_finite(V: np.ndarray, layer: int, time: float, step: int) -> None:
-    if not np.isfinite(V).all():
-        bad = np.argwhere(~np.isfinite(V))[0]
-        raise NonFiniteStateError(
-            f"a node voltage became {V[tuple(bad)]} — the circuit diverged; "
-            f"check the device parameters or use smaller steps",
-            layer=layer, time=time, step=step, node=int(bad[0]), sample=int(bad[1]),
-        )
-
-
 def check_state(V: np.ndarray, voltage_limit: float, layer: int, time: float, step: int) -> None:
     """Raise unless every node voltage of ``V`` ``(N+1, B)`` is finite and within
-    ``±voltage_limit``: :class:`NonFiniteStateError` or :class:`DivergenceError`.
+    ``±voltage_limit``: :class:`NonFiniteStateError` (some voltage is NaN or infinite) or
+    :class:`DivergenceError`, naming the worst node and sample and, in ``samples``, every
+    sample out of bounds (so that a caller can drop them all at once).
 
     One pass over the state (its largest magnitude) in the common case.
     """
     largest = np.max(np.abs(V)) if V.size else 0.0
     if np.isfinite(largest) and largest <= voltage_limit:
         return
-    check_finite(V, layer, time, step)
+    with np.errstate(invalid="ignore"):
+        outside = ~(np.abs(V) <= voltage_limit) | ~np.isfinite(V)     # NaN and ±inf, whatever the bound
+    samples = np.unique(np.nonzero(outside)[1])
+    where = {"layer": layer, "time": time, "step": step, "samples": samples}
+    if not np.isfinite(V).all():
+        node, sample = np.argwhere(~np.isfinite(V))[0]
+        raise NonFiniteStateError(
+            f"a node voltage became {V[node, sample]} — the circuit diverged; "
+            f"check the device parameters or use smaller steps", node=int(node), sample=int(sample), **where)
     node, sample = np.unravel_index(np.argmax(np.abs(V)), V.shape)
     raise DivergenceError(
         f"a node voltage reached {V[node, sample]:.3g} V (normalised), beyond the "
         f"plausible bound ±{voltage_limit:g}: the circuit is unstable (positive feedback, a "
         f"negative conductance) or its parameters are unphysical; a larger bound is "
-        f"simulate(voltage_limit=...)",
-        layer=layer, time=time, step=step, node=int(node), sample=int(sample))
+        f"simulate(voltage_limit=...)", node=int(node), sample=int(sample), **where)
 
 
 class FixedStep:
@@ -597,7 +596,7 @@ def _march(method, step, assembly, V, t0, t1, ctx):
         if accepted:
             try:
                 check_state(trial.y1, ctx.voltage_limit, ctx.layer, t, n)
-            except DivergenceError as blow_up:
+            except (DivergenceError, NonFiniteStateError) as blow_up:
                 # an explicit method past its stability limit on a stable circuit diverges
                 # too; tell the two apart before reporting a divergence
                 try:

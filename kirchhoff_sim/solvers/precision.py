@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["DTYPES", "TOLERANCE_FLOOR_EPS", "as_dtype", "check_precision", "tolerance_floor"]
+__all__ = ["DTYPES", "TOLERANCE_FLOOR_EPS", "as_dtype", "check_precision", "require_float64", "tolerance_floor"]
 
 #: the working types, by the name the CLI and the model-file metadata use
 DTYPES = {"float64": np.dtype(np.float64), "float32": np.dtype(np.float32)}
@@ -33,23 +33,46 @@ TOLERANCE_FLOOR_EPS = 4.0
 
 
 def as_dtype(dtype) -> np.dtype:
-    """``dtype`` (``None``: float64; a name of :data:`DTYPES`, or ``np.float32`` / ``np.float64``)
-    as a numpy dtype.
+    """``dtype`` as one of the two working types, a native-endian numpy dtype.
+
+    Parameters
+    ----------
+    dtype : None, str, type or numpy.dtype
+        ``None`` (float64), a name of :data:`DTYPES` ("float64", "float32"),
+        ``np.float64`` / ``np.float32`` (or ``float``), or the numpy dtype of one of them.
 
     Raises
     ------
     InputError
-        Anything but the two working types.
+        Anything else: another type, a byte-swapped dtype, another spelling of a name, a
+        value instead of a type.
     """
     if dtype is None:
         return DTYPES["float64"]
-    try:
+    if isinstance(dtype, str):
+        resolved = DTYPES.get(dtype)
+    elif isinstance(dtype, np.dtype):
+        resolved = DTYPES.get(dtype.name) if dtype.isnative else None
+    elif any(dtype is t for t in (float, np.float64, np.float32)):
         resolved = np.dtype(dtype)
-    except TypeError:
+    else:
         resolved = None
-    if resolved is None or resolved.name not in DTYPES or isinstance(dtype, bool):
-        raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    return resolved
+    if resolved is None:
+        raise InputError(f"dtype must be one of {', '.join(DTYPES)} (or np.float64, np.float32), got {dtype!r}")
+    return DTYPES[resolved.name]
+
+
+def require_float64(dtype, what: str, why: str) -> None:
+    """Refuse a working type other than float64 for ``what`` (``why`` says why).
+
+    Raises
+    ------
+    InputError
+        ``dtype`` is not float64 (or is not a working type at all).
+    """
+    dtype = as_dtype(dtype)
+    if dtype != DTYPES["float64"]:
+        raise InputError(f"{what} runs in float64 only ({why}), got dtype {dtype.name}")
 
 
 def tolerance_floor(dtype) -> float:
@@ -61,18 +84,23 @@ def tolerance_floor(dtype) -> float:
 def check_precision(solver, dtype) -> np.dtype:
     """Refuse a solver that cannot run in ``dtype``; return the dtype.
 
+    ``solver`` None is :func:`~kirchhoff_sim.solvers.simulate`'s default, Dopri5 at rtol
+    1e-7 — below float32's floor, so a float32 run names its solver.
+
     Raises
     ------
     InputError
         An implicit method in float32, or an adaptive step asking a relative tolerance
         below :func:`tolerance_floor` of ``dtype`` (the message gives both figures).
     """
+    from .explicit import Dopri5
+
+    solver = Dopri5() if solver is None else solver
     dtype = as_dtype(dtype)
-    if dtype != DTYPES["float64"] and getattr(solver, "implicit", False):
+    if getattr(solver, "implicit", False):
         name = getattr(solver, "method", None) or type(solver).__name__
-        raise InputError(f"the implicit method {name} runs in float64 only (its Newton test and LU pivoting "
-                         f"are tuned for double precision): use an explicit method (Dopri5, RK4, ...) "
-                         f"in {dtype.name}, or dtype=float64")
+        require_float64(dtype, f"the implicit method {name}", "its Newton test and LU pivoting are tuned for "
+                        "double precision: use an explicit method (Dopri5, RK4, ...) in float32")
     step = getattr(solver, "step", None)
     rtol = getattr(step, "rtol", None)
     floor = tolerance_floor(dtype)

@@ -200,15 +200,17 @@ class ResourceEstimate:
                 f"record_states=k) or split the batch", self)
 
 
-def estimate_resources(net, batch: int, solver, n_save: int = 1, record_states=False) -> ResourceEstimate:
+def estimate_resources(net, batch: int, solver, n_save: int = 1, record_states=False,
+                       itemsize: int = FLOAT_BYTES) -> ResourceEstimate:
     """Estimate the steps, work and memory of ``simulate(net, x, solver, save_at,
-    record_states)`` for a batch of ``batch`` samples and ``n_save`` save times.
+    record_states)`` for a batch of ``batch`` samples and ``n_save`` save times, with states
+    of ``itemsize`` bytes a value (8: float64; 4: a float32 run).
 
     See the module docstring for what is counted; the figures are lower bounds where the
     exact count depends on the run (Newton iterations, adaptive steps).
     """
     N, B = net.num_nodes, int(batch)
-    state = (N + 1) * B * FLOAT_BYTES
+    state = (N + 1) * B * int(itemsize)
     steps = _fixed_steps(net, solver)
     implicit = bool(getattr(solver, "implicit", False))
     memory = {"saved trajectory": int(n_save) * state,

@@ -184,7 +184,7 @@ def simulate(net, x, solver=None, save_at=None, record_states: bool = False,
     keep_every = int(record_states) if record_states else 0
     if record_states is not False and keep_every < 1:
         raise InputError(f"record_states must be a bool or an int >= 1, got {record_states!r}")
-    estimate = estimate_resources(net, B, solver, len(ts), record_states)
+    estimate = estimate_resources(net, B, solver, len(ts), record_states, itemsize=dtype.itemsize)
     estimate.check(limits)
     if max_batch is not None and B > max_batch:
         return _split_batch(net, np.asarray(x, dtype=float), -(-B // max_batch),
@@ -218,7 +218,8 @@ def samples_counted_from(first: int):
     except (DivergenceError, NonFiniteStateError) as exc:
         if exc.sample is None or not first:
             raise
-        raise exc.copy_with(sample=exc.sample + first) from None
+        moved = exc.copy_with(sample=exc.sample + first, samples=[b + first for b in exc.samples])
+        raise moved.with_traceback(exc.__traceback__) from None
 
 
 def _split_batch(net, x: np.ndarray, n_pieces: int, options: dict) -> Solution:

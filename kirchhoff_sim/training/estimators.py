@@ -98,6 +98,7 @@ class _NetEstimator(BaseEstimator):
 
 class _KirchhoffEstimator(_NetEstimator):
     _loss = "cross_entropy"
+    dtype = "float64"           # what an estimator pickled before ``dtype`` existed runs in
 
     def __init__(self, hidden=8, layers=2, duration=1.0, device="ShiftedReLU",
                  topology="fully_connected", image_shape=None, window=3, epochs=20,
@@ -158,6 +159,7 @@ class _KirchhoffEstimator(_NetEstimator):
             self.history_ = train(self.net_, data, config, progress=self.verbose,
                                   log=print if self.verbose else None, executor=runner).history
         self.solver_spec_ = dict(config.solver)
+        self.dtype_ = config.dtype
         hardware = config.hardware()
         if hardware is not None:
             from ..hardware.fit import fit_voltage_unit     # the hardware package imports slowly
@@ -170,7 +172,9 @@ class _KirchhoffEstimator(_NetEstimator):
         check_is_fitted(self, "net_")
         with _refusals_as_input_errors():
             X = validate_data(self, X, reset=False, dtype=np.float64)
-        return simulate(self.net_, X, solver=make_solver(**self.solver_spec_), dtype=self.dtype).readout(self.net_)
+        # in the precision it was fitted in (one fitted before dtype_ existed: float64)
+        return simulate(self.net_, X, solver=make_solver(**self.solver_spec_),
+                        dtype=getattr(self, "dtype_", "float64")).readout(self.net_)
 
 
 class KirchhoffClassifier(ClassifierMixin, _KirchhoffEstimator):
@@ -197,6 +201,8 @@ class KirchhoffClassifier(ClassifierMixin, _KirchhoffEstimator):
         One record per epoch (see :func:`~kirchhoff_sim.training.trainer.train`).
     solver_spec_ : dict
         The solver of training, used by every prediction.
+    dtype_ : str
+        The working precision of training, used by every prediction.
     profile_ : TechnologyProfile
         Only with ``profile``: the profile with the V0 fitted to the trained net
         (:func:`~kirchhoff_sim.hardware.fit.fit_voltage_unit`); ``voltage_unit_note_`` says
@@ -272,13 +278,14 @@ class KirchhoffClassifier(ClassifierMixin, _KirchhoffEstimator):
 class KirchhoffRegressor(MultiOutputMixin, RegressorMixin, _KirchhoffEstimator):
     """A KirchhoffNet regressor: the read-out voltages are the prediction (MSE loss).
 
-    One read-out node per target column; parameters as :class:`KirchhoffClassifier`.
+    One read-out node per target column; parameters (``dtype`` too) as
+    :class:`KirchhoffClassifier`.
 
     Attributes
     ----------
     n_outputs_ : int
         Number of targets.
-    net_, history_, solver_spec_, n_features_in_, feature_names_in_
+    net_, history_, solver_spec_, dtype_, n_features_in_, feature_names_in_
         As :class:`KirchhoffClassifier`.
     """
 

@@ -33,7 +33,7 @@ from ..executors import as_runner
 from ..inference import DEFAULT_CHUNK_SIZE, readouts
 from ..modelfile import read_model_file, save_net
 from ..solvers import default_solver_spec, make_solver
-from ..solvers.precision import as_dtype, check_precision
+from ..solvers.precision import check_precision, require_float64
 from .datasets import Dataset, minibatches, train_validation_split
 from .constraints import HardwareConstraints
 from .data_parallel import ShardedGradient
@@ -44,6 +44,7 @@ _OPTIMIZER_PREFIX = "optimizer/"   # checkpoint arrays holding the optimiser sta
 _LATENT_PREFIX = "latent/"         # ... and the latents of a constrained run
 #: what a checkpoint written before TrainConfig.shards and TrainConfig.dtype ran with
 _BEFORE_NEWER_FIELDS = {"shards": 1, "dtype": "float64"}
+_FLOW_FLOAT64 = "its log-density sums a trace over every step"
 
 
 @dataclass
@@ -105,9 +106,8 @@ class TrainConfig:
         except TypeError as exc:
             raise InputError(f"TrainConfig.solver {self.solver!r} is not a solver spec: {exc}") from None
         self.dtype = check_precision(solver, self.dtype).name
-        if self.dtype != "float64" and self.loss in FLOW_LOSSES:
-            raise InputError(f"a flow's loss ({self.loss}) runs in float64 only (its log-density sums a "
-                             f"trace over every step), got TrainConfig.dtype {self.dtype}")
+        if self.loss in FLOW_LOSSES:
+            require_float64(self.dtype, f"a flow's loss ({self.loss})", _FLOW_FLOAT64)
         if isinstance(self.constraints, HardwareConstraints):
             self.constraints = self.constraints.to_dict()
         if self.constraints is not None:
@@ -146,8 +146,7 @@ def evaluate(net, X, y, loss: str = "cross_entropy", solver=None, batch_size: in
     if loss not in TRAINING_LOSSES:
         raise InputError(f"unknown loss {loss!r}; use one of {list(TRAINING_LOSSES)}")
     if loss in FLOW_LOSSES:         # a flow: the data's negative log-likelihood or a reverse KL (y unused)
-        if as_dtype(dtype) != np.float64:
-            raise InputError(f"a flow's loss ({loss}) runs in float64 only, got dtype {as_dtype(dtype).name}")
+        require_float64(dtype, f"a flow's loss ({loss})", _FLOW_FLOAT64)
         return {"loss": flow_loss(net, loss, X, solver, max_batch=batch_size)}
     out = readouts(net, X, solver=solver, chunk_size=batch_size, executor=executor, dtype=dtype)
     value, _ = LOSSES[loss](out, y)
