@@ -1,5 +1,4 @@
-"""How the hardware reports write figures: signed changes, SI prefixes from units, and
-numbers for strict JSON."""
+"""How the hardware reports write figures: signed changes, SI prefixes, strict-JSON numbers."""
 
 from __future__ import annotations
 

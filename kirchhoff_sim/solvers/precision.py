@@ -104,7 +104,7 @@ def check_precision(solver, dtype) -> np.dtype:
     step = getattr(solver, "step", None)
     rtol = getattr(step, "rtol", None)
     floor = tolerance_floor(dtype)
-    if rtol is not None and rtol < floor:
+    if rtol is not None and 0 < rtol < floor:       # rtol 0: a purely absolute tolerance, atol's scale
         raise InputError(f"rtol {rtol:g} cannot be met in {dtype.name}: its round-off eps is "
                          f"{np.finfo(dtype).eps:.3g} and every step rounds the state by a few eps, so no "
                          f"step is more accurate than {TOLERANCE_FLOOR_EPS:g}·eps = {floor:.2g} of it; use "
