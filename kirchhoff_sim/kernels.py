@@ -314,8 +314,8 @@ def rhs_into(out: np.ndarray, V: np.ndarray, src, dst, device, p) -> None:
         C-contiguous, writable float64 or float32 (the dtype of ``V``); row 0 (ground)
         is zeroed.
     V : ndarray, shape (N+1, B)
-        Node voltages, C-contiguous float64 or float32 (each edge is evaluated in
-        float64 and its current rounded to the working type as it is added).
+        Node voltages, C-contiguous float64 or float32 (a float32 state's edges are
+        evaluated in float32, tanh in its float32 form).
     src, dst : ndarray of int, shape (E_c,)
         End nodes of the chunk's edges, each in ``0 … N``.
     device : Device

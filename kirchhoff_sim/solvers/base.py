@@ -171,12 +171,13 @@ def check_state(V: np.ndarray, voltage_limit: float, layer: int, time: float, st
     largest = np.max(np.abs(V)) if V.size else 0.0
     if np.isfinite(largest) and largest <= voltage_limit:
         return
+    finite = np.isfinite(V)
     with np.errstate(invalid="ignore"):
-        outside = ~(np.abs(V) <= voltage_limit) | ~np.isfinite(V)     # NaN and ±inf, whatever the bound
+        outside = ~(np.abs(V) <= voltage_limit) | ~finite     # NaN and ±inf, whatever the bound
     samples = np.unique(np.nonzero(outside)[1])
     where = {"layer": layer, "time": time, "step": step, "samples": samples}
-    if not np.isfinite(V).all():
-        node, sample = np.argwhere(~np.isfinite(V))[0]
+    if not finite.all():
+        node, sample = np.argwhere(~finite)[0]
         raise NonFiniteStateError(
             f"a node voltage became {V[node, sample]} — the circuit diverged; "
             f"check the device parameters or use smaller steps", node=int(node), sample=int(sample), **where)
